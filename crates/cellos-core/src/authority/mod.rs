@@ -1,0 +1,1 @@
+//! Typed authority: the four evidence kinds and the derivation graph.

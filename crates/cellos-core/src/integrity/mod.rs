@@ -1,0 +1,1 @@
+//! Integrity: canonical bytes, hash chain and signatures over events.

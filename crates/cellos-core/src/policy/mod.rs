@@ -1,0 +1,1 @@
+//! Admission: checking a spec against policy packs.

@@ -1,0 +1,282 @@
+//! Ports: the traits the rest of CellOS implements, and the values that cross them.
+//!
+//! The ports are synchronous on purpose. The run path is latency-critical (a cell should start
+//! as fast as bubblewrap) and every host operation behind it is a blocking syscall; adapters that
+//! need an async runtime (NATS, HTTP export) own one internally instead of forcing one on the
+//! supervisor. Everything here is `Send + Sync` so adapters can be shared across threads.
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::events::CloudEvent;
+use crate::spec::{ExecutionCellSpec, ExportTargetKind, SecretDeliveryMode};
+
+/// Error returned across a port. `kind` lets the supervisor map failures to exit codes and
+/// events without string matching; `message` names the field or kernel feature and the fix.
+#[derive(Debug, thiserror::Error)]
+#[error("{kind}: {message}")]
+pub struct PortError {
+    pub kind: PortErrorKind,
+    pub message: String,
+}
+
+impl PortError {
+    pub fn new(kind: PortErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortErrorKind {
+    /// The host lacks a kernel feature a requested protection needs (fail closed).
+    MissingFeature,
+    /// The spec asked for something this adapter refuses (escape, bad path, ...).
+    Refused,
+    /// A named thing does not exist (secret, artifact, cell).
+    NotFound,
+    /// An I/O or system call failed.
+    Io,
+    /// A limit was exceeded (event too large, ...).
+    TooLarge,
+}
+
+impl std::fmt::Display for PortErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PortErrorKind::MissingFeature => "missing kernel feature",
+            PortErrorKind::Refused => "refused",
+            PortErrorKind::NotFound => "not found",
+            PortErrorKind::Io => "i/o error",
+            PortErrorKind::TooLarge => "too large",
+        })
+    }
+}
+
+/// Append-only, durable event stream.
+pub trait EventSink: Send + Sync {
+    /// Seal (chain + sign) and durably append `event`. Returns the event as stored, with its
+    /// integrity attributes. Must not return before the event is durable.
+    fn emit(&self, event: CloudEvent) -> Result<CloudEvent, PortError>;
+}
+
+/// A secret value. Zeroised when dropped; deliberately not `Debug`, `Clone` or `Serialize`.
+pub struct SecretValue(Zeroizing<Vec<u8>>);
+
+impl SecretValue {
+    pub fn new(bytes: Vec<u8>) -> Self {
+        Self(Zeroizing::new(bytes))
+    }
+
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// Resolves declared secret references for one cell; never ambient.
+pub trait SecretBroker: Send + Sync {
+    /// Short name recorded in events (`file`, `env`, ...).
+    fn name(&self) -> &'static str;
+    /// Resolve `key` for `cell_id`. Only keys in `spec.authority.secretRefs` are ever asked for.
+    fn resolve(&self, key: &str, cell_id: &str) -> Result<SecretValue, PortError>;
+    /// Drop anything held for `cell_id`. Called after teardown; idempotent.
+    fn revoke_for_cell(&self, cell_id: &str) -> Result<(), PortError>;
+}
+
+/// Receipt of one exported artifact.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExportReceipt {
+    pub name: String,
+    pub target_kind: ExportTargetKind,
+    pub target_name: Option<String>,
+    pub destination: String,
+    pub sha256: String,
+    pub size_bytes: u64,
+}
+
+/// Copies an artifact out of a cell to a destination.
+pub trait ExportSink: Send + Sync {
+    fn target_kind(&self) -> ExportTargetKind;
+    /// Where `name` of `cell_id` would land, for failure events.
+    fn destination_hint(&self, cell_id: &str, name: &str) -> String;
+    /// Stream `content` to the destination and return a receipt with its digest and size.
+    fn push(
+        &self,
+        cell_id: &str,
+        name: &str,
+        content: &mut dyn Read,
+    ) -> Result<ExportReceipt, PortError>;
+}
+
+/// A model-inference request made on behalf of a cell.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InferenceRequest {
+    pub cell_id: String,
+    pub model_hint: Option<String>,
+    pub prompt: String,
+    /// Authority budget: the broker must not return more tokens than this.
+    pub max_tokens: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InferenceResponse {
+    pub model: String,
+    pub content: String,
+    pub input_tokens: u32,
+    pub output_tokens: u32,
+}
+
+/// Brokered inference, attributed to a cell. Cells never hold model credentials themselves.
+pub trait InferenceBroker: Send + Sync {
+    fn infer(&self, request: &InferenceRequest) -> Result<InferenceResponse, PortError>;
+}
+
+/// A secret handed to the backend for delivery into the cell.
+pub struct DeliveredSecret {
+    pub key: String,
+    pub value: SecretValue,
+}
+
+/// Everything a backend needs to create one cell.
+pub struct CellRequest<'a> {
+    pub spec: &'a ExecutionCellSpec,
+    /// SHA-256 of the canonical spec, for records and stamping.
+    pub spec_hash: &'a str,
+    pub run_id: &'a str,
+    pub secrets: Vec<DeliveredSecret>,
+    pub secret_delivery: SecretDeliveryMode,
+    /// Live workload output. The backend copies bytes here as they arrive.
+    pub stdout: Box<dyn Write + Send>,
+    pub stderr: Box<dyn Write + Send>,
+}
+
+/// One enforced limit and the mechanism that enforced it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LimitEnforcement {
+    /// Spec name of the limit: `memoryMaxBytes`, `pidsMax`, `cpuMillis`, `timeoutMs`, `ttlSeconds`.
+    pub limit: String,
+    pub value: u64,
+    /// e.g. `cgroup v1 memory.limit_in_bytes+memory.memsw.limit_in_bytes`, `cgroup v2 pids.max`.
+    pub mechanism: String,
+}
+
+/// What a backend actually applied to a cell (evidence, not intent).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IsolationReport {
+    pub backend: String,
+    /// Namespaces the cell got: `user`, `pid`, `mnt`, `net`, `ipc`, `uts`, `cgroup`.
+    pub namespaces: Vec<String>,
+    /// `inside outside count` lines of the uid map.
+    pub uid_map: String,
+    /// Workload uid/gid inside the cell.
+    pub workload_uid: u32,
+    pub workload_gid: u32,
+    /// `host`, `path:<dir>` or `oci:<digest>`.
+    pub rootfs: String,
+    pub seccomp_profile: String,
+    /// SHA-256 of the compiled BPF program.
+    pub seccomp_profile_sha256: String,
+    /// Landlock ABI version applied, `None` when the kernel has no Landlock.
+    pub landlock_abi: Option<u32>,
+    pub capabilities: Vec<String>,
+    pub no_new_privs: bool,
+    /// `v2` or `v1`, as detected at run time.
+    pub cgroup_version: String,
+    pub limits: Vec<LimitEnforcement>,
+    pub network: String,
+}
+
+/// How the workload ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "kind")]
+pub enum WorkloadExit {
+    Exited {
+        code: i32,
+    },
+    Signaled {
+        signal: i32,
+    },
+    /// Killed because `timeoutMs` (or the TTL) ran out.
+    TimedOut {
+        limit: String,
+    },
+    /// The workload never started (exec failed, ...).
+    SpawnFailed {
+        reason: String,
+    },
+}
+
+/// A limit that was hit while the workload ran.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LimitHit {
+    pub limit: String,
+    /// Counter that proved it, e.g. `cgroup v1 memory.oom_control oom_kill=1`.
+    pub mechanism: String,
+    pub count: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadOutcome {
+    pub exit: WorkloadExit,
+    /// From exec of the workload to its end.
+    pub duration: Duration,
+    pub limit_hits: Vec<LimitHit>,
+}
+
+/// One kind of thing a destroyed cell could leave behind.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Residue {
+    /// `process`, `cgroup`, `mount`, `netns`, `veth`, `nftTable`, `file`.
+    pub class: String,
+    pub detail: String,
+}
+
+/// Result of destroy or reclaim: what was removed and what (if anything) remains.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TeardownReport {
+    pub cell_id: String,
+    /// False when the cell was already gone (destroy is idempotent).
+    pub destroyed: bool,
+    /// Whether processes had to be killed (`forced`) or had all exited (`clean`).
+    pub forced: bool,
+    /// What the residue check still found. Empty means nothing is left.
+    pub residue: Vec<Residue>,
+}
+
+/// A running cell, owned by the supervisor.
+pub trait Cell: Send {
+    fn id(&self) -> &str;
+    /// Protections applied at create time.
+    fn isolation(&self) -> &IsolationReport;
+    /// Exec the workload. `timeoutMs` counts from here.
+    fn start(&mut self) -> Result<Instant, PortError>;
+    /// Wait for the workload to end, killing it at `deadline`.
+    fn wait(&mut self, deadline: Option<Instant>) -> Result<WorkloadOutcome, PortError>;
+    /// Open a file inside the cell for export; symlink and `..` escapes are refused.
+    fn open_artifact(&self, path: &str) -> Result<Box<dyn Read + Send>, PortError>;
+    /// Kill everything, unmount, remove cgroups and scratch, then verify. Idempotent.
+    fn destroy(&mut self) -> Result<TeardownReport, PortError>;
+}
+
+/// Maps a spec onto host isolation primitives.
+pub trait CellBackend: Send + Sync {
+    fn name(&self) -> &'static str;
+    /// Create the cell (namespaces, rootfs, cgroup, hardening) without starting the workload.
+    fn create(&self, request: CellRequest<'_>) -> Result<Box<dyn Cell>, PortError>;
+    /// Clean up what a dead supervisor left of `cell_id` (crash reconciliation). Idempotent.
+    fn reclaim(&self, cell_id: &str) -> Result<TeardownReport, PortError>;
+}

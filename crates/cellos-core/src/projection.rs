@@ -1,0 +1,1 @@
+//! Projection: folding an event log into per-cell state.

@@ -1,0 +1,5 @@
+//! The spec documents, their parsing, semantic validation, canonical hash and JSON Schema.
+
+mod document;
+
+pub use document::*;

@@ -1,0 +1,1 @@
+//! cellos-linux
