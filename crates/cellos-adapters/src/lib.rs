@@ -1,1 +1,7 @@
-//! cellos-adapters
+//! Adapters: implementations of the core ports for one machine (event log, keys, secret
+//! brokers, export sinks).
+
+pub mod event_log;
+pub mod export;
+pub mod keys;
+pub mod secrets;

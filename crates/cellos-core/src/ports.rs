@@ -63,6 +63,11 @@ pub trait EventSink: Send + Sync {
     /// Seal (chain + sign) and durably append `event`. Returns the event as stored, with its
     /// integrity attributes. Must not return before the event is durable.
     fn emit(&self, event: CloudEvent) -> Result<CloudEvent, PortError>;
+
+    /// Append several events with one durability barrier. Same guarantees as [`Self::emit`].
+    fn emit_batch(&self, events: Vec<CloudEvent>) -> Result<Vec<CloudEvent>, PortError> {
+        events.into_iter().map(|e| self.emit(e)).collect()
+    }
 }
 
 /// A secret value. Zeroised when dropped; deliberately not `Debug`, `Clone` or `Serialize`.

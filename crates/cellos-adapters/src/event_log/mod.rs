@@ -1,0 +1,1 @@
+//! Durable JSONL event log: the default EventSink.

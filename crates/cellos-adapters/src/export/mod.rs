@@ -1,0 +1,1 @@
+//! Export sinks: where artifacts go after the workload ends.

@@ -1,0 +1,1 @@
+//! Host signing keys: creation, loading, permissions.

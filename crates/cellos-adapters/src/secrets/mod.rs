@@ -1,0 +1,1 @@
+//! Secret brokers: where secret values come from.

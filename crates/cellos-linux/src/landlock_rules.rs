@@ -1,0 +1,1 @@
+//! landlock_rules
