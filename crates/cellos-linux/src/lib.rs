@@ -3,6 +3,7 @@
 pub mod caps;
 pub mod cgroup;
 pub mod doctor;
+pub mod error;
 pub mod landlock_rules;
 pub mod oci;
 pub mod seccomp;
