@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs what CellOS needs on a fresh Debian 12 machine. Idempotent: packages already present
+# are not fetched again, and the apt index is refreshed only when something is missing.
+set -euo pipefail
+
+packages=(
+  nftables       # egress enforcement inside each cell's network namespace
+  iproute2       # veth pairs and network namespaces for networked cells and tests
+  python3        # example workloads and isolation probes run inside cells
+  bubblewrap     # the peer `cellos run` is benchmarked against
+  hyperfine      # times whole commands in scripts/bench-run.sh
+  dnsmasq-base   # upstream DNS server in egress tests
+  iperf3         # throughput through egress rules
+  nats-server    # JetStream event sink tests
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "setup: need root to install: ${missing[*]} (run with sudo)" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+command -v cargo >/dev/null || { echo "setup: cargo not found; install the Rust toolchain (rustup)" >&2; exit 1; }
