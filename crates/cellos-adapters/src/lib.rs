@@ -4,4 +4,5 @@
 pub mod event_log;
 pub mod export;
 pub mod keys;
+pub mod logs;
 pub mod secrets;
