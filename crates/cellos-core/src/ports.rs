@@ -284,4 +284,25 @@ pub trait CellBackend: Send + Sync {
     fn create(&self, request: CellRequest<'_>) -> Result<Box<dyn Cell>, PortError>;
     /// Clean up what a dead supervisor left of `cell_id` (crash reconciliation). Idempotent.
     fn reclaim(&self, cell_id: &str) -> Result<TeardownReport, PortError>;
+    /// Cells whose supervisor is gone but whose host state (record, cgroup, ...) remains:
+    /// what `cellos gc` reclaims. Cells of live supervisors are never listed.
+    fn orphans(&self) -> Result<Vec<String>, PortError>;
+    /// Cells currently known to this host (running or orphaned), for `cellos ps`.
+    fn list(&self) -> Result<Vec<CellSummary>, PortError>;
+    /// Send `signal` to the workload of a running cell (`cellos kill`).
+    fn signal(&self, cell_id: &str, signal: i32) -> Result<(), PortError>;
+}
+
+/// A cell as seen by `cellos ps`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CellSummary {
+    pub cell_id: String,
+    pub run_id: String,
+    /// Unix seconds when the cell was created.
+    pub created_unix: u64,
+    /// Whether the supervising process is still alive.
+    pub supervised: bool,
+    /// Host pid of the cell's init, when running.
+    pub init_pid: Option<i32>,
 }
