@@ -1,0 +1,90 @@
+//! The catalogue of event types: one variant per `type` string CellOS emits.
+
+/// Common prefix of every CellOS event type.
+pub const TYPE_PREFIX: &str = "dev.cellos.events.cell.";
+
+/// Every event type in the catalogue. The `type` string is
+/// `dev.cellos.events.cell.<family>.v1.<name>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum EventKind {
+    AdmissionDecided,
+    LifecycleStarted,
+    LifecycleDestroyed,
+    CommandCompleted,
+    IsolationEnforced,
+    LimitHit,
+    SecretsMaterialized,
+    SecretsRevoked,
+    ExportCompleted,
+    ExportFailed,
+    NetworkEnforced,
+    DnsQueryPermitted,
+    DnsQueryRefused,
+    FlowDecided,
+    TelemetryDeclared,
+    AgentSilenced,
+    ViolationDetected,
+    ComplianceSummary,
+    GcReclaimed,
+}
+
+impl EventKind {
+    /// Every kind, in catalogue order.
+    pub const ALL: [EventKind; 19] = [
+        EventKind::AdmissionDecided,
+        EventKind::LifecycleStarted,
+        EventKind::LifecycleDestroyed,
+        EventKind::CommandCompleted,
+        EventKind::IsolationEnforced,
+        EventKind::LimitHit,
+        EventKind::SecretsMaterialized,
+        EventKind::SecretsRevoked,
+        EventKind::ExportCompleted,
+        EventKind::ExportFailed,
+        EventKind::NetworkEnforced,
+        EventKind::DnsQueryPermitted,
+        EventKind::DnsQueryRefused,
+        EventKind::FlowDecided,
+        EventKind::TelemetryDeclared,
+        EventKind::AgentSilenced,
+        EventKind::ViolationDetected,
+        EventKind::ComplianceSummary,
+        EventKind::GcReclaimed,
+    ];
+
+    /// The full CloudEvents `type` string.
+    pub const fn as_type(self) -> &'static str {
+        match self {
+            EventKind::AdmissionDecided => "dev.cellos.events.cell.admission.v1.decided",
+            EventKind::LifecycleStarted => "dev.cellos.events.cell.lifecycle.v1.started",
+            EventKind::LifecycleDestroyed => "dev.cellos.events.cell.lifecycle.v1.destroyed",
+            EventKind::CommandCompleted => "dev.cellos.events.cell.command.v1.completed",
+            EventKind::IsolationEnforced => "dev.cellos.events.cell.isolation.v1.enforced",
+            EventKind::LimitHit => "dev.cellos.events.cell.limit.v1.hit",
+            EventKind::SecretsMaterialized => "dev.cellos.events.cell.secrets.v1.materialized",
+            EventKind::SecretsRevoked => "dev.cellos.events.cell.secrets.v1.revoked",
+            EventKind::ExportCompleted => "dev.cellos.events.cell.export.v1.completed",
+            EventKind::ExportFailed => "dev.cellos.events.cell.export.v1.failed",
+            EventKind::NetworkEnforced => "dev.cellos.events.cell.network.v1.enforced",
+            EventKind::DnsQueryPermitted => "dev.cellos.events.cell.dns.v1.permitted",
+            EventKind::DnsQueryRefused => "dev.cellos.events.cell.dns.v1.refused",
+            EventKind::FlowDecided => "dev.cellos.events.cell.flow.v1.decided",
+            EventKind::TelemetryDeclared => "dev.cellos.events.cell.telemetry.v1.declared",
+            EventKind::AgentSilenced => "dev.cellos.events.cell.telemetry.v1.agent_silenced",
+            EventKind::ViolationDetected => "dev.cellos.events.cell.violation.v1.detected",
+            EventKind::ComplianceSummary => "dev.cellos.events.cell.compliance.v1.summary",
+            EventKind::GcReclaimed => "dev.cellos.events.cell.gc.v1.reclaimed",
+        }
+    }
+
+    /// The kind named by a CloudEvents `type` string, if it is in the catalogue.
+    pub fn from_type(ty: &str) -> Option<EventKind> {
+        EventKind::ALL.into_iter().find(|k| k.as_type() == ty)
+    }
+}
+
+impl std::fmt::Display for EventKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_type())
+    }
+}
