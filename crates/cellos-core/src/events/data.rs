@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::authority::AuthorityKind;
 use crate::policy::AdmissionDecision;
 use crate::ports::{IsolationReport, Residue, WorkloadExit, WorkloadOutcome};
 use crate::spec::{ExportTargetKind, SecretDeliveryMode};
@@ -173,20 +174,6 @@ pub struct DnsQueryData {
 pub enum FlowVerdict {
     Allow,
     Deny,
-}
-
-/// Evidence tier behind an authority claim, strongest first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum AuthorityKind {
-    /// Cryptographic proof (TLS certificate, DNSSEC, signed token).
-    Proven,
-    /// The supervisor forced it.
-    Imposed,
-    /// The host saw it (SNI, Host header, packet).
-    Observed,
-    /// The guest said so; lowest trust.
-    Declared,
 }
 
 /// `flow.v1.decided`: one connection attempt and what the host did with it.

@@ -6,6 +6,7 @@ use serde::Serialize;
 use time::format_description::well_known::Rfc3339;
 use time::{OffsetDateTime, UtcOffset};
 
+use crate::authority::AuthorityKind;
 use crate::policy::AdmissionDecision;
 use crate::ports::{
     ExportReceipt, IsolationReport, LimitHit, Residue, TeardownReport, WorkloadOutcome,
