@@ -1,4 +1,12 @@
 //! Admission: checking a spec against policy packs.
+//!
+//! The `PolicyPack` document itself is defined with the other documents in [`crate::spec`]
+//! (one parser, one schema); it is re-exported here for convenience.
+
+mod admission;
+
+pub use crate::spec::{Enforcement, PolicyPackDocument, PolicyPackSpec, PolicyRules};
+pub use admission::admit;
 
 use serde::{Deserialize, Serialize};
 

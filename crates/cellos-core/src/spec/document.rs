@@ -94,7 +94,13 @@ pub struct RunSpec {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RunLimits {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Bytes, as a number or a size string (`256Mi`); always a plain number once parsed.
+    #[serde(
+        default,
+        deserialize_with = "super::byte_size::optional_bytes::deserialize",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(with = "Option<ByteSize>")]
     pub memory_max_bytes: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pids_max: Option<u64>,
@@ -123,43 +129,18 @@ pub struct FilesystemSpec {
 }
 
 /// `rootfs: host`, `rootfs: {path}` or `rootfs: {ociLayout, ref}`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(untagged)]
+///
+/// Serde impls are in `rootfs.rs`: a derived untagged enum would answer every mistake with
+/// "data did not match any variant", hiding which field was wrong.
+#[derive(Debug, Clone, Default, PartialEq, Eq, JsonSchema)]
+#[schemars(untagged)]
 pub enum RootfsSpec {
     /// The literal string `host`: read-only binds of the host's system directories.
     #[default]
-    #[serde(with = "host_literal")]
-    #[schemars(with = "HostLiteral")]
+    #[schemars(schema_with = "super::rootfs::host_literal_schema")]
     Host,
     Path(RootfsPath),
     Oci(RootfsOci),
-}
-
-/// Schema stand-in for the literal `"host"`.
-#[derive(JsonSchema)]
-#[allow(dead_code)]
-enum HostLiteral {
-    #[serde(rename = "host")]
-    Host,
-}
-
-mod host_literal {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str("host")
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<(), D::Error> {
-        let s = String::deserialize(d)?;
-        if s == "host" {
-            Ok(())
-        } else {
-            Err(serde::de::Error::custom(format!(
-                "rootfs must be \"host\", {{path}} or {{ociLayout, ref}}, not {s:?}"
-            )))
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -207,7 +188,9 @@ pub struct WorkspaceSpec {
 }
 
 /// A byte count written as a number or a string with a unit (`64Mi`, `1G`, `512k`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+///
+/// `Deserialize` is written by hand in `byte_size.rs` for clear error messages.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(untagged)]
 pub enum ByteSize {
     Bytes(u64),

@@ -1,5 +1,38 @@
 //! The spec documents, their parsing, semantic validation, canonical hash and JSON Schema.
+//!
+//! Flow: text → [`parse_document`] (structure, strict) → [`validate_document`] (every semantic
+//! problem at once) → admission in [`crate::policy`]. [`canonical_spec_hash`] identifies a spec
+//! independently of how it was written; [`json_schema`] describes the accepted structure.
 
+mod byte_size;
+mod cidr;
 mod document;
+mod formation;
+mod hash;
+mod hostname;
+mod parse;
+mod policy_pack;
+mod problem;
+mod rootfs;
+mod schema;
+mod validate;
 
+pub use byte_size::{parse_byte_size, ByteSizeError};
+pub use cidr::{Cidr, CidrError};
 pub use document::*;
+pub use formation::{FormationCoordinator, FormationDocument, FormationMember, FormationSpec};
+pub use hash::{canonical_spec_hash, canonical_spec_json};
+pub use hostname::{
+    check_dns_name, check_hostname_pattern, hostname_matches, hostname_pattern_covers,
+};
+pub use parse::{
+    parse_document, parse_execution_cell, parse_formation, parse_policy_pack, Document, Format,
+    ParseError, KIND_EXECUTION_CELL, KIND_FORMATION, KIND_POLICY_PACK,
+};
+pub use policy_pack::{Enforcement, PolicyPackDocument, PolicyPackSpec, PolicyRules};
+pub use problem::Problem;
+pub use schema::json_schema;
+pub use validate::{
+    validate_document, validate_execution_cell, validate_formation, validate_policy_pack,
+    MAX_CPU_MILLIS, MAX_TTL_SECONDS, MIN_MEMORY_BYTES, RESERVED_ENV_PREFIX,
+};

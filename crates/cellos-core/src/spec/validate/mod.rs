@@ -1,0 +1,50 @@
+//! Semantic validation: every rule serde cannot express, reporting every problem at once.
+
+mod cell;
+mod common;
+mod formation;
+mod policy_pack;
+
+pub use cell::{MAX_CPU_MILLIS, MAX_TTL_SECONDS, MIN_MEMORY_BYTES, RESERVED_ENV_PREFIX};
+
+use super::document::ExecutionCellDocument;
+use super::formation::FormationDocument;
+use super::parse::{Document, KIND_EXECUTION_CELL, KIND_FORMATION, KIND_POLICY_PACK};
+use super::policy_pack::PolicyPackDocument;
+use super::problem::{Problem, Problems};
+
+/// Checks a cell document; `Err` holds every problem found, each with its field path.
+pub fn validate_execution_cell(doc: &ExecutionCellDocument) -> Result<(), Vec<Problem>> {
+    let mut p = Problems::default();
+    common::check_header(&doc.api_version, &doc.kind, KIND_EXECUTION_CELL, &mut p);
+    common::check_metadata(&doc.metadata, &mut p);
+    cell::check_cell_spec(&doc.spec, "spec", &mut p);
+    p.into_result()
+}
+
+/// Checks a policy pack; `Err` holds every problem found.
+pub fn validate_policy_pack(doc: &PolicyPackDocument) -> Result<(), Vec<Problem>> {
+    let mut p = Problems::default();
+    common::check_header(&doc.api_version, &doc.kind, KIND_POLICY_PACK, &mut p);
+    common::check_metadata(&doc.metadata, &mut p);
+    policy_pack::check_policy_pack_spec(&doc.spec, &mut p);
+    p.into_result()
+}
+
+/// Checks a formation: every cell, names, the authorisation tree and narrowing scope.
+pub fn validate_formation(doc: &FormationDocument) -> Result<(), Vec<Problem>> {
+    let mut p = Problems::default();
+    common::check_header(&doc.api_version, &doc.kind, KIND_FORMATION, &mut p);
+    common::check_metadata(&doc.metadata, &mut p);
+    formation::check_formation_spec(&doc.spec, &mut p);
+    p.into_result()
+}
+
+/// Checks any document with the validator of its kind.
+pub fn validate_document(doc: &Document) -> Result<(), Vec<Problem>> {
+    match doc {
+        Document::ExecutionCell(d) => validate_execution_cell(d),
+        Document::PolicyPack(d) => validate_policy_pack(d),
+        Document::Formation(d) => validate_formation(d),
+    }
+}
