@@ -113,7 +113,10 @@ fn default_size_cap_is_one_mebibyte() {
     let dir = dir_with("AT_CAP", &vec![1u8; 1 << 20]);
     std::fs::write(dir.path().join("OVER_CAP"), vec![1u8; (1 << 20) + 1]).unwrap();
     let broker = FileSecretBroker::new(dir.path());
-    assert_eq!(broker.resolve("AT_CAP", CELL).unwrap().expose().len(), 1 << 20);
+    assert_eq!(
+        broker.resolve("AT_CAP", CELL).unwrap().expose().len(),
+        1 << 20
+    );
     assert_eq!(
         broker.resolve("OVER_CAP", CELL).err().unwrap().kind,
         PortErrorKind::TooLarge
@@ -127,7 +130,16 @@ fn invalid_keys_are_refused_before_touching_the_filesystem() {
     let broker = FileSecretBroker::new(dir.path());
     let too_long = "A".repeat(129);
     for key in [
-        "", "lower", "../OK", "A/B", "1ABC", "A-B", "A B", "A\0", ".", too_long.as_str(),
+        "",
+        "lower",
+        "../OK",
+        "A/B",
+        "1ABC",
+        "A-B",
+        "A B",
+        "A\0",
+        ".",
+        too_long.as_str(),
     ] {
         let err = broker.resolve(key, CELL).err().unwrap();
         assert_eq!(err.kind, PortErrorKind::Refused, "key {key:?}");
@@ -172,7 +184,9 @@ fn env_broker_reports_the_variable_to_set_when_missing() {
         .err()
         .unwrap();
     assert_eq!(err.kind, PortErrorKind::NotFound);
-    assert!(err.message.contains("CELLOS_SECRET_ENV_BROKER_NEVER_SET_XYZ"));
+    assert!(err
+        .message
+        .contains("CELLOS_SECRET_ENV_BROKER_NEVER_SET_XYZ"));
 }
 
 #[test]

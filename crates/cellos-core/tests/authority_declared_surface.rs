@@ -1,8 +1,7 @@
 //! Declared-authority admission: guest declarations must be a subset of the spec's authority.
 
 use cellos_core::authority::{
-    validate_declared_authority_surface, AuthorisedSurface, DeclaredEgress, DeclaredSurface,
-    Excess,
+    validate_declared_authority_surface, AuthorisedSurface, DeclaredEgress, DeclaredSurface, Excess,
 };
 use cellos_core::spec::{EgressProtocol, ExecutionCellSpec};
 

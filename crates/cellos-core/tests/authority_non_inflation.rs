@@ -116,13 +116,14 @@ fn well_formed(d: &AuthorityDerivation) -> bool {
     let unit = |x: f64| x.is_finite() && (0.0..=1.0).contains(&x);
     !d.inputs.is_empty()
         && !d.rules_applied.is_empty()
-        && d.inputs.iter().all(|i| unit(i.confidence) && !i.value.trim().is_empty())
+        && d.inputs
+            .iter()
+            .all(|i| unit(i.confidence) && !i.value.trim().is_empty())
         && unit(d.output.confidence)
         && d.output.tier <= MAX_TIER
         && d.rules_applied.iter().all(|r| {
             r.class == r.rule.class()
-                && d
-                    .inputs
+                && d.inputs
                     .iter()
                     .any(|i| r.rule.consumes().contains(&i.input_type))
         })
@@ -196,7 +197,10 @@ fn derivation() -> impl Strategy<Value = AuthorityDerivation> {
 fn tight_derivation() -> impl Strategy<Value = AuthorityDerivation> {
     (
         prop::collection::vec(prop::sample::select(RULES.to_vec()), 1..4),
-        prop::collection::vec((prop::sample::select(INPUT_TYPES.to_vec()), 0.0..=1.0_f64), 0..3),
+        prop::collection::vec(
+            (prop::sample::select(INPUT_TYPES.to_vec()), 0.0..=1.0_f64),
+            0..3,
+        ),
         prop::collection::vec(0.0..=1.0_f64, 4),
     )
         .prop_map(|(rules, extra_inputs, confs)| {
@@ -253,8 +257,15 @@ fn tight_derivation() -> impl Strategy<Value = AuthorityDerivation> {
 /// independently, so valid and barely-invalid outputs are both common.
 fn perturbed_derivation() -> impl Strategy<Value = AuthorityDerivation> {
     let step = || prop_oneof![4 => Just(0i8), 3 => Just(-1i8), 1 => Just(1i8)];
-    (tight_derivation(), step(), step(), step(), step(), 0.0..=1.0_f64).prop_map(
-        |(mut d, tier, conf, status, bind, amount)| {
+    (
+        tight_derivation(),
+        step(),
+        step(),
+        step(),
+        step(),
+        0.0..=1.0_f64,
+    )
+        .prop_map(|(mut d, tier, conf, status, bind, amount)| {
             let out = &mut d.output;
             out.tier = match tier {
                 -1 => out.tier.saturating_sub(1),
@@ -266,7 +277,10 @@ fn perturbed_derivation() -> impl Strategy<Value = AuthorityDerivation> {
                 1 => out.confidence + amount.max(f64::EPSILON),
                 _ => out.confidence,
             };
-            let idx = STATUSES.iter().position(|s| *s == out.epistemic_status).unwrap_or(0);
+            let idx = STATUSES
+                .iter()
+                .position(|s| *s == out.epistemic_status)
+                .unwrap_or(0);
             out.epistemic_status = match status {
                 -1 => STATUSES[idx.saturating_sub(1)],
                 1 => STATUSES[(idx + 1).min(STATUSES.len() - 1)],
@@ -278,8 +292,7 @@ fn perturbed_derivation() -> impl Strategy<Value = AuthorityDerivation> {
                 _ => out.binding_status,
             };
             d
-        },
-    )
+        })
 }
 
 proptest! {

@@ -71,11 +71,8 @@ impl FileSecretBroker {
     }
 
     fn open_secret(&self, dir: &OwnedFd, key: &str, cell_id: &str) -> Result<OwnedFd, PortError> {
-        let flags = OFlags::RDONLY
-            | OFlags::NOFOLLOW
-            | OFlags::CLOEXEC
-            | OFlags::NONBLOCK
-            | OFlags::NOCTTY;
+        let flags =
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK | OFlags::NOCTTY;
         rustix::fs::openat(dir, key, flags, Mode::empty()).map_err(|errno| {
             let path = self.dir.join(key);
             let path = path.display();

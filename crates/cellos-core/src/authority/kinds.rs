@@ -47,7 +47,10 @@ impl AuthorityKind {
         match self {
             AuthorityKind::Observed => Envelope {
                 rule_classes: &[RuleClass::RawObservation, RuleClass::Correlation],
-                statuses: &[EpistemicStatus::Inferred, EpistemicStatus::DirectObservation],
+                statuses: &[
+                    EpistemicStatus::Inferred,
+                    EpistemicStatus::DirectObservation,
+                ],
                 max_tier: 2,
                 max_confidence: 1.0,
             },

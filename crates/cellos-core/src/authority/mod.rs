@@ -45,8 +45,7 @@ pub mod kinds;
 pub mod validator;
 
 pub use declared_surface::{
-    validate_declared_authority_surface, AuthorisedSurface, DeclaredEgress, DeclaredSurface,
-    Excess,
+    validate_declared_authority_surface, AuthorisedSurface, DeclaredEgress, DeclaredSurface, Excess,
 };
 pub use derivation::{
     AppliedRule, AuthorityDerivation, AuthorityInput, AuthorityInputType, AuthorityOutput,
