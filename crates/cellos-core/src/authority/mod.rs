@@ -40,7 +40,6 @@
 
 pub mod declared_surface;
 pub mod derivation;
-mod hostname;
 pub mod kinds;
 pub mod validator;
 
