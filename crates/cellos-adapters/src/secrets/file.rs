@@ -12,9 +12,10 @@ use super::key::validate_secret_key;
 
 /// Reads `<dir>/<KEY>` on every resolve.
 ///
-/// Both the directory and the file are opened with `O_NOFOLLOW`, so a symlink in either final
-/// position is refused rather than followed (a symlink could point a secret read at any file
-/// the supervisor can read). The file is opened `O_NONBLOCK` so a FIFO cannot stall the
+/// Both the directory and the file are opened with `O_NOFOLLOW`, so a symlink as the
+/// directory's last component or as the secret file is refused rather than followed (a symlink
+/// could point a secret read at any file the supervisor can read). Components above the
+/// directory are operator configuration and are resolved normally. The file is opened `O_NONBLOCK` so a FIFO cannot stall the
 /// supervisor, then must be a regular file no larger than the size cap. The bytes are returned
 /// exactly as stored (a trailing newline is part of the value).
 #[derive(Debug, Clone)]
