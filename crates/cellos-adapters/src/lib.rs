@@ -3,6 +3,7 @@
 
 pub mod event_log;
 pub mod export;
+pub mod home;
 pub mod keys;
 pub mod logs;
 pub mod secrets;
