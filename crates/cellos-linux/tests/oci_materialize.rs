@@ -426,6 +426,22 @@ fn second_materialize_is_a_cache_hit_that_does_not_unpack_again() {
 }
 
 #[test]
+fn build_directory_left_by_a_killed_builder_is_removed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = tmp.path().join("layout");
+    let store = tmp.path().join("store");
+    let (_, manifest) = image(&layout, &[vec![file("a", b"1", 0o644)]]);
+    let hex = manifest.digest.strip_prefix("sha256:").unwrap();
+    let stale = store.join(format!(".tmp-{hex}-dead01"));
+    fs::create_dir_all(stale.join("rootfs/half-written")).unwrap();
+
+    let got = materialize(&layout, "img", &store).unwrap();
+
+    assert!(!stale.exists(), "stale build directory left behind");
+    assert_eq!(fs::read(got.path.join("a")).unwrap(), b"1");
+}
+
+#[test]
 fn reference_by_name_and_by_digest_give_the_same_rootfs() {
     let tmp = tempfile::tempdir().unwrap();
     let layout = tmp.path().join("layout");

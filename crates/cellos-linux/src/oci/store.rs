@@ -1,11 +1,13 @@
 //! The content-addressed store of materialized root filesystems.
 //!
 //! Layout: `<store>/<manifest-hex>/rootfs` plus `<store>/<manifest-hex>/complete.json`.
-//! An entry is built in `<store>/.tmp-<random>` and renamed into place whole, with the marker
-//! already inside, so a reader sees either no entry or a complete one. Builders of the same
-//! image serialize on `<store>/.lock-<manifest-hex>` (flock), so the second waits and then
-//! finds the first one's entry instead of unpacking again. Lock files are left in place:
-//! deleting a lock file another process is waiting on would let a third take a different one.
+//! An entry is built in `<store>/.tmp-<manifest-hex>-<random>`, flushed to disk, and renamed
+//! into place whole with the marker already inside, so a reader sees either no entry or a
+//! complete one, even after a power loss. Builders of the same image serialize on
+//! `<store>/.lock-<manifest-hex>` (flock), so the second waits and then finds the first one's
+//! entry instead of unpacking again; the lock holder also removes build directories of its
+//! image left by a builder that was killed. Lock files are left in place: deleting a lock
+//! file another process is waiting on would let a third take a different one.
 
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::PermissionsExt;
@@ -61,8 +63,9 @@ pub(crate) fn get_or_build(
             )
         })?;
     }
+    remove_stale_builds(store, hex)?;
     let tmp = tempfile::Builder::new()
-        .prefix(".tmp-")
+        .prefix(&build_prefix(hex))
         .tempdir_in(store)
         .map_err(|e| {
             OciError::io(
@@ -91,6 +94,10 @@ pub(crate) fn get_or_build(
         source,
     })?;
     fs::write(&marker_path, bytes).map_err(io("writing", &marker_path))?;
+    // Without this, a crash soon after the rename could leave a marked entry whose files
+    // never reached the disk.
+    let dir = File::open(tmp.path()).map_err(io("opening", tmp.path()))?;
+    rustix::fs::syncfs(&dir).map_err(|e| io("flushing", tmp.path())(e.into()))?;
     match fs::rename(tmp.path(), &entry) {
         Ok(()) => {
             // The directory now lives at `entry`; nothing is left for the guard to delete.
@@ -104,6 +111,31 @@ pub(crate) fn get_or_build(
         Err(e) => finished(&entry, digest)
             .ok_or_else(|| OciError::io(format!("publishing store entry {}", entry.display()), e)),
     }
+}
+
+fn build_prefix(hex: &str) -> String {
+    format!(".tmp-{hex}-")
+}
+
+/// Removes build directories of this image. Only the lock holder builds, so any found while
+/// holding the lock belong to a builder that died.
+fn remove_stale_builds(store: &Path, hex: &str) -> Result<(), OciError> {
+    let prefix = build_prefix(hex);
+    let listing =
+        fs::read_dir(store).map_err(|e| OciError::io(format!("listing {}", store.display()), e))?;
+    for dirent in listing {
+        let dirent = dirent.map_err(|e| OciError::io(format!("listing {}", store.display()), e))?;
+        if dirent.file_name().to_string_lossy().starts_with(&prefix) {
+            let path = dirent.path();
+            fs::remove_dir_all(&path).map_err(|e| {
+                OciError::io(
+                    format!("removing stale build directory {}", path.display()),
+                    e,
+                )
+            })?;
+        }
+    }
+    Ok(())
 }
 
 /// The entry at `entry` if it is complete and belongs to `digest`.
