@@ -258,6 +258,8 @@ pub struct TeardownReport {
     pub destroyed: bool,
     /// Whether processes had to be killed (`forced`) or had all exited (`clean`).
     pub forced: bool,
+    /// What teardown found and removed (processes, cgroups, records, ...).
+    pub removed: Vec<Residue>,
     /// What the residue check still found. Empty means nothing is left.
     pub residue: Vec<Residue>,
 }

@@ -1,0 +1,219 @@
+//! Evidence for one cell: builds each step's events and appends them durably.
+//!
+//! A `Recorder` belongs to one run. It counts what it recorded, so the compliance summary at
+//! the end is computed from the very events that were written, the same way a projector would.
+
+use std::sync::Arc;
+
+use cellos_core::events::{
+    CloudEvent, ComplianceCounts, ComplianceSummaryData, EventFactory, ExportFailedData,
+    Outcome, SecretsData,
+};
+use cellos_core::policy::AdmissionDecision;
+use cellos_core::ports::{
+    EventSink, ExportReceipt, IsolationReport, LimitHit, PortError, TeardownReport,
+    WorkloadOutcome,
+};
+use cellos_core::spec::{ExportTargetKind, SecretDeliveryMode};
+use time::OffsetDateTime;
+
+/// Records the events of one cell.
+pub(crate) struct Recorder<'a> {
+    sink: &'a Arc<dyn EventSink>,
+    factory: &'a EventFactory,
+    cell_id: &'a str,
+    run_id: &'a str,
+    counts: ComplianceCounts,
+    emitted: u64,
+}
+
+impl<'a> Recorder<'a> {
+    pub(crate) fn new(
+        sink: &'a Arc<dyn EventSink>,
+        factory: &'a EventFactory,
+        cell_id: &'a str,
+        run_id: &'a str,
+    ) -> Self {
+        Self {
+            sink,
+            factory,
+            cell_id,
+            run_id,
+            counts: ComplianceCounts::default(),
+            emitted: 0,
+        }
+    }
+
+    /// Append `events` with one durability barrier; they are all durable when this returns.
+    fn record(&mut self, events: Vec<CloudEvent>) -> Result<(), PortError> {
+        for event in &events {
+            self.counts.observe(event);
+        }
+        self.emitted += events.len() as u64;
+        self.sink.emit_batch(events).map(drop)
+    }
+
+    fn now() -> OffsetDateTime {
+        OffsetDateTime::now_utc()
+    }
+
+    pub(crate) fn admission(
+        &mut self,
+        spec_hash: &str,
+        decision: &AdmissionDecision,
+    ) -> Result<(), PortError> {
+        let event = self
+            .factory
+            .admission_decided(Self::now(), self.cell_id, spec_hash, decision);
+        self.record(vec![event])
+    }
+
+    /// One event per broker, naming the keys it delivered (never values).
+    pub(crate) fn secrets_materialized(
+        &mut self,
+        delivered: &[(String, &'static str)],
+        delivery: SecretDeliveryMode,
+    ) -> Result<(), PortError> {
+        let events = self.secret_events(delivered, delivery, false);
+        self.record(events)
+    }
+
+    fn secret_events(
+        &self,
+        delivered: &[(String, &'static str)],
+        delivery: SecretDeliveryMode,
+        revoked: bool,
+    ) -> Vec<CloudEvent> {
+        let mut brokers: Vec<&str> = delivered.iter().map(|(_, b)| *b).collect();
+        brokers.dedup();
+        brokers
+            .into_iter()
+            .map(|broker| {
+                let data = SecretsData {
+                    keys: delivered
+                        .iter()
+                        .filter(|(_, b)| *b == broker)
+                        .map(|(k, _)| k.clone())
+                        .collect(),
+                    broker: broker.to_string(),
+                    delivery,
+                };
+                if revoked {
+                    self.factory
+                        .secrets_revoked(Self::now(), self.cell_id, &data)
+                } else {
+                    self.factory
+                        .secrets_materialized(Self::now(), self.cell_id, &data)
+                }
+            })
+            .collect()
+    }
+
+    /// `isolation.enforced` and `lifecycle.started`, durable together before the workload runs.
+    pub(crate) fn started(
+        &mut self,
+        spec_hash: &str,
+        isolation: &IsolationReport,
+    ) -> Result<(), PortError> {
+        let events = vec![
+            self.factory
+                .isolation_enforced(Self::now(), self.cell_id, isolation),
+            self.factory.lifecycle_started(
+                Self::now(),
+                self.cell_id,
+                spec_hash,
+                self.run_id,
+                isolation,
+            ),
+        ];
+        self.record(events)
+    }
+
+    /// `command.completed` plus one `limit.hit` per limit the workload ran into.
+    pub(crate) fn completed(
+        &mut self,
+        argv: &[String],
+        outcome: &WorkloadOutcome,
+    ) -> Result<(), PortError> {
+        let mut events = vec![self
+            .factory
+            .command_completed(Self::now(), self.cell_id, argv, outcome)];
+        events.extend(
+            outcome
+                .limit_hits
+                .iter()
+                .map(|hit: &LimitHit| self.factory.limit_hit(Self::now(), self.cell_id, hit)),
+        );
+        self.record(events)
+    }
+
+    pub(crate) fn export_completed(&mut self, receipt: &ExportReceipt) -> Result<(), PortError> {
+        let event = self
+            .factory
+            .export_completed(Self::now(), self.cell_id, receipt);
+        self.record(vec![event])
+    }
+
+    pub(crate) fn export_failed(
+        &mut self,
+        artifact: &str,
+        target_kind: ExportTargetKind,
+        target_name: Option<&str>,
+        destination: Option<&str>,
+        error: &PortError,
+    ) -> Result<(), PortError> {
+        let data = ExportFailedData {
+            artifact: artifact.to_string(),
+            target_kind,
+            target_name: target_name.map(str::to_string),
+            destination: destination.unwrap_or("unresolved").to_string(),
+            reason: error.to_string(),
+        };
+        let event = self.factory.export_failed(Self::now(), self.cell_id, &data);
+        self.record(vec![event])
+    }
+
+    /// The last word on a cell: secrets revoked, lifecycle destroyed, compliance summary —
+    /// durable together. `reason` explains a cell that ended before it ran.
+    pub(crate) fn finished(
+        &mut self,
+        revoked: &[(String, &'static str)],
+        delivery: SecretDeliveryMode,
+        outcome: Outcome,
+        teardown: &TeardownReport,
+        reason: Option<&str>,
+    ) -> Result<(), PortError> {
+        let mut events = self.secret_events(revoked, delivery, true);
+        let mut destroyed =
+            self.factory
+                .lifecycle_destroyed(Self::now(), self.run_id, outcome, teardown);
+        if let (Some(reason), Some(data)) = (reason, destroyed.data.as_object_mut()) {
+            data.insert("reason".into(), reason.into());
+        }
+        events.push(destroyed);
+        for event in &events {
+            self.counts.observe(event);
+        }
+        let summary = ComplianceSummaryData {
+            run_id: self.run_id.to_string(),
+            outcome,
+            counts: self.counts.clone(),
+            residue_free: teardown.residue.is_empty(),
+            event_count: self.emitted + events.len() as u64,
+        };
+        events.push(
+            self.factory
+                .compliance_summary(Self::now(), self.cell_id, &summary),
+        );
+        self.emitted += events.len() as u64;
+        self.sink.emit_batch(events).map(drop)
+    }
+
+    /// Crash reconciliation of one orphaned cell.
+    pub(crate) fn gc_reclaimed(&mut self, teardown: &TeardownReport) -> Result<(), PortError> {
+        let event = self
+            .factory
+            .gc_reclaimed(Self::now(), &teardown.removed, teardown);
+        self.record(vec![event])
+    }
+}

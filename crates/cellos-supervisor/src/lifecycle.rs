@@ -1,0 +1,437 @@
+//! The lifecycle of one cell, in order: admission → secrets → create → started → run →
+//! completed → export → destroy → revoke → destroyed + compliance summary.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cellos_core::events::{EventFactory, Outcome};
+use cellos_core::policy::{admit, AdmissionDecision, Verdict};
+use cellos_core::ports::{
+    Cell, CellBackend, CellRequest, DeliveredSecret, EventSink, ExportReceipt, LimitHit,
+    PortError, PortErrorKind, Residue, SecretBroker, TeardownReport, WorkloadExit,
+    WorkloadOutcome,
+};
+use cellos_core::spec::{
+    canonical_spec_hash, validate_execution_cell, ExecutionCellDocument, ExecutionCellSpec,
+    ExportTargetKind, PolicyPackDocument, Problem,
+};
+
+use crate::evidence::Recorder;
+use crate::exports::ExportRouter;
+
+/// Exit status when `timeoutMs` or `ttlSeconds` ran out.
+pub const EXIT_TIMEOUT: i32 = 124;
+/// Exit status when the workload could not be executed (as shells and `env` do).
+pub const EXIT_SPAWN_FAILED: i32 = 127;
+
+/// Why a cell did not run to completion. Every variant is a CellOS error (exit status 125).
+#[derive(Debug, thiserror::Error)]
+pub enum SupervisorError {
+    #[error("invalid spec: {}", join_problems(.0))]
+    Invalid(Vec<Problem>),
+    #[error("admission denied: {}", join_violations(.0))]
+    Denied(AdmissionDecision),
+    #[error("secret {key}: {source}")]
+    Secret { key: String, source: PortError },
+    #[error("cell backend: {0}")]
+    Backend(PortError),
+    #[error("event log: {0} (nothing runs without durable evidence)")]
+    Events(PortError),
+}
+
+fn join_problems(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn join_violations(decision: &AdmissionDecision) -> String {
+    decision
+        .violations
+        .iter()
+        .map(|v| format!("{} ({}/{}): {}", v.path, v.pack_id, v.rule, v.message))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// One run to perform.
+pub struct RunRequest<'a> {
+    pub document: &'a ExecutionCellDocument,
+    pub policies: &'a [PolicyPackDocument],
+    pub run_id: String,
+    pub stdout: Box<dyn Write + Send>,
+    pub stderr: Box<dyn Write + Send>,
+}
+
+/// What happened to a cell that ran.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    pub cell_id: String,
+    pub run_id: String,
+    pub spec_hash: String,
+    pub admission: AdmissionDecision,
+    pub outcome: WorkloadOutcome,
+    pub exports: Vec<ExportReceipt>,
+    pub export_failures: Vec<String>,
+    pub teardown: TeardownReport,
+}
+
+impl RunReport {
+    /// The status `cellos run` exits with: the workload's code, 128+signal, 124 on timeout,
+    /// 127 when the workload could not be executed.
+    pub fn exit_code(&self) -> i32 {
+        match &self.outcome.exit {
+            WorkloadExit::Exited { code } => *code,
+            WorkloadExit::Signaled { signal } => 128 + signal,
+            WorkloadExit::TimedOut { .. } => EXIT_TIMEOUT,
+            WorkloadExit::SpawnFailed { .. } => EXIT_SPAWN_FAILED,
+        }
+    }
+
+    /// One line saying why the run ended, for stderr.
+    pub fn reason(&self) -> String {
+        let mut line = match &self.outcome.exit {
+            WorkloadExit::Exited { code } => format!("workload exited with status {code}"),
+            WorkloadExit::Signaled { signal } => format!("workload killed by signal {signal}"),
+            WorkloadExit::TimedOut { limit } => format!("workload killed: {limit} ran out"),
+            WorkloadExit::SpawnFailed { reason } => format!("workload could not start: {reason}"),
+        };
+        for hit in &self.outcome.limit_hits {
+            line.push_str(&format!("; {} hit ({})", hit.limit, hit.mechanism));
+        }
+        if !self.export_failures.is_empty() {
+            line.push_str(&format!(
+                "; export failed: {}",
+                self.export_failures.join(", ")
+            ));
+        }
+        for residue in &self.teardown.residue {
+            line.push_str(&format!("; RESIDUE {} {}", residue.class, residue.detail));
+        }
+        line
+    }
+
+    fn outcome(&self) -> Outcome {
+        if self.exit_code() == 0
+            && self.export_failures.is_empty()
+            && self.teardown.residue.is_empty()
+        {
+            Outcome::Succeeded
+        } else {
+            Outcome::Failed
+        }
+    }
+}
+
+/// Runs cells over the injected ports.
+pub struct Supervisor {
+    backend: Arc<dyn CellBackend>,
+    sink: Arc<dyn EventSink>,
+    factory: EventFactory,
+    brokers: Vec<Arc<dyn SecretBroker>>,
+    exports: Arc<dyn ExportRouter>,
+}
+
+impl Supervisor {
+    /// `brokers` are asked in order; the first that knows a key delivers it.
+    pub fn new(
+        backend: Arc<dyn CellBackend>,
+        sink: Arc<dyn EventSink>,
+        factory: EventFactory,
+        brokers: Vec<Arc<dyn SecretBroker>>,
+        exports: Arc<dyn ExportRouter>,
+    ) -> Self {
+        Self {
+            backend,
+            sink,
+            factory,
+            brokers,
+            exports,
+        }
+    }
+
+    pub fn backend(&self) -> &Arc<dyn CellBackend> {
+        &self.backend
+    }
+
+    pub(crate) fn recorder<'a>(&'a self, cell_id: &'a str, run_id: &'a str) -> Recorder<'a> {
+        Recorder::new(&self.sink, &self.factory, cell_id, run_id)
+    }
+
+    /// Run one cell from spec to destroyed. An error means the workload never ran; the cell
+    /// (if it was created) is destroyed and its secrets revoked before the error returns.
+    pub fn run(&self, request: RunRequest<'_>) -> Result<RunReport, SupervisorError> {
+        let RunRequest {
+            document,
+            policies,
+            run_id,
+            stdout,
+            stderr,
+        } = request;
+        validate_execution_cell(document).map_err(SupervisorError::Invalid)?;
+        let spec = &document.spec;
+        let cell_id = spec.id.as_str();
+        let spec_hash = canonical_spec_hash(spec);
+        let created = Instant::now();
+        let mut recorder = self.recorder(cell_id, &run_id);
+
+        let decision = admit(spec, policies);
+        recorder
+            .admission(&spec_hash, &decision)
+            .map_err(SupervisorError::Events)?;
+        if decision.verdict == Verdict::Deny {
+            return Err(SupervisorError::Denied(decision));
+        }
+
+        let delivery = spec.run.secret_delivery;
+        let secrets = match self.resolve_secrets(cell_id, &spec.authority.secret_refs) {
+            Ok(secrets) => secrets,
+            Err(err) => {
+                self.revoke_all(cell_id);
+                let _ = recorder.finished(
+                    &[],
+                    delivery,
+                    Outcome::Failed,
+                    &never_created(cell_id),
+                    Some(&err.to_string()),
+                );
+                return Err(err);
+            }
+        };
+        let delivered: Vec<(String, &'static str)> = secrets
+            .iter()
+            .map(|(s, broker)| (s.key.clone(), *broker))
+            .collect();
+        if !delivered.is_empty() {
+            if let Err(err) = recorder.secrets_materialized(&delivered, delivery) {
+                self.revoke_all(cell_id);
+                return Err(SupervisorError::Events(err));
+            }
+        }
+
+        let cell = self.backend.create(CellRequest {
+            spec,
+            spec_hash: &spec_hash,
+            run_id: &run_id,
+            secrets: secrets.into_iter().map(|(s, _)| s).collect(),
+            secret_delivery: delivery,
+            stdout,
+            stderr,
+        });
+        let mut cell = match cell {
+            Ok(cell) => cell,
+            Err(err) => {
+                self.revoke_all(cell_id);
+                let err = SupervisorError::Backend(err);
+                let _ = recorder.finished(
+                    &delivered,
+                    delivery,
+                    Outcome::Failed,
+                    &never_created(cell_id),
+                    Some(&err.to_string()),
+                );
+                return Err(err);
+            }
+        };
+
+        let ttl_deadline = spec
+            .lifetime
+            .as_ref()
+            .map(|l| created + Duration::from_secs(l.ttl_seconds));
+        let driven = self.drive(cell.as_mut(), spec, &spec_hash, ttl_deadline, &mut recorder);
+
+        // Destroy and revoke run on every path once the cell exists.
+        let teardown = cell.destroy().unwrap_or_else(|err| TeardownReport {
+            cell_id: cell_id.to_string(),
+            destroyed: false,
+            forced: true,
+            removed: Vec::new(),
+            residue: vec![Residue {
+                class: "unknown".into(),
+                detail: format!("destroy failed: {err}"),
+            }],
+        });
+        self.revoke_all(cell_id);
+
+        let (outcome, exports, export_failures) = match driven {
+            Ok(driven) => driven,
+            Err(err) => {
+                let _ = recorder.finished(
+                    &delivered,
+                    delivery,
+                    Outcome::Failed,
+                    &teardown,
+                    Some(&err.to_string()),
+                );
+                return Err(err);
+            }
+        };
+        let report = RunReport {
+            cell_id: cell_id.to_string(),
+            run_id: run_id.clone(),
+            spec_hash,
+            admission: decision,
+            outcome,
+            exports,
+            export_failures,
+            teardown,
+        };
+        recorder
+            .finished(
+                &delivered,
+                delivery,
+                report.outcome(),
+                &report.teardown,
+                None,
+            )
+            .map_err(SupervisorError::Events)?;
+        Ok(report)
+    }
+
+    /// started → run → completed → export. The caller destroys the cell afterwards.
+    fn drive(
+        &self,
+        cell: &mut dyn Cell,
+        spec: &ExecutionCellSpec,
+        spec_hash: &str,
+        ttl_deadline: Option<Instant>,
+        recorder: &mut Recorder<'_>,
+    ) -> Result<(WorkloadOutcome, Vec<ExportReceipt>, Vec<String>), SupervisorError> {
+        recorder
+            .started(spec_hash, cell.isolation())
+            .map_err(SupervisorError::Events)?;
+
+        let exec = cell.start().map_err(SupervisorError::Backend)?;
+        let timeout_deadline = spec
+            .run
+            .timeout_ms
+            .map(|ms| exec + Duration::from_millis(ms));
+        let deadline = match (timeout_deadline, ttl_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let mut outcome = cell.wait(deadline).map_err(SupervisorError::Backend)?;
+        if let WorkloadExit::TimedOut { limit } = &mut outcome.exit {
+            let by_ttl = match (timeout_deadline, ttl_deadline) {
+                (Some(timeout), Some(ttl)) => ttl < timeout,
+                (None, Some(_)) => true,
+                _ => false,
+            };
+            *limit = if by_ttl { "ttlSeconds" } else { "timeoutMs" }.to_string();
+            outcome.limit_hits.push(LimitHit {
+                limit: limit.clone(),
+                mechanism:
+                    "supervisor deadline; SIGKILL of the cell's init tears down its pid namespace"
+                        .to_string(),
+                count: 1,
+            });
+        }
+        recorder
+            .completed(&spec.run.argv, &outcome)
+            .map_err(SupervisorError::Events)?;
+
+        let mut receipts = Vec::new();
+        let mut failures = Vec::new();
+        let Some(export) = spec.export.as_ref() else {
+            return Ok((outcome, receipts, failures));
+        };
+        for artifact in &export.artifacts {
+            let target = artifact
+                .target
+                .as_ref()
+                .and_then(|name| export.targets.iter().find(|t| &t.name == name));
+            let target_kind = target.map_or(ExportTargetKind::LocalPath, |t| t.kind);
+            let pushed = match self.exports.sink_for(target) {
+                Ok(sink) => {
+                    let destination = sink.destination_hint(&spec.id, &artifact.name);
+                    cell.open_artifact(&artifact.path)
+                        .and_then(|mut content| sink.push(&spec.id, &artifact.name, &mut content))
+                        .map_err(|err| (err, Some(destination)))
+                }
+                Err(err) => Err((err, None)),
+            };
+            match pushed {
+                Ok(receipt) => {
+                    recorder
+                        .export_completed(&receipt)
+                        .map_err(SupervisorError::Events)?;
+                    receipts.push(receipt);
+                }
+                Err((err, destination)) => {
+                    recorder
+                        .export_failed(
+                            &artifact.name,
+                            target_kind,
+                            artifact.target.as_deref(),
+                            destination.as_deref(),
+                            &err,
+                        )
+                        .map_err(SupervisorError::Events)?;
+                    failures.push(format!("{}: {}", artifact.name, err));
+                }
+            }
+        }
+        Ok((outcome, receipts, failures))
+    }
+
+    fn resolve_secrets(
+        &self,
+        cell_id: &str,
+        keys: &[String],
+    ) -> Result<Vec<(DeliveredSecret, &'static str)>, SupervisorError> {
+        let mut out = Vec::with_capacity(keys.len());
+        'keys: for key in keys {
+            for broker in &self.brokers {
+                match broker.resolve(key, cell_id) {
+                    Ok(value) => {
+                        let secret = DeliveredSecret {
+                            key: key.clone(),
+                            value,
+                        };
+                        out.push((secret, broker.name()));
+                        continue 'keys;
+                    }
+                    Err(err) if err.kind == PortErrorKind::NotFound => continue,
+                    Err(source) => {
+                        return Err(SupervisorError::Secret {
+                            key: key.clone(),
+                            source,
+                        })
+                    }
+                }
+            }
+            let asked: Vec<&str> = self.brokers.iter().map(|b| b.name()).collect();
+            return Err(SupervisorError::Secret {
+                key: key.clone(),
+                source: PortError::new(
+                    PortErrorKind::NotFound,
+                    format!(
+                        "no broker has it (asked: {}); put it in the secrets directory as a file named {key}, or set CELLOS_SECRET_{key}",
+                        asked.join(", ")
+                    ),
+                ),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Revoke on every broker; a failing broker is logged and never stops the others.
+    fn revoke_all(&self, cell_id: &str) {
+        for broker in &self.brokers {
+            if let Err(err) = broker.revoke_for_cell(cell_id) {
+                tracing::warn!(broker = broker.name(), %err, "secret revocation failed");
+            }
+        }
+    }
+}
+
+/// Teardown report for a cell that failed before the backend created anything.
+fn never_created(cell_id: &str) -> TeardownReport {
+    TeardownReport {
+        cell_id: cell_id.to_string(),
+        ..TeardownReport::default()
+    }
+}
