@@ -3,7 +3,7 @@
 //! [`materialize`] turns an image in an OCI image layout directory (`oci-layout`,
 //! `index.json`, `blobs/sha256/...`) into a directory tree a cell can bind read-only as its
 //! root. Every blob is checked against its descriptor's SHA-256 and size before use, layers
-//! are extracted without ever writing outside the rootfs (see [`unpack`]), and results are
+//! are extracted without ever writing outside the rootfs (see the `unpack` module), and results are
 //! kept in a content-addressed store keyed by the manifest digest, so an image is unpacked
 //! once however many cells use it.
 

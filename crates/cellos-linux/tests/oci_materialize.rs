@@ -192,6 +192,30 @@ fn opaque_directory_hides_lower_content_but_keeps_its_own_layer() {
 }
 
 #[test]
+fn whiteout_and_recreation_in_one_layer_keeps_only_the_new_content() {
+    let tmp = tempfile::tempdir().unwrap();
+    image(
+        &tmp.path().join("layout"),
+        &[
+            vec![file("conf/a", b"a", 0o644), file("conf/b", b"b", 0o644)],
+            vec![
+                dir("conf"),
+                file("conf/c", b"c", 0o644),
+                file(".wh.conf", b"", 0o644),
+            ],
+        ],
+    );
+    let got = materialize(&tmp.path().join("layout"), "img", &tmp.path().join("store")).unwrap();
+
+    let mut names: Vec<String> = fs::read_dir(got.path.join("conf"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["c"]);
+}
+
+#[test]
 fn layer_digest_mismatch_is_rejected_and_nothing_is_stored() {
     let tmp = tempfile::tempdir().unwrap();
     let layout = tmp.path().join("layout");
