@@ -34,8 +34,8 @@ fn read(path: &Path) -> String {
 fn every_valid_example_parses_and_validates() {
     for sub in ["specs", "policies", "formations"] {
         for file in yaml_files(sub) {
-            let doc = parse_document(&read(&file))
-                .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+            let doc =
+                parse_document(&read(&file)).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
             if let Err(problems) = validate_document(&doc) {
                 let listed: Vec<String> = problems.iter().map(Problem::to_string).collect();
                 panic!("{}:\n  {}", file.display(), listed.join("\n  "));

@@ -1,0 +1,217 @@
+//! Parsing: YAML and JSON, dispatch on kind, strictness, and errors that locate the mistake.
+
+use cellos_core::spec::{
+    parse_document, parse_execution_cell, parse_formation, parse_policy_pack, ByteSize, Document,
+    Enforcement, Format, ParseError, RootfsSpec, SecretDeliveryMode,
+};
+
+const MINIMAL_JSON: &str = r#"{"apiVersion":"cellos.io/v1","kind":"ExecutionCell","spec":{"id":"t-run",
+"authority":{"secretRefs":[]},"lifetime":{"ttlSeconds":60},"run":{"argv":["true"]}}}"#;
+
+#[test]
+fn the_original_systems_minimal_json_spec_parses() {
+    let doc = parse_execution_cell(MINIMAL_JSON).expect("minimal spec");
+    assert_eq!(doc.spec.id, "t-run");
+    assert_eq!(doc.spec.run.argv, ["true"]);
+    assert_eq!(doc.spec.lifetime.map(|l| l.ttl_seconds), Some(60));
+    assert_eq!(doc.spec.run.secret_delivery, SecretDeliveryMode::File);
+}
+
+#[test]
+fn format_is_detected_from_the_first_character() {
+    assert_eq!(Format::detect("  \n{\"a\":1}"), Format::Json);
+    assert_eq!(Format::detect("apiVersion: cellos.io/v1"), Format::Yaml);
+    assert_eq!(Format::detect("---\nkind: x"), Format::Yaml);
+}
+
+#[test]
+fn parse_document_dispatches_on_kind() {
+    let cell = parse_document(MINIMAL_JSON).expect("cell");
+    assert!(matches!(cell, Document::ExecutionCell(_)));
+    let pack = parse_document(
+        "apiVersion: cellos.io/v1\nkind: PolicyPack\nspec:\n  id: p\n  version: '1'\n",
+    )
+    .expect("pack");
+    match pack {
+        Document::PolicyPack(p) => {
+            assert_eq!(p.spec.enforcement, Enforcement::Enforce);
+            assert!(p.spec.rules.is_empty());
+        }
+        other => panic!("expected a policy pack, got {}", other.kind()),
+    }
+    let formation = parse_document(
+        "apiVersion: cellos.io/v1\nkind: Formation\nspec:\n  id: f\n  coordinator:\n    name: c\n    cell: {id: c, run: {argv: [/bin/true]}}\n",
+    )
+    .expect("formation");
+    assert_eq!(formation.kind(), "Formation");
+}
+
+#[test]
+fn unknown_and_missing_kinds_are_named() {
+    let unknown = parse_document("apiVersion: cellos.io/v1\nkind: Pod\nspec: {}\n").unwrap_err();
+    assert_eq!(unknown, ParseError::UnknownKind("Pod".to_owned()));
+    assert!(unknown
+        .to_string()
+        .contains("ExecutionCell, PolicyPack and Formation"));
+    let missing = parse_document("apiVersion: cellos.io/v1\nspec: {}\n").unwrap_err();
+    assert_eq!(missing, ParseError::MissingKind);
+}
+
+#[test]
+fn a_typed_parser_rejects_another_kind() {
+    let err = parse_policy_pack(MINIMAL_JSON).unwrap_err();
+    assert_eq!(
+        err,
+        ParseError::WrongKind {
+            expected: "PolicyPack",
+            found: "ExecutionCell".to_owned()
+        }
+    );
+    assert!(parse_formation(MINIMAL_JSON).is_err());
+}
+
+#[test]
+fn a_yaml_unknown_field_error_names_the_field_its_parent_and_the_line() {
+    let text = "apiVersion: cellos.io/v1\nkind: ExecutionCell\nspec:\n  id: a\n  run:\n    argv: [/bin/true]\n    memory: 5\n";
+    let err = parse_execution_cell(text).unwrap_err();
+    match &err {
+        ParseError::Invalid {
+            format,
+            line,
+            message,
+            ..
+        } => {
+            assert_eq!(*format, Format::Yaml);
+            assert_eq!(*line, Some(7));
+            assert!(message.contains("spec.run"), "{message}");
+            assert!(message.contains("unknown field `memory`"), "{message}");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn a_json_missing_field_error_names_the_field_its_parent_and_the_line() {
+    let text = "{\"apiVersion\":\"cellos.io/v1\",\"kind\":\"ExecutionCell\",\n\"spec\":{\"id\":\"a\",\"run\":{\"cwd\":\"/\"}}}";
+    let err = parse_execution_cell(text).unwrap_err();
+    match &err {
+        ParseError::Invalid {
+            format,
+            line,
+            message,
+            ..
+        } => {
+            assert_eq!(*format, Format::Json);
+            assert_eq!(*line, Some(2));
+            assert!(message.starts_with("spec.run"), "{message}");
+            assert!(message.contains("missing field `argv`"), "{message}");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn unknown_fields_are_rejected_at_every_level() {
+    for (text, field) in [
+        ("apiVersion: cellos.io/v1\nkind: ExecutionCell\nextra: 1\nspec: {id: a, run: {argv: [x]}}\n", "extra"),
+        ("apiVersion: cellos.io/v1\nkind: ExecutionCell\nspec: {id: a, run: {argv: [x]}, lifetime: {ttl: 5}}\n", "ttl"),
+        ("apiVersion: cellos.io/v1\nkind: ExecutionCell\nspec: {id: a, run: {argv: [x]}, authority: {egressRules: [{host: a.b, port: 1, proto: tcp}]}}\n", "proto"),
+        ("apiVersion: cellos.io/v1\nkind: PolicyPack\nspec: {id: p, version: '1', rules: {maxTTL: 5}}\n", "maxTTL"),
+    ] {
+        let err = parse_document(text).unwrap_err().to_string();
+        assert!(err.contains(&format!("unknown field `{field}`")), "{err}");
+    }
+}
+
+#[test]
+fn rootfs_host_literal_and_maps_deserialize_and_round_trip() {
+    let host = parse_execution_cell(
+        "apiVersion: cellos.io/v1\nkind: ExecutionCell\nspec: {id: a, run: {argv: [x]}, filesystem: {rootfs: host}}\n",
+    )
+    .expect("host rootfs");
+    let fs = host.spec.filesystem.expect("filesystem");
+    assert_eq!(fs.rootfs, RootfsSpec::Host);
+    assert_eq!(serde_json::to_value(&fs.rootfs).unwrap(), "host");
+
+    let oci = parse_execution_cell(
+        r#"{"apiVersion":"cellos.io/v1","kind":"ExecutionCell","spec":{"id":"a","run":{"argv":["x"]},
+        "filesystem":{"rootfs":{"ociLayout":"/images/alpine","ref":"latest"}}}}"#,
+    )
+    .expect("oci rootfs");
+    let rootfs = oci.spec.filesystem.expect("filesystem").rootfs;
+    match &rootfs {
+        RootfsSpec::Oci(o) => {
+            assert_eq!(o.oci_layout, "/images/alpine");
+            assert_eq!(o.reference, "latest");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    let json = serde_json::to_string(&rootfs).unwrap();
+    let back: RootfsSpec = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, rootfs);
+
+    let path: RootfsSpec = serde_yaml::from_str("path: /srv/rootfs").unwrap();
+    assert!(matches!(path, RootfsSpec::Path(p) if p.path == "/srv/rootfs"));
+}
+
+#[test]
+fn rootfs_mistakes_get_specific_messages() {
+    let word = serde_yaml::from_str::<RootfsSpec>("hst")
+        .unwrap_err()
+        .to_string();
+    assert!(word.contains("not \"hst\""), "{word}");
+    let half = serde_yaml::from_str::<RootfsSpec>("ociLayout: /img")
+        .unwrap_err()
+        .to_string();
+    assert!(half.contains("also needs ref"), "{half}");
+    let typo = serde_yaml::from_str::<RootfsSpec>("pth: /img")
+        .unwrap_err()
+        .to_string();
+    assert!(typo.contains("unknown field `pth`"), "{typo}");
+    let both = serde_yaml::from_str::<RootfsSpec>("{path: /a, ociLayout: /b, ref: c}")
+        .unwrap_err()
+        .to_string();
+    assert!(both.contains("either path, or ociLayout and ref"), "{both}");
+}
+
+#[test]
+fn memory_limits_accept_size_strings_and_store_bytes() {
+    let doc = parse_execution_cell(
+        "apiVersion: cellos.io/v1\nkind: ExecutionCell\nspec: {id: a, run: {argv: [x], limits: {memoryMaxBytes: 256Mi}}}\n",
+    )
+    .expect("size string");
+    let limits = doc.spec.run.limits.expect("limits");
+    assert_eq!(limits.memory_max_bytes, Some(256 * 1024 * 1024));
+    let err = parse_execution_cell(
+        "apiVersion: cellos.io/v1\nkind: ExecutionCell\nspec: {id: a, run: {argv: [x], limits: {memoryMaxBytes: lots}}}\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("spec.run.limits"), "{err}");
+    assert!(err.contains("\"lots\" is not a size"), "{err}");
+    assert!(err.contains("line 3 column 40"), "{err}");
+}
+
+#[test]
+fn workspace_sizes_keep_their_written_form() {
+    let doc = parse_execution_cell(
+        "apiVersion: cellos.io/v1\nkind: ExecutionCell\nspec: {id: a, run: {argv: [x]}, filesystem: {workspace: {target: /w, sizeBytes: 64Mi}}}\n",
+    )
+    .expect("workspace");
+    let ws = doc.spec.filesystem.and_then(|f| f.workspace).expect("ws");
+    assert_eq!(ws.size_bytes, Some(ByteSize::Text("64Mi".to_owned())));
+    assert_eq!(ws.size_bytes.map(|s| s.bytes()), Some(Ok(64 << 20)));
+    let negative = serde_json::from_str::<ByteSize>("-5")
+        .unwrap_err()
+        .to_string();
+    assert!(negative.contains("must not be negative"), "{negative}");
+}
+
+#[test]
+fn a_byte_order_mark_is_ignored() {
+    let with_bom = format!("\u{feff}{MINIMAL_JSON}");
+    assert_eq!(
+        parse_execution_cell(&with_bom).unwrap(),
+        parse_execution_cell(MINIMAL_JSON).unwrap()
+    );
+}

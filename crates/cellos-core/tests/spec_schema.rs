@@ -1,0 +1,128 @@
+//! The generated JSON Schema agrees with the parser: it accepts every valid example and
+//! rejects what strict parsing rejects.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use cellos_core::spec::json_schema;
+use serde_json::{json, Value};
+
+fn validator() -> jsonschema::Validator {
+    jsonschema::validator_for(&json_schema()).expect("the generated schema compiles")
+}
+
+fn examples(sub: &str) -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples")
+        .join(sub);
+    let mut files: Vec<PathBuf> = fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
+        .map(|entry| entry.expect("directory entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no examples in {}", dir.display());
+    files
+}
+
+fn as_json(path: &Path) -> Value {
+    let text = fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn errors(validator: &jsonschema::Validator, instance: &Value) -> Vec<String> {
+    validator
+        .iter_errors(instance)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect()
+}
+
+#[test]
+fn the_schema_is_a_draft7_one_of_the_three_kinds() {
+    let schema = json_schema();
+    assert_eq!(schema["$schema"], "http://json-schema.org/draft-07/schema#");
+    let branches = schema["oneOf"].as_array().expect("oneOf");
+    assert_eq!(branches.len(), 3);
+    for (definition, kind) in [
+        ("ExecutionCellDocument", "ExecutionCell"),
+        ("PolicyPackDocument", "PolicyPack"),
+        ("FormationDocument", "Formation"),
+    ] {
+        let doc = &schema["definitions"][definition];
+        assert_eq!(doc["properties"]["kind"]["const"], kind);
+        assert_eq!(doc["properties"]["apiVersion"]["const"], "cellos.io/v1");
+        assert_eq!(doc["additionalProperties"], false);
+    }
+}
+
+#[test]
+fn every_valid_example_is_accepted_by_the_schema() {
+    let validator = validator();
+    for sub in ["specs", "policies", "formations"] {
+        for file in examples(sub) {
+            let instance = as_json(&file);
+            let found = errors(&validator, &instance);
+            assert!(found.is_empty(), "{}: {found:?}", file.display());
+        }
+    }
+}
+
+#[test]
+fn the_schema_rejects_unknown_fields_at_any_depth() {
+    let validator = validator();
+    let base = json!({
+        "apiVersion": "cellos.io/v1",
+        "kind": "ExecutionCell",
+        "spec": {"id": "a", "run": {"argv": ["/bin/true"]}}
+    });
+    assert!(validator.is_valid(&base));
+    let mut top = base.clone();
+    top["extra"] = json!(1);
+    assert!(!validator.is_valid(&top));
+    let mut nested = base.clone();
+    nested["spec"]["run"]["argvv"] = json!([]);
+    assert!(!validator.is_valid(&nested));
+    let mut deep = base;
+    deep["spec"]["authority"] =
+        json!({"egressRules": [{"host": "a.b", "port": 1, "proto": "tcp"}]});
+    assert!(!validator.is_valid(&deep));
+}
+
+#[test]
+fn the_schema_rejects_a_wrong_kind_a_missing_field_and_a_bad_rootfs() {
+    let validator = validator();
+    let wrong_kind = json!({
+        "apiVersion": "cellos.io/v1", "kind": "Pod",
+        "spec": {"id": "a", "run": {"argv": ["x"]}}
+    });
+    assert!(!validator.is_valid(&wrong_kind));
+    let missing_run =
+        json!({"apiVersion": "cellos.io/v1", "kind": "ExecutionCell", "spec": {"id": "a"}});
+    assert!(!validator.is_valid(&missing_run));
+    let bad_rootfs = json!({
+        "apiVersion": "cellos.io/v1", "kind": "ExecutionCell",
+        "spec": {"id": "a", "run": {"argv": ["x"]}, "filesystem": {"rootfs": "hots"}}
+    });
+    assert!(!validator.is_valid(&bad_rootfs));
+    let host_rootfs = json!({
+        "apiVersion": "cellos.io/v1", "kind": "ExecutionCell",
+        "spec": {"id": "a", "run": {"argv": ["x"]}, "filesystem": {"rootfs": "host"}}
+    });
+    assert!(validator.is_valid(&host_rootfs));
+}
+
+#[test]
+fn the_schema_agrees_with_the_parser_on_the_invalid_parse_examples() {
+    let validator = validator();
+    for file in examples("invalid") {
+        let text = fs::read_to_string(&file).expect("read");
+        if text.starts_with("# expect-parse:") {
+            let instance = as_json(&file);
+            assert!(
+                !validator.is_valid(&instance),
+                "{}: the parser rejects it but the schema accepts it",
+                file.display()
+            );
+        }
+    }
+}
