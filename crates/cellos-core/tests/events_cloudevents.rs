@@ -66,6 +66,7 @@ fn one_of_each(factory: &EventFactory, t: OffsetDateTime) -> Vec<CloudEvent> {
         cell_id: CELL.to_owned(),
         destroyed: true,
         forced: true,
+        removed: vec![],
         residue: vec![],
     };
     let secrets = SecretsData {

@@ -88,7 +88,8 @@ fn run_of(factory: &EventFactory, cell: &str, verdict: Verdict) -> Vec<CloudEven
                 cell_id: cell.to_owned(),
                 destroyed: true,
                 forced: false,
-                residue: vec![],
+                removed: vec![],
+        residue: vec![],
             },
         ),
     ]);
