@@ -1,1 +1,265 @@
-//! doctor
+//! Host capability probe (`cellos doctor`): which kernel features the Linux backend can use here,
+//! and how to enable the missing ones.
+//!
+//! Each check exercises the feature the way a cell would (a real `unshare`, a real `pidfd_open`,
+//! a real `nft` call) rather than trusting configuration files, so "available" means usable.
+
+use std::process::{Command, Stdio};
+
+use serde::Serialize;
+
+use crate::cgroup::{CgroupVersion, Controller, Layout};
+use crate::landlock_rules;
+
+/// Result of probing one feature.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FeatureCheck {
+    pub feature: String,
+    pub available: bool,
+    /// What was found (version, location, error).
+    pub detail: String,
+    /// How to enable the feature when it is missing.
+    pub fix: Option<String>,
+}
+
+impl FeatureCheck {
+    fn new(feature: &str, available: bool, detail: String, fix: &str) -> Self {
+        FeatureCheck {
+            feature: feature.into(),
+            available,
+            detail,
+            fix: (!available).then(|| fix.to_owned()),
+        }
+    }
+}
+
+/// Probe every feature the backend uses.
+pub fn probe() -> Vec<FeatureCheck> {
+    let mut checks = vec![user_namespaces(), cgroup_v2()];
+    checks.extend(Controller::ALL.into_iter().map(cgroup_controller));
+    checks.extend([
+        seccomp_filter(),
+        landlock(),
+        overlayfs(),
+        pidfd(),
+        nftables(),
+    ]);
+    checks
+}
+
+fn user_namespaces() -> FeatureCheck {
+    let limit = std::fs::read_to_string("/proc/sys/user/max_user_namespaces")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "unknown".into());
+    let (available, outcome) = match try_unshare_user() {
+        Ok(()) => (true, "unshare(CLONE_NEWUSER) works".to_owned()),
+        Err(e) => (false, format!("unshare(CLONE_NEWUSER) failed: {e}")),
+    };
+    FeatureCheck::new(
+        "user namespaces",
+        available,
+        format!("{outcome}; user.max_user_namespaces={limit}"),
+        "enable user namespaces: sysctl -w user.max_user_namespaces=15000 (and on Debian/Ubuntu \
+         kernel.unprivileged_userns_clone=1; on Ubuntu 24.04+ also \
+         kernel.apparmor_restrict_unprivileged_userns=0 or an AppArmor profile for cellos)",
+    )
+}
+
+/// `unshare(CLONE_NEWUSER)` refuses multi-threaded callers, so it runs in a forked child that
+/// only makes async-signal-safe calls and reports through its exit status.
+fn try_unshare_user() -> Result<(), String> {
+    // SAFETY: the child calls only unshare and _exit, both async-signal-safe.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(format!("fork: {}", std::io::Error::last_os_error()));
+    }
+    if pid == 0 {
+        // SAFETY: plain syscalls in the child; _exit never returns.
+        unsafe {
+            let code = if libc::unshare(libc::CLONE_NEWUSER) == 0 {
+                0
+            } else {
+                *libc::__errno_location()
+            };
+            libc::_exit(code);
+        }
+    }
+    let mut status = 0;
+    // SAFETY: waiting for the child we just forked; `status` is a valid out pointer.
+    let waited = unsafe { libc::waitpid(pid, &mut status, 0) };
+    if waited != pid {
+        return Err(format!("waitpid: {}", std::io::Error::last_os_error()));
+    }
+    match libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status)) {
+        Some(0) => Ok(()),
+        Some(errno) => Err(std::io::Error::from_raw_os_error(errno).to_string()),
+        None => Err(format!("probe child ended abnormally (status {status})")),
+    }
+}
+
+fn cgroup_v2() -> FeatureCheck {
+    let layout = Layout::host();
+    let (available, detail) = match &layout.v2 {
+        Some(root) => (
+            true,
+            format!(
+                "cgroup2 at {} with controllers [{}]",
+                root.display(),
+                layout.v2_controllers.join(" ")
+            ),
+        ),
+        None => (false, "no cgroup2 mount".into()),
+    };
+    FeatureCheck::new(
+        "cgroup v2",
+        available,
+        detail,
+        "mount the unified hierarchy (mount -t cgroup2 none /sys/fs/cgroup), or boot with \
+         systemd.unified_cgroup_hierarchy=1",
+    )
+}
+
+fn cgroup_controller(controller: Controller) -> FeatureCheck {
+    let name = controller.name();
+    let (available, detail) = match Layout::host().locate(controller) {
+        Some((version, root)) => {
+            let how = match version {
+                CgroupVersion::V2 => format!("v2 ({}/cgroup.controllers)", root.display()),
+                CgroupVersion::V1 => format!("v1 hierarchy at {}", root.display()),
+            };
+            (true, how)
+        }
+        None => (
+            false,
+            "in neither v2 cgroup.controllers nor a v1 hierarchy".into(),
+        ),
+    };
+    FeatureCheck::new(
+        &format!("cgroup {name}"),
+        available,
+        detail,
+        &format!(
+            "delegate '{name}' to CellOS in v2 (systemd Delegate=yes, or '+{name}' in the parent's \
+             cgroup.subtree_control) or mount it as v1 (mount -t cgroup -o {name} cgroup \
+             /sys/fs/cgroup/{name}); check the kernel is not booted with cgroup_disable={name}"
+        ),
+    )
+}
+
+/// Seccomp filter mode is supported when `PR_SET_SECCOMP(SECCOMP_MODE_FILTER, NULL)` fails with
+/// `EFAULT` (the kernel got as far as reading the program); `EINVAL` means no filter mode.
+fn seccomp_filter() -> FeatureCheck {
+    // SAFETY: PR_GET_SECCOMP reads no memory.
+    let mode = unsafe { libc::prctl(libc::PR_GET_SECCOMP) };
+    // SAFETY: a null program pointer makes the kernel fail with EFAULT before installing anything.
+    let rc = unsafe {
+        libc::prctl(
+            libc::PR_SET_SECCOMP,
+            libc::SECCOMP_MODE_FILTER,
+            std::ptr::null::<libc::c_void>(),
+        )
+    };
+    let errno = std::io::Error::last_os_error().raw_os_error();
+    let available = rc < 0 && errno == Some(libc::EFAULT);
+    let detail = match mode {
+        0 => "filter mode supported; this process is not filtered".to_owned(),
+        2 => "filter mode supported; this process is already filtered".to_owned(),
+        m if m < 0 => format!("PR_GET_SECCOMP failed: {}", std::io::Error::last_os_error()),
+        m => format!("this process is in seccomp mode {m}"),
+    };
+    let detail = if available {
+        detail
+    } else {
+        format!("SECCOMP_MODE_FILTER probe returned {rc} ({errno:?})")
+    };
+    FeatureCheck::new(
+        "seccomp filter",
+        available,
+        detail,
+        "use a kernel built with CONFIG_SECCOMP=y and CONFIG_SECCOMP_FILTER=y",
+    )
+}
+
+fn landlock() -> FeatureCheck {
+    let abi = landlock_rules::kernel_abi();
+    FeatureCheck::new(
+        "landlock",
+        abi.is_some(),
+        match abi {
+            Some(v) => format!("Landlock ABI {v}"),
+            None => "landlock_create_ruleset reports no Landlock".into(),
+        },
+        "use a kernel >= 5.13 with CONFIG_SECURITY_LANDLOCK=y and add landlock to the lsm= boot \
+         parameter (e.g. lsm=landlock,lockdown,yama,integrity,apparmor)",
+    )
+}
+
+fn overlayfs() -> FeatureCheck {
+    let listed = std::fs::read_to_string("/proc/filesystems")
+        .map(|s| {
+            s.lines()
+                .any(|l| l.split_whitespace().last() == Some("overlay"))
+        })
+        .unwrap_or(false);
+    FeatureCheck::new(
+        "overlayfs",
+        listed,
+        if listed {
+            "overlay listed in /proc/filesystems".into()
+        } else {
+            "overlay not in /proc/filesystems".into()
+        },
+        "load the module (modprobe overlay) or build the kernel with CONFIG_OVERLAY_FS",
+    )
+}
+
+fn pidfd() -> FeatureCheck {
+    let result = rustix::process::pidfd_open(
+        rustix::process::getpid(),
+        rustix::process::PidfdFlags::empty(),
+    );
+    FeatureCheck::new(
+        "pidfd",
+        result.is_ok(),
+        match result {
+            Ok(_) => "pidfd_open works".into(),
+            Err(e) => format!("pidfd_open failed: {e}"),
+        },
+        "use a kernel >= 5.3 (pidfd_open)",
+    )
+}
+
+fn nftables() -> FeatureCheck {
+    let version = run("nft", &["--version"]);
+    let tables = run("nft", &["list", "tables"]);
+    let (available, detail) = match (&version, &tables) {
+        (Ok(v), Ok(_)) => (true, format!("{v}; nft list tables works")),
+        (Ok(v), Err(e)) => (false, format!("{v}; nft list tables failed: {e}")),
+        (Err(e), _) => (false, format!("nft not runnable: {e}")),
+    };
+    FeatureCheck::new(
+        "nftables",
+        available,
+        detail,
+        "install nftables (apt-get install nftables) and use a kernel with CONFIG_NF_TABLES; \
+         CellOS needs it for per-cell egress rules",
+    )
+}
+
+fn run(program: &str, args: &[&str]) -> Result<String, String> {
+    let out = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    } else {
+        Err(format!(
+            "{}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}

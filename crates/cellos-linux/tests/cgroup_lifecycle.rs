@@ -42,7 +42,7 @@ fn read(path: &Path) -> String {
 }
 
 /// The leaf of `controller` and the version serving it, as the host layout says.
-fn leaf_of<'a>(cg: &'a CellCgroup, controller: Controller) -> (CgroupVersion, &'a Path) {
+fn leaf_of(cg: &CellCgroup, controller: Controller) -> (CgroupVersion, &Path) {
     let (version, root) = Layout::host()
         .locate(controller)
         .unwrap_or_else(|| panic!("controller {} not available", controller.name()));
