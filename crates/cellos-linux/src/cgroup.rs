@@ -108,13 +108,20 @@ pub struct CellCgroup {
 impl CellCgroup {
     /// Create the cell's cgroups and write `limits`. On failure nothing created here remains.
     pub fn create(cell_id: &str, limits: &CgroupLimits) -> Result<CellCgroup, LinuxError> {
+        Self::create_in(Layout::host(), cell_id, limits)
+    }
+
+    fn create_in(
+        layout: &Layout,
+        cell_id: &str,
+        limits: &CgroupLimits,
+    ) -> Result<CellCgroup, LinuxError> {
         validate_cell_id(cell_id)?;
         if limits.cpu_millis == Some(0) {
             return Err(LinuxError::Refused {
                 what: "limits.cpuMillis is 0: a cell needs at least 1 millicore".into(),
             });
         }
-        let layout = Layout::host();
         let parent = parent_path()?;
 
         let mut leaves: Vec<Leaf> = Vec::new();
@@ -794,6 +801,34 @@ mod tests {
         // Below the kernel's 1 ms minimum quota the period stretches instead.
         assert_eq!(cpu_bandwidth(5), (1_000, 200_000));
         assert_eq!(cpu_bandwidth(1), (1_000, 1_000_000));
+    }
+
+    #[test]
+    fn requested_limit_without_controller_fails_closed_naming_it() {
+        let no_cgroups = Layout::default();
+        let limits = CgroupLimits {
+            pids_max: Some(5),
+            ..CgroupLimits::default()
+        };
+        let err = CellCgroup::create_in(&no_cgroups, "cell", &limits).expect_err("fail closed");
+        assert_eq!(
+            cellos_core::ports::PortError::from(err).kind,
+            cellos_core::ports::PortErrorKind::MissingFeature
+        );
+        let err = CellCgroup::create_in(&no_cgroups, "cell", &limits).expect_err("fail closed");
+        let message = err.to_string();
+        assert!(message.contains("cgroup controller 'pids'"), "{message}");
+        assert!(message.contains("mount -t cgroup -o pids"), "{message}");
+    }
+
+    #[test]
+    fn zero_cpu_is_refused() {
+        let limits = CgroupLimits {
+            cpu_millis: Some(0),
+            ..CgroupLimits::default()
+        };
+        let err = CellCgroup::create_in(&Layout::default(), "cell", &limits).expect_err("zero");
+        assert!(matches!(err, LinuxError::Refused { .. }), "{err}");
     }
 
     #[test]

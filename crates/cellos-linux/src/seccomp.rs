@@ -8,7 +8,7 @@
 //! libc falls back to `clone`, whose flags the filter does check.
 //!
 //! The program is compiled with seccompiler. Two of its limits are worked around by hand (see
-//! [`chain`] and [`x32_guard`]): one seccompiler filter has one match action (we need `EPERM`
+//! `chain` and `x32_guard`): one seccompiler filter has one match action (we need `EPERM`
 //! and `ENOSYS`), and its rules key on exact syscall numbers (x32 is a number range).
 
 use std::collections::BTreeMap;
