@@ -87,6 +87,9 @@ struct Leaf {
     controllers: Vec<Controller>,
     /// Whether this create made the directory (only those are removed when create fails).
     created: bool,
+    /// A v2 leaf kept only for tracking (no controllers) beside v1 leaves: when the v2 tree is
+    /// not writable (read-only in some containers) the cell goes on without it.
+    optional: bool,
 }
 
 /// The cgroups of one cell, one leaf per hierarchy.
@@ -131,6 +134,7 @@ impl CellCgroup {
                 version: CgroupVersion::V2,
                 controllers: Vec::new(),
                 created: false,
+                optional: false,
             });
         }
         for controller in Controller::ALL {
@@ -148,6 +152,7 @@ impl CellCgroup {
                     version,
                     controllers: vec![controller],
                     created: false,
+                    optional: false,
                 }),
             }
         }
@@ -157,6 +162,12 @@ impl CellCgroup {
                 "no cgroup2 or cgroup v1 hierarchy is mounted: mount cgroup2 at /sys/fs/cgroup \
                  (mount -t cgroup2 none /sys/fs/cgroup)",
             ));
+        }
+
+        let has_v1_leaf = leaves.iter().any(|l| l.version == CgroupVersion::V1);
+        for leaf in &mut leaves {
+            leaf.optional =
+                leaf.version == CgroupVersion::V2 && leaf.controllers.is_empty() && has_v1_leaf;
         }
 
         let mut cgroup = CellCgroup {
@@ -183,22 +194,12 @@ impl CellCgroup {
         parent: &Path,
         limits: &CgroupLimits,
     ) -> Result<(), LinuxError> {
+        let mut skipped = Vec::new();
         for leaf in &mut self.leaves {
-            let Some(parent_dir) = leaf.path.parent() else {
-                continue;
-            };
-            fs::create_dir_all(parent_dir).map_err(|source| LinuxError::Cgroup {
-                path: parent_dir.to_path_buf(),
-                source,
-            })?;
-            if leaf.version == CgroupVersion::V2 && !leaf.controllers.is_empty() {
-                if let Some(v2_root) = &layout.v2 {
-                    enable_v2_controllers(v2_root, parent, &mut leaf.controllers, limits)?;
-                }
-            }
-            match fs::create_dir(&leaf.path) {
+            let made = make_leaf(leaf, layout, parent, limits);
+            match made {
                 Ok(()) => leaf.created = true,
-                Err(err) if err.kind() == ErrorKind::AlreadyExists => {
+                Err(MakeLeaf::Exists) => {
                     return Err(LinuxError::Refused {
                         what: format!(
                             "cgroup {} already exists: cell id '{}' is in use or left over by a \
@@ -208,14 +209,12 @@ impl CellCgroup {
                         ),
                     })
                 }
-                Err(source) => {
-                    return Err(LinuxError::Cgroup {
-                        path: leaf.path.clone(),
-                        source,
-                    })
-                }
+                Err(MakeLeaf::Failed(_)) if leaf.optional => skipped.push(leaf.path.clone()),
+                Err(MakeLeaf::Failed(err)) => return Err(err),
             }
         }
+        self.leaves.retain(|l| !skipped.contains(&l.path));
+        self.paths.retain(|p| !skipped.contains(p));
         for leaf in &self.leaves {
             for &controller in &leaf.controllers {
                 self.controllers.push((controller, leaf.version));
@@ -435,6 +434,42 @@ impl Drop for CellCgroup {
             let _ = self.kill_all();
             let _ = self.remove();
         }
+    }
+}
+
+enum MakeLeaf {
+    Exists,
+    Failed(LinuxError),
+}
+
+/// Create the parent levels, enable v2 controllers on them, then the leaf itself.
+fn make_leaf(
+    leaf: &mut Leaf,
+    layout: &Layout,
+    parent: &Path,
+    limits: &CgroupLimits,
+) -> Result<(), MakeLeaf> {
+    if let Some(parent_dir) = leaf.path.parent() {
+        fs::create_dir_all(parent_dir).map_err(|source| {
+            MakeLeaf::Failed(LinuxError::Cgroup {
+                path: parent_dir.to_path_buf(),
+                source,
+            })
+        })?;
+    }
+    if leaf.version == CgroupVersion::V2 && !leaf.controllers.is_empty() {
+        if let Some(v2_root) = &layout.v2 {
+            enable_v2_controllers(v2_root, parent, &mut leaf.controllers, limits)
+                .map_err(MakeLeaf::Failed)?;
+        }
+    }
+    match fs::create_dir(&leaf.path) {
+        Ok(()) => Ok(()),
+        Err(err) if err.kind() == ErrorKind::AlreadyExists => Err(MakeLeaf::Exists),
+        Err(source) => Err(MakeLeaf::Failed(LinuxError::Cgroup {
+            path: leaf.path.clone(),
+            source,
+        })),
     }
 }
 

@@ -31,12 +31,11 @@ impl Controller {
     }
 }
 
-/// One mounted cgroup hierarchy.
+/// One mounted cgroup v1 hierarchy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hierarchy {
     pub mount_point: PathBuf,
-    pub version: CgroupVersion,
-    /// For v1: the controllers (and `name=` options) bound to this hierarchy. Empty for v2.
+    /// The controllers (and `name=` options) bound to this hierarchy.
     pub v1_options: Vec<String>,
 }
 
@@ -99,7 +98,6 @@ impl Layout {
                     if !layout.v1.iter().any(|h| h.v1_options == opts) {
                         layout.v1.push(Hierarchy {
                             mount_point,
-                            version: CgroupVersion::V1,
                             v1_options: opts,
                         });
                     }
