@@ -215,3 +215,25 @@ fn a_byte_order_mark_is_ignored() {
         parse_execution_cell(MINIMAL_JSON).unwrap()
     );
 }
+
+#[test]
+fn a_document_serialises_as_itself_and_parses_back() {
+    for sub_and_name in [
+        "specs/python-workspace.yaml",
+        "specs/egress.yaml",
+        "policies/strict.yaml",
+        "formations/build-pipeline.yaml",
+    ] {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../examples")
+            .join(sub_and_name);
+        let text = std::fs::read_to_string(&path).expect("example");
+        let doc = parse_document(&text).expect("valid example");
+        let json = serde_json::to_string(&doc).expect("serialises");
+        assert_eq!(
+            parse_document(&json).expect("parses back"),
+            doc,
+            "{sub_and_name}"
+        );
+    }
+}

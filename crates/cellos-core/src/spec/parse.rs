@@ -6,6 +6,7 @@
 use std::fmt;
 
 use serde::de::DeserializeOwned;
+use serde::Serialize;
 
 use super::document::ExecutionCellDocument;
 use super::formation::FormationDocument;
@@ -15,8 +16,10 @@ pub const KIND_EXECUTION_CELL: &str = "ExecutionCell";
 pub const KIND_POLICY_PACK: &str = "PolicyPack";
 pub const KIND_FORMATION: &str = "Formation";
 
-/// Any document this build understands.
-#[derive(Debug, Clone, PartialEq)]
+/// Any document this build understands. Serialises as the document itself (each carries its
+/// own `kind`); read documents with [`parse_document`], which picks the variant from `kind`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
 pub enum Document {
     ExecutionCell(ExecutionCellDocument),
     PolicyPack(PolicyPackDocument),
