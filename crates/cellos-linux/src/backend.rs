@@ -1,0 +1,908 @@
+//! [`LinuxBackend`] and [`LinuxCell`]: the `CellBackend`/`Cell` ports on Linux namespaces.
+//!
+//! create: validate and plan (host side) → run record → cgroup → clone init in new user, pid,
+//! mount, net, ipc and uts namespaces → write its id maps, move it into the cgroup, release it
+//! → send the plan → wait for `Ready` (root built and pivoted). start: tell init to fork and exec
+//! the workload. wait: status messages with a deadline. destroy: SIGKILL init (the kernel then
+//! kills the whole pid namespace and frees the mount namespace), reap, remove the cgroup and
+//! the record, then verify that nothing is left.
+//!
+//! The thread that calls `create` must outlive the cell: init dies with it (`PDEATHSIG`).
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use cellos_core::ports::{
+    Cell, CellBackend, CellRequest, CellSummary, IsolationReport, PortError, PortErrorKind,
+    Residue, TeardownReport, WorkloadExit, WorkloadOutcome,
+};
+use cellos_core::spec::RootfsSpec;
+
+use crate::cgroup::{self, CellCgroup, CgroupLimits};
+use crate::clone::{reap, InitCommand};
+use crate::error::LinuxError;
+use crate::etc_mask;
+use crate::idmap::{self, IdMap};
+use crate::init::FORWARDED_SIGNALS;
+use crate::landlock_rules::{self, LandlockPlan};
+use crate::plan::{self, BpfInstruction, PlanContext, ResolvedRootfs, WORKLOAD_ID};
+use crate::protocol::{
+    encode_config, StatusEvent, StatusMsg, StatusReader, CMD_KILL, CMD_START, CONTROL_FD, INIT_ARG,
+    RELEASE, STATUS_FD,
+};
+use crate::record::{self, RunRecord};
+use crate::safe_path;
+use crate::seccomp::{self, SeccompProfile};
+
+/// Default base of the host id range cells map to: above the ranges systemd hands to
+/// containers and dynamic users, and below 2^31 (tools mishandle larger ids).
+pub const DEFAULT_UID_BASE: u32 = 0x7000_0000;
+
+/// How long init gets to act on a kill command before it is SIGKILLed itself.
+const KILL_GRACE: Duration = Duration::from_secs(2);
+
+/// Host-side settings of the backend.
+#[derive(Debug, Clone)]
+pub struct LinuxBackendConfig {
+    /// `CELLOS_HOME`: holds `run/` (records), `root/` (build mount point), `etc-mask/`, `oci/`.
+    pub state_dir: PathBuf,
+    /// Absolute path of the executable that becomes the cell's init.
+    pub init_exe: PathBuf,
+    /// Arguments after the executable; `["__cell-init"]` for binaries calling
+    /// [`crate::init::run_if_init`].
+    pub init_args: Vec<String>,
+    /// Host uid/gid that cell id 0 maps to (65536 ids are mapped).
+    pub uid_base: u32,
+}
+
+impl LinuxBackendConfig {
+    /// Defaults: init arguments `["__cell-init"]`, uid base [`DEFAULT_UID_BASE`].
+    pub fn new(state_dir: impl Into<PathBuf>, init_exe: impl Into<PathBuf>) -> Self {
+        Self {
+            state_dir: state_dir.into(),
+            init_exe: init_exe.into(),
+            init_args: vec![INIT_ARG.to_owned()],
+            uid_base: DEFAULT_UID_BASE,
+        }
+    }
+}
+
+/// The Linux cell backend.
+pub struct LinuxBackend {
+    config: LinuxBackendConfig,
+    id_map: IdMap,
+    build_dir: PathBuf,
+    seccomp: OnceLock<(SeccompProfile, Vec<BpfInstruction>)>,
+    landlock_abi: OnceLock<Option<u32>>,
+}
+
+impl LinuxBackend {
+    /// Check privileges and prepare the state directory.
+    pub fn new(config: LinuxBackendConfig) -> Result<LinuxBackend, LinuxError> {
+        if !nix::unistd::geteuid().is_root() {
+            return Err(LinuxError::missing(
+                "root privileges for the Linux cell backend",
+                "run cellos as root: mapping the cell's 65536 ids onto an unprivileged host range \
+                 and creating its cgroups need them (rootless cells are not supported)",
+            ));
+        }
+        let id_map = IdMap::cell_range(config.uid_base)?;
+        if !config.init_exe.is_absolute() {
+            return Err(LinuxError::Refused {
+                what: format!(
+                    "init executable '{}' must be an absolute path",
+                    config.init_exe.display()
+                ),
+            });
+        }
+        for dir in [
+            record::run_dir(&config.state_dir),
+            config.state_dir.join("root"),
+        ] {
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| LinuxError::io(format!("create {}", dir.display()), e))?;
+        }
+        let build_dir = config.state_dir.join("root");
+        std::fs::set_permissions(
+            &build_dir,
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .map_err(|e| LinuxError::io(format!("chmod {}", build_dir.display()), e))?;
+        // Mount options name it: overlayfs and the old mount API split on these characters.
+        let build_dir = std::fs::canonicalize(&build_dir)
+            .map_err(|e| LinuxError::io(format!("resolve {}", build_dir.display()), e))?;
+        if build_dir.to_string_lossy().contains([',', ':', '\\']) {
+            return Err(LinuxError::Refused {
+                what: format!(
+                    "state directory {} contains ',' ':' or '\\': choose another CELLOS_HOME",
+                    build_dir.display()
+                ),
+            });
+        }
+        Ok(LinuxBackend {
+            config,
+            id_map,
+            build_dir,
+            seccomp: OnceLock::new(),
+            landlock_abi: OnceLock::new(),
+        })
+    }
+
+    pub fn state_dir(&self) -> &Path {
+        &self.config.state_dir
+    }
+
+    fn seccomp(&self) -> Result<&(SeccompProfile, Vec<BpfInstruction>), LinuxError> {
+        if let Some(s) = self.seccomp.get() {
+            return Ok(s);
+        }
+        let profile = seccomp::default_profile()?;
+        let program = profile
+            .program()
+            .iter()
+            .map(|i| BpfInstruction {
+                code: i.code,
+                jt: i.jt,
+                jf: i.jf,
+                k: i.k,
+            })
+            .collect();
+        Ok(self.seccomp.get_or_init(|| (profile, program)))
+    }
+
+    /// The Landlock ABI a workload gets, measured once by confining a throwaway thread (the
+    /// ruleset applies to that thread only and ends with it). The workload refuses to start
+    /// under any other ABI, so the isolation report is exact.
+    fn landlock_abi(&self) -> Result<Option<u32>, LinuxError> {
+        if let Some(abi) = self.landlock_abi.get() {
+            return Ok(*abi);
+        }
+        let probe = std::thread::spawn(|| landlock_rules::restrict_self(&LandlockPlan::default()))
+            .join()
+            .map_err(|_| LinuxError::Setup {
+                what: "probe Landlock ABI".into(),
+                detail: "probe thread panicked".into(),
+            })??;
+        Ok(*self.landlock_abi.get_or_init(|| probe))
+    }
+
+    fn resolve_rootfs(&self, spec: &RootfsSpec) -> Result<(ResolvedRootfs, String), LinuxError> {
+        match spec {
+            RootfsSpec::Host => Ok((ResolvedRootfs::Host, "host".into())),
+            RootfsSpec::Path(p) => Ok((
+                ResolvedRootfs::Dir(PathBuf::from(&p.path)),
+                format!("path:{}", p.path),
+            )),
+            RootfsSpec::Oci(oci) => {
+                let store = self.config.state_dir.join("oci");
+                let image =
+                    crate::oci::materialize(Path::new(&oci.oci_layout), &oci.reference, &store)
+                        .map_err(|e| match e {
+                            crate::oci::OciError::UnknownReference { .. } => LinuxError::NotFound {
+                                what: format!("filesystem.rootfs: {e}"),
+                            },
+                            other => LinuxError::Refused {
+                                what: format!("filesystem.rootfs: {other}"),
+                            },
+                        })?;
+                Ok((
+                    ResolvedRootfs::Dir(image.path),
+                    format!("oci:{}", image.digest),
+                ))
+            }
+        }
+    }
+
+    fn create_cell(&self, request: CellRequest<'_>) -> Result<LinuxCell, LinuxError> {
+        let spec = request.spec;
+        cgroup::validate_cell_id(&spec.id)?;
+        let fs = spec.filesystem.clone().unwrap_or_default();
+        let (rootfs, rootfs_label) = self.resolve_rootfs(&fs.rootfs)?;
+        let etc_mask = match rootfs {
+            ResolvedRootfs::Host => Some(etc_mask::ensure_mask(
+                &self.config.state_dir.join("etc-mask"),
+                Path::new("/etc"),
+            )?),
+            ResolvedRootfs::Dir(_) => None,
+        };
+        let (profile, program) = self.seccomp()?;
+        let landlock_abi = self.landlock_abi()?;
+        let secret_keys: Vec<String> = request.secrets.iter().map(|s| s.key.clone()).collect();
+        let config = plan::build(
+            spec,
+            PlanContext {
+                build_dir: &self.build_dir,
+                rootfs: &rootfs,
+                etc_mask: etc_mask.as_deref(),
+                secret_delivery: request.secret_delivery,
+                secret_keys: &secret_keys,
+                expected_landlock_abi: landlock_abi,
+                seccomp: program.clone(),
+            },
+        )?;
+        let json = serde_json::to_vec(&config).map_err(|e| LinuxError::Setup {
+            what: "encode cell config".into(),
+            detail: e.to_string(),
+        })?;
+        let secret_refs: Vec<(&str, &[u8])> = request
+            .secrets
+            .iter()
+            .map(|s| (s.key.as_str(), s.value.expose()))
+            .collect();
+        let frame = encode_config(&json, &secret_refs);
+        drop(secret_refs);
+        drop(request.secrets);
+
+        let state_dir = &self.config.state_dir;
+        let me = std::process::id() as i32;
+        let mut rec = RunRecord {
+            cell_id: spec.id.clone(),
+            run_id: request.run_id.to_owned(),
+            created_unix: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            supervisor_pid: me,
+            supervisor_start: record::process_start_time(me).unwrap_or(0),
+            init_pid: None,
+            init_start: None,
+            cgroup_paths: Vec::new(),
+        };
+        record::create(state_dir, &rec)?;
+        // From here on, `guard` removes what exists if we fail.
+        let mut guard = CreateGuard {
+            state_dir,
+            cell_id: &spec.id,
+            pid: None,
+            armed: true,
+        };
+
+        let limits = spec.run.limits.clone().unwrap_or_default();
+        let cgroup = CellCgroup::create(
+            &spec.id,
+            &CgroupLimits {
+                memory_max_bytes: limits.memory_max_bytes,
+                pids_max: limits.pids_max,
+                cpu_millis: limits.cpu_millis,
+            },
+        )?;
+        rec.cgroup_paths = cgroup.paths().to_vec();
+
+        let pipe = || {
+            rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+                .map_err(|e| LinuxError::errno("pipe", e.raw_os_error()))
+        };
+        let (control_r, control_w) = pipe()?;
+        let (status_r, status_w) = pipe()?;
+        let (out_r, out_w) = pipe()?;
+        let (err_r, err_w) = pipe()?;
+        let devnull = File::open("/dev/null").map_err(|e| LinuxError::io("open /dev/null", e))?;
+        let command = InitCommand::new(
+            &self.config.init_exe,
+            &self.config.init_args,
+            &[
+                (devnull.as_fd(), 0),
+                (out_w.as_fd(), 1),
+                (err_w.as_fd(), 2),
+                (control_r.as_fd(), CONTROL_FD),
+                (status_w.as_fd(), STATUS_FD),
+            ],
+        )?;
+        let pid = command.spawn()?;
+        guard.pid = Some(pid);
+        drop((control_r, status_w, out_w, err_w, devnull));
+
+        rec.init_pid = Some(pid);
+        rec.init_start = record::process_start_time(pid);
+        record::update(state_dir, &rec)?;
+        idmap::write_maps(pid, &self.id_map)?;
+        cgroup.add_process(pid)?;
+        let mut control = File::from(control_w);
+        control
+            .write_all(&[RELEASE])
+            .and_then(|_| control.write_all(&frame))
+            .map_err(|e| LinuxError::io("send config to cell init", e))?;
+        drop(frame);
+
+        let outputs = vec![
+            copy_thread(out_r, request.stdout),
+            copy_thread(err_r, request.stderr),
+        ];
+        let mut reader = StatusReader::new();
+        match reader.next(status_r.as_fd(), None) {
+            Ok(StatusEvent::Msg(StatusMsg::Ready)) => {}
+            Ok(StatusEvent::Msg(StatusMsg::Failed { message })) => {
+                return Err(classify_init_failure(message))
+            }
+            Ok(other) => {
+                return Err(LinuxError::Setup {
+                    what: "cell init".into(),
+                    detail: format!("ended before the cell was ready ({other:?})"),
+                })
+            }
+            Err(e) => return Err(LinuxError::io("read cell init status", e)),
+        }
+
+        let isolation = IsolationReport {
+            backend: "linux".into(),
+            namespaces: ["user", "pid", "mnt", "net", "ipc", "uts", "cgroup"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            uid_map: self.id_map.line(),
+            workload_uid: WORKLOAD_ID,
+            workload_gid: WORKLOAD_ID,
+            rootfs: rootfs_label,
+            seccomp_profile: profile.name.clone(),
+            seccomp_profile_sha256: profile.sha256.clone(),
+            landlock_abi,
+            capabilities: Vec::new(),
+            no_new_privs: true,
+            cgroup_version: cgroup.version_summary(),
+            limits: {
+                let mut limits = cgroup.enforcement();
+                if let Some(ms) = spec.run.timeout_ms {
+                    limits.push(cellos_core::ports::LimitEnforcement {
+                        limit: "timeoutMs".into(),
+                        value: ms,
+                        mechanism: "SIGKILL of every process in the cell's pid namespace at the \
+                                    deadline"
+                            .into(),
+                    });
+                }
+                if let Some(l) = &spec.lifetime {
+                    limits.push(cellos_core::ports::LimitEnforcement {
+                        limit: "ttlSeconds".into(),
+                        value: l.ttl_seconds,
+                        mechanism: "supervisor deadline; SIGKILL of the cell's pid namespace"
+                            .into(),
+                    });
+                }
+                limits
+            },
+            network: "loopback-only".into(),
+        };
+        guard.armed = false;
+        Ok(LinuxCell {
+            id: spec.id.clone(),
+            state_dir: state_dir.clone(),
+            init_pid: Some(pid),
+            control: Some(control),
+            status: status_r,
+            reader,
+            cgroup,
+            isolation,
+            outputs,
+            timeout: spec.run.timeout_ms.map(Duration::from_millis),
+            started: None,
+            spawn_failure: None,
+            finished: false,
+            destroyed: false,
+        })
+    }
+}
+
+/// Failures init reports are setup errors, except missing kernel features, which keep their
+/// kind so the supervisor fails closed with the fix.
+fn classify_init_failure(message: String) -> LinuxError {
+    if message.contains("not available:") {
+        LinuxError::MissingFeature {
+            feature: "cell setup".into(),
+            fix: message,
+        }
+    } else {
+        LinuxError::Setup {
+            what: "cell init".into(),
+            detail: message,
+        }
+    }
+}
+
+/// Undoes a half-made cell: kills and reaps init, removes the record (the cgroup cleans itself
+/// up when its `CellCgroup` drops).
+struct CreateGuard<'a> {
+    state_dir: &'a Path,
+    cell_id: &'a str,
+    pid: Option<i32>,
+    armed: bool,
+}
+
+impl Drop for CreateGuard<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        if let Some(pid) = self.pid {
+            // SAFETY: our own unreaped child; its pid cannot have been recycled.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            let _ = reap(pid);
+        }
+        let _ = record::remove(self.state_dir, self.cell_id);
+    }
+}
+
+/// Copy one output pipe into the request's writer as bytes arrive.
+fn copy_thread(pipe: OwnedFd, mut out: Box<dyn Write + Send>) -> JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut pipe = File::from(pipe);
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            match pipe.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    if out.write_all(&buf[..n]).and_then(|_| out.flush()).is_err() {
+                        // Keep draining so the workload never blocks on a full pipe.
+                        continue;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            }
+        }
+        let _ = out.flush();
+    })
+}
+
+impl CellBackend for LinuxBackend {
+    fn name(&self) -> &'static str {
+        "linux"
+    }
+
+    fn create(&self, request: CellRequest<'_>) -> Result<Box<dyn Cell>, PortError> {
+        Ok(Box::new(self.create_cell(request)?))
+    }
+
+    fn reclaim(&self, cell_id: &str) -> Result<TeardownReport, PortError> {
+        Ok(reclaim(&self.config.state_dir, cell_id)?)
+    }
+
+    fn orphans(&self) -> Result<Vec<String>, PortError> {
+        let mut ids: Vec<String> = record::list_records(&self.config.state_dir)?
+            .into_iter()
+            .filter(|r| !r.supervised())
+            .map(|r| r.cell_id)
+            .collect();
+        let live: Vec<String> = record::list_records(&self.config.state_dir)?
+            .into_iter()
+            .filter(RunRecord::supervised)
+            .map(|r| r.cell_id)
+            .collect();
+        for id in CellCgroup::list_leftovers() {
+            if !ids.contains(&id) && !live.contains(&id) {
+                ids.push(id);
+            }
+        }
+        ids.sort();
+        Ok(ids)
+    }
+
+    fn list(&self) -> Result<Vec<CellSummary>, PortError> {
+        Ok(record::list_records(&self.config.state_dir)?
+            .into_iter()
+            .map(|r| CellSummary {
+                supervised: r.supervised(),
+                init_pid: r.init_alive().then_some(r.init_pid).flatten(),
+                cell_id: r.cell_id,
+                run_id: r.run_id,
+                created_unix: r.created_unix,
+            })
+            .collect())
+    }
+
+    fn signal(&self, cell_id: &str, signal: i32) -> Result<(), PortError> {
+        cgroup::validate_cell_id(cell_id)?;
+        let rec = record::read(&self.config.state_dir, cell_id)?.ok_or_else(|| {
+            PortError::new(
+                PortErrorKind::NotFound,
+                format!("no running cell '{cell_id}'"),
+            )
+        })?;
+        let (Some(pid), true) = (rec.init_pid, rec.init_alive()) else {
+            return Err(PortError::new(
+                PortErrorKind::NotFound,
+                format!("cell '{cell_id}' has no running init"),
+            ));
+        };
+        let forwarded = FORWARDED_SIGNALS.iter().any(|s| *s as i32 == signal);
+        if signal != libc::SIGKILL && !forwarded {
+            return Err(PortError::new(
+                PortErrorKind::Refused,
+                format!(
+                    "signal {signal} is not delivered to cells: use SIGKILL or one of TERM, INT, \
+                     HUP, QUIT, USR1, USR2"
+                ),
+            ));
+        }
+        // Init forwards the catchable ones to the workload; SIGKILL ends the whole cell.
+        // SAFETY: plain kill(2) on a pid whose start time we just matched.
+        if unsafe { libc::kill(pid, signal) } < 0 {
+            return Err(
+                LinuxError::last_os_error(format!("signal cell '{cell_id}' init {pid}")).into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Reclaim what a dead supervisor left of `cell_id`: kill its init (only if the recorded pid
+/// still has the recorded start time), remove its cgroups and its record, then verify.
+pub fn reclaim(state_dir: &Path, cell_id: &str) -> Result<TeardownReport, LinuxError> {
+    cgroup::validate_cell_id(cell_id)?;
+    let rec = record::read(state_dir, cell_id)?;
+    let mut removed = Vec::new();
+    let mut init = None;
+    if let Some(rec) = &rec {
+        if let (Some(pid), true) = (rec.init_pid, rec.init_alive()) {
+            // SAFETY: plain kill(2) on a pid whose start time matches our record.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            init = Some((pid, rec.init_start));
+            removed.push(Residue {
+                class: "process".into(),
+                detail: format!("init pid {pid} (SIGKILL; its pid namespace dies with it)"),
+            });
+        }
+    }
+    for path in CellCgroup::reclaim(cell_id)? {
+        removed.push(Residue {
+            class: "cgroup".into(),
+            detail: path.display().to_string(),
+        });
+    }
+    // A killed init is reaped by its own parent (or the subreaper); wait until it is gone.
+    let mut residue = Vec::new();
+    if let Some((pid, start)) = init {
+        let until = Instant::now() + KILL_GRACE;
+        while record::process_start_time(pid) == start && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        if record::process_start_time(pid) == start {
+            residue.push(Residue {
+                class: "process".into(),
+                detail: format!("init pid {pid} still running"),
+            });
+        }
+    }
+    if rec.is_some() {
+        record::remove(state_dir, cell_id)?;
+        removed.push(Residue {
+            class: "file".into(),
+            detail: record::record_path(state_dir, cell_id)
+                .display()
+                .to_string(),
+        });
+    }
+    residue.extend(common_residue(state_dir, cell_id));
+    Ok(TeardownReport {
+        cell_id: cell_id.to_owned(),
+        destroyed: !removed.is_empty(),
+        forced: init.is_some(),
+        removed,
+        residue,
+    })
+}
+
+/// Residue checks shared by destroy and reclaim: cgroup directories and the run record.
+fn common_residue(state_dir: &Path, cell_id: &str) -> Vec<Residue> {
+    let mut residue = Vec::new();
+    if CellCgroup::exists(cell_id) {
+        residue.push(Residue {
+            class: "cgroup".into(),
+            detail: format!("cgroup directories of '{cell_id}' still exist"),
+        });
+    }
+    let path = record::record_path(state_dir, cell_id);
+    if path.exists() {
+        residue.push(Residue {
+            class: "file".into(),
+            detail: format!("run record {} still exists", path.display()),
+        });
+    }
+    residue
+}
+
+/// Records of every cell known to `state_dir` (for `ps` and `gc`).
+pub fn list_records(state_dir: &Path) -> Result<Vec<RunRecord>, LinuxError> {
+    record::list_records(state_dir)
+}
+
+/// One cell on Linux.
+pub struct LinuxCell {
+    id: String,
+    state_dir: PathBuf,
+    /// Host pid of init until reaped.
+    init_pid: Option<i32>,
+    control: Option<File>,
+    status: OwnedFd,
+    reader: StatusReader,
+    cgroup: CellCgroup,
+    isolation: IsolationReport,
+    outputs: Vec<JoinHandle<()>>,
+    timeout: Option<Duration>,
+    started: Option<Instant>,
+    spawn_failure: Option<String>,
+    /// The workload's exit was reported (nothing of it runs any more).
+    finished: bool,
+    destroyed: bool,
+}
+
+impl LinuxCell {
+    fn send(&mut self, cmd: u8) -> Result<(), LinuxError> {
+        let control = self.control.as_mut().ok_or_else(|| LinuxError::NotFound {
+            what: format!("cell '{}' is destroyed", self.id),
+        })?;
+        control
+            .write_all(&[cmd])
+            .map_err(|e| LinuxError::io("send command to cell init", e))
+    }
+
+    fn join_outputs(&mut self) {
+        for handle in self.outputs.drain(..) {
+            let _ = handle.join();
+        }
+    }
+
+    /// SIGKILL and reap init (the kernel then kills the rest of the pid namespace; init's
+    /// exit completes only once every process in it is gone). Returns a pid that could not be
+    /// reaped.
+    fn kill_init(&mut self) -> Option<i32> {
+        let pid = self.init_pid.take()?;
+        // SAFETY: our own unreaped child; its pid cannot have been recycled.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        match reap(pid) {
+            Some(_) => None,
+            None => Some(pid),
+        }
+    }
+
+    fn outcome(&mut self, exit: WorkloadExit, started: Instant) -> WorkloadOutcome {
+        let duration = started.elapsed();
+        self.finished = true;
+        self.join_outputs();
+        WorkloadOutcome {
+            exit,
+            duration,
+            limit_hits: self.cgroup.limit_hits(),
+        }
+    }
+
+    fn wait_inner(&mut self, deadline: Option<Instant>) -> Result<WorkloadOutcome, LinuxError> {
+        let Some(started) = self.started else {
+            return Err(LinuxError::Refused {
+                what: "wait before start".into(),
+            });
+        };
+        if let Some(reason) = self.spawn_failure.clone() {
+            return Ok(self.outcome(WorkloadExit::SpawnFailed { reason }, started));
+        }
+        let timeout_deadline = self.timeout.map(|t| started + t);
+        let (deadline, limit) = match (timeout_deadline, deadline) {
+            (Some(t), Some(d)) if d < t => (Some(d), "ttlSeconds"),
+            (Some(t), _) => (Some(t), "timeoutMs"),
+            (None, d) => (d, "ttlSeconds"),
+        };
+        let mut timed_out = false;
+        let mut deadline = deadline;
+        loop {
+            let event = self
+                .reader
+                .next(self.status.as_fd(), deadline)
+                .map_err(|e| LinuxError::io("read cell status", e))?;
+            match event {
+                StatusEvent::Msg(StatusMsg::Exited { code }) if !timed_out => {
+                    return Ok(self.outcome(WorkloadExit::Exited { code }, started))
+                }
+                StatusEvent::Msg(StatusMsg::Signaled { signal }) if !timed_out => {
+                    return Ok(self.outcome(WorkloadExit::Signaled { signal }, started))
+                }
+                StatusEvent::Msg(StatusMsg::Exited { .. } | StatusMsg::Signaled { .. }) => {
+                    return Ok(self.outcome(
+                        WorkloadExit::TimedOut {
+                            limit: limit.into(),
+                        },
+                        started,
+                    ))
+                }
+                StatusEvent::Msg(_) => continue,
+                StatusEvent::TimedOut if !timed_out => {
+                    // Ask init to kill the workload (keeps the mount namespace for export);
+                    // if it does not answer in time, kill init and with it the namespace.
+                    timed_out = true;
+                    if self.send(CMD_KILL).is_err() {
+                        let _ = self.kill_init();
+                    }
+                    deadline = Some(Instant::now() + KILL_GRACE);
+                }
+                StatusEvent::TimedOut | StatusEvent::Closed => {
+                    let _ = self.kill_init();
+                    let exit = if timed_out {
+                        WorkloadExit::TimedOut {
+                            limit: limit.into(),
+                        }
+                    } else {
+                        WorkloadExit::SpawnFailed {
+                            reason: "the cell's init died before reporting the workload's exit"
+                                .into(),
+                        }
+                    };
+                    return Ok(self.outcome(exit, started));
+                }
+            }
+        }
+    }
+
+    fn destroy_inner(&mut self) -> Result<TeardownReport, LinuxError> {
+        if self.destroyed {
+            return Ok(TeardownReport {
+                cell_id: self.id.clone(),
+                destroyed: false,
+                forced: false,
+                removed: Vec::new(),
+                residue: common_residue(&self.state_dir, &self.id),
+            });
+        }
+        let forced = !self.finished;
+        let mut removed = Vec::new();
+        if let Some(pid) = self.init_pid {
+            removed.push(Residue {
+                class: "process".into(),
+                detail: format!("init pid {pid} and its pid namespace"),
+            });
+        }
+        // Closing the control pipe lets init exit by itself; SIGKILL makes it immediate.
+        self.control = None;
+        let unreaped = self.kill_init();
+        self.join_outputs();
+        let mut residue = Vec::new();
+        if let Some(pid) = unreaped {
+            residue.push(Residue {
+                class: "process".into(),
+                detail: format!("init pid {pid} could not be reaped"),
+            });
+        }
+        if let Err(e) = self.cgroup.kill_all() {
+            residue.push(Residue {
+                class: "process".into(),
+                detail: format!("killing the cell's cgroup failed: {e}"),
+            });
+        }
+        if let Ok(procs) = self.cgroup.procs() {
+            if !procs.is_empty() {
+                residue.push(Residue {
+                    class: "process".into(),
+                    detail: format!("processes {procs:?} remain in the cell's cgroup"),
+                });
+            }
+        }
+        match self.cgroup.remove() {
+            Ok(()) => removed.extend(self.cgroup.paths().iter().map(|p| Residue {
+                class: "cgroup".into(),
+                detail: p.display().to_string(),
+            })),
+            Err(e) => residue.push(Residue {
+                class: "cgroup".into(),
+                detail: format!("removing the cell's cgroup failed: {e}"),
+            }),
+        }
+        record::remove(&self.state_dir, &self.id)?;
+        removed.push(Residue {
+            class: "file".into(),
+            detail: record::record_path(&self.state_dir, &self.id)
+                .display()
+                .to_string(),
+        });
+        self.destroyed = true;
+        residue.extend(common_residue(&self.state_dir, &self.id));
+        residue.dedup();
+        Ok(TeardownReport {
+            cell_id: self.id.clone(),
+            destroyed: true,
+            forced,
+            removed,
+            residue,
+        })
+    }
+}
+
+impl Cell for LinuxCell {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn isolation(&self) -> &IsolationReport {
+        &self.isolation
+    }
+
+    fn start(&mut self) -> Result<Instant, PortError> {
+        if self.started.is_some() {
+            return Err(PortError::new(
+                PortErrorKind::Refused,
+                "cell already started",
+            ));
+        }
+        self.send(CMD_START)?;
+        loop {
+            let event = self
+                .reader
+                .next(self.status.as_fd(), None)
+                .map_err(|e| LinuxError::io("read cell status", e))?;
+            let now = Instant::now();
+            match event {
+                StatusEvent::Msg(StatusMsg::Started) => {
+                    self.started = Some(now);
+                    return Ok(now);
+                }
+                StatusEvent::Msg(StatusMsg::SpawnFailed { reason }) => {
+                    self.spawn_failure = Some(reason);
+                    self.started = Some(now);
+                    return Ok(now);
+                }
+                StatusEvent::Msg(_) => continue,
+                StatusEvent::Closed | StatusEvent::TimedOut => {
+                    return Err(LinuxError::Setup {
+                        what: "start workload".into(),
+                        detail: "the cell's init exited before starting the workload".into(),
+                    }
+                    .into())
+                }
+            }
+        }
+    }
+
+    fn wait(&mut self, deadline: Option<Instant>) -> Result<WorkloadOutcome, PortError> {
+        Ok(self.wait_inner(deadline)?)
+    }
+
+    fn open_artifact(&self, path: &str) -> Result<Box<dyn Read + Send>, PortError> {
+        let Some(pid) = self.init_pid else {
+            return Err(PortError::new(
+                PortErrorKind::NotFound,
+                format!("cell '{}' no longer runs; artifacts are gone", self.id),
+            ));
+        };
+        let root = rustix::fs::open(
+            format!("/proc/{pid}/root").as_str(),
+            rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .map_err(|e| {
+            LinuxError::errno(format!("open root of cell '{}'", self.id), e.raw_os_error())
+        })?;
+        let fd = safe_path::open_in_root(root.as_fd(), path, rustix::fs::OFlags::RDONLY).map_err(
+            |e| match e.raw_os_error() {
+                Some(libc::ELOOP) | Some(libc::EXDEV) => PortError::new(
+                    PortErrorKind::Refused,
+                    format!("artifact path '{path}' goes through a symlink or leaves the cell"),
+                ),
+                _ => PortError::from(LinuxError::io(format!("open artifact '{path}'"), e)),
+            },
+        )?;
+        let file = File::from(fd);
+        let meta = file
+            .metadata()
+            .map_err(|e| LinuxError::io(format!("stat artifact '{path}'"), e))?;
+        if !meta.is_file() {
+            return Err(PortError::new(
+                PortErrorKind::Refused,
+                format!("artifact path '{path}' is not a regular file"),
+            ));
+        }
+        Ok(Box::new(file))
+    }
+
+    fn destroy(&mut self) -> Result<TeardownReport, PortError> {
+        Ok(self.destroy_inner()?)
+    }
+}
+
+impl Drop for LinuxCell {
+    fn drop(&mut self) {
+        if !self.destroyed {
+            let _ = self.destroy_inner();
+        }
+    }
+}

@@ -1,0 +1,422 @@
+//! The cell's init: PID 1 of the cell's pid namespace, root of its user namespace.
+//!
+//! It is the same binary re-executed with [`INIT_ARG`] (see [`run_if_init`]). Fds on entry:
+//! 0 `/dev/null`, 1/2 the workload's output pipes, [`CONTROL_FD`] and [`STATUS_FD`] (see
+//! [`crate::protocol`]). It builds the root and pivots, reports `Ready`, waits for the start
+//! command, then forks the workload, which drops every privilege and confinement-locks itself
+//! just before `execve`. While the workload runs, init reaps orphans and forwards termination
+//! signals; when it ends, init kills whatever is left in the cell, reports the exit status and
+//! stays alive (keeping the mount namespace for artifact export) until the supervisor closes
+//! the control pipe.
+
+use std::ffi::{CString, OsStr};
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use cellos_core::spec::SecretDeliveryMode;
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{ForkResult, Pid};
+use zeroize::Zeroizing;
+
+use crate::error::LinuxError;
+use crate::landlock_rules::{self, LandlockPlan};
+use crate::plan::InitConfig;
+use crate::protocol::{
+    decode_config, SecretFrame, StatusMsg, CMD_KILL, CMD_START, CONTROL_FD, INIT_ARG, STATUS_FD,
+};
+use crate::{caps, netns, rootfs};
+
+/// Signals init passes on to the workload.
+pub const FORWARDED_SIGNALS: &[Signal] = &[
+    Signal::SIGTERM,
+    Signal::SIGINT,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+];
+
+/// If this process was started as a cell init (`argv[1] == "__cell-init"`), run the init and
+/// exit; otherwise return at once. Call it first thing in `main`.
+pub fn run_if_init() {
+    if std::env::args_os().nth(1).as_deref() != Some(OsStr::new(INIT_ARG)) {
+        return;
+    }
+    std::process::exit(init_main());
+}
+
+fn init_main() -> i32 {
+    // Nothing but our five descriptors may reach the workload.
+    // SAFETY: closes descriptors above STATUS_FD, none of which this fresh process owns yet.
+    unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            (STATUS_FD + 1) as libc::c_uint,
+            libc::c_uint::MAX,
+            0,
+        )
+    };
+    // SAFETY: the supervisor set these descriptors up for us; we own them from here on.
+    let (mut control, mut status) =
+        unsafe { (File::from_raw_fd(CONTROL_FD), File::from_raw_fd(STATUS_FD)) };
+    for fd in [control.as_raw_fd(), status.as_raw_fd()] {
+        // SAFETY: setting FD_CLOEXEC on descriptors we own.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+
+    let (config, secrets) = match setup(&mut control) {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = StatusMsg::Failed {
+                message: e.to_string(),
+            }
+            .send(&mut status);
+            return 1;
+        }
+    };
+    if StatusMsg::Ready.send(&mut status).is_err() {
+        return 1;
+    }
+    let mut cmd = [0u8; 1];
+    loop {
+        match control.read(&mut cmd) {
+            Ok(1) if cmd[0] == CMD_START => break,
+            Ok(1) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            _ => return 0,
+        }
+    }
+    supervise(&config, secrets, &mut control, &mut status)
+}
+
+/// Read the plan, enter the cgroup namespace, build the root, set hostname and loopback.
+fn setup(control: &mut File) -> Result<(InitConfig, Vec<SecretFrame>), LinuxError> {
+    let (json, secrets) = decode_config(control)
+        .map_err(|e| LinuxError::io("read cell config from supervisor", e))?;
+    let config: InitConfig = serde_json::from_slice(&json).map_err(|e| LinuxError::Setup {
+        what: "parse cell config".into(),
+        detail: e.to_string(),
+    })?;
+    // The supervisor moved us into the cell's cgroup before releasing us: make it our root.
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
+        .map_err(|e| LinuxError::errno("unshare(CLONE_NEWCGROUP)", e as i32))?;
+    rootfs::build_and_pivot(&config, &secrets)?;
+    let hostname: String = config.cell_id.chars().take(64).collect();
+    nix::unistd::sethostname(&hostname).map_err(|e| LinuxError::errno("sethostname", e as i32))?;
+    netns::loopback_up()?;
+    Ok((config, secrets))
+}
+
+/// Everything the workload child needs, prepared before fork.
+struct Exec {
+    path: CString,
+    argv: Vec<CString>,
+    /// NUL-terminated `KEY=value` entries; zeroised on drop (they may hold secrets).
+    env: Vec<Zeroizing<Vec<u8>>>,
+    landlock: LandlockPlan,
+    seccomp: seccompiler::BpfProgram,
+}
+
+fn prepare(config: &InitConfig, secrets: Vec<SecretFrame>) -> Result<Exec, String> {
+    let mut env: Vec<Zeroizing<Vec<u8>>> = config
+        .env
+        .iter()
+        .map(|e| Zeroizing::new(e.as_bytes().to_vec()))
+        .collect();
+    if config.secret_delivery == SecretDeliveryMode::Env {
+        for s in secrets {
+            let mut entry = Zeroizing::new(Vec::with_capacity(s.key.len() + 1 + s.value.len()));
+            entry.extend_from_slice(s.key.as_bytes());
+            entry.push(b'=');
+            entry.extend_from_slice(&s.value);
+            env.push(entry);
+        }
+    }
+    if env.iter().any(|e| e.contains(&0)) {
+        return Err("an environment entry contains a NUL byte".into());
+    }
+    for e in &mut env {
+        e.push(0);
+    }
+    let path_var = config
+        .env
+        .iter()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or(crate::plan::DEFAULT_PATH);
+    let argv0 = config.argv.first().ok_or("run.argv is empty")?;
+    let path = resolve_program(argv0, path_var)?;
+    let argv = config
+        .argv
+        .iter()
+        .map(|a| CString::new(a.as_bytes()).map_err(|_| "argv contains a NUL byte".to_string()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let seccomp = config
+        .seccomp
+        .iter()
+        .map(|i| seccompiler::sock_filter {
+            code: i.code,
+            jt: i.jt,
+            jf: i.jf,
+            k: i.k,
+        })
+        .collect();
+    let to_paths = |v: &[String]| v.iter().map(PathBuf::from).collect::<Vec<_>>();
+    Ok(Exec {
+        path: CString::new(path.as_os_str().as_bytes()).map_err(|_| "path contains NUL")?,
+        argv,
+        env,
+        landlock: LandlockPlan {
+            read_exec: to_paths(&config.landlock.read_exec),
+            read_only: to_paths(&config.landlock.read_only),
+            read_write: to_paths(&config.landlock.read_write),
+        },
+        seccomp,
+    })
+}
+
+/// `argv[0]` as given when it contains a `/`, else the first executable match in `PATH`.
+fn resolve_program(argv0: &str, path_var: &str) -> Result<PathBuf, String> {
+    if argv0.contains('/') {
+        return Ok(PathBuf::from(argv0));
+    }
+    for dir in path_var.split(':').filter(|d| !d.is_empty()) {
+        let candidate = Path::new(dir).join(argv0);
+        if let Ok(meta) = std::fs::metadata(&candidate) {
+            if meta.is_file() && meta.permissions().mode() & 0o111 != 0 {
+                return Ok(candidate);
+            }
+        }
+    }
+    Err(format!(
+        "'{argv0}' not found in PATH ({path_var}) inside the cell"
+    ))
+}
+
+fn supervise(
+    config: &InitConfig,
+    secrets: Vec<SecretFrame>,
+    control: &mut File,
+    status: &mut File,
+) -> i32 {
+    let exec = match prepare(config, secrets) {
+        Ok(e) => e,
+        Err(reason) => {
+            let _ = StatusMsg::SpawnFailed { reason }.send(status);
+            return wait_for_close(control);
+        }
+    };
+    let mut mask = SigSet::empty();
+    mask.add(Signal::SIGCHLD);
+    for s in FORWARDED_SIGNALS {
+        mask.add(*s);
+    }
+    if mask.thread_block().is_err() {
+        let _ = StatusMsg::SpawnFailed {
+            reason: "block signals in init".into(),
+        }
+        .send(status);
+        return wait_for_close(control);
+    }
+    let Ok(sigfd) = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC) else {
+        let _ = StatusMsg::SpawnFailed {
+            reason: "signalfd in init".into(),
+        }
+        .send(status);
+        return wait_for_close(control);
+    };
+
+    let workload = match spawn_workload(config, &exec) {
+        Ok(pid) => pid,
+        Err(reason) => {
+            let _ = StatusMsg::SpawnFailed { reason }.send(status);
+            return wait_for_close(control);
+        }
+    };
+    drop(exec);
+    // Our copies of the output pipes must close, or the supervisor's readers never see EOF.
+    if let Ok(null) = File::open("/dev/null") {
+        for fd in [1, 2] {
+            // SAFETY: replacing our own stdout/stderr with /dev/null.
+            unsafe { libc::dup2(null.as_raw_fd(), fd) };
+        }
+    }
+    if StatusMsg::Started.send(status).is_err() {
+        kill_all_and_reap();
+        return 1;
+    }
+
+    let exit = loop {
+        let mut fds = [
+            libc::pollfd {
+                fd: sigfd.as_fd().as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: control.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: two valid pollfds.
+        if unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) } < 0 {
+            continue;
+        }
+        if fds[1].revents != 0 {
+            let mut cmd = [0u8; 1];
+            match control.read(&mut cmd) {
+                Ok(1) if cmd[0] == CMD_KILL => {
+                    // SAFETY: PID 1 of the cell's pid namespace signals every other process in it.
+                    unsafe { libc::kill(-1, libc::SIGKILL) };
+                }
+                Ok(1) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                _ => {
+                    kill_all_and_reap();
+                    return 0;
+                }
+            }
+        }
+        if fds[0].revents != 0 {
+            if let Ok(Some(info)) = sigfd.read_signal() {
+                let signo = info.ssi_signo as i32;
+                if signo != libc::SIGCHLD {
+                    let _ = nix::sys::signal::kill(
+                        workload,
+                        Signal::try_from(signo).unwrap_or(Signal::SIGTERM),
+                    );
+                }
+            }
+            if let Some(exit) = reap_until(workload) {
+                break exit;
+            }
+        }
+    };
+    kill_all_and_reap();
+    let _ = exit.send(status);
+    wait_for_close(control)
+}
+
+/// Reap every exited child; the workload's status when it is among them.
+fn reap_until(workload: Pid) -> Option<StatusMsg> {
+    loop {
+        match waitpid(None, Some(WaitPidFlag::WNOHANG | WaitPidFlag::__WALL)) {
+            Ok(WaitStatus::Exited(pid, code)) if pid == workload => {
+                return Some(StatusMsg::Exited { code })
+            }
+            Ok(WaitStatus::Signaled(pid, sig, _)) if pid == workload => {
+                return Some(StatusMsg::Signaled { signal: sig as i32 })
+            }
+            Ok(WaitStatus::StillAlive) | Err(_) => return None,
+            Ok(_) => continue,
+        }
+    }
+}
+
+/// Kill every other process of the cell and reap them all.
+fn kill_all_and_reap() {
+    // SAFETY: as PID 1 of the cell's pid namespace this reaches every other process in it.
+    unsafe { libc::kill(-1, libc::SIGKILL) };
+    while waitpid(None, Some(WaitPidFlag::__WALL)).is_ok() {}
+}
+
+/// Block until the supervisor closes the control pipe (keeps the mount namespace for export).
+fn wait_for_close(control: &mut File) -> i32 {
+    let mut buf = [0u8; 16];
+    loop {
+        match control.read(&mut buf) {
+            Ok(0) => return 0,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return 0,
+        }
+    }
+}
+
+/// Fork the workload. Returns its pid once `execve` succeeded (the close-on-exec error pipe
+/// closed without a message), or the reason it did not start.
+fn spawn_workload(config: &InitConfig, exec: &Exec) -> Result<Pid, String> {
+    let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| format!("pipe for exec status: {e}"))?;
+    // SAFETY: init is single-threaded, so the child may allocate and call anything.
+    match unsafe { nix::unistd::fork() } {
+        Err(e) => Err(format!("fork workload: {e}")),
+        Ok(ForkResult::Child) => {
+            drop(err_r);
+            let reason = become_workload(config, exec);
+            let mut w = File::from(err_w);
+            let _ = w.write_all(reason.as_bytes());
+            // SAFETY: terminate the failed child without running init's destructors.
+            unsafe { libc::_exit(127) }
+        }
+        Ok(ForkResult::Parent { child }) => {
+            drop(err_w);
+            let mut reason = String::new();
+            let _ = File::from(err_r).read_to_string(&mut reason);
+            if reason.is_empty() {
+                Ok(child)
+            } else {
+                let _ = waitpid(child, None);
+                Err(reason)
+            }
+        }
+    }
+}
+
+/// In the forked child: drop to the workload's identity, confine, exec. Returns only on
+/// failure, with the reason.
+fn become_workload(config: &InitConfig, exec: &Exec) -> String {
+    let step = || -> Result<(), String> {
+        nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
+            .map_err(|e| format!("reset signal mask: {e}"))?;
+        nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
+        nix::unistd::chdir(config.cwd.as_str())
+            .map_err(|e| format!("chdir to run.cwd {}: {e}", config.cwd))?;
+        nix::unistd::setgroups(&[]).map_err(|e| format!("setgroups([]): {e}"))?;
+        caps::drop_all_capabilities().map_err(|e| e.to_string())?;
+        let gid = nix::unistd::Gid::from_raw(config.gid);
+        let uid = nix::unistd::Uid::from_raw(config.uid);
+        nix::unistd::setresgid(gid, gid, gid).map_err(|e| format!("setresgid: {e}"))?;
+        nix::unistd::setresuid(uid, uid, uid).map_err(|e| format!("setresuid: {e}"))?;
+        caps::set_no_new_privs().map_err(|e| e.to_string())?;
+        let applied = landlock_rules::restrict_self(&exec.landlock).map_err(|e| e.to_string())?;
+        if applied != config.expected_landlock_abi {
+            return Err(format!(
+                "Landlock ABI {applied:?} applied but {:?} was reported; refusing to run with \
+                 evidence that does not match",
+                config.expected_landlock_abi
+            ));
+        }
+        // Seccomp last: everything above needs syscalls the filter denies.
+        seccompiler::apply_filter(&exec.seccomp).map_err(|e| format!("apply seccomp: {e}"))?;
+        Ok(())
+    };
+    if let Err(reason) = step() {
+        return reason;
+    }
+    let argv: Vec<*const libc::c_char> = exec
+        .argv
+        .iter()
+        .map(|a| a.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect();
+    let envp: Vec<*const libc::c_char> = exec
+        .env
+        .iter()
+        .map(|e| e.as_ptr().cast())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect();
+    // SAFETY: NUL-terminated strings and null-terminated pointer arrays that outlive the call.
+    unsafe { libc::execve(exec.path.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+    let err = std::io::Error::last_os_error();
+    format!(
+        "execve {}: {err}",
+        String::from_utf8_lossy(exec.path.as_bytes())
+    )
+}

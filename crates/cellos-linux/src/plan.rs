@@ -1,0 +1,563 @@
+//! From spec to [`InitConfig`]: everything the in-cell init needs, validated on the host side.
+//!
+//! The supervisor side resolves and checks every host path (sources must exist and contain no
+//! symlinks, targets must stay inside the cell) so that init only executes a plan. Init re-opens
+//! each source with `RESOLVE_NO_SYMLINKS`, so a symlink swapped in after validation is refused
+//! instead of followed.
+
+use std::collections::BTreeSet;
+use std::path::{Component, Path, PathBuf};
+
+use cellos_core::spec::{ByteSize, ExecutionCellSpec, MountSpec, SecretDeliveryMode};
+use serde::{Deserialize, Serialize};
+
+use crate::error::LinuxError;
+
+/// Uid and gid of the workload inside the cell's user namespace (unprivileged there).
+pub const WORKLOAD_ID: u32 = 1000;
+
+/// `PATH` used when the spec's environment does not set one.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Host system directories shared read-only with a `rootfs: host` cell (symlinks among them,
+/// as on merged-/usr systems, are recreated as symlinks instead of bound).
+pub const HOST_SYSTEM_ENTRIES: &[&str] = &["usr", "bin", "sbin", "lib", "lib64", "lib32", "libx32"];
+
+/// Top-level directories of an image rootfs that init provides itself.
+const PROVIDED_BY_INIT: &[&str] = &["proc", "dev", "sys", "tmp", "run", "etc"];
+
+/// Cell paths under which declared mounts may not land (init owns them).
+const RESERVED_TARGETS: &[&str] = &["/proc", "/dev", "/sys", "/run/secrets", "/run/cellos"];
+
+/// The plan init executes. Contains no secret values (those travel as separate frames).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InitConfig {
+    pub cell_id: String,
+    /// Host directory (empty, private to the backend) on which init mounts the new root.
+    pub build_dir: PathBuf,
+    /// Top-level entries of the new root.
+    pub root: Vec<RootEntry>,
+    /// Source of the cell's `/etc` (host `/etc` or the image's), if any.
+    pub etc_source: Option<PathBuf>,
+    /// Overlay layer of whiteouts that hides host secrets in `/etc` (host rootfs only).
+    pub etc_mask: Option<PathBuf>,
+    /// Declared mounts and the workspace, parents before children.
+    pub mounts: Vec<MountPlan>,
+    pub argv: Vec<String>,
+    /// `KEY=value` entries, without secrets.
+    pub env: Vec<String>,
+    pub cwd: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub secret_delivery: SecretDeliveryMode,
+    pub landlock: LandlockPaths,
+    /// The Landlock ABI the supervisor reported; the workload refuses to start under another.
+    pub expected_landlock_abi: Option<u32>,
+    /// The seccomp program (compiled once on the supervisor side), as BPF instructions.
+    pub seccomp: Vec<BpfInstruction>,
+}
+
+/// One classic-BPF instruction of the seccomp program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BpfInstruction {
+    pub code: u16,
+    pub jt: u8,
+    pub jf: u8,
+    pub k: u32,
+}
+
+/// A top-level entry of the new root.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "kind")]
+pub enum RootEntry {
+    Symlink { name: String, target: PathBuf },
+    Dir { name: String, source: PathBuf },
+    File { name: String, source: PathBuf },
+}
+
+/// A mount inside the cell, after validation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "kind")]
+pub enum MountPlan {
+    /// Bind of a host path (symlink-free, checked to exist).
+    Bind {
+        source: PathBuf,
+        target: String,
+        read_only: bool,
+        is_dir: bool,
+    },
+    /// The size-capped workspace tmpfs, owned by the workload.
+    Tmpfs { target: String, size_bytes: u64 },
+}
+
+impl MountPlan {
+    pub fn target(&self) -> &str {
+        match self {
+            MountPlan::Bind { target, .. } | MountPlan::Tmpfs { target, .. } => target,
+        }
+    }
+}
+
+/// Landlock path sets, as cell paths (see `landlock_rules::LandlockPlan`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LandlockPaths {
+    pub read_exec: Vec<String>,
+    pub read_only: Vec<String>,
+    pub read_write: Vec<String>,
+}
+
+/// Default workspace tmpfs size when the spec gives none.
+pub const DEFAULT_WORKSPACE_BYTES: u64 = 64 << 20;
+
+/// Where the rootfs of a cell comes from, after resolution.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResolvedRootfs {
+    Host,
+    /// A directory used as the root (from `rootfs: {path}` or a materialised OCI image).
+    Dir(PathBuf),
+}
+
+/// Inputs of [`build`] that do not come from the spec.
+pub struct PlanContext<'a> {
+    pub build_dir: &'a Path,
+    pub rootfs: &'a ResolvedRootfs,
+    pub etc_mask: Option<&'a Path>,
+    pub secret_delivery: SecretDeliveryMode,
+    pub secret_keys: &'a [String],
+    pub expected_landlock_abi: Option<u32>,
+    pub seccomp: Vec<BpfInstruction>,
+}
+
+/// Validate `spec` and turn it into the plan init executes.
+pub fn build(spec: &ExecutionCellSpec, ctx: PlanContext<'_>) -> Result<InitConfig, LinuxError> {
+    if spec.run.argv.is_empty() {
+        return Err(refused("run.argv is empty: give the program to run"));
+    }
+    for arg in &spec.run.argv {
+        no_nul("run.argv", arg)?;
+    }
+    for key in ctx.secret_keys {
+        validate_secret_key(key)?;
+    }
+
+    let (root, etc_source) = match ctx.rootfs {
+        ResolvedRootfs::Host => (host_root_entries()?, Some(PathBuf::from("/etc"))),
+        ResolvedRootfs::Dir(dir) => image_root_entries(dir)?,
+    };
+
+    let fs = spec.filesystem.clone().unwrap_or_default();
+    let mut mounts = Vec::new();
+    for (i, m) in fs.mounts.iter().enumerate() {
+        mounts.push(bind_plan(
+            &format!("filesystem.mounts[{i}]"),
+            m,
+            ctx.build_dir,
+        )?);
+    }
+    let mut workspace_target = None;
+    if let Some(ws) = &fs.workspace {
+        let target = validate_target("filesystem.workspace.target", &ws.target)?;
+        workspace_target = Some(target.clone());
+        match &ws.source {
+            Some(source) => mounts.push(bind_plan(
+                "filesystem.workspace",
+                &MountSpec {
+                    source: source.clone(),
+                    target,
+                    read_only: false,
+                },
+                ctx.build_dir,
+            )?),
+            None => {
+                let size_bytes = match &ws.size_bytes {
+                    Some(size) => parse_byte_size(size)?,
+                    None => DEFAULT_WORKSPACE_BYTES,
+                };
+                mounts.push(MountPlan::Tmpfs { target, size_bytes });
+            }
+        }
+    }
+    let mut seen = BTreeSet::new();
+    for m in &mounts {
+        if !seen.insert(m.target().to_owned()) {
+            return Err(refused(format!(
+                "two mounts target '{}': give each mount its own target",
+                m.target()
+            )));
+        }
+    }
+    // Parents before children, so a nested target is created inside its parent mount.
+    mounts.sort_by_key(|m| m.target().matches('/').count());
+
+    let home = workspace_target.clone().unwrap_or_else(|| "/".to_owned());
+    let cwd = match &spec.run.cwd {
+        Some(cwd) => validate_target("run.cwd", cwd).or_else(|e| {
+            if cwd == "/" {
+                Ok("/".to_owned())
+            } else {
+                Err(e)
+            }
+        })?,
+        None => home.clone(),
+    };
+
+    let mut env = Vec::new();
+    for (key, value) in &spec.run.env {
+        if key.is_empty() || key.contains('=') {
+            return Err(refused(format!(
+                "run.env key '{key}' is not a valid variable name (empty or contains '=')"
+            )));
+        }
+        no_nul("run.env", key)?;
+        no_nul("run.env", value)?;
+        env.push(format!("{key}={value}"));
+    }
+    if !spec.run.env.contains_key("PATH") {
+        env.push(format!("PATH={DEFAULT_PATH}"));
+    }
+    if !spec.run.env.contains_key("HOME") {
+        env.push(format!("HOME={home}"));
+    }
+
+    let landlock = landlock_paths(&root, &mounts);
+    Ok(InitConfig {
+        cell_id: spec.id.clone(),
+        build_dir: ctx.build_dir.to_path_buf(),
+        root,
+        etc_source,
+        etc_mask: match ctx.rootfs {
+            ResolvedRootfs::Host => ctx.etc_mask.map(Path::to_path_buf),
+            ResolvedRootfs::Dir(_) => None,
+        },
+        mounts,
+        argv: spec.run.argv.clone(),
+        env,
+        cwd,
+        uid: WORKLOAD_ID,
+        gid: WORKLOAD_ID,
+        secret_delivery: ctx.secret_delivery,
+        landlock,
+        expected_landlock_abi: ctx.expected_landlock_abi,
+        seccomp: ctx.seccomp,
+    })
+}
+
+/// Landlock sets: the whole tree readable, system directories and read-only mounts executable,
+/// only scratch areas, the workspace and read-write mounts writable.
+fn landlock_paths(root: &[RootEntry], mounts: &[MountPlan]) -> LandlockPaths {
+    let mut paths = LandlockPaths {
+        read_only: vec!["/".into()],
+        read_write: [
+            "/tmp",
+            "/dev/shm",
+            "/dev/pts",
+            "/dev/null",
+            "/dev/zero",
+            "/dev/full",
+            "/dev/random",
+            "/dev/urandom",
+            "/dev/tty",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect(),
+        ..Default::default()
+    };
+    for entry in root {
+        if let RootEntry::Dir { name, .. } = entry {
+            paths.read_exec.push(format!("/{name}"));
+        }
+    }
+    for m in mounts {
+        match m {
+            MountPlan::Bind {
+                target,
+                read_only: true,
+                ..
+            } => paths.read_exec.push(target.clone()),
+            other => paths.read_write.push(other.target().to_owned()),
+        }
+    }
+    paths
+}
+
+/// Root entries of a `rootfs: host` cell: the system directories that exist on this host.
+fn host_root_entries() -> Result<Vec<RootEntry>, LinuxError> {
+    let mut entries = Vec::new();
+    for name in HOST_SYSTEM_ENTRIES {
+        let path = Path::new("/").join(name);
+        if let Some(entry) = root_entry(name, &path)? {
+            entries.push(entry);
+        }
+    }
+    Ok(entries)
+}
+
+/// Root entries of an image directory: every top-level entry except those init provides.
+fn image_root_entries(dir: &Path) -> Result<(Vec<RootEntry>, Option<PathBuf>), LinuxError> {
+    let canonical = symlink_free("rootfs", dir)?;
+    let read = std::fs::read_dir(&canonical)
+        .map_err(|e| LinuxError::io(format!("read rootfs directory {}", dir.display()), e))?;
+    let mut entries = Vec::new();
+    for item in read {
+        let item = item.map_err(|e| LinuxError::io(format!("read {}", dir.display()), e))?;
+        let name = item.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if PROVIDED_BY_INIT.contains(&name) {
+            continue;
+        }
+        if let Some(entry) = root_entry(name, &item.path())? {
+            entries.push(entry);
+        }
+    }
+    entries.sort_by(|a, b| entry_name(a).cmp(entry_name(b)));
+    let etc = canonical.join("etc");
+    let etc_source = std::fs::symlink_metadata(&etc)
+        .ok()
+        .filter(|m| m.is_dir())
+        .map(|_| etc);
+    Ok((entries, etc_source))
+}
+
+fn entry_name(entry: &RootEntry) -> &str {
+    match entry {
+        RootEntry::Symlink { name, .. }
+        | RootEntry::Dir { name, .. }
+        | RootEntry::File { name, .. } => name,
+    }
+}
+
+fn root_entry(name: &str, path: &Path) -> Result<Option<RootEntry>, LinuxError> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(LinuxError::io(format!("stat {}", path.display()), e)),
+    };
+    let name = name.to_owned();
+    let ft = meta.file_type();
+    Ok(if ft.is_symlink() {
+        let target = std::fs::read_link(path)
+            .map_err(|e| LinuxError::io(format!("readlink {}", path.display()), e))?;
+        Some(RootEntry::Symlink { name, target })
+    } else if ft.is_dir() {
+        Some(RootEntry::Dir {
+            name,
+            source: path.to_path_buf(),
+        })
+    } else if ft.is_file() {
+        Some(RootEntry::File {
+            name,
+            source: path.to_path_buf(),
+        })
+    } else {
+        None
+    })
+}
+
+fn bind_plan(field: &str, m: &MountSpec, build_dir: &Path) -> Result<MountPlan, LinuxError> {
+    let target = validate_target(&format!("{field}.target"), &m.target)?;
+    let source = symlink_free(&format!("{field}.source"), Path::new(&m.source))?;
+    if source.starts_with(build_dir) {
+        return Err(refused(format!(
+            "{field}.source '{}' is inside the backend's private build directory",
+            m.source
+        )));
+    }
+    let meta = std::fs::metadata(&source)
+        .map_err(|e| LinuxError::io(format!("{field}.source '{}'", m.source), e))?;
+    if !meta.is_dir() && !meta.is_file() {
+        return Err(refused(format!(
+            "{field}.source '{}' is neither a directory nor a regular file",
+            m.source
+        )));
+    }
+    Ok(MountPlan::Bind {
+        source,
+        target,
+        read_only: m.read_only,
+        is_dir: meta.is_dir(),
+    })
+}
+
+/// The canonical form of `path`, refused when it differs from the lexical form (a symlink
+/// somewhere along it): a symlink in a declared source could be repointed by whoever controls
+/// that directory, so we bind only paths that mean what they say.
+fn symlink_free(field: &str, path: &Path) -> Result<PathBuf, LinuxError> {
+    if !path.is_absolute() {
+        return Err(refused(format!(
+            "{field} '{}' is not an absolute path",
+            path.display()
+        )));
+    }
+    let lexical = normalize(path).ok_or_else(|| {
+        refused(format!(
+            "{field} '{}' contains '..': give the resolved path",
+            path.display()
+        ))
+    })?;
+    let canonical = std::fs::canonicalize(path)
+        .map_err(|e| LinuxError::io(format!("{field} '{}' (must exist)", path.display()), e))?;
+    if canonical != lexical {
+        return Err(refused(format!(
+            "{field} '{}' goes through a symlink (resolves to '{}'): declare the resolved path",
+            path.display(),
+            canonical.display()
+        )));
+    }
+    Ok(canonical)
+}
+
+/// Lexical normalisation: drops `.` and duplicate slashes; `None` on `..`.
+fn normalize(path: &Path) -> Option<PathBuf> {
+    let mut out = PathBuf::from("/");
+    for c in path.components() {
+        match c {
+            Component::RootDir | Component::CurDir => {}
+            Component::Normal(n) => out.push(n),
+            Component::ParentDir | Component::Prefix(_) => return None,
+        }
+    }
+    Some(out)
+}
+
+/// A target inside the cell: absolute, no `..`, not `/`, not under a path init owns.
+fn validate_target(field: &str, target: &str) -> Result<String, LinuxError> {
+    no_nul(field, target)?;
+    let path = Path::new(target);
+    if !path.is_absolute() {
+        return Err(refused(format!(
+            "{field} '{target}' is not an absolute path"
+        )));
+    }
+    let normal =
+        normalize(path).ok_or_else(|| refused(format!("{field} '{target}' contains '..'")))?;
+    let normal = normal
+        .to_str()
+        .ok_or_else(|| refused(format!("{field} '{target}' is not UTF-8")))?
+        .to_owned();
+    if normal == "/" {
+        return Err(refused(format!("{field} cannot be '/'")));
+    }
+    for reserved in RESERVED_TARGETS {
+        if Path::new(&normal).starts_with(reserved) {
+            return Err(refused(format!(
+                "{field} '{target}' is under {reserved}, which the cell's init provides"
+            )));
+        }
+    }
+    Ok(normal)
+}
+
+/// Secret keys become file names in `/run/secrets` and variable names: one safe component.
+pub fn validate_secret_key(key: &str) -> Result<(), LinuxError> {
+    let ok = !key.is_empty()
+        && key.len() <= 255
+        && key != "."
+        && key != ".."
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(refused(format!(
+            "secret key '{key}' must be 1-255 characters from [A-Za-z0-9._-] (it names a file \
+             in /run/secrets)"
+        )))
+    }
+}
+
+/// Bytes from a number or a size string with a binary or decimal unit (`64Mi`, `1G`, `512k`).
+pub fn parse_byte_size(size: &ByteSize) -> Result<u64, LinuxError> {
+    let text = match size {
+        ByteSize::Bytes(n) => return Ok(*n),
+        ByteSize::Text(t) => t.trim(),
+    };
+    let bad = || {
+        refused(format!(
+            "filesystem.workspace.sizeBytes '{text}' is not a size: use bytes or a number with \
+             k, M, G, Ki, Mi, Gi"
+        ))
+    };
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "k" | "K" | "kB" | "KB" => 1000,
+        "M" | "MB" => 1000 * 1000,
+        "G" | "GB" => 1000 * 1000 * 1000,
+        "Ki" | "KiB" => 1 << 10,
+        "Mi" | "MiB" => 1 << 20,
+        "Gi" | "GiB" => 1 << 30,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(mult).ok_or_else(bad)
+}
+
+fn no_nul(field: &str, value: &str) -> Result<(), LinuxError> {
+    if value.contains('\0') {
+        Err(refused(format!("{field} contains a NUL byte")))
+    } else {
+        Ok(())
+    }
+}
+
+fn refused(what: impl Into<String>) -> LinuxError {
+    LinuxError::Refused { what: what.into() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_sizes_parse_with_units() {
+        assert_eq!(parse_byte_size(&ByteSize::Bytes(5)).unwrap(), 5);
+        assert_eq!(
+            parse_byte_size(&ByteSize::Text("64Mi".into())).unwrap(),
+            64 << 20
+        );
+        assert_eq!(
+            parse_byte_size(&ByteSize::Text("1G".into())).unwrap(),
+            1_000_000_000
+        );
+        assert!(parse_byte_size(&ByteSize::Text("12Q".into())).is_err());
+        assert!(parse_byte_size(&ByteSize::Text("99999999999999Gi".into())).is_err());
+    }
+
+    #[test]
+    fn targets_must_stay_inside_and_off_reserved_paths() {
+        assert_eq!(validate_target("t", "/work//data/").unwrap(), "/work/data");
+        assert!(validate_target("t", "/work/../etc").is_err());
+        assert!(validate_target("t", "work").is_err());
+        assert!(validate_target("t", "/").is_err());
+        assert!(validate_target("t", "/proc/1").is_err());
+        assert!(validate_target("t", "/run/secrets").is_err());
+    }
+
+    #[test]
+    fn symlinked_sources_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real");
+        std::fs::create_dir(&real).unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let canonical_dir = std::fs::canonicalize(dir.path()).unwrap();
+        assert!(symlink_free("s", &canonical_dir.join("real")).is_ok());
+        let err = symlink_free("s", &canonical_dir.join("link")).unwrap_err();
+        assert!(err.to_string().contains("symlink"), "{err}");
+    }
+
+    #[test]
+    fn secret_keys_are_single_safe_components() {
+        assert!(validate_secret_key("DB_PASSWORD").is_ok());
+        assert!(validate_secret_key("../x").is_err());
+        assert!(validate_secret_key("..").is_err());
+        assert!(validate_secret_key("").is_err());
+    }
+}

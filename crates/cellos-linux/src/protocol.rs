@@ -1,0 +1,259 @@
+//! The wire between the supervisor and the cell's init: two inherited pipes.
+//!
+//! Control (supervisor → init, fd [`CONTROL_FD`]): one release byte read before exec, then one
+//! config frame (length-prefixed JSON plus length-prefixed secret frames, so secret bytes never
+//! pass through serde or a log line), then single command bytes. EOF means "exit now".
+//! Status (init → supervisor, fd [`STATUS_FD`]): newline-delimited JSON [`StatusMsg`]s, each
+//! written with one `write` (init is the only writer).
+
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+/// argv[1] that turns the re-executed binary into the cell's init.
+pub const INIT_ARG: &str = "__cell-init";
+/// Control pipe (read end) inside init.
+pub const CONTROL_FD: i32 = 3;
+/// Status pipe (write end) inside init.
+pub const STATUS_FD: i32 = 4;
+
+/// Sent once the uid/gid maps and the cgroup are in place: the child may exec init.
+pub const RELEASE: u8 = b'G';
+/// Fork and exec the workload.
+pub const CMD_START: u8 = b'S';
+/// Kill every process of the cell but keep the mount namespace for export.
+pub const CMD_KILL: u8 = b'K';
+
+/// Largest config frame init accepts (the plan is small; secrets travel separately).
+pub const MAX_CONFIG_BYTES: u32 = 4 << 20;
+/// Largest single secret init accepts.
+pub const MAX_SECRET_BYTES: u32 = 16 << 20;
+/// Most secrets one cell may receive.
+pub const MAX_SECRETS: u32 = 1024;
+
+/// Messages from init.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "msg")]
+pub enum StatusMsg {
+    /// The root is built and pivoted; waiting for [`CMD_START`].
+    Ready,
+    /// Setting the cell up failed; init exits after sending this.
+    Failed {
+        message: String,
+    },
+    /// The workload's execve succeeded.
+    Started,
+    /// The workload could not be started.
+    SpawnFailed {
+        reason: String,
+    },
+    /// The workload ended; every other process of the cell is dead too.
+    Exited {
+        code: i32,
+    },
+    Signaled {
+        signal: i32,
+    },
+}
+
+impl StatusMsg {
+    /// Write as one line.
+    pub fn send(&self, out: &mut impl Write) -> io::Result<()> {
+        let mut line = serde_json::to_vec(self).map_err(io::Error::other)?;
+        line.push(b'\n');
+        out.write_all(&line)
+    }
+}
+
+/// One secret as delivered to init; zeroised on drop.
+pub struct SecretFrame {
+    pub key: String,
+    pub value: Zeroizing<Vec<u8>>,
+}
+
+/// Encode the config frame: `u32 len, json, u32 count, (u32 len, key, u32 len, value)*`.
+pub fn encode_config(json: &[u8], secrets: &[(&str, &[u8])]) -> Zeroizing<Vec<u8>> {
+    let total = 8
+        + json.len()
+        + secrets
+            .iter()
+            .map(|(k, v)| 8 + k.len() + v.len())
+            .sum::<usize>();
+    let mut buf = Zeroizing::new(Vec::with_capacity(total));
+    push_chunk(&mut buf, json);
+    buf.extend_from_slice(&(secrets.len() as u32).to_le_bytes());
+    for (key, value) in secrets {
+        push_chunk(&mut buf, key.as_bytes());
+        push_chunk(&mut buf, value);
+    }
+    buf
+}
+
+fn push_chunk(buf: &mut Vec<u8>, chunk: &[u8]) {
+    buf.extend_from_slice(&(chunk.len() as u32).to_le_bytes());
+    buf.extend_from_slice(chunk);
+}
+
+/// Decode what [`encode_config`] wrote, with bounds on every length.
+pub fn decode_config(input: &mut impl Read) -> io::Result<(Vec<u8>, Vec<SecretFrame>)> {
+    let json = read_chunk(input, MAX_CONFIG_BYTES)?;
+    let count = read_u32(input)?;
+    if count > MAX_SECRETS {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "too many secrets",
+        ));
+    }
+    let mut secrets = Vec::with_capacity(count as usize);
+    for _ in 0..count {
+        let key = read_chunk(input, 255)?;
+        let key = String::from_utf8(key)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "secret key not UTF-8"))?;
+        let value = Zeroizing::new(read_chunk(input, MAX_SECRET_BYTES)?);
+        secrets.push(SecretFrame { key, value });
+    }
+    Ok((json, secrets))
+}
+
+fn read_u32(input: &mut impl Read) -> io::Result<u32> {
+    let mut b = [0u8; 4];
+    input.read_exact(&mut b)?;
+    Ok(u32::from_le_bytes(b))
+}
+
+fn read_chunk(input: &mut impl Read, max: u32) -> io::Result<Vec<u8>> {
+    let len = read_u32(input)?;
+    if len > max {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "frame too large",
+        ));
+    }
+    let mut buf = vec![0u8; len as usize];
+    input.read_exact(&mut buf)?;
+    Ok(buf)
+}
+
+/// Reads [`StatusMsg`] lines from the status pipe with a deadline.
+pub struct StatusReader {
+    buf: Vec<u8>,
+}
+
+/// What [`StatusReader::next`] saw.
+#[derive(Debug, PartialEq, Eq)]
+pub enum StatusEvent {
+    Msg(StatusMsg),
+    /// Init closed the pipe (it exited or died).
+    Closed,
+    TimedOut,
+}
+
+impl Default for StatusReader {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl StatusReader {
+    pub fn new() -> Self {
+        Self { buf: Vec::new() }
+    }
+
+    /// Next message, or `Closed`/`TimedOut`. An unparsable line is reported as `Failed`.
+    pub fn next(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        deadline: Option<Instant>,
+    ) -> io::Result<StatusEvent> {
+        loop {
+            if let Some(pos) = self.buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=pos).collect();
+                let msg = serde_json::from_slice(&line[..line.len() - 1]).unwrap_or_else(|e| {
+                    StatusMsg::Failed {
+                        message: format!("unreadable status message from cell init: {e}"),
+                    }
+                });
+                return Ok(StatusEvent::Msg(msg));
+            }
+            let timeout_ms = match deadline {
+                None => -1,
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Ok(StatusEvent::TimedOut);
+                    }
+                    // Round up so we never wake just before the deadline and spin.
+                    i32::try_from(left.as_millis() + 1).unwrap_or(i32::MAX)
+                }
+            };
+            let mut pfd = libc::pollfd {
+                fd: fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd for the duration of the call.
+            let n = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
+            if n < 0 {
+                let err = io::Error::last_os_error();
+                if err.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(err);
+            }
+            if n == 0 {
+                continue;
+            }
+            let mut chunk = [0u8; 4096];
+            let got = rustix::io::read(fd, &mut chunk).map_err(io::Error::from)?;
+            if got == 0 {
+                return Ok(StatusEvent::Closed);
+            }
+            self.buf.extend_from_slice(&chunk[..got]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_frame_round_trips_with_secrets() {
+        let frame = encode_config(b"{\"a\":1}", &[("K", b"v1"), ("L", b"")]);
+        let (json, secrets) = decode_config(&mut &frame[..]).unwrap();
+        assert_eq!(json, b"{\"a\":1}");
+        assert_eq!(secrets.len(), 2);
+        assert_eq!(secrets[0].key, "K");
+        assert_eq!(&secrets[0].value[..], b"v1");
+        assert!(secrets[1].value.is_empty());
+    }
+
+    #[test]
+    fn oversized_frames_are_rejected() {
+        let mut bad = Vec::new();
+        bad.extend_from_slice(&(MAX_CONFIG_BYTES + 1).to_le_bytes());
+        assert!(decode_config(&mut &bad[..]).is_err());
+    }
+
+    #[test]
+    fn status_lines_are_read_back() {
+        let (r, mut w) = std::io::pipe().unwrap();
+        StatusMsg::Exited { code: 7 }.send(&mut w).unwrap();
+        StatusMsg::Ready.send(&mut w).unwrap();
+        drop(w);
+        let mut reader = StatusReader::new();
+        use std::os::fd::AsFd;
+        assert_eq!(
+            reader.next(r.as_fd(), None).unwrap(),
+            StatusEvent::Msg(StatusMsg::Exited { code: 7 })
+        );
+        assert_eq!(
+            reader.next(r.as_fd(), None).unwrap(),
+            StatusEvent::Msg(StatusMsg::Ready)
+        );
+        assert_eq!(reader.next(r.as_fd(), None).unwrap(), StatusEvent::Closed);
+    }
+}

@@ -1,0 +1,208 @@
+//! Per-cell run records: `<state_dir>/run/<cell-id>.json`.
+//!
+//! Written before anything that could outlive a crash (cgroup, init process) and removed last
+//! by destroy, so `gc` can always find what a dead supervisor left. Pids are recorded with
+//! their start time (field 22 of `/proc/<pid>/stat`) so a recycled pid is never mistaken for
+//! ours. Records are not fsync'd: what they describe (processes, cgroups) does not survive a
+//! reboot either.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::LinuxError;
+
+/// One cell's host-side state, as `gc` and `ps` need it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunRecord {
+    pub cell_id: String,
+    pub run_id: String,
+    pub created_unix: u64,
+    /// The process that created the cell, and its start time.
+    pub supervisor_pid: i32,
+    pub supervisor_start: u64,
+    /// The cell's init (host pid), once cloned.
+    pub init_pid: Option<i32>,
+    pub init_start: Option<u64>,
+    pub cgroup_paths: Vec<PathBuf>,
+}
+
+impl RunRecord {
+    /// Whether the creating process still runs (same pid and start time).
+    pub fn supervised(&self) -> bool {
+        process_start_time(self.supervisor_pid) == Some(self.supervisor_start)
+    }
+
+    /// Whether the recorded init still runs (same pid and start time).
+    pub fn init_alive(&self) -> bool {
+        match (self.init_pid, self.init_start) {
+            (Some(pid), Some(start)) => process_start_time(pid) == Some(start),
+            _ => false,
+        }
+    }
+}
+
+/// Directory holding the records.
+pub fn run_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("run")
+}
+
+/// Path of `cell_id`'s record (the id was validated as a file-name-safe token).
+pub fn record_path(state_dir: &Path, cell_id: &str) -> PathBuf {
+    run_dir(state_dir).join(format!("{cell_id}.json"))
+}
+
+/// Create the record; fails with `Refused` when one already exists for this cell id.
+pub fn create(state_dir: &Path, record: &RunRecord) -> Result<(), LinuxError> {
+    let path = record_path(state_dir, &record.cell_id);
+    let bytes = serde_json::to_vec(record).map_err(|e| LinuxError::Setup {
+        what: "encode run record".into(),
+        detail: e.to_string(),
+    })?;
+    let mut f = match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            return Err(LinuxError::Refused {
+                what: format!(
+                    "cell id '{}' already has a run record ({}): it is running or was left by a \
+                     crashed supervisor (run `cellos gc`)",
+                    record.cell_id,
+                    path.display()
+                ),
+            })
+        }
+        Err(e) => return Err(LinuxError::io(format!("create {}", path.display()), e)),
+    };
+    f.write_all(&bytes)
+        .map_err(|e| LinuxError::io(format!("write {}", path.display()), e))
+}
+
+/// Replace the record atomically (write a sibling, rename over).
+pub fn update(state_dir: &Path, record: &RunRecord) -> Result<(), LinuxError> {
+    let path = record_path(state_dir, &record.cell_id);
+    let tmp = run_dir(state_dir).join(format!(".{}.tmp", record.cell_id));
+    let bytes = serde_json::to_vec(record).map_err(|e| LinuxError::Setup {
+        what: "encode run record".into(),
+        detail: e.to_string(),
+    })?;
+    std::fs::write(&tmp, bytes)
+        .map_err(|e| LinuxError::io(format!("write {}", tmp.display()), e))?;
+    std::fs::rename(&tmp, &path)
+        .map_err(|e| LinuxError::io(format!("rename onto {}", path.display()), e))
+}
+
+/// The record of `cell_id`, if any.
+pub fn read(state_dir: &Path, cell_id: &str) -> Result<Option<RunRecord>, LinuxError> {
+    let path = record_path(state_dir, cell_id);
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| LinuxError::Setup {
+                what: format!("parse {}", path.display()),
+                detail: e.to_string(),
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(LinuxError::io(format!("read {}", path.display()), e)),
+    }
+}
+
+/// Remove the record of `cell_id` (absent is fine).
+pub fn remove(state_dir: &Path, cell_id: &str) -> Result<(), LinuxError> {
+    let path = record_path(state_dir, cell_id);
+    match std::fs::remove_file(&path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(LinuxError::io(format!("remove {}", path.display()), e)),
+    }
+}
+
+/// Every readable record in `<state_dir>/run`, sorted by cell id. Unparsable files are skipped
+/// (a record being replaced is never half-written, see [`update`]).
+pub fn list_records(state_dir: &Path) -> Result<Vec<RunRecord>, LinuxError> {
+    let dir = run_dir(state_dir);
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(LinuxError::io(format!("read {}", dir.display()), e)),
+    };
+    let mut out = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some(id) = name.strip_suffix(".json") else {
+            continue;
+        };
+        if name.starts_with('.') {
+            continue;
+        }
+        if let Ok(Some(record)) = read(state_dir, id) {
+            out.push(record);
+        }
+    }
+    out.sort_by(|a, b| a.cell_id.cmp(&b.cell_id));
+    Ok(out)
+}
+
+/// Start time of `pid` in clock ticks since boot (field 22 of `/proc/<pid>/stat`); `None` when
+/// the process does not exist (or is a zombie being reaped).
+pub fn process_start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces and parentheses: fields after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_ascii_whitespace();
+    let state = fields.next()?;
+    if state == "Z" || state == "X" {
+        return None;
+    }
+    // `rest` starts at field 3 (state); field 22 is 19 further.
+    fields.nth(18)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(id: &str) -> RunRecord {
+        RunRecord {
+            cell_id: id.into(),
+            run_id: "r1".into(),
+            created_unix: 1,
+            supervisor_pid: std::process::id() as i32,
+            supervisor_start: process_start_time(std::process::id() as i32).unwrap(),
+            init_pid: None,
+            init_start: None,
+            cgroup_paths: vec![],
+        }
+    }
+
+    #[test]
+    fn records_round_trip_and_refuse_duplicates() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(run_dir(dir.path())).unwrap();
+        let mut rec = sample("c1");
+        create(dir.path(), &rec).unwrap();
+        assert!(create(dir.path(), &rec).is_err());
+        rec.init_pid = Some(5);
+        update(dir.path(), &rec).unwrap();
+        assert_eq!(read(dir.path(), "c1").unwrap(), Some(rec.clone()));
+        assert_eq!(list_records(dir.path()).unwrap(), vec![rec.clone()]);
+        assert!(rec.supervised());
+        remove(dir.path(), "c1").unwrap();
+        remove(dir.path(), "c1").unwrap();
+        assert!(list_records(dir.path()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn start_time_identifies_our_process() {
+        let me = std::process::id() as i32;
+        assert!(process_start_time(me).is_some());
+        assert_eq!(process_start_time(me), process_start_time(me));
+        assert_eq!(process_start_time(i32::MAX), None);
+    }
+}

@@ -1,0 +1,521 @@
+//! Building the cell's root filesystem (runs inside init, in the cell's mount namespace).
+//!
+//! The new root is a small tmpfs holding mount points only. System directories (or an image's
+//! top-level entries) are bound into it and made read-only right away; symlinks among them are
+//! recreated as symlinks. `/etc` is a read-only overlay (see [`crate::etc_mask`]). Then the whole
+//! base tree is made read-only, nosuid and nodev in one `mount_setattr(AT_RECURSIVE)` call, and
+//! only then are the writable and special mounts added on top (devices, `/proc`, `/dev/pts`,
+//! `/dev/shm`, `/tmp`, workspace, declared mounts). `mount_setattr` only *adds* flags, so the
+//! locked flags of host mounts (nosuid/nodev/noexec) are kept without reading them back first,
+//! which the classic `MS_REMOUNT|MS_BIND` dance has to do.
+//!
+//! Everything we create in or mount onto is resolved with `openat2(RESOLVE_NO_SYMLINKS)` and
+//! addressed through `/proc/self/fd/N`, so an image cannot redirect a mount with a symlink.
+
+use std::ffi::CString;
+use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::path::Path;
+
+use cellos_core::spec::SecretDeliveryMode;
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use rustix::fs::{Mode, OFlags};
+
+use crate::error::LinuxError;
+use crate::plan::{InitConfig, MountPlan, RootEntry};
+use crate::protocol::SecretFrame;
+use crate::safe_path::{self, fd_path, Kind};
+
+/// Device nodes bound from the host into the cell's `/dev`.
+pub const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
+
+/// Cell-side directory (hidden under the `/tmp` mount) holding the per-cell `/etc` layer.
+const ETC_LAYER: &str = "tmp/.cellos-etc";
+
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+const MOUNT_ATTR_NOSUID: u64 = 0x2;
+const MOUNT_ATTR_NODEV: u64 = 0x4;
+
+/// `struct mount_attr` of `mount_setattr(2)` (libc does not export it).
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// Add `attrs` to the mount at `dirfd`+`path` and every mount below it. Raw syscall: neither
+/// nix nor rustix 0.38 wraps `mount_setattr`.
+fn mount_setattr(
+    dirfd: BorrowedFd<'_>,
+    path: &str,
+    attrs: u64,
+    what: &str,
+) -> Result<(), LinuxError> {
+    let c_path = CString::new(path).map_err(|_| setup(what, "path contains NUL"))?;
+    let attr = MountAttr {
+        attr_set: attrs,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    let flags = libc::AT_RECURSIVE
+        | if path.is_empty() {
+            libc::AT_EMPTY_PATH
+        } else {
+            0
+        };
+    // SAFETY: valid C string and attribute struct for the duration of the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            dirfd.as_raw_fd(),
+            c_path.as_ptr(),
+            flags as libc::c_uint,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if r < 0 {
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() == Some(libc::ENOSYS) {
+            return Err(LinuxError::missing(
+                "mount_setattr(2)",
+                "run on Linux 5.12 or newer (needed to make the cell's mounts read-only)",
+            ));
+        }
+        return Err(LinuxError::io(format!("mount_setattr {what}"), err));
+    }
+    Ok(())
+}
+
+fn setup(what: &str, detail: impl std::fmt::Display) -> LinuxError {
+    LinuxError::Setup {
+        what: what.to_owned(),
+        detail: detail.to_string(),
+    }
+}
+
+fn do_mount(
+    source: Option<&str>,
+    target: &str,
+    fstype: Option<&str>,
+    flags: MsFlags,
+    data: Option<&str>,
+    what: &str,
+) -> Result<(), LinuxError> {
+    mount(source, target, fstype, flags, data)
+        .map_err(|e| LinuxError::errno(format!("mount {what}"), e as i32))
+}
+
+/// Build the root described by `config` and pivot into it. On return the process's root and
+/// cwd are the new root, and the host's tree is no longer reachable.
+pub fn build_and_pivot(config: &InitConfig, secrets: &[SecretFrame]) -> Result<(), LinuxError> {
+    // Nothing we mount may propagate back to the host (or in from it).
+    do_mount(
+        None,
+        "/",
+        None,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None,
+        "/ private",
+    )?;
+
+    let build = config
+        .build_dir
+        .to_str()
+        .ok_or_else(|| setup("build directory", "not UTF-8"))?;
+    do_mount(
+        Some("tmpfs"),
+        build,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=0755,size=4m"),
+        "root tmpfs",
+    )?;
+    let root = rustix::fs::open(
+        build,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| LinuxError::errno("open new root", e.raw_os_error()))?;
+    let root = root.as_fd();
+
+    for entry in &config.root {
+        root_entry(root, entry)?;
+    }
+    for dir in ["proc", "dev", "tmp", "run", "run/cellos", "etc"] {
+        mkdir(root, dir, 0o755)?;
+    }
+    etc(root, build, config)?;
+    dev_base(root, build)?;
+    if config.secret_delivery == SecretDeliveryMode::File && !secrets.is_empty() {
+        secrets_tmpfs(root, build, config, secrets)?;
+    }
+    // Create mount points inside the base tmpfs now, while it is writable. Targets inside
+    // other mounts (a workspace, an image directory) are created or checked when mounted.
+    for m in &config.mounts {
+        let kind = mount_kind(m);
+        let _ = safe_path::ensure(root, m.target(), kind);
+    }
+
+    mount_setattr(
+        root,
+        "",
+        MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+        "new root read-only",
+    )?;
+
+    dev_mounts(root, build)?;
+    do_mount(
+        Some("proc"),
+        &format!("{build}/proc"),
+        Some("proc"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None,
+        "/proc",
+    )?;
+    do_mount(
+        Some("tmpfs"),
+        &format!("{build}/tmp"),
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=1777"),
+        "/tmp",
+    )?;
+    for m in &config.mounts {
+        user_mount(root, m, config)?;
+    }
+
+    pivot(build)
+}
+
+fn mount_kind(m: &MountPlan) -> Kind {
+    match m {
+        MountPlan::Bind { is_dir: false, .. } => Kind::File,
+        _ => Kind::Dir,
+    }
+}
+
+fn mkdir(root: BorrowedFd<'_>, rel: &str, mode: u32) -> Result<(), LinuxError> {
+    match rustix::fs::mkdirat(root, rel, Mode::from_raw_mode(mode)) {
+        Ok(()) | Err(rustix::io::Errno::EXIST) => Ok(()),
+        Err(e) => Err(LinuxError::errno(
+            format!("mkdir /{rel} in the cell"),
+            e.raw_os_error(),
+        )),
+    }
+}
+
+fn write_file(
+    root: BorrowedFd<'_>,
+    rel: &str,
+    mode: u32,
+    content: &[u8],
+) -> Result<OwnedFd, LinuxError> {
+    let fd = rustix::fs::openat(
+        root,
+        rel,
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(mode),
+    )
+    .map_err(|e| LinuxError::errno(format!("create /{rel} in the cell"), e.raw_os_error()))?;
+    let mut file = std::fs::File::from(fd);
+    file.write_all(content)
+        .map_err(|e| LinuxError::io(format!("write /{rel} in the cell"), e))?;
+    Ok(file.into())
+}
+
+fn root_entry(root: BorrowedFd<'_>, entry: &RootEntry) -> Result<(), LinuxError> {
+    match entry {
+        RootEntry::Symlink { name, target } => rustix::fs::symlinkat(target, root, name.as_str())
+            .map_err(|e| {
+                LinuxError::errno(format!("symlink /{name} in the cell"), e.raw_os_error())
+            }),
+        RootEntry::Dir { name, source } | RootEntry::File { name, source } => {
+            let kind = if matches!(entry, RootEntry::Dir { .. }) {
+                Kind::Dir
+            } else {
+                Kind::File
+            };
+            let target = safe_path::ensure(root, name, kind)
+                .map_err(|e| LinuxError::io(format!("create mount point /{name}"), e))?;
+            bind_read_only(source, &target, &format!("/{name}"))
+        }
+    }
+}
+
+/// Bind host `source` onto `target` (an `O_PATH` fd) read-only, nosuid and nodev.
+fn bind_read_only(source: &Path, target: &OwnedFd, what: &str) -> Result<(), LinuxError> {
+    bind_with_attrs(
+        source,
+        target,
+        MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+        what,
+    )
+}
+
+/// Clone the mount tree at host `source` (detached), add `attrs` to it while nothing can see
+/// it, then attach it at `target`: no window exists in which the bind is writable.
+fn bind_with_attrs(
+    source: &Path,
+    target: &OwnedFd,
+    attrs: u64,
+    what: &str,
+) -> Result<(), LinuxError> {
+    use rustix::mount::{move_mount, open_tree, MoveMountFlags, OpenTreeFlags};
+    let src = safe_path::open_host_path(source)
+        .map_err(|e| LinuxError::io(format!("open {} for {what}", source.display()), e))?;
+    let tree = open_tree(
+        src.as_fd(),
+        "",
+        OpenTreeFlags::OPEN_TREE_CLONE
+            | OpenTreeFlags::OPEN_TREE_CLOEXEC
+            | OpenTreeFlags::AT_RECURSIVE
+            | OpenTreeFlags::AT_EMPTY_PATH,
+    )
+    .map_err(|e| {
+        LinuxError::errno(
+            format!("open_tree {} for {what}", source.display()),
+            e.raw_os_error(),
+        )
+    })?;
+    mount_setattr(tree.as_fd(), "", attrs, what)?;
+    move_mount(
+        tree.as_fd(),
+        "",
+        target.as_fd(),
+        "",
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
+    )
+    .map_err(|e| LinuxError::errno(format!("attach {what}"), e.raw_os_error()))
+}
+
+/// `/etc`: read-only overlay of the per-cell files over the (masked) source `/etc`.
+fn etc(root: BorrowedFd<'_>, build: &str, config: &InitConfig) -> Result<(), LinuxError> {
+    let hostname = format!("{}\n", config.cell_id);
+    let hosts = format!(
+        "127.0.0.1\tlocalhost {id}\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+        id = config.cell_id
+    );
+    let Some(source) = &config.etc_source else {
+        write_file(root, "etc/hostname", 0o644, hostname.as_bytes())?;
+        write_file(root, "etc/hosts", 0o644, hosts.as_bytes())?;
+        return Ok(());
+    };
+    mkdir(root, ETC_LAYER, 0o755)?;
+    write_file(
+        root,
+        &format!("{ETC_LAYER}/hostname"),
+        0o644,
+        hostname.as_bytes(),
+    )?;
+    write_file(root, &format!("{ETC_LAYER}/hosts"), 0o644, hosts.as_bytes())?;
+    let mut lower = vec![overlay_escape(&format!("{build}/{ETC_LAYER}"))];
+    if let Some(mask) = &config.etc_mask {
+        lower.push(overlay_escape(&path_str(mask)?));
+    }
+    lower.push(overlay_escape(&path_str(source)?));
+    do_mount(
+        Some("overlay"),
+        &format!("{build}/etc"),
+        Some("overlay"),
+        MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some(&format!("lowerdir={}", lower.join(":"))),
+        "/etc overlay",
+    )
+    .map_err(|e| match e {
+        LinuxError::Io { source, .. } if source.raw_os_error() == Some(libc::ENODEV) => {
+            LinuxError::missing(
+                "overlayfs",
+                "load the overlay module (modprobe overlay); the cell's /etc is an overlay",
+            )
+        }
+        other => other,
+    })
+}
+
+fn path_str(p: &Path) -> Result<String, LinuxError> {
+    p.to_str().map(str::to_owned).ok_or_else(|| {
+        setup(
+            "overlay layer path",
+            format!("{} is not UTF-8", p.display()),
+        )
+    })
+}
+
+/// Escape the characters overlayfs treats as separators in `lowerdir`.
+fn overlay_escape(p: &str) -> String {
+    let mut out = String::with_capacity(p.len());
+    for c in p.chars() {
+        if matches!(c, '\\' | ':' | ',') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// `/dev` tmpfs with device placeholders, standard symlinks and mount points.
+fn dev_base(root: BorrowedFd<'_>, build: &str) -> Result<(), LinuxError> {
+    do_mount(
+        Some("tmpfs"),
+        &format!("{build}/dev"),
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("mode=0755,size=64k"),
+        "/dev tmpfs",
+    )?;
+    for dev in DEVICES {
+        if Path::new("/dev").join(dev).exists() {
+            write_file(root, &format!("dev/{dev}"), 0o666, b"")?;
+        }
+    }
+    mkdir(root, "dev/pts", 0o755)?;
+    mkdir(root, "dev/shm", 0o1777)?;
+    for (name, target) in [
+        ("dev/ptmx", "pts/ptmx"),
+        ("dev/fd", "/proc/self/fd"),
+        ("dev/stdin", "/proc/self/fd/0"),
+        ("dev/stdout", "/proc/self/fd/1"),
+        ("dev/stderr", "/proc/self/fd/2"),
+    ] {
+        rustix::fs::symlinkat(target, root, name)
+            .map_err(|e| LinuxError::errno(format!("symlink /{name}"), e.raw_os_error()))?;
+    }
+    Ok(())
+}
+
+/// Device binds, a private devpts instance and `/dev/shm`.
+fn dev_mounts(root: BorrowedFd<'_>, build: &str) -> Result<(), LinuxError> {
+    for dev in DEVICES {
+        let host = format!("/dev/{dev}");
+        if !Path::new(&host).exists() {
+            continue;
+        }
+        let target = safe_path::open_in_root(root, &format!("dev/{dev}"), OFlags::PATH)
+            .map_err(|e| LinuxError::io(format!("open /dev/{dev} placeholder"), e))?;
+        do_mount(
+            Some(&host),
+            &fd_path(&target),
+            None,
+            MsFlags::MS_BIND,
+            None,
+            &host,
+        )?;
+    }
+    do_mount(
+        Some("devpts"),
+        &format!("{build}/dev/pts"),
+        Some("devpts"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=0620"),
+        "/dev/pts",
+    )?;
+    do_mount(
+        Some("tmpfs"),
+        &format!("{build}/dev/shm"),
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=1777"),
+        "/dev/shm",
+    )
+}
+
+/// `/run/secrets`: a private tmpfs, directory 0500 and files 0400, owned by the workload.
+fn secrets_tmpfs(
+    root: BorrowedFd<'_>,
+    build: &str,
+    config: &InitConfig,
+    secrets: &[SecretFrame],
+) -> Result<(), LinuxError> {
+    mkdir(root, "run/secrets", 0o755)?;
+    let size: usize = secrets.iter().map(|s| s.value.len() + 4096).sum::<usize>() + 4096;
+    do_mount(
+        Some("tmpfs"),
+        &format!("{build}/run/secrets"),
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some(&format!("mode=0700,size={size}")),
+        "/run/secrets tmpfs",
+    )?;
+    let dir = safe_path::open_in_root(root, "run/secrets", OFlags::RDONLY | OFlags::DIRECTORY)
+        .map_err(|e| LinuxError::io("open /run/secrets", e))?;
+    let (uid, gid) = (Some(config.uid), Some(config.gid));
+    for secret in secrets {
+        let fd = write_file(dir.as_fd(), &secret.key, 0o400, &secret.value)
+            .map_err(|_| setup("write secret file", format!("/run/secrets/{}", secret.key)))?;
+        std::os::unix::fs::fchown(&fd, uid, gid)
+            .map_err(|e| LinuxError::io(format!("chown /run/secrets/{}", secret.key), e))?;
+    }
+    std::os::unix::fs::fchown(&dir, uid, gid)
+        .map_err(|e| LinuxError::io("chown /run/secrets", e))?;
+    rustix::fs::fchmod(&dir, Mode::from_raw_mode(0o500))
+        .map_err(|e| LinuxError::errno("chmod /run/secrets", e.raw_os_error()))
+}
+
+/// A declared mount or the workspace, on a target created without following symlinks.
+fn user_mount(root: BorrowedFd<'_>, m: &MountPlan, config: &InitConfig) -> Result<(), LinuxError> {
+    let target_name = m.target();
+    let target = safe_path::ensure(root, target_name, mount_kind(m)).map_err(|e| {
+        LinuxError::io(
+            format!(
+                "mount target {target_name} (must be creatable inside the cell and contain no \
+                 symlink; inside a read-only directory it must already exist)"
+            ),
+            e,
+        )
+    })?;
+    match m {
+        MountPlan::Bind {
+            source,
+            read_only: true,
+            ..
+        } => bind_read_only(source, &target, target_name),
+        MountPlan::Bind { source, .. } => bind_with_attrs(
+            source,
+            &target,
+            MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+            target_name,
+        ),
+        MountPlan::Tmpfs { size_bytes, .. } => {
+            do_mount(
+                Some("tmpfs"),
+                &fd_path(&target),
+                Some("tmpfs"),
+                MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+                Some(&format!("mode=0755,size={size_bytes}")),
+                target_name,
+            )?;
+            // Resolve the path again (not the fd) to reach the new mount's root; fchown needs
+            // a real descriptor, not O_PATH.
+            let mounted =
+                safe_path::open_in_root(root, target_name, OFlags::RDONLY | OFlags::DIRECTORY)
+                    .map_err(|e| LinuxError::io(format!("open workspace {target_name}"), e))?;
+            std::os::unix::fs::fchown(&mounted, Some(config.uid), Some(config.gid))
+                .map_err(|e| LinuxError::io(format!("chown workspace {target_name}"), e))
+        }
+    }
+}
+
+/// Make `build` the root: `pivot_root(".", ".")` stacks the old root on top of the new one,
+/// and a lazy unmount drops it, with no `put_old` directory left behind.
+fn pivot(build: &str) -> Result<(), LinuxError> {
+    nix::unistd::chdir(build).map_err(|e| LinuxError::errno("chdir new root", e as i32))?;
+    nix::unistd::pivot_root(".", ".").map_err(|e| LinuxError::errno("pivot_root", e as i32))?;
+    umount2(".", MntFlags::MNT_DETACH)
+        .map_err(|e| LinuxError::errno("detach old root", e as i32))?;
+    nix::unistd::chdir("/").map_err(|e| LinuxError::errno("chdir /", e as i32))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlay_separators_are_escaped() {
+        assert_eq!(overlay_escape("/a:b,c\\d"), "/a\\:b\\,c\\\\d");
+        assert_eq!(overlay_escape("/var/lib/cellos"), "/var/lib/cellos");
+    }
+}
