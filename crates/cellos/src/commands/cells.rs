@@ -1,0 +1,241 @@
+//! `run`, `ps`, `logs`, `kill`, `gc`, `doctor`: cells on this host.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+
+use cellos_adapters::logs::{cell_log_dir, Stream, TeeLog, DEFAULT_LOG_CAP_BYTES};
+use cellos_core::ports::CellBackend;
+use cellos_core::spec::parse_execution_cell;
+use cellos_supervisor::{RunRequest, SupervisorError};
+use nix::sys::signal::Signal;
+
+use crate::commands::spec::{load_policies, read_text};
+use crate::compose;
+use crate::exit::Failure;
+
+pub fn run(
+    home: &Path,
+    spec_path: &Path,
+    policies: &[PathBuf],
+    secrets_dir: Option<PathBuf>,
+    quiet: bool,
+) -> Result<u8, Failure> {
+    let text = read_text(spec_path)?;
+    let document = parse_execution_cell(&text)
+        .map_err(|e| Failure::cellos(format!("{}: {e}", spec_path.display())))?;
+    let policies = load_policies(policies).map_err(|e| Failure::cellos(e.to_string()))?;
+    let supervisor = compose::supervisor(home, secrets_dir)?;
+
+    // Crash reconciliation first: a previous supervisor may have been killed mid-run.
+    match supervisor.gc() {
+        Ok(gc) => {
+            for teardown in &gc.reclaimed {
+                eprintln!("cellos: reclaimed leftovers of cell {}", teardown.cell_id);
+            }
+        }
+        Err(e) => eprintln!("cellos: gc before run failed: {e}"),
+    }
+
+    let cell_id = document.spec.id.clone();
+    let live = |stream: Stream| -> Option<Box<dyn Write + Send>> {
+        match (quiet, stream) {
+            (true, _) => None,
+            (false, Stream::Stdout) => Some(Box::new(std::io::stdout())),
+            (false, Stream::Stderr) => Some(Box::new(std::io::stderr())),
+        }
+    };
+    let log_error =
+        |e: std::io::Error| Failure::cellos(format!("cannot keep workload output: {e}"));
+    let (stdout, _) = TeeLog::create(
+        home,
+        &cell_id,
+        Stream::Stdout,
+        DEFAULT_LOG_CAP_BYTES,
+        live(Stream::Stdout),
+    )
+    .map_err(log_error)?;
+    let (stderr, _) = TeeLog::create(
+        home,
+        &cell_id,
+        Stream::Stderr,
+        DEFAULT_LOG_CAP_BYTES,
+        live(Stream::Stderr),
+    )
+    .map_err(log_error)?;
+
+    forward_signals(supervisor.backend().clone(), cell_id.clone());
+    let result = supervisor.run(RunRequest {
+        document: &document,
+        policies: &policies,
+        run_id: uuid::Uuid::new_v4().to_string(),
+        stdout: Box::new(stdout),
+        stderr: Box::new(stderr),
+    });
+    match result {
+        Ok(report) => {
+            eprintln!("cellos: {}: {}", report.cell_id, report.reason());
+            Ok(u8::try_from(report.exit_code().clamp(0, 255)).unwrap_or(u8::MAX))
+        }
+        Err(SupervisorError::Invalid(problems)) => {
+            for problem in &problems {
+                eprintln!("{}: {problem}", spec_path.display());
+            }
+            Err(Failure::cellos(format!(
+                "{}: invalid spec ({} problem(s))",
+                spec_path.display(),
+                problems.len()
+            )))
+        }
+        Err(e) => Err(Failure::cellos(e.to_string())),
+    }
+}
+
+/// SIGTERM, SIGINT and SIGHUP sent to the supervisor are passed on to the workload, so the
+/// supervisor itself stays alive to finish export, teardown and evidence.
+fn forward_signals(backend: Arc<dyn CellBackend>, cell_id: String) {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP]) else {
+        eprintln!(
+            "cellos: cannot install signal forwarding; signals to cellos will not reach the cell"
+        );
+        return;
+    };
+    std::thread::spawn(move || {
+        for signal in signals.forever() {
+            let _ = backend.signal(&cell_id, signal);
+        }
+    });
+}
+
+pub fn ps(home: &Path, json: bool) -> Result<u8, Failure> {
+    let backend = compose::backend(home)?;
+    let cells = backend.list().map_err(|e| Failure::other(e.to_string()))?;
+    if json {
+        let text = serde_json::to_string_pretty(&cells)
+            .map_err(|e| Failure::other(format!("cannot print cells: {e}")))?;
+        println!("{text}");
+        return Ok(0);
+    }
+    println!(
+        "{:<24} {:<38} {:>8} {:>12} STATE",
+        "CELL", "RUN", "PID", "CREATED"
+    );
+    for cell in cells {
+        println!(
+            "{:<24} {:<38} {:>8} {:>12} {}",
+            cell.cell_id,
+            cell.run_id,
+            cell.init_pid
+                .map(|p| p.to_string())
+                .unwrap_or_else(|| "-".into()),
+            cell.created_unix,
+            if cell.supervised {
+                "running"
+            } else {
+                "orphaned (cellos gc)"
+            }
+        );
+    }
+    Ok(0)
+}
+
+pub fn logs(home: &Path, cell_id: &str) -> Result<u8, Failure> {
+    let dir = cell_log_dir(home, cell_id);
+    if !dir.is_dir() {
+        return Err(Failure::other(format!(
+            "no kept output for cell {cell_id:?} in {}",
+            dir.display()
+        )));
+    }
+    for (stream, mut out) in [
+        (
+            Stream::Stdout,
+            Box::new(std::io::stdout()) as Box<dyn Write>,
+        ),
+        (Stream::Stderr, Box::new(std::io::stderr())),
+    ] {
+        match std::fs::read(dir.join(stream.file_name())) {
+            Ok(bytes) => {
+                let _ = out.write_all(&bytes);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Failure::other(format!("{}: {e}", dir.display()))),
+        }
+    }
+    Ok(0)
+}
+
+fn parse_signal(name: &str) -> Result<i32, Failure> {
+    if let Ok(n) = name.parse::<i32>() {
+        return Signal::try_from(n)
+            .map(|s| s as i32)
+            .map_err(|_| Failure::other(format!("{n} is not a signal number")));
+    }
+    let upper = name.to_ascii_uppercase();
+    let full = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    Signal::from_str(&full).map(|s| s as i32).map_err(|_| {
+        Failure::other(format!(
+            "{name:?} is not a signal name (try TERM, KILL, INT)"
+        ))
+    })
+}
+
+pub fn kill(home: &Path, cell_id: &str, signal: &str) -> Result<u8, Failure> {
+    let signal = parse_signal(signal)?;
+    let backend = compose::backend(home)?;
+    backend
+        .signal(cell_id, signal)
+        .map_err(|e| Failure::other(e.to_string()))?;
+    Ok(0)
+}
+
+pub fn gc(home: &Path) -> Result<u8, Failure> {
+    let supervisor = compose::supervisor(home, None)?;
+    let report = supervisor.gc().map_err(|e| Failure::other(e.to_string()))?;
+    for teardown in &report.reclaimed {
+        let removed: Vec<String> = teardown
+            .removed
+            .iter()
+            .map(|r| format!("{} {}", r.class, r.detail))
+            .collect();
+        println!("reclaimed {}: {}", teardown.cell_id, removed.join(", "));
+        for residue in &teardown.residue {
+            println!("  still present: {} {}", residue.class, residue.detail);
+        }
+    }
+    for (cell_id, err) in &report.failed {
+        eprintln!("cellos: could not reclaim {cell_id}: {err}");
+    }
+    if report.reclaimed.is_empty() && report.failed.is_empty() {
+        println!("nothing to reclaim");
+    }
+    Ok(if report.failed.is_empty() { 0 } else { 1 })
+}
+
+pub fn doctor(json: bool) -> Result<u8, Failure> {
+    let checks = cellos_linux::doctor::probe();
+    if json {
+        let text = serde_json::to_string_pretty(&checks)
+            .map_err(|e| Failure::other(format!("cannot print checks: {e}")))?;
+        println!("{text}");
+    } else {
+        for check in &checks {
+            let mark = if check.available { "ok  " } else { "MISSING" };
+            println!("{mark:<8} {:<28} {}", check.feature, check.detail);
+            if let (false, Some(fix)) = (check.available, check.fix.as_deref()) {
+                println!("{:<8} {:<28} fix: {fix}", "", "");
+            }
+        }
+    }
+    Ok(if checks.iter().all(|c| c.available) {
+        0
+    } else {
+        1
+    })
+}

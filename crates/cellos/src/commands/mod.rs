@@ -1,0 +1,5 @@
+//! One module per group of commands.
+
+pub mod cells;
+pub mod log;
+pub mod spec;

@@ -1,0 +1,126 @@
+//! `validate`, `admit`, `schema`: working with documents, no host state involved.
+
+use std::path::{Path, PathBuf};
+
+use cellos_core::policy::{admit as admit_spec, Verdict};
+use cellos_core::spec::{
+    json_schema, parse_document, parse_execution_cell, parse_policy_pack, validate_document,
+    validate_execution_cell, validate_policy_pack, PolicyPackDocument,
+};
+
+use crate::exit::Failure;
+
+pub fn read_text(path: &Path) -> Result<String, Failure> {
+    std::fs::read_to_string(path)
+        .map_err(|e| Failure::invalid(format!("{}: cannot read: {e}", path.display())))
+}
+
+/// Validate every file; print each problem as `file: path: rule`; exit 2 if any.
+pub fn validate(files: &[PathBuf]) -> Result<u8, Failure> {
+    let mut bad = 0usize;
+    for file in files {
+        let text = match read_text(file) {
+            Ok(text) => text,
+            Err(e) => {
+                eprintln!("{e}");
+                bad += 1;
+                continue;
+            }
+        };
+        let problems = match parse_document(&text) {
+            Ok(doc) => validate_document(&doc).err().unwrap_or_default(),
+            Err(e) => {
+                eprintln!("{}: {e}", file.display());
+                bad += 1;
+                continue;
+            }
+        };
+        if problems.is_empty() {
+            println!("{}: valid", file.display());
+        } else {
+            bad += 1;
+            for problem in problems {
+                eprintln!("{}: {problem}", file.display());
+            }
+        }
+    }
+    if bad == 0 {
+        Ok(0)
+    } else {
+        Err(Failure::invalid(format!(
+            "{bad} of {} file(s) invalid",
+            files.len()
+        )))
+    }
+}
+
+/// Load and validate policy packs, failing on the first bad one.
+pub fn load_policies(paths: &[PathBuf]) -> Result<Vec<PolicyPackDocument>, Failure> {
+    paths
+        .iter()
+        .map(|path| {
+            let text = read_text(path)?;
+            let pack = parse_policy_pack(&text)
+                .map_err(|e| Failure::invalid(format!("{}: {e}", path.display())))?;
+            validate_policy_pack(&pack).map_err(|problems| {
+                Failure::invalid(format!(
+                    "{}: {}",
+                    path.display(),
+                    problems
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ))
+            })?;
+            Ok(pack)
+        })
+        .collect()
+}
+
+/// Print the admission decision; exit 0 on admit/audit-only, 1 on deny.
+pub fn admit(file: &Path, policies: &[PathBuf], json: bool) -> Result<u8, Failure> {
+    let text = read_text(file)?;
+    let doc = parse_execution_cell(&text)
+        .map_err(|e| Failure::invalid(format!("{}: {e}", file.display())))?;
+    validate_execution_cell(&doc).map_err(|problems| {
+        Failure::invalid(format!(
+            "{}: invalid spec: {}",
+            file.display(),
+            problems
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        ))
+    })?;
+    let packs = load_policies(policies)?;
+    let decision = admit_spec(&doc.spec, &packs);
+    if json {
+        let text = serde_json::to_string_pretty(&decision)
+            .map_err(|e| Failure::other(format!("cannot print decision: {e}")))?;
+        println!("{text}");
+    } else {
+        let verdict = match decision.verdict {
+            Verdict::Admit => "admit",
+            Verdict::Deny => "deny",
+            Verdict::AuditOnly => "audit-only",
+        };
+        println!("{verdict} ({})", decision.packs.join(", "));
+        for v in &decision.violations {
+            println!("  {}: {} [{}/{}]", v.path, v.message, v.pack_id, v.rule);
+        }
+    }
+    Ok(if decision.verdict == Verdict::Deny {
+        1
+    } else {
+        0
+    })
+}
+
+pub fn schema() -> Result<u8, Failure> {
+    let text = serde_json::to_string_pretty(&json_schema())
+        .map_err(|e| Failure::other(format!("cannot print schema: {e}")))?;
+    println!("{text}");
+    Ok(0)
+}

@@ -1,0 +1,105 @@
+//! The composition root: picks the adapters for this machine and wires the supervisor.
+//!
+//! Embedded default: the Linux backend, the JSONL event log under CELLOS_HOME signed with the
+//! host key, the file broker (CELLOS_HOME/secrets) then the env broker, and local exports.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use cellos_adapters::event_log::{JsonlEventLog, LogConfig};
+use cellos_adapters::export::LocalExportSink;
+use cellos_adapters::home::cellos_home;
+use cellos_adapters::keys::KeyStore;
+use cellos_adapters::secrets::{EnvSecretBroker, FileSecretBroker};
+use cellos_core::events::EventFactory;
+use cellos_core::ports::{ExportSink, PortError, PortErrorKind, SecretBroker};
+use cellos_core::spec::{ExportTarget, ExportTargetKind};
+use cellos_linux::backend::{LinuxBackend, LinuxBackendConfig};
+use cellos_supervisor::{ExportRouter, Supervisor};
+
+use crate::exit::Failure;
+
+/// The state directory: `--home`/`CELLOS_HOME`, else the per-user default.
+pub fn resolve_home(cli: Option<PathBuf>) -> Result<PathBuf, Failure> {
+    match cli {
+        Some(home) => Ok(home),
+        None => cellos_home().map_err(|e| Failure::other(e.to_string())),
+    }
+}
+
+/// This machine's name, for event sources.
+pub fn hostname() -> String {
+    rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// The Linux backend, with this very binary as the cell's init (`cellos __cell-init`).
+pub fn backend(home: &Path) -> Result<Arc<LinuxBackend>, Failure> {
+    let exe = std::env::current_exe()
+        .map_err(|e| Failure::cellos(format!("cannot locate the cellos executable: {e}")))?;
+    let backend = LinuxBackend::new(LinuxBackendConfig::new(home, exe))
+        .map_err(|e| Failure::cellos(PortError::from(e).to_string()))?;
+    Ok(Arc::new(backend))
+}
+
+/// Exports go to CELLOS_HOME/exports unless an artifact names a `localPath` target.
+struct LocalExports {
+    default: Arc<LocalExportSink>,
+}
+
+impl ExportRouter for LocalExports {
+    fn sink_for(&self, target: Option<&ExportTarget>) -> Result<Arc<dyn ExportSink>, PortError> {
+        let Some(target) = target else {
+            return Ok(self.default.clone());
+        };
+        match (target.kind, target.path.as_deref()) {
+            (ExportTargetKind::LocalPath, Some(path)) => Ok(Arc::new(
+                LocalExportSink::new(path)?.with_target_name(&target.name),
+            )),
+            (ExportTargetKind::LocalPath, None) => Err(PortError::new(
+                PortErrorKind::Refused,
+                format!("export target {:?} has no path", target.name),
+            )),
+            (kind, _) => Err(PortError::new(
+                PortErrorKind::Refused,
+                format!(
+                    "export target {:?} is of kind {kind:?}, which this build cannot push to; use a localPath target",
+                    target.name
+                ),
+            )),
+        }
+    }
+}
+
+pub fn supervisor(home: &Path, secrets_dir: Option<PathBuf>) -> Result<Supervisor, Failure> {
+    let signer = KeyStore::new(home)
+        .load_or_create_signer()
+        .map_err(|e| Failure::cellos(format!("signing key: {e}")))?;
+    let sink = JsonlEventLog::open(home, signer, LogConfig::default())
+        .map_err(|e| Failure::cellos(e.to_string()))?;
+    let secrets_dir = secrets_dir.unwrap_or_else(|| home.join("secrets"));
+    let brokers: Vec<Arc<dyn SecretBroker>> = vec![
+        Arc::new(FileSecretBroker::new(secrets_dir)),
+        Arc::new(EnvSecretBroker::new()),
+    ];
+    let exports = LocalExports {
+        default: Arc::new(
+            LocalExportSink::new(home.join("exports"))
+                .map_err(|e| Failure::cellos(e.to_string()))?,
+        ),
+    };
+    let factory = EventFactory::new(
+        &hostname(),
+        "supervisor",
+        Arc::new(|| uuid::Uuid::new_v4().to_string()),
+    );
+    Ok(Supervisor::new(
+        backend(home)?,
+        Arc::new(sink),
+        factory,
+        brokers,
+        Arc::new(exports),
+    ))
+}
