@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::events::CloudEvent;
 
-use super::canonical::{canonical_bytes, sha256_hex, GENESIS_PREV};
+use super::canonical::{canonical_bytes, canonical_value_bytes, sha256_hex, GENESIS_PREV};
 use super::{IntegrityError, Signer};
 
 /// Where a stream stands: the last sequence number and the hash of the last event.
@@ -39,7 +39,7 @@ impl ChainHead {
             .get("cellosseq")
             .and_then(serde_json::Value::as_u64)
             .ok_or_else(|| IntegrityError::BadHead("no numeric cellosseq".to_owned()))?;
-        let canonical = serde_json_canonicalizer::to_vec(&value)?;
+        let canonical = canonical_value_bytes(&value)?;
         Ok(Self {
             seq,
             hash: sha256_hex(&canonical),
@@ -70,7 +70,9 @@ pub fn seal(
     event.cellossig = None;
     let signed_bytes = canonical_bytes(&event)?;
     event.cellossig = Some(signer.sign(&signed_bytes));
-    let line = serde_json_canonicalizer::to_string(&event)?;
+    let bytes = canonical_value_bytes(&serde_json::to_value(&event)?)?;
+    // Both canonical serializers write UTF-8, so this is an exact copy.
+    let line = String::from_utf8_lossy(&bytes).into_owned();
     let next = ChainHead {
         seq,
         hash: sha256_hex(line.as_bytes()),

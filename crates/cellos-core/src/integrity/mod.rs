@@ -15,7 +15,7 @@ mod chain;
 mod keys;
 mod verify;
 
-pub use canonical::{canonical_bytes, sha256_hex, GENESIS_PREV};
+pub use canonical::{canonical_bytes, canonical_value_bytes, sha256_hex, GENESIS_PREV};
 pub use chain::{seal, ChainHead, SealedEvent, Sealer};
 pub use keys::{ed25519_kid, hmac_kid, Keyring, Signer};
 pub use verify::{verify_stream, FailureKind, Verifier, VerifyFailure, VerifyReport};

@@ -12,7 +12,7 @@ use ed25519_dalek::{Signature, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::canonical::sha256_hex;
+use super::canonical::{canonical_value_bytes, sha256_hex};
 use super::keys::TrustedKey;
 use super::{ChainHead, Keyring};
 use crate::events::SPEC_VERSION;
@@ -190,7 +190,7 @@ fn parse_line(line: &str) -> Result<Parsed, LineError> {
         detail: format!("`cellossig` is not hex: {e}"),
     })?;
     let canonical = |value: &Value| {
-        serde_json_canonicalizer::to_vec(value).map_err(|e| LineError {
+        canonical_value_bytes(value).map_err(|e| LineError {
             seq: Some(seq),
             kind: FailureKind::Unparseable,
             detail: format!("cannot canonicalize (RFC 8785): {e}"),
