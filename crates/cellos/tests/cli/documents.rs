@@ -1,0 +1,91 @@
+//! `validate`, `admit`, `schema` on the shipped examples.
+
+use std::path::PathBuf;
+
+use crate::support::{stderr, stdout, Home};
+
+fn examples(dir: &str) -> Vec<PathBuf> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples")
+        .join(dir);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&root)
+        .expect("examples dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no examples in {}", root.display());
+    files
+}
+
+#[test]
+fn validate_accepts_every_shipped_example() {
+    let home = Home::new();
+    let mut args = vec!["validate".to_string()];
+    for dir in ["specs", "policies", "formations", "bench"] {
+        args.extend(examples(dir).iter().map(|p| p.display().to_string()));
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = home.run(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn validate_reports_every_problem_with_its_path_and_exits_2() {
+    let home = Home::new();
+    for file in examples("invalid") {
+        let out = home.run(&["validate", &file.display().to_string()]);
+        assert_eq!(out.status.code(), Some(2), "{}", file.display());
+        let text = std::fs::read_to_string(&file).unwrap();
+        let err = stderr(&out);
+        for expect in text.lines().filter_map(|l| l.strip_prefix("# expect: ")) {
+            let (path, fragment) = expect
+                .trim()
+                .split_once(": ")
+                .unwrap_or((expect.trim(), ""));
+            let reported = err
+                .lines()
+                .any(|l| l.contains(&format!("{path}: ")) && l.contains(fragment));
+            assert!(
+                reported,
+                "{}: missing {expect:?} in:\n{err}",
+                file.display()
+            );
+        }
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
+
+#[test]
+fn admit_denies_what_the_pack_forbids_and_names_the_rule() {
+    let home = Home::new();
+    let spec = home.spec(
+        "admit-deny",
+        "  run:\n    argv: [\"/bin/true\"]\n  lifetime:\n    ttlSeconds: 5000\n",
+    );
+    let pack = home.path().join("pack.yaml");
+    std::fs::write(
+        &pack,
+        "apiVersion: cellos.io/v1\nkind: PolicyPack\nspec:\n  id: tight\n  version: \"1\"\n  rules:\n    maxTtlSeconds: 60\n",
+    )
+    .unwrap();
+    let out = home.run(&[
+        "admit",
+        spec.to_str().unwrap(),
+        "--policy",
+        pack.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    assert!(text.starts_with("deny"), "{text}");
+    assert!(text.contains("spec.lifetime.ttlSeconds"), "{text}");
+    assert!(text.contains("maxTtlSeconds"), "{text}");
+}
+
+#[test]
+fn schema_is_json() {
+    let out = Home::new().run(&["schema"]);
+    assert!(out.status.success());
+    let schema: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(schema.is_object());
+}

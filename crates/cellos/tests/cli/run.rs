@@ -1,0 +1,384 @@
+//! `cellos run` and friends on real cells: exit statuses, secrets, export, logs, crash recovery
+//! and residue.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use crate::support::{events, events_of, residue_of, short_type, stderr, stdout, unique_id, Home};
+
+fn sh(script: &str) -> String {
+    format!(
+        "  run:\n    argv: [\"/bin/sh\", \"-c\", {}]\n",
+        serde_json::to_string(script).unwrap()
+    )
+}
+
+/// Processes on the host that live in a cgroup of `cell`.
+fn processes_of(cell: &str) -> Vec<String> {
+    let needle = format!("/cellos/{cell}");
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let name = entry.file_name();
+        if !name.to_string_lossy().chars().all(|c| c.is_ascii_digit()) {
+            continue;
+        }
+        if let Ok(cg) = std::fs::read_to_string(entry.path().join("cgroup")) {
+            if cg.contains(&needle) {
+                found.push(name.to_string_lossy().into_owned());
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn hello_runs_streams_output_and_leaves_a_verifiable_log() {
+    let home = Home::new();
+    let id = unique_id("hello");
+    let spec = home.spec(&id, &sh("echo hello from $(hostname)"));
+    let out = home.run(&["run", spec.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), format!("hello from {id}"));
+    assert!(
+        stderr(&out).contains("exited with status 0"),
+        "{}",
+        stderr(&out)
+    );
+
+    let all = events(&home);
+    let types: Vec<String> = events_of(&all, &id).iter().map(|e| short_type(e)).collect();
+    let order = [
+        "admission.v1.decided",
+        "isolation.v1.enforced",
+        "lifecycle.v1.started",
+        "command.v1.completed",
+        "lifecycle.v1.destroyed",
+        "compliance.v1.summary",
+    ];
+    let positions: Vec<usize> = order
+        .iter()
+        .map(|t| {
+            types
+                .iter()
+                .position(|x| x == t)
+                .unwrap_or_else(|| panic!("no {t} in {types:?}"))
+        })
+        .collect();
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "{types:?}");
+    let destroyed = all
+        .iter()
+        .find(|e| short_type(e) == "lifecycle.v1.destroyed")
+        .unwrap();
+    assert_eq!(destroyed["data"]["residue"], serde_json::json!([]));
+
+    let verify = home.run(&["verify"]);
+    assert!(verify.status.success(), "{}", stderr(&verify));
+    let logs = home.run(&["logs", &id]);
+    assert_eq!(stdout(&logs).trim(), format!("hello from {id}"));
+    assert!(residue_of(&home, &id).is_empty());
+}
+
+#[test]
+fn exit_statuses_follow_the_workload() {
+    let home = Home::new();
+    let cases = [
+        ("exit 7", 7),
+        ("kill -KILL $$", 128 + 9),
+        ("exec /nonexistent", 127),
+    ];
+    for (script, expected) in cases {
+        let id = unique_id("exit");
+        let spec = home.spec(&id, &sh(script));
+        let out = home.run(&["run", "--quiet", spec.to_str().unwrap()]);
+        assert_eq!(
+            out.status.code(),
+            Some(expected),
+            "{script}: {}",
+            stderr(&out)
+        );
+        assert_eq!(
+            stderr(&out)
+                .lines()
+                .filter(|l| l.starts_with("cellos:"))
+                .count(),
+            1
+        );
+    }
+}
+
+#[test]
+fn timeout_kills_the_workload_with_124_and_is_reported() {
+    let home = Home::new();
+    let id = unique_id("timeout");
+    let spec = home.spec(&id, &format!("{}    timeoutMs: 300\n", sh("sleep 30")));
+    let started = Instant::now();
+    let out = home.run(&["run", "--quiet", spec.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(124), "{}", stderr(&out));
+    assert!(started.elapsed() < Duration::from_secs(20));
+    let all = events(&home);
+    let hit = events_of(&all, &id)
+        .into_iter()
+        .find(|e| short_type(e) == "limit.v1.hit")
+        .expect("limit hit event");
+    assert_eq!(hit["data"]["limit"], "timeoutMs");
+    assert!(hit["data"]["mechanism"]
+        .as_str()
+        .unwrap()
+        .contains("SIGKILL"));
+    assert!(residue_of(&home, &id).is_empty());
+}
+
+#[test]
+fn cellos_errors_exit_125_with_one_line() {
+    let home = Home::new();
+    let invalid = home.spec("bad-spec", "  run:\n    argv: []\n");
+    let out = home.run(&["run", invalid.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(stderr(&out).contains("spec.run.argv"), "{}", stderr(&out));
+
+    let id = unique_id("denied");
+    let spec = home.spec(
+        &id,
+        &format!("{}  lifetime:\n    ttlSeconds: 5000\n", sh("true")),
+    );
+    let pack = home.path().join("pack.yaml");
+    std::fs::write(
+        &pack,
+        "apiVersion: cellos.io/v1\nkind: PolicyPack\nspec:\n  id: p\n  version: \"1\"\n  rules:\n    maxTtlSeconds: 60\n",
+    )
+    .unwrap();
+    let out = home.run(&[
+        "run",
+        spec.to_str().unwrap(),
+        "--policy",
+        pack.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        stderr(&out).contains("admission denied"),
+        "{}",
+        stderr(&out)
+    );
+    let all = events(&home);
+    let decided = events_of(&all, &id);
+    assert_eq!(decided.len(), 1, "a denied cell records only its admission");
+    assert_eq!(decided[0]["data"]["decision"]["verdict"], "deny");
+    assert!(residue_of(&home, &id).is_empty());
+}
+
+#[test]
+fn file_secrets_are_delivered_as_files_and_never_in_the_environment() {
+    let home = Home::new();
+    let secrets = home.path().join("secrets");
+    std::fs::create_dir_all(&secrets).unwrap();
+    std::fs::write(secrets.join("API_TOKEN"), "s3cr3t-value-123").unwrap();
+    let id = unique_id("secret");
+    let script = "stat -c '%a %u' /run/secrets/API_TOKEN; cat /run/secrets/API_TOKEN; echo; \
+                  cat /proc/*/environ 2>/dev/null | tr '\\0' '\\n' | grep -c s3cr3t || true";
+    let spec = home.spec(
+        &id,
+        &format!("{}  authority:\n    secretRefs: [API_TOKEN]\n", sh(script)),
+    );
+    let out = home.run(&["run", spec.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let lines: Vec<String> = stdout(&out).lines().map(str::to_string).collect();
+    assert_eq!(lines[0], "400 1000", "mode 0400, owned by the workload uid");
+    assert_eq!(lines[1], "s3cr3t-value-123");
+    assert_eq!(lines[2], "0", "secret found in a process environment");
+
+    let log = std::fs::read_to_string(home.path().join("events.jsonl")).unwrap();
+    assert!(
+        !log.contains("s3cr3t"),
+        "a secret value reached the event log"
+    );
+    let all = events(&home);
+    let types: Vec<String> = events_of(&all, &id).iter().map(|e| short_type(e)).collect();
+    assert!(
+        types.contains(&"secrets.v1.materialized".to_string()),
+        "{types:?}"
+    );
+    assert!(
+        types.contains(&"secrets.v1.revoked".to_string()),
+        "{types:?}"
+    );
+}
+
+#[test]
+fn an_undeclared_or_missing_secret_is_never_delivered() {
+    let home = Home::new();
+    let id = unique_id("nosecret");
+    let spec = home.spec(
+        &id,
+        &format!(
+            "{}  authority:\n    secretRefs: [MISSING_KEY]\n",
+            sh("true")
+        ),
+    );
+    let out = home.run(&["run", spec.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(stderr(&out).contains("MISSING_KEY"), "{}", stderr(&out));
+
+    // Declared nothing: even with a broker holding a value, /run/secrets stays empty.
+    let secrets = home.path().join("secrets");
+    std::fs::create_dir_all(&secrets).unwrap();
+    std::fs::write(secrets.join("OTHER"), "x").unwrap();
+    let id = unique_id("undeclared");
+    let spec = home.spec(&id, &sh("ls -A /run/secrets 2>/dev/null | wc -l"));
+    let out = home.run(&["run", spec.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), "0");
+}
+
+#[test]
+fn artifacts_are_exported_with_a_receipt_and_missing_ones_fail_cleanly() {
+    let home = Home::new();
+    let id = unique_id("export");
+    let body = format!(
+        "{}  filesystem:\n    workspace:\n      target: /work\n      sizeBytes: 16Mi\n  export:\n    artifacts:\n      - name: report\n        path: /work/report.txt\n      - name: absent\n        path: /work/nothing-here\n",
+        sh("echo exported-content > /work/report.txt")
+    );
+    let spec = home.spec(&id, &body);
+    let out = home.run(&["run", spec.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("export failed: absent"),
+        "{}",
+        stderr(&out)
+    );
+    let exported = home.path().join("exports").join(&id).join("report");
+    assert_eq!(
+        std::fs::read_to_string(&exported).unwrap(),
+        "exported-content\n"
+    );
+
+    let all = events(&home);
+    let cell = events_of(&all, &id);
+    let done = cell
+        .iter()
+        .find(|e| short_type(e) == "export.v1.completed")
+        .expect("receipt");
+    let digest = {
+        use std::fmt::Write;
+        let out = std::process::Command::new("sha256sum")
+            .arg(&exported)
+            .output()
+            .unwrap();
+        let mut s = String::new();
+        write!(
+            s,
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .next()
+                .unwrap()
+        )
+        .unwrap();
+        s
+    };
+    assert_eq!(done["data"]["sha256"], digest.as_str());
+    assert_eq!(done["data"]["sizeBytes"], 17);
+    let failed = cell
+        .iter()
+        .find(|e| short_type(e) == "export.v1.failed")
+        .expect("failure event");
+    assert_eq!(failed["data"]["artifact"], "absent");
+}
+
+#[test]
+fn kill_9_of_the_supervisor_then_gc_leaves_nothing() {
+    let home = Home::new();
+    let id = unique_id("crash");
+    let spec = home.spec(&id, &sh("sleep 60"));
+    let mut supervisor = home
+        .cellos()
+        .args(["run", "--quiet", spec.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while processes_of(&id).len() < 2 {
+        assert!(Instant::now() < deadline, "cell never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    supervisor.kill().unwrap(); // SIGKILL
+    supervisor.wait().unwrap();
+    assert!(
+        !residue_of(&home, &id).is_empty(),
+        "a killed supervisor leaves its record and cgroups"
+    );
+
+    let out = home.run(&["gc"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains(&format!("reclaimed {id}")),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        residue_of(&home, &id).is_empty(),
+        "{:?}",
+        residue_of(&home, &id)
+    );
+    assert!(processes_of(&id).is_empty(), "{:?}", processes_of(&id));
+    let all = events(&home);
+    assert!(events_of(&all, &id)
+        .iter()
+        .any(|e| short_type(e) == "gc.v1.reclaimed"));
+    assert!(home.run(&["verify"]).status.success());
+}
+
+#[test]
+fn many_sequential_and_concurrent_cells_leave_nothing() {
+    let home = Home::new();
+    let mut ids = Vec::new();
+    for _ in 0..200 {
+        let id = unique_id("seq");
+        let spec = home.spec(&id, &sh("true"));
+        let out = home.run(&["run", "--quiet", spec.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        ids.push(id);
+    }
+    let specs: Vec<(String, std::path::PathBuf)> = (0..20)
+        .map(|_| {
+            let id = unique_id("par");
+            let spec = home.spec(&id, &sh("echo $$; sleep 0.2"));
+            (id, spec)
+        })
+        .collect();
+    let children: Vec<_> = specs
+        .iter()
+        .map(|(_, spec)| {
+            home.cellos()
+                .args(["run", "--quiet", spec.to_str().unwrap()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    }
+    ids.extend(specs.into_iter().map(|(id, _)| id));
+    for id in &ids {
+        assert!(
+            residue_of(&home, id).is_empty(),
+            "{id}: {:?}",
+            residue_of(&home, id)
+        );
+        assert!(processes_of(id).is_empty(), "{id}");
+    }
+    let run_dir = home.path().join("run");
+    let left: Vec<_> = std::fs::read_dir(&run_dir)
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(
+        left.is_empty(),
+        "files left in {}: {left:?}",
+        run_dir.display()
+    );
+    let verify = home.run(&["verify"]);
+    assert!(verify.status.success(), "{}", stderr(&verify));
+}

@@ -1,0 +1,110 @@
+//! Shared helpers for the CLI end-to-end tests: a private CELLOS_HOME per test and specs with
+//! ids unique on this host (cgroups and run records are host-wide).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+pub struct Home {
+    pub dir: tempfile::TempDir,
+}
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// A cell id no other test (or concurrent test binary) uses.
+pub fn unique_id(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+impl Home {
+    pub fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn cellos(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cellos"));
+        cmd.env("CELLOS_HOME", self.path())
+            .env_remove("CELLOS_SECRETS_DIR");
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cellos().args(args).output().expect("run cellos")
+    }
+
+    /// Write a spec whose `spec:` body is `body` (YAML, indented by two spaces) with `id`.
+    pub fn spec(&self, id: &str, body: &str) -> PathBuf {
+        let path = self.path().join(format!("{id}.yaml"));
+        let text =
+            format!("apiVersion: cellos.io/v1\nkind: ExecutionCell\nspec:\n  id: {id}\n{body}");
+        std::fs::write(&path, text).expect("write spec");
+        path
+    }
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Every event line of the log, parsed.
+pub fn events(home: &Home) -> Vec<serde_json::Value> {
+    let out = home.run(&["events", "--json"]);
+    assert!(
+        out.status.success(),
+        "cellos events failed: {}",
+        stderr(&out)
+    );
+    stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("event JSON"))
+        .collect()
+}
+
+pub fn events_of<'a>(events: &'a [serde_json::Value], cell: &str) -> Vec<&'a serde_json::Value> {
+    let subject = format!("urn:cellos:cell:{cell}");
+    events
+        .iter()
+        .filter(|e| e["subject"] == subject.as_str())
+        .collect()
+}
+
+pub fn short_type(event: &serde_json::Value) -> String {
+    event["type"]
+        .as_str()
+        .unwrap_or_default()
+        .trim_start_matches("dev.cellos.events.cell.")
+        .to_string()
+}
+
+/// Host-side traces a cell could leave: cgroup dirs, run records, live processes with its id.
+pub fn residue_of(home: &Home, cell: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for hierarchy in ["memory", "pids", "cpu", "cpuacct", "unified", ""] {
+        let dir = Path::new("/sys/fs/cgroup")
+            .join(hierarchy)
+            .join("cellos")
+            .join(cell);
+        if dir.exists() {
+            found.push(format!("cgroup {}", dir.display()));
+        }
+    }
+    let record = home.path().join("run").join(format!("{cell}.json"));
+    if record.exists() {
+        found.push(format!("record {}", record.display()));
+    }
+    found
+}
