@@ -239,13 +239,7 @@ fn supervise(
         }
     };
     drop(exec);
-    // Our copies of the output pipes must close, or the supervisor's readers never see EOF.
-    if let Ok(null) = File::open("/dev/null") {
-        for fd in [1, 2] {
-            // SAFETY: replacing our own stdout/stderr with /dev/null.
-            unsafe { libc::dup2(null.as_raw_fd(), fd) };
-        }
-    }
+    release_outputs();
     if StatusMsg::Started.send(status).is_err() {
         kill_all_and_reap();
         return 1;
@@ -326,8 +320,20 @@ fn kill_all_and_reap() {
     while waitpid(None, Some(WaitPidFlag::__WALL)).is_ok() {}
 }
 
+/// Point our stdout/stderr at `/dev/null`: our copies of the workload's output pipes must
+/// close, or the supervisor's readers never see EOF.
+fn release_outputs() {
+    if let Ok(null) = File::open("/dev/null") {
+        for fd in [1, 2] {
+            // SAFETY: replacing our own stdout/stderr with /dev/null.
+            unsafe { libc::dup2(null.as_raw_fd(), fd) };
+        }
+    }
+}
+
 /// Block until the supervisor closes the control pipe (keeps the mount namespace for export).
 fn wait_for_close(control: &mut File) -> i32 {
+    release_outputs();
     let mut buf = [0u8; 16];
     loop {
         match control.read(&mut buf) {

@@ -26,3 +26,203 @@ fn echo_output_is_captured_and_exit_zero_reported() {
     assert_eq!(r.stdout, "hello cell\n");
     assert!(r.teardown.residue.is_empty(), "{:?}", r.teardown.residue);
 }
+
+#[test]
+fn exit_code_propagates() {
+    let fx = fixture();
+    let r = run(&fx.backend, &shell(&unique_id("exit"), "exit 7", json!({})));
+    assert_eq!(r.outcome.exit, WorkloadExit::Exited { code: 7 });
+}
+
+#[test]
+fn death_by_signal_propagates() {
+    let fx = fixture();
+    let r = run(
+        &fx.backend,
+        &shell(&unique_id("sig"), "kill -9 $$", json!({})),
+    );
+    assert_eq!(r.outcome.exit, WorkloadExit::Signaled { signal: 9 });
+}
+
+#[test]
+fn timeout_kills_a_sleeping_workload_and_its_children() {
+    let fx = fixture();
+    let r = run(
+        &fx.backend,
+        &shell(
+            &unique_id("timeout"),
+            "sleep 30 & sleep 30",
+            json!({"run": {"timeoutMs": 300}}),
+        ),
+    );
+    assert_eq!(
+        r.outcome.exit,
+        WorkloadExit::TimedOut {
+            limit: "timeoutMs".into()
+        }
+    );
+    assert!(r.teardown.residue.is_empty(), "{:?}", r.teardown.residue);
+}
+
+#[test]
+fn supervisor_deadline_is_honoured_as_ttl() {
+    let fx = fixture();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(300);
+    let r = run_with(
+        &fx.backend,
+        &shell(&unique_id("ttl"), "sleep 30", json!({})),
+        Vec::new(),
+        cellos_core::spec::SecretDeliveryMode::File,
+        Some(deadline),
+    );
+    assert_eq!(
+        r.outcome.exit,
+        WorkloadExit::TimedOut {
+            limit: "ttlSeconds".into()
+        }
+    );
+}
+
+#[test]
+fn missing_program_is_a_spawn_failure() {
+    let fx = fixture();
+    let r = run(
+        &fx.backend,
+        &spec(&unique_id("nope"), &["no-such-program"], json!({})),
+    );
+    match r.outcome.exit {
+        WorkloadExit::SpawnFailed { reason } => {
+            assert!(reason.contains("no-such-program"), "{reason}")
+        }
+        other => panic!("expected SpawnFailed, got {other:?}"),
+    }
+}
+
+#[test]
+fn program_is_found_through_path_and_env_is_passed() {
+    let fx = fixture();
+    let r = run(
+        &fx.backend,
+        &spec(
+            &unique_id("env"),
+            &["sh", "-c", "echo $GREETING $HOME"],
+            json!({"run": {"env": {"GREETING": "hi"}}}),
+        ),
+    );
+    assert_eq!(r.stdout, "hi /\n", "{}", r.stderr);
+}
+
+#[test]
+fn artifacts_are_readable_after_exit_and_escapes_are_refused() {
+    use std::io::Read;
+    let fx = fixture();
+    let (out, err) = (SharedBuf::default(), SharedBuf::default());
+    let spec = shell(
+        &unique_id("art"),
+        "echo result > /work/out.txt && ln -s /etc/passwd /work/link && mkdir /work/dir",
+        json!({"filesystem": {"workspace": {"target": "/work"}}}),
+    );
+    let mut cell = create(
+        &fx.backend,
+        &spec,
+        Vec::new(),
+        Default::default(),
+        &out,
+        &err,
+    );
+    cell.start().unwrap();
+    assert_eq!(
+        cell.wait(None).unwrap().exit,
+        WorkloadExit::Exited { code: 0 },
+        "{}",
+        err.text()
+    );
+    let mut content = String::new();
+    cell.open_artifact("/work/out.txt")
+        .unwrap()
+        .read_to_string(&mut content)
+        .unwrap();
+    assert_eq!(content, "result\n");
+    for bad in [
+        "/work/link",
+        "/work/../../../etc/shadow",
+        "/work/dir",
+        "/work/missing",
+    ] {
+        assert!(cell.open_artifact(bad).is_err(), "{bad} should be refused");
+    }
+    let report = cell.destroy().unwrap();
+    assert!(report.residue.is_empty(), "{:?}", report.residue);
+    assert!(cell.open_artifact("/work/out.txt").is_err());
+    // Idempotent.
+    let again = cell.destroy().unwrap();
+    assert!(!again.destroyed && again.residue.is_empty());
+}
+
+#[test]
+fn isolation_report_states_what_was_applied() {
+    let fx = fixture();
+    let r = run(
+        &fx.backend,
+        &spec(
+            &unique_id("rep"),
+            &["/bin/true"],
+            json!({"run": {"timeoutMs": 5000}}),
+        ),
+    );
+    let iso = r.isolation;
+    assert_eq!(iso.backend, "linux");
+    for ns in ["user", "pid", "mnt", "net", "ipc", "uts", "cgroup"] {
+        assert!(iso.namespaces.iter().any(|n| n == ns), "{ns}");
+    }
+    assert_eq!(
+        iso.uid_map,
+        format!("0 {} 65536", cellos_linux::backend::DEFAULT_UID_BASE)
+    );
+    assert_eq!((iso.workload_uid, iso.workload_gid), (1000, 1000));
+    assert_eq!(iso.rootfs, "host");
+    let profile = cellos_linux::seccomp::default_profile().unwrap();
+    assert_eq!(iso.seccomp_profile, profile.name);
+    assert_eq!(iso.seccomp_profile_sha256, profile.sha256);
+    assert!(iso.landlock_abi.is_some());
+    assert!(iso.capabilities.is_empty());
+    assert!(iso.no_new_privs);
+    assert_eq!(iso.network, "loopback-only");
+    assert!(iso
+        .limits
+        .iter()
+        .any(|l| l.limit == "timeoutMs" && l.value == 5000));
+}
+
+#[test]
+fn symlinked_mount_sources_are_refused_at_create() {
+    let fx = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let real = std::fs::canonicalize(dir.path()).unwrap();
+    std::os::unix::fs::symlink(&real, real.join("loop")).unwrap();
+    let spec = shell(
+        &unique_id("symsrc"),
+        "true",
+        json!({"filesystem": {"mounts": [{"source": real.join("loop").to_str().unwrap(), "target": "/d"}]}}),
+    );
+    let err = cellos_core::ports::CellBackend::create(
+        &fx.backend,
+        cellos_core::ports::CellRequest {
+            spec: &spec,
+            spec_hash: "0",
+            run_id: "r",
+            secrets: Vec::new(),
+            secret_delivery: Default::default(),
+            stdout: Box::new(std::io::sink()),
+            stderr: Box::new(std::io::sink()),
+        },
+    )
+    .err()
+    .expect("refused");
+    assert_eq!(
+        err.kind,
+        cellos_core::ports::PortErrorKind::Refused,
+        "{err}"
+    );
+    assert!(run_dir_entries(fx.state.path()).is_empty());
+}
