@@ -1,0 +1,168 @@
+//! Runs `nft` inside a cell's network namespace.
+//!
+//! Mechanism: the `nft` child process joins the target namespace itself, with `setns(2)` in a
+//! `pre_exec` hook, between fork and exec. The calling process and its threads never change
+//! namespace, nothing depends on `ip netns` names or on `nsenter`, and the namespace file is
+//! opened before the fork so a missing namespace is a clear error instead of a child failure.
+//! `nft` is used rather than raw nf_tables netlink because the ruleset must be loaded as one
+//! text script (its hash is the evidence), and `nft -f` applies a script as one transaction.
+
+use std::io::Write as _;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use crate::pin::{AddressPinner, Pin, PinError};
+use crate::ruleset::{EgressPlan, FAMILY, TABLE};
+
+/// Why an `nft` invocation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NftError {
+    #[error("cannot open network namespace {path}: {source}; is the cell still running?")]
+    Netns {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot run {binary}: {source}; install nftables (apt-get install nftables)")]
+    Spawn {
+        binary: String,
+        source: std::io::Error,
+    },
+    #[error("nft {args} exited with {status}: {stderr}")]
+    Rejected {
+        args: String,
+        status: String,
+        stderr: String,
+    },
+    #[error("nft -j output is not JSON: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// Applies scripts and reads state of the `inet cellos` table in one network namespace.
+#[derive(Debug, Clone)]
+pub struct NftController {
+    netns: Option<PathBuf>,
+    binary: String,
+}
+
+impl NftController {
+    /// Controller for the namespace at `path` (`/proc/<pid>/ns/net`, `/run/netns/<name>`).
+    pub fn for_netns(path: impl Into<PathBuf>) -> Self {
+        Self {
+            netns: Some(path.into()),
+            binary: "nft".to_owned(),
+        }
+    }
+
+    /// Controller for the network namespace of process `pid` (e.g. the cell's init).
+    pub fn for_pid(pid: u32) -> Self {
+        Self::for_netns(format!("/proc/{pid}/ns/net"))
+    }
+
+    /// Controller for the caller's own namespace.
+    pub fn current() -> Self {
+        Self {
+            netns: None,
+            binary: "nft".to_owned(),
+        }
+    }
+
+    /// Use another `nft` binary (an absolute path, for hosts with several).
+    pub fn with_binary(mut self, binary: impl Into<String>) -> Self {
+        self.binary = binary.into();
+        self
+    }
+
+    pub fn netns(&self) -> Option<&Path> {
+        self.netns.as_deref()
+    }
+
+    /// Loads `script` with `nft -f -`: all of it, atomically, or nothing.
+    pub fn apply(&self, script: &str) -> Result<(), NftError> {
+        self.run(&["-f", "-"], Some(script)).map(|_| ())
+    }
+
+    /// `nft list table inet cellos` as text.
+    pub fn list_table(&self) -> Result<String, NftError> {
+        self.run(&["list", "table", FAMILY, TABLE], None)
+    }
+
+    /// `nft -j list table inet cellos`, parsed.
+    pub fn list_table_json(&self) -> Result<serde_json::Value, NftError> {
+        let text = self.run(&["-j", "list", "table", FAMILY, TABLE], None)?;
+        Ok(serde_json::from_str(&text)?)
+    }
+
+    /// Runs `nft args...` in the namespace, feeding `stdin`; returns stdout.
+    pub fn run(&self, args: &[&str], stdin: Option<&str>) -> Result<String, NftError> {
+        let ns: Option<OwnedFd> =
+            match &self.netns {
+                Some(path) => Some(std::fs::File::open(path).map(OwnedFd::from).map_err(
+                    |source| NftError::Netns {
+                        path: path.clone(),
+                        source,
+                    },
+                )?),
+                None => None,
+            };
+        let mut cmd = Command::new(&self.binary);
+        cmd.args(args)
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(fd) = ns {
+            // SAFETY: the hook runs in the forked child before exec and only calls setns(2),
+            // which is async-signal-safe; it allocates nothing and touches no locks.
+            unsafe {
+                cmd.pre_exec(move || {
+                    nix::sched::setns(fd.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
+                        .map_err(std::io::Error::from)
+                });
+            }
+        }
+        let mut child = cmd.spawn().map_err(|source| NftError::Spawn {
+            binary: self.binary.clone(),
+            source,
+        })?;
+        if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            // A write error means nft exited early; its status and stderr say why.
+            let _ = pipe.write_all(text.as_bytes());
+        }
+        let out = child.wait_with_output().map_err(|source| NftError::Spawn {
+            binary: self.binary.clone(),
+            source,
+        })?;
+        if !out.status.success() {
+            return Err(NftError::Rejected {
+                args: args.join(" "),
+                status: out.status.to_string(),
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+            });
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+/// Installs DNS pins into the cell's `pinned_v4/v6` sets, on the ports the plan allows.
+#[derive(Debug, Clone)]
+pub struct NftPinner {
+    pub controller: NftController,
+    pub plan: EgressPlan,
+}
+
+impl AddressPinner for NftPinner {
+    fn pin(&self, pins: &[Pin]) -> Result<(), PinError> {
+        let script = self.plan.pin_script(pins);
+        if script.is_empty() {
+            return Ok(());
+        }
+        self.controller
+            .apply(&script)
+            .map_err(|e| PinError(e.to_string()))
+    }
+}

@@ -1,0 +1,701 @@
+//! The cell's nftables ruleset, generated from its spec as one script for one atomic `nft -f`.
+//!
+//! Pure: text in, text out, no processes. [`crate::NftController`] loads the text.
+//!
+//! Layout of table `inet cellos` (inside the cell's network namespace, where the workload holds
+//! no `CAP_NET_ADMIN` and so cannot change it):
+//!
+//! * chain `output`, policy drop, in this order: own loopback; established/related flows;
+//!   invalid packets (dropped, logged); the cell's DNS authority on port 53 (UDP and TCP);
+//!   `explicit_v4/v6` — literal CIDR rules that lie inside a denied range, which is how a rule
+//!   "names" one; `denied_v4/v6` — private, loopback, link-local, CGNAT, ULA, ... and the host's
+//!   own addresses (dropped, logged); `wide_v4/v6` — the other literal CIDR rules;
+//!   `pinned_v4/v6` — addresses the DNS authority resolved for allowed names, each element
+//!   expiring with its DNS TTL (`flags timeout`); everything else dropped and logged. ICMP is
+//!   only allowed as `related` (errors about allowed flows).
+//! * chain `input`, policy drop: own loopback and established/related only.
+//! * chain `nat_output` (only when the L7 gate is used): TCP to port 80/443 that a hostname rule
+//!   covers is redirected to the gate's port on the cell's loopback, where the gate's listener
+//!   (bound inside the cell's namespace) reads SNI / Host and the original destination.
+//!
+//! Each set keys on `address . protocol . port` concatenations, so an allowed name is reachable
+//! only on the ports and protocols its rules declare. Drops are logged to NFLOG group
+//! [`PlanInputs::log_group`] with a prefix `cellos-deny <reason> ` and counted in named
+//! counters (see [`COUNTERS`]) that [`crate::flowlog`] reads back.
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use cellos_core::spec::{hostname_matches, Cidr, EgressProtocol, ExecutionCellSpec};
+use sha2::{Digest, Sha256};
+
+use crate::pin::Pin;
+use crate::ranges::DeniedRanges;
+
+/// Name of the table inside the cell's namespace.
+pub const TABLE: &str = "cellos";
+/// Family of [`TABLE`].
+pub const FAMILY: &str = "inet";
+/// Mechanism string for `network.v1.enforced`.
+pub const MECHANISM: &str = "nftables inet table in cell netns";
+/// Prefix of every NFLOG drop message (followed by the reason and a space).
+pub const LOG_PREFIX: &str = "cellos-deny";
+/// TCP ports whose hostname rules go through the L7 gate.
+pub const GATED_PORTS: [u16; 2] = [80, 443];
+
+/// Named counters of the table: (name, meaning).
+pub const COUNTERS: &[(&str, &str)] = &[
+    (
+        "established_out",
+        "packets of established/related flows leaving the cell",
+    ),
+    (
+        "established_in",
+        "packets of established/related flows entering the cell",
+    ),
+    ("allow_dns", "new flows to the cell's DNS authority"),
+    ("allow_cidr", "new flows allowed by a literal CIDR rule"),
+    ("allow_pinned", "new flows allowed to a DNS-pinned address"),
+    ("deny_invalid", "invalid packets dropped"),
+    (
+        "deny_range",
+        "new flows dropped because the destination is a denied range",
+    ),
+    (
+        "deny_default",
+        "new flows dropped because no rule allows them",
+    ),
+    (
+        "deny_input",
+        "unsolicited packets entering the cell dropped",
+    ),
+];
+
+/// Transport protocol of a rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+impl Proto {
+    /// The nftables / event spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        }
+    }
+}
+
+impl From<EgressProtocol> for Proto {
+    fn from(p: EgressProtocol) -> Self {
+        match p {
+            EgressProtocol::Tcp => Proto::Tcp,
+            EgressProtocol::Udp => Proto::Udp,
+        }
+    }
+}
+
+/// A hostname egress rule: `pattern` (literal or `*.`), reachable on `port`/`proto`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostRule {
+    pub pattern: String,
+    pub port: u16,
+    pub proto: Proto,
+}
+
+/// A literal CIDR egress rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CidrRule {
+    pub cidr: Cidr,
+    pub port: u16,
+    pub proto: Proto,
+}
+
+/// What the host side decides for a cell, besides its spec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanInputs {
+    /// Address of the cell's DNS authority (the host end of the veth, e.g. `10.x.y.1`).
+    pub dns_server: IpAddr,
+    /// Port of the L7 gate's listener inside the cell's namespace; `None` pins hostname rules on
+    /// 80/443 at the IP level only.
+    pub l7_gate_port: Option<u16>,
+    /// The host's own addresses, denied unless a rule names them.
+    pub host_addresses: Vec<IpAddr>,
+    /// NFLOG group drops are logged to.
+    pub log_group: u16,
+}
+
+/// Why a spec's egress section cannot be turned into a ruleset.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    #[error(
+        "authority.egressRules[{index}]: port {port} is not 1..=65535; use a TCP/UDP port number"
+    )]
+    Port { index: usize, port: u32 },
+    #[error("authority.egressRules[{index}]: set exactly one of `host` or `cidr`")]
+    HostOrCidr { index: usize },
+    #[error("authority.egressRules[{index}].cidr: {reason}")]
+    Cidr { index: usize, reason: String },
+    #[error("authority.egressRules[{index}].host: {reason}")]
+    Host { index: usize, reason: String },
+    #[error("authority.dnsAuthority.hostnameAllowlist[{index}]: {reason}")]
+    Allowlist { index: usize, reason: String },
+}
+
+/// A cell's egress decisions, from which the ruleset, the DNS allow-list, the gate policy and
+/// the pin commands are all derived, so they cannot disagree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EgressPlan {
+    inputs: PlanInputs,
+    denied: DeniedRanges,
+    host_rules: Vec<HostRule>,
+    explicit: Vec<CidrRule>,
+    wide: Vec<CidrRule>,
+    dns_allowlist: Vec<String>,
+}
+
+impl EgressPlan {
+    /// Builds the plan from `spec.authority`. Every rule is checked again here (the validator
+    /// already did) because a bad rule must never turn into a bad ruleset.
+    pub fn from_spec(spec: &ExecutionCellSpec, inputs: PlanInputs) -> Result<Self, PlanError> {
+        let denied = DeniedRanges::defaults().with_host_addresses(&inputs.host_addresses);
+        let mut host_rules = Vec::new();
+        let mut explicit = Vec::new();
+        let mut wide = Vec::new();
+        for (index, rule) in spec.authority.egress_rules.iter().enumerate() {
+            let port =
+                u16::try_from(rule.port)
+                    .ok()
+                    .filter(|p| *p != 0)
+                    .ok_or(PlanError::Port {
+                        index,
+                        port: rule.port,
+                    })?;
+            let proto = Proto::from(rule.protocol);
+            match (&rule.host, &rule.cidr) {
+                (Some(host), None) => {
+                    cellos_core::spec::check_hostname_pattern(host)
+                        .map_err(|reason| PlanError::Host { index, reason })?;
+                    host_rules.push(HostRule {
+                        pattern: crate::pin::normalize(host),
+                        port,
+                        proto,
+                    });
+                }
+                (None, Some(text)) => {
+                    let cidr = Cidr::parse(text).map_err(|e| PlanError::Cidr {
+                        index,
+                        reason: e.to_string(),
+                    })?;
+                    let rule = CidrRule { cidr, port, proto };
+                    if denied.names_denied_range(&cidr) {
+                        explicit.push(rule);
+                    } else {
+                        wide.push(rule);
+                    }
+                }
+                _ => return Err(PlanError::HostOrCidr { index }),
+            }
+        }
+        let mut dns_allowlist = Vec::new();
+        if let Some(dns) = &spec.authority.dns_authority {
+            for (index, pattern) in dns.hostname_allowlist.iter().enumerate() {
+                cellos_core::spec::check_hostname_pattern(pattern)
+                    .map_err(|reason| PlanError::Allowlist { index, reason })?;
+                dns_allowlist.push(crate::pin::normalize(pattern));
+            }
+        }
+        for rule in &host_rules {
+            dns_allowlist.push(rule.pattern.clone());
+        }
+        dns_allowlist.sort();
+        dns_allowlist.dedup();
+        Ok(Self {
+            inputs,
+            denied,
+            host_rules,
+            explicit,
+            wide,
+            dns_allowlist,
+        })
+    }
+
+    pub fn inputs(&self) -> &PlanInputs {
+        &self.inputs
+    }
+
+    /// The denied ranges (defaults plus the host's addresses).
+    pub fn denied(&self) -> &DeniedRanges {
+        &self.denied
+    }
+
+    /// Names the DNS authority resolves: the allow-list plus every hostname rule.
+    pub fn dns_allowlist(&self) -> &[String] {
+        &self.dns_allowlist
+    }
+
+    /// Literal CIDR rules that open part of a denied range; DNS answers inside them are kept.
+    pub fn explicit_cidrs(&self) -> Vec<Cidr> {
+        self.explicit.iter().map(|r| r.cidr).collect()
+    }
+
+    pub fn host_rules(&self) -> &[HostRule] {
+        &self.host_rules
+    }
+
+    /// Hostname rules for `network.v1.enforced`'s `allowedHosts` (`pattern:port/proto`).
+    pub fn allowed_hosts(&self) -> Vec<String> {
+        self.host_rules
+            .iter()
+            .map(|r| format!("{}:{}/{}", r.pattern, r.port, r.proto.as_str()))
+            .collect()
+    }
+
+    /// Is this hostname rule enforced by the L7 gate rather than by address pins?
+    fn gated(&self, rule: &HostRule) -> bool {
+        self.inputs.l7_gate_port.is_some()
+            && rule.proto == Proto::Tcp
+            && GATED_PORTS.contains(&rule.port)
+    }
+
+    /// The L7 gate's policy: (hostname pattern, original port) of every gated rule.
+    pub fn gate_policy(&self) -> Vec<(String, u16)> {
+        self.host_rules
+            .iter()
+            .filter(|r| self.gated(r))
+            .map(|r| (r.pattern.clone(), r.port))
+            .collect()
+    }
+
+    /// The (port, protocol) pairs a resolved address of `name` becomes reachable on directly.
+    /// Gated rules are absent: their traffic reaches the gate, never the address.
+    pub fn pin_targets(&self, name: &str) -> Vec<(u16, Proto)> {
+        let mut targets: Vec<(u16, Proto)> = self
+            .host_rules
+            .iter()
+            .filter(|r| !self.gated(r) && hostname_matches(&r.pattern, name))
+            .map(|r| (r.port, r.proto))
+            .collect();
+        targets.sort();
+        targets.dedup();
+        targets
+    }
+
+    /// One `nft -f` script installing (or refreshing) every pin on its rule's ports.
+    /// Empty when no pin has a directly reachable port.
+    pub fn pin_script(&self, pins: &[Pin]) -> String {
+        let mut script = String::new();
+        for p in pins {
+            for (port, proto) in self.pin_targets(&p.name) {
+                script.push_str(&pin(p.ip, port, proto, p.ttl));
+            }
+        }
+        script
+    }
+
+    /// The whole ruleset, for one atomic `nft -f`.
+    pub fn render(&self) -> Ruleset {
+        let mut s = String::new();
+        let group = self.inputs.log_group;
+        let log = |reason: &str| format!("log prefix \"{LOG_PREFIX} {reason} \" group {group}");
+        // Create-then-delete-then-define replaces any previous table in the same transaction.
+        let _ = writeln!(s, "table {FAMILY} {TABLE}");
+        let _ = writeln!(s, "delete table {FAMILY} {TABLE}");
+        let _ = writeln!(s, "table {FAMILY} {TABLE} {{");
+        for (name, _) in COUNTERS {
+            let _ = writeln!(s, "\tcounter {name} {{ }}");
+        }
+        let (denied_v4, denied_v6): (Vec<Cidr>, Vec<Cidr>) = self
+            .denied
+            .ranges()
+            .iter()
+            .partition(|c| c.network().is_ipv4());
+        write_addr_set(&mut s, "denied_v4", "ipv4_addr", &denied_v4);
+        write_addr_set(&mut s, "denied_v6", "ipv6_addr", &denied_v6);
+        for (name, rules) in [("explicit", &self.explicit), ("wide", &self.wide)] {
+            let (v4, v6): (Vec<&CidrRule>, Vec<&CidrRule>) =
+                rules.iter().partition(|r| r.cidr.network().is_ipv4());
+            write_rule_set(&mut s, &format!("{name}_v4"), "ipv4_addr", &v4);
+            write_rule_set(&mut s, &format!("{name}_v6"), "ipv6_addr", &v6);
+        }
+        for (name, ty) in [("pinned_v4", "ipv4_addr"), ("pinned_v6", "ipv6_addr")] {
+            let _ = writeln!(
+                s,
+                "\tset {name} {{\n\t\ttype {ty} . inet_proto . inet_service\n\t\tflags timeout\n\t}}"
+            );
+        }
+
+        let dns_match = match self.inputs.dns_server {
+            IpAddr::V4(a) => format!("ip daddr {a}"),
+            IpAddr::V6(a) => format!("ip6 daddr {a}"),
+        };
+        let _ = writeln!(s, "\tchain output {{");
+        let _ = writeln!(
+            s,
+            "\t\ttype filter hook output priority filter; policy drop;"
+        );
+        let _ = writeln!(s, "\t\toif \"lo\" accept");
+        let _ = writeln!(
+            s,
+            "\t\tct state established,related counter name \"established_out\" accept"
+        );
+        let _ = writeln!(
+            s,
+            "\t\tct state invalid counter name \"deny_invalid\" {} drop",
+            log("invalid")
+        );
+        let _ = writeln!(
+            s,
+            "\t\t{dns_match} meta l4proto {{ tcp, udp }} th dport 53 counter name \"allow_dns\" accept"
+        );
+        let set_match = |set: &str| {
+            let fam = if set.ends_with("v4") { "ip" } else { "ip6" };
+            format!("{fam} daddr . meta l4proto . th dport @{set}")
+        };
+        for set in ["explicit_v4", "explicit_v6"] {
+            let _ = writeln!(
+                s,
+                "\t\t{} counter name \"allow_cidr\" accept",
+                set_match(set)
+            );
+        }
+        let _ = writeln!(
+            s,
+            "\t\tip daddr @denied_v4 counter name \"deny_range\" {} drop",
+            log("range")
+        );
+        let _ = writeln!(
+            s,
+            "\t\tip6 daddr @denied_v6 counter name \"deny_range\" {} drop",
+            log("range")
+        );
+        for set in ["wide_v4", "wide_v6"] {
+            let _ = writeln!(
+                s,
+                "\t\t{} counter name \"allow_cidr\" accept",
+                set_match(set)
+            );
+        }
+        for set in ["pinned_v4", "pinned_v6"] {
+            let _ = writeln!(
+                s,
+                "\t\t{} counter name \"allow_pinned\" accept",
+                set_match(set)
+            );
+        }
+        let _ = writeln!(
+            s,
+            "\t\tcounter name \"deny_default\" {} drop",
+            log("default")
+        );
+        let _ = writeln!(s, "\t}}");
+
+        let _ = writeln!(s, "\tchain input {{");
+        let _ = writeln!(
+            s,
+            "\t\ttype filter hook input priority filter; policy drop;"
+        );
+        let _ = writeln!(s, "\t\tiif \"lo\" accept");
+        let _ = writeln!(
+            s,
+            "\t\tct state established,related counter name \"established_in\" accept"
+        );
+        let _ = writeln!(s, "\t\tcounter name \"deny_input\" {} drop", log("input"));
+        let _ = writeln!(s, "\t}}");
+
+        let gated_ports: Vec<u16> = {
+            let mut ports: Vec<u16> = self.gate_policy().into_iter().map(|(_, p)| p).collect();
+            ports.sort_unstable();
+            ports.dedup();
+            ports
+        };
+        if let (Some(gate), false) = (self.inputs.l7_gate_port, gated_ports.is_empty()) {
+            let ports = gated_ports
+                .iter()
+                .map(u16::to_string)
+                .collect::<Vec<_>>()
+                .join(", ");
+            let _ = writeln!(s, "\tchain nat_output {{");
+            let _ = writeln!(s, "\t\ttype nat hook output priority -100; policy accept;");
+            let _ = writeln!(s, "\t\tip daddr 127.0.0.0/8 return");
+            let _ = writeln!(s, "\t\tip6 daddr ::1 return");
+            for set in ["explicit_v4", "explicit_v6", "wide_v4", "wide_v6"] {
+                let _ = writeln!(s, "\t\t{} return", set_match(set));
+            }
+            let _ = writeln!(s, "\t\ttcp dport {{ {ports} }} redirect to :{gate}");
+            let _ = writeln!(s, "\t}}");
+        }
+        let _ = writeln!(s, "}}");
+        Ruleset { text: s }
+    }
+}
+
+/// Set of plain address ranges.
+fn write_addr_set(s: &mut String, name: &str, ty: &str, cidrs: &[Cidr]) {
+    let _ = writeln!(s, "\tset {name} {{\n\t\ttype {ty}\n\t\tflags interval");
+    if !cidrs.is_empty() {
+        let elems = cidrs
+            .iter()
+            .map(Cidr::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let _ = writeln!(s, "\t\telements = {{ {elems} }}");
+    }
+    let _ = writeln!(s, "\t}}");
+}
+
+/// Set of `range . protocol . port` rule elements.
+fn write_rule_set(s: &mut String, name: &str, ty: &str, rules: &[&CidrRule]) {
+    let _ = writeln!(
+        s,
+        "\tset {name} {{\n\t\ttype {ty} . inet_proto . inet_service\n\t\tflags interval"
+    );
+    if !rules.is_empty() {
+        let elems = rules
+            .iter()
+            .map(|r| format!("{} . {} . {}", r.cidr, r.proto.as_str(), r.port))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let _ = writeln!(s, "\t\telements = {{ {elems} }}");
+    }
+    let _ = writeln!(s, "\t}}");
+}
+
+/// Script text that makes `addr` reachable on `port`/`proto` for `ttl` (at least one second,
+/// nftables' granularity).
+///
+/// Adding an element that exists does not refresh its timeout, so the element is added
+/// (ensuring it exists), deleted and added again with the new timeout — three commands that
+/// `nft -f` applies as one transaction.
+pub fn pin(addr: IpAddr, port: u16, proto: Proto, ttl: Duration) -> String {
+    let set = if addr.is_ipv4() {
+        "pinned_v4"
+    } else {
+        "pinned_v6"
+    };
+    let secs = ttl.as_secs().max(1);
+    let elem = format!("{addr} . {} . {port}", proto.as_str());
+    format!(
+        "add element {FAMILY} {TABLE} {set} {{ {elem} timeout {secs}s }}\n\
+         delete element {FAMILY} {TABLE} {set} {{ {elem} }}\n\
+         add element {FAMILY} {TABLE} {set} {{ {elem} timeout {secs}s }}\n"
+    )
+}
+
+/// A rendered ruleset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ruleset {
+    text: String,
+}
+
+impl Ruleset {
+    /// The script for `nft -f`.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// Hex SHA-256 of [`Ruleset::text`], for `network.v1.enforced`.
+    pub fn sha256(&self) -> String {
+        ruleset_sha256(&self.text)
+    }
+}
+
+/// Hex SHA-256 of a ruleset script.
+pub fn ruleset_sha256(text: &str) -> String {
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn spec(authority_yaml: &str) -> ExecutionCellSpec {
+        let text = format!(
+            "apiVersion: cellos.io/v1\nkind: ExecutionCell\nspec:\n  id: t1\n  run:\n    argv: [/bin/true]\n  authority:\n{authority_yaml}"
+        );
+        cellos_core::spec::parse_execution_cell(&text).unwrap().spec
+    }
+
+    fn inputs(gate: Option<u16>) -> PlanInputs {
+        PlanInputs {
+            dns_server: "10.77.0.1".parse().unwrap(),
+            l7_gate_port: gate,
+            host_addresses: vec!["198.51.100.7".parse().unwrap()],
+            log_group: 7,
+        }
+    }
+
+    const AUTHORITY: &str = "    egressRules:
+      - { host: api.allowed.test, port: 443 }
+      - { host: '*.cdn.test', port: 8443 }
+      - { host: db.allowed.test, port: 5432 }
+      - { host: quic.allowed.test, port: 443, protocol: udp }
+      - { cidr: 10.1.0.0/16, port: 5432 }
+      - { cidr: 203.0.113.0/24, port: 22 }
+      - { cidr: '2001:db8::/32', port: 53, protocol: udp }
+    dnsAuthority:
+      hostnameAllowlist: [resolve-only.test]
+";
+
+    fn plan(gate: Option<u16>) -> EgressPlan {
+        EgressPlan::from_spec(&spec(AUTHORITY), inputs(gate)).unwrap()
+    }
+
+    fn line_index(text: &str, needle: &str) -> usize {
+        text.lines()
+            .position(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no line contains {needle:?} in\n{text}"))
+    }
+
+    #[test]
+    fn output_and_input_default_to_drop() {
+        let text = plan(Some(15001)).render().text().to_owned();
+        assert!(text.contains("type filter hook output priority filter; policy drop;"));
+        assert!(text.contains("type filter hook input priority filter; policy drop;"));
+        assert!(text.contains(
+            "counter name \"deny_default\" log prefix \"cellos-deny default \" group 7 drop"
+        ));
+    }
+
+    #[test]
+    fn dns_only_to_the_cells_authority() {
+        let text = plan(None).render().text().to_owned();
+        assert!(text.contains(
+            "ip daddr 10.77.0.1 meta l4proto { tcp, udp } th dport 53 counter name \"allow_dns\" accept"
+        ));
+        assert_eq!(text.matches("dport 53").count(), 1);
+    }
+
+    #[test]
+    fn explicit_private_cidr_precedes_the_denied_ranges_and_wide_cidrs_follow_them() {
+        let text = plan(None).render().text().to_owned();
+        assert!(text.contains("elements = { 10.1.0.0/16 . tcp . 5432 }"));
+        assert!(text.contains("elements = { 203.0.113.0/24 . tcp . 22 }"));
+        assert!(text.contains("elements = { 2001:db8::/32 . udp . 53 }"));
+        let explicit = line_index(&text, "@explicit_v4 counter");
+        let denied = line_index(&text, "ip daddr @denied_v4");
+        let wide = line_index(&text, "@wide_v4 counter");
+        let pinned = line_index(&text, "@pinned_v4 counter");
+        assert!(explicit < denied && denied < wide && wide < pinned);
+    }
+
+    #[test]
+    fn denied_sets_hold_private_ranges_and_host_addresses() {
+        let text = plan(None).render().text().to_owned();
+        for r in [
+            "10.0.0.0/8",
+            "172.16.0.0/12",
+            "100.64.0.0/10",
+            "169.254.0.0/16",
+            "198.51.100.7/32",
+        ] {
+            assert!(text.contains(r), "{r} missing");
+        }
+        for r in ["fc00::/7", "fe80::/10", "::1/128", "::ffff:0.0.0.0/96"] {
+            assert!(text.contains(r), "{r} missing");
+        }
+    }
+
+    #[test]
+    fn pinned_sets_are_keyed_by_address_protocol_port_and_expire() {
+        let text = plan(None).render().text().to_owned();
+        assert!(text.contains(
+            "set pinned_v4 {\n\t\ttype ipv4_addr . inet_proto . inet_service\n\t\tflags timeout\n\t}"
+        ));
+        assert!(text.contains("set pinned_v6 {\n\t\ttype ipv6_addr . inet_proto . inet_service"));
+    }
+
+    #[test]
+    fn hostname_rules_on_80_443_tcp_are_redirected_to_the_gate() {
+        let p = plan(Some(15001));
+        let text = p.render().text().to_owned();
+        assert!(text.contains("type nat hook output priority -100; policy accept;"));
+        assert!(text.contains("tcp dport { 443 } redirect to :15001"));
+        assert_eq!(p.gate_policy(), vec![("api.allowed.test".to_owned(), 443)]);
+        // Gated traffic never reaches the address directly; other ports are pinned.
+        assert!(p.pin_targets("api.allowed.test").is_empty());
+        assert_eq!(p.pin_targets("db.allowed.test"), vec![(5432, Proto::Tcp)]);
+        assert_eq!(p.pin_targets("quic.allowed.test"), vec![(443, Proto::Udp)]);
+        assert_eq!(p.pin_targets("x.cdn.test"), vec![(8443, Proto::Tcp)]);
+        assert!(p.pin_targets("cdn.test").is_empty());
+    }
+
+    #[test]
+    fn without_a_gate_hostname_rules_are_pinned_and_nothing_is_redirected() {
+        let p = plan(None);
+        assert!(!p.render().text().contains("redirect"));
+        assert_eq!(p.pin_targets("api.allowed.test"), vec![(443, Proto::Tcp)]);
+    }
+
+    #[test]
+    fn dns_allowlist_merges_allowlist_and_host_rules() {
+        let p = plan(None);
+        assert_eq!(
+            p.dns_allowlist(),
+            [
+                "*.cdn.test",
+                "api.allowed.test",
+                "db.allowed.test",
+                "quic.allowed.test",
+                "resolve-only.test"
+            ]
+        );
+        assert!(p.pin_targets("resolve-only.test").is_empty());
+    }
+
+    #[test]
+    fn pin_text_refreshes_the_timeout_atomically() {
+        let text = pin(
+            "203.0.113.10".parse().unwrap(),
+            5432,
+            Proto::Tcp,
+            Duration::from_secs(300),
+        );
+        assert_eq!(
+            text,
+            "add element inet cellos pinned_v4 { 203.0.113.10 . tcp . 5432 timeout 300s }\n\
+             delete element inet cellos pinned_v4 { 203.0.113.10 . tcp . 5432 }\n\
+             add element inet cellos pinned_v4 { 203.0.113.10 . tcp . 5432 timeout 300s }\n"
+        );
+        let v6 = pin(
+            "2001:db8::1".parse().unwrap(),
+            53,
+            Proto::Udp,
+            Duration::ZERO,
+        );
+        assert!(v6.contains("pinned_v6 { 2001:db8::1 . udp . 53 timeout 1s }"));
+    }
+
+    #[test]
+    fn hash_is_the_sha256_of_the_text_and_changes_with_the_rules() {
+        let a = plan(None).render();
+        assert_eq!(a.sha256(), hex::encode(Sha256::digest(a.text().as_bytes())));
+        assert_eq!(a.sha256(), plan(None).render().sha256());
+        assert_ne!(a.sha256(), plan(Some(15001)).render().sha256());
+    }
+
+    #[test]
+    fn bad_rules_are_errors_not_rulesets() {
+        let bad_port = spec("    egressRules:\n      - { host: a.test, port: 70000 }\n");
+        assert_eq!(
+            EgressPlan::from_spec(&bad_port, inputs(None)),
+            Err(PlanError::Port {
+                index: 0,
+                port: 70000
+            })
+        );
+        let both = spec("    egressRules:\n      - { host: a.test, cidr: 10.0.0.0/8, port: 1 }\n");
+        assert_eq!(
+            EgressPlan::from_spec(&both, inputs(None)),
+            Err(PlanError::HostOrCidr { index: 0 })
+        );
+        let bad_cidr = spec("    egressRules:\n      - { cidr: 10.0.0.1/8, port: 1 }\n");
+        assert!(matches!(
+            EgressPlan::from_spec(&bad_cidr, inputs(None)),
+            Err(PlanError::Cidr { index: 0, .. })
+        ));
+    }
+}

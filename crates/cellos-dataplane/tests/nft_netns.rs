@@ -1,0 +1,162 @@
+//! Loads generated rulesets with the real `nft` inside namespaces the tests create.
+
+mod common;
+
+use std::time::Duration;
+
+use cellos_dataplane::ruleset::{pin, Proto};
+use cellos_dataplane::{EgressPlan, NftController, PlanInputs};
+use common::{run, TestNetns};
+
+fn plan() -> EgressPlan {
+    let text = "apiVersion: cellos.io/v1
+kind: ExecutionCell
+spec:
+  id: nft-test
+  run: { argv: [/bin/true] }
+  authority:
+    egressRules:
+      - { host: api.allowed.test, port: 443 }
+      - { host: db.allowed.test, port: 5432 }
+      - { cidr: 10.1.0.0/16, port: 5432 }
+      - { cidr: 203.0.113.0/24, port: 22, protocol: udp }
+      - { cidr: '2001:db8::/32', port: 443 }
+    dnsAuthority:
+      hostnameAllowlist: ['*.allowed.test']
+";
+    let spec = cellos_core::spec::parse_execution_cell(text).unwrap().spec;
+    EgressPlan::from_spec(
+        &spec,
+        PlanInputs {
+            dns_server: "10.77.0.1".parse().unwrap(),
+            l7_gate_port: Some(15001),
+            host_addresses: vec![
+                "198.51.100.7".parse().unwrap(),
+                "2001:db8:ffff::1".parse().unwrap(),
+            ],
+            log_group: 7,
+        },
+    )
+    .unwrap()
+}
+
+#[test]
+fn generated_ruleset_loads_atomically_in_a_fresh_netns() {
+    let ns = TestNetns::new("load");
+    let nft = NftController::for_netns(ns.path());
+    let ruleset = plan().render();
+    nft.apply(ruleset.text()).unwrap();
+
+    let listed = nft.list_table().unwrap();
+    for needle in [
+        "chain output",
+        "policy drop",
+        "chain input",
+        "chain nat_output",
+        "redirect to :15001",
+        "set pinned_v4",
+        "flags timeout",
+        "log prefix \"cellos-deny default \" group 7",
+        "10.1.0.0/16 . tcp . 5432",
+    ] {
+        assert!(listed.contains(needle), "{needle:?} not in\n{listed}");
+    }
+    // The JSON form parses and holds every named counter.
+    let json = nft.list_table_json().unwrap();
+    let counters: Vec<&str> = json["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|o| o.get("counter")?.get("name")?.as_str())
+        .collect();
+    for (name, _) in cellos_dataplane::ruleset::COUNTERS {
+        assert!(
+            counters.contains(name),
+            "counter {name} missing: {counters:?}"
+        );
+    }
+    // The table lives in the test namespace only.
+    let host = NftController::current().list_table();
+    assert!(host.is_err() || !host.unwrap().contains("redirect to :15001"));
+
+    // Loading again replaces the table instead of failing or duplicating rules.
+    nft.apply(ruleset.text()).unwrap();
+    let again = nft.list_table().unwrap();
+    assert_eq!(again.matches("chain output").count(), 1);
+}
+
+#[test]
+fn pins_are_added_refreshed_and_carry_their_timeout() {
+    let ns = TestNetns::new("pin");
+    let nft = NftController::for_netns(ns.path());
+    nft.apply(plan().render().text()).unwrap();
+
+    let ip = "203.0.113.10".parse().unwrap();
+    nft.apply(&pin(ip, 5432, Proto::Tcp, Duration::from_secs(300)))
+        .unwrap();
+    // Pinning the same element again refreshes it instead of failing.
+    nft.apply(&pin(ip, 5432, Proto::Tcp, Duration::from_secs(600)))
+        .unwrap();
+    nft.apply(&pin(
+        "2001:db8::10".parse().unwrap(),
+        443,
+        Proto::Udp,
+        Duration::from_secs(60),
+    ))
+    .unwrap();
+
+    let v4 = run(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &ns.name,
+            "nft",
+            "list",
+            "set",
+            "inet",
+            "cellos",
+            "pinned_v4",
+        ],
+    );
+    assert!(v4.contains("203.0.113.10 . tcp . 5432 timeout 10m"), "{v4}");
+    let v6 = run(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &ns.name,
+            "nft",
+            "list",
+            "set",
+            "inet",
+            "cellos",
+            "pinned_v6",
+        ],
+    );
+    assert!(v6.contains("2001:db8::10 . udp . 443 timeout 1m"), "{v6}");
+}
+
+#[test]
+fn a_rejected_script_is_an_error_naming_nft_and_changes_nothing() {
+    let ns = TestNetns::new("reject");
+    let nft = NftController::for_netns(ns.path());
+    nft.apply(plan().render().text()).unwrap();
+    let before = nft.list_table().unwrap();
+    let err = nft
+        .apply("add element inet cellos pinned_v4 { 203.0.113.1 . tcp . 1 timeout 5s }\nadd element inet cellos no_such_set { 1.2.3.4 }\n")
+        .unwrap_err();
+    assert!(err.to_string().contains("nft -f -"), "{err}");
+    assert_eq!(nft.list_table().unwrap(), before);
+}
+
+#[test]
+fn a_missing_namespace_is_a_clear_error() {
+    let err = NftController::for_netns("/run/netns/cellos-dp-does-not-exist")
+        .list_table()
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("cannot open network namespace"),
+        "{err}"
+    );
+}
