@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use cellos_core::events::{CloudEvent, EventFactory};
 use cellos_core::integrity::{
-    verify_stream, ChainHead, FailureKind, Keyring, Sealer, Signer, GENESIS_PREV,
+    verify_stream, verify_stream_with, ChainHead, FailureKind, Keyring, Sealer, SignatureCheck,
+    Signer, GENESIS_PREV,
 };
 use ed25519_dalek::SigningKey;
 use time::macros::datetime;
@@ -55,11 +56,18 @@ fn sealed_lines(count: u64) -> Vec<String> {
         .unwrap()
 }
 
+/// Verify with every signature checked, and check that checking only anchor signatures
+/// reaches the same verdict at the same place.
 fn verify(lines: &[String]) -> cellos_core::integrity::VerifyReport {
-    verify_stream(
+    let keys = keyring_for(&ed_signer(7));
+    let every = verify_stream(lines.iter().map(String::as_str), &keys);
+    let anchors = verify_stream_with(
         lines.iter().map(String::as_str),
-        &keyring_for(&ed_signer(7)),
-    )
+        &keys,
+        SignatureCheck::Anchors,
+    );
+    assert_eq!(every, anchors);
+    every
 }
 
 #[test]
@@ -207,4 +215,26 @@ fn hmac_signed_stream_verifies_and_detects_tampering() {
 #[test]
 fn short_hmac_key_is_refused() {
     assert!(Signer::hmac("ops", vec![1; 8]).is_err());
+}
+
+#[test]
+fn rewritten_chain_after_tampering_is_caught_by_anchor_signatures() {
+    // An attacker without the key edits seq 40 and recomputes every later `cellosprev`, so
+    // all links hold; only signatures can tell.
+    let mut lines = sealed_lines(100);
+    let mut prev: Option<String> = None;
+    for line in lines.iter_mut().skip(39) {
+        let mut value: serde_json::Value = serde_json::from_str(line).unwrap();
+        if value["cellosseq"] == 40 {
+            value["data"]["count"] = 4000.into();
+        }
+        if let Some(prev) = &prev {
+            value["cellosprev"] = prev.clone().into();
+        }
+        *line = serde_json_canonicalizer::to_string(&value).unwrap();
+        prev = Some(cellos_core::integrity::sha256_hex(line.as_bytes()));
+    }
+    let failure = verify(&lines).failure.unwrap();
+    assert_eq!(failure.kind, FailureKind::Tampered);
+    assert_eq!(failure.seq, Some(40));
 }

@@ -89,7 +89,7 @@ fn run_of(factory: &EventFactory, cell: &str, verdict: Verdict) -> Vec<CloudEven
                 destroyed: true,
                 forced: false,
                 removed: vec![],
-        residue: vec![],
+                residue: vec![],
             },
         ),
     ]);

@@ -18,7 +18,10 @@ mod verify;
 pub use canonical::{canonical_bytes, canonical_value_bytes, sha256_hex, GENESIS_PREV};
 pub use chain::{seal, ChainHead, SealedEvent, Sealer};
 pub use keys::{ed25519_kid, hmac_kid, Keyring, Signer};
-pub use verify::{verify_stream, FailureKind, Verifier, VerifyFailure, VerifyReport};
+pub use verify::{
+    verify_stream, verify_stream_with, FailureKind, SignatureCheck, Verifier, VerifyFailure,
+    VerifyReport,
+};
 
 /// Errors of sealing events and handling keys.
 #[derive(Debug, thiserror::Error)]
