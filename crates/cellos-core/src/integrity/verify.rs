@@ -6,6 +6,7 @@
 //! split across cores). Only when a batch fails are its signatures checked one by one, to find
 //! the first bad one.
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 
 use ed25519_dalek::{Signature, VerifyingKey};
@@ -142,8 +143,8 @@ struct Parsed {
     prev: String,
     kid: String,
     signature: Vec<u8>,
-    /// Canonical bytes without `cellossig`: what the signature covers.
-    signed: Vec<u8>,
+    /// What the signature covers: the event without `cellossig`.
+    signed: Signed,
     /// Hash of the full canonical bytes: what the next event's `cellosprev` must be.
     hash: String,
 }
@@ -152,6 +153,24 @@ struct Parsed {
 struct LinkFailure {
     failure: VerifyFailure,
     awaiting: Option<u64>,
+}
+
+/// The signed content of an event: canonical bytes, or (when only anchor signatures are
+/// checked) the parsed event, canonicalized only if its signature is checked after all.
+enum Signed {
+    Bytes(Vec<u8>),
+    Deferred(Value),
+}
+
+impl Parsed {
+    fn signed_bytes(&self) -> Cow<'_, [u8]> {
+        match &self.signed {
+            Signed::Bytes(bytes) => Cow::Borrowed(bytes),
+            // This value was canonicalized once already (for the chain hash), with one more
+            // member, so it cannot fail now; empty bytes would fail verification anyway.
+            Signed::Deferred(value) => Cow::Owned(canonical_value_bytes(value).unwrap_or_default()),
+        }
+    }
 }
 
 struct LineError {
@@ -174,7 +193,7 @@ fn string_attr<'v>(object: &'v serde_json::Map<String, Value>, name: &str) -> Op
     object.get(name).and_then(Value::as_str)
 }
 
-fn parse_line(line: &str) -> Result<Parsed, LineError> {
+fn parse_line(line: &str, check: SignatureCheck) -> Result<Parsed, LineError> {
     let mut value: Value =
         serde_json::from_str(line).map_err(|e| LineError::unparseable(format!("not JSON: {e}")))?;
     let object = value
@@ -226,7 +245,10 @@ fn parse_line(line: &str) -> Result<Parsed, LineError> {
     if let Some(object) = value.as_object_mut() {
         object.remove("cellossig");
     }
-    let signed = canonical(&value)?;
+    let signed = match check {
+        SignatureCheck::Every => Signed::Bytes(canonical(&value)?),
+        SignatureCheck::Anchors => Signed::Deferred(value),
+    };
     Ok(Parsed {
         seq,
         prev,
@@ -269,25 +291,37 @@ fn parallel_map<T: Sync, R: Send>(
 
 /// An Ed25519 signature waiting for batch verification.
 #[derive(Clone)]
-struct PendingSig<'p> {
+struct PendingSig {
     index: usize,
-    message: &'p [u8],
     signature: Signature,
     key: VerifyingKey,
 }
 
 /// Index (within the chunk) of the first pending signature that does not verify.
-fn first_bad_signature(pending: &[PendingSig<'_>], threads: usize) -> Option<usize> {
+fn first_bad_signature(
+    pending: &[PendingSig],
+    parsed: &[Result<Parsed, LineError>],
+    threads: usize,
+) -> Option<usize> {
     let found = parallel_map(pending, threads, |_, part| {
-        let messages: Vec<&[u8]> = part.iter().map(|p| p.message).collect();
+        let owned: Vec<Cow<'_, [u8]>> = part
+            .iter()
+            .map(|p| {
+                parsed[p.index]
+                    .as_ref()
+                    .map_or(Cow::Borrowed(&[][..]), Parsed::signed_bytes)
+            })
+            .collect();
+        let messages: Vec<&[u8]> = owned.iter().map(|m| m.as_ref()).collect();
         let signatures: Vec<Signature> = part.iter().map(|p| p.signature).collect();
         let keys: Vec<VerifyingKey> = part.iter().map(|p| p.key).collect();
         if ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_ok() {
             return Vec::new();
         }
         part.iter()
-            .find(|p| p.key.verify_strict(p.message, &p.signature).is_err())
-            .map(|p| p.index)
+            .zip(&messages)
+            .find(|(p, message)| p.key.verify_strict(message, &p.signature).is_err())
+            .map(|(p, _)| p.index)
             .into_iter()
             .collect()
     });
@@ -387,8 +421,9 @@ impl<'k> Verifier<'k> {
         }
         let lines = std::mem::take(&mut self.pending);
         let first_line = self.lines - lines.len() as u64 + 1;
+        let check = self.check;
         let parsed = parallel_map(&lines, self.threads, |_, part| {
-            part.iter().map(|line| parse_line(line)).collect()
+            part.iter().map(|line| parse_line(line, check)).collect()
         });
 
         // Chain links, keys and HMAC signatures, in order, up to the first broken one.
@@ -417,9 +452,9 @@ impl<'k> Verifier<'k> {
 
         // Ed25519 signatures of everything before the structural failure, in batches.
         let bad_sig = match self.check {
-            SignatureCheck::Every => first_bad_signature(&pending_sigs, self.threads),
+            SignatureCheck::Every => first_bad_signature(&pending_sigs, &parsed, self.threads),
             SignatureCheck::Anchors => {
-                let anchors: Vec<PendingSig<'_>> = pending_sigs
+                let anchors: Vec<PendingSig> = pending_sigs
                     .iter()
                     .enumerate()
                     .filter(|(i, sig)| {
@@ -429,8 +464,8 @@ impl<'k> Verifier<'k> {
                     })
                     .map(|(_, sig)| sig.clone())
                     .collect();
-                first_bad_signature(&anchors, self.threads)
-                    .and_then(|_| first_bad_signature(&pending_sigs, self.threads))
+                first_bad_signature(&anchors, &parsed, self.threads)
+                    .and_then(|_| first_bad_signature(&pending_sigs, &parsed, self.threads))
             }
         };
         let ok_until = match (bad_sig, &structural) {
@@ -473,11 +508,11 @@ impl<'k> Verifier<'k> {
 
     /// Check one parsed line against the head before it. Returns the Ed25519 signature to
     /// batch-verify, or the failure (with the sequence number a gap leaves awaited).
-    fn check_link<'p>(
+    fn check_link(
         &self,
         head: &ChainHead,
-        result: &'p Result<Parsed, LineError>,
-    ) -> Result<Option<PendingSig<'p>>, LinkFailure> {
+        result: &Result<Parsed, LineError>,
+    ) -> Result<Option<PendingSig>, LinkFailure> {
         let fail = |seq: Option<u64>, kind: FailureKind, detail: String| LinkFailure {
             failure: VerifyFailure {
                 line: 0,
@@ -533,13 +568,12 @@ impl<'k> Verifier<'k> {
             TrustedKey::Ed25519(vk) => match Signature::from_slice(&p.signature) {
                 Ok(signature) => Ok(Some(PendingSig {
                     index: 0,
-                    message: &p.signed,
                     signature,
                     key: *vk,
                 })),
                 Err(e) => Err(fail(Some(p.seq), FailureKind::BadSignature, e.to_string())),
             },
-            TrustedKey::Hmac(_) if key.verify(&p.signed, &p.signature) => Ok(None),
+            TrustedKey::Hmac(_) if key.verify(&p.signed_bytes(), &p.signature) => Ok(None),
             TrustedKey::Hmac(_) => Err(fail(
                 Some(p.seq),
                 FailureKind::Tampered,
