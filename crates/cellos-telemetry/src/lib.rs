@@ -11,4 +11,9 @@
 //! behind the default `host` feature, which brings in `cellos-core` (and with it the signing
 //! code): build the agent with `--no-default-features` and no signing crate is linked into it.
 
+pub mod agent;
+#[cfg(feature = "host")]
+pub mod keepalive;
+#[cfg(feature = "host")]
+pub mod receiver;
 pub mod wire;

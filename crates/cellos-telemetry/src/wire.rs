@@ -700,7 +700,8 @@ mod tests {
 
     #[test]
     fn malformed_payloads_are_typed_errors() {
-        let cases: Vec<(Value, fn(&WireError) -> bool)> = vec![
+        type Expect = fn(&WireError) -> bool;
+        let cases: Vec<(Value, Expect)> = vec![
             (Value::Array(vec![]), |e| matches!(e, WireError::NotAMap)),
             (
                 Value::Map(vec![(Value::Integer(1.into()), Value::Null)]),
