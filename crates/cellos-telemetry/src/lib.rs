@@ -13,6 +13,10 @@
 
 pub mod agent;
 #[cfg(feature = "host")]
+pub mod declared;
+#[cfg(feature = "host")]
+pub mod hostprobe;
+#[cfg(feature = "host")]
 pub mod keepalive;
 #[cfg(feature = "host")]
 pub mod receiver;
