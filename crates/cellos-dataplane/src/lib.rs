@@ -1,7 +1,9 @@
 //! CellOS egress dataplane.
 
 pub mod dns;
+pub mod events;
 pub mod flow;
+pub mod flowlog;
 pub mod l7gate;
 pub mod nft;
 pub mod pin;

@@ -5,7 +5,8 @@
 //! Layout of table `inet cellos` (inside the cell's network namespace, where the workload holds
 //! no `CAP_NET_ADMIN` and so cannot change it):
 //!
-//! * chain `output`, policy drop, in this order: own loopback; established/related flows;
+//! * chain `output`, policy drop, in this order: own loopback; IPv6 neighbour discovery
+//!   (without it no IPv6 works on the veth); established/related flows;
 //!   invalid packets (dropped, logged); the cell's DNS authority on port 53 (UDP and TCP);
 //!   `explicit_v4/v6` — literal CIDR rules that lie inside a denied range, which is how a rule
 //!   "names" one; `denied_v4/v6` — private, loopback, link-local, CGNAT, ULA, ... and the host's
@@ -13,7 +14,8 @@
 //!   `pinned_v4/v6` — addresses the DNS authority resolved for allowed names, each element
 //!   expiring with its DNS TTL (`flags timeout`); everything else dropped and logged. ICMP is
 //!   only allowed as `related` (errors about allowed flows).
-//! * chain `input`, policy drop: own loopback and established/related only.
+//! * chain `input`, policy drop: own loopback, IPv6 neighbour discovery and
+//!   established/related only.
 //! * chain `nat_output` (only when the L7 gate is used): TCP to port 80/443 that a hostname rule
 //!   covers is redirected to the gate's port on the cell's loopback, where the gate's listener
 //!   (bound inside the cell's namespace) reads SNI / Host and the original destination.
@@ -338,6 +340,11 @@ impl EgressPlan {
             "\t\ttype filter hook output priority filter; policy drop;"
         );
         let _ = writeln!(s, "\t\toif \"lo\" accept");
+        // IPv6 does not work at all without neighbour discovery on the cell's link.
+        let _ = writeln!(
+            s,
+            "\t\ticmpv6 type {{ nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit }} accept"
+        );
         let _ = writeln!(
             s,
             "\t\tct state established,related counter name \"established_out\" accept"
@@ -399,6 +406,10 @@ impl EgressPlan {
             "\t\ttype filter hook input priority filter; policy drop;"
         );
         let _ = writeln!(s, "\t\tiif \"lo\" accept");
+        let _ = writeln!(
+            s,
+            "\t\ticmpv6 type {{ nd-neighbor-solicit, nd-neighbor-advert, nd-router-advert }} accept"
+        );
         let _ = writeln!(
             s,
             "\t\tct state established,related counter name \"established_in\" accept"

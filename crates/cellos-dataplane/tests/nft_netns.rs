@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use cellos_dataplane::ruleset::{pin, Proto};
 use cellos_dataplane::{EgressPlan, NftController, PlanInputs};
-use common::{run, TestNetns};
+use common::{add_default_route, in_netns, run, TestNetns};
 
 fn plan() -> EgressPlan {
     let text = "apiVersion: cellos.io/v1
@@ -18,6 +18,8 @@ spec:
     egressRules:
       - { host: api.allowed.test, port: 443 }
       - { host: db.allowed.test, port: 5432 }
+      - { host: udp.allowed.test, port: 5432, protocol: udp }
+      - { cidr: 10.1.0.0/16, port: 5432, protocol: udp }
       - { cidr: 10.1.0.0/16, port: 5432 }
       - { cidr: 203.0.113.0/24, port: 22, protocol: udp }
       - { cidr: '2001:db8::/32', port: 443 }
@@ -159,4 +161,67 @@ fn a_missing_namespace_is_a_clear_error() {
         err.to_string().contains("cannot open network namespace"),
         "{err}"
     );
+}
+
+/// Sends one UDP datagram from inside the namespace; netfilter drops surface as EPERM.
+fn udp_send_allowed(ns: &TestNetns, dst: &str) -> bool {
+    let dst: std::net::SocketAddr = dst.parse().unwrap();
+    in_netns(&ns.path(), move || {
+        let sock = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        match sock.send_to(b"probe", dst) {
+            Ok(_) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => false,
+            Err(e) => panic!("unexpected send error to {dst}: {e}"),
+        }
+    })
+}
+
+#[test]
+fn the_kernel_enforces_dns_pins_cidr_rules_and_denied_ranges() {
+    use cellos_dataplane::flowlog::{EgressSummary, NftCounters};
+    use cellos_dataplane::pin::{AddressPinner, Pin};
+    use cellos_dataplane::NftPinner;
+
+    let ns = TestNetns::new("enforce");
+    add_default_route(&ns);
+    let plan = plan();
+    let nft = NftController::for_netns(ns.path());
+    nft.apply(plan.render().text()).unwrap();
+
+    // Not resolved yet: dropped by the default rule.
+    assert!(!udp_send_allowed(&ns, "203.0.113.10:5432"));
+    // The DNS authority pins the answer; now exactly that address, port and protocol pass.
+    let pinner = NftPinner {
+        controller: nft.clone(),
+        plan: plan.clone(),
+    };
+    pinner
+        .pin(&[Pin {
+            name: "udp.allowed.test".into(),
+            ip: "203.0.113.10".parse().unwrap(),
+            ttl: Duration::from_secs(60),
+        }])
+        .unwrap();
+    assert!(udp_send_allowed(&ns, "203.0.113.10:5432"));
+    assert!(!udp_send_allowed(&ns, "203.0.113.10:5433"));
+    assert!(!udp_send_allowed(&ns, "203.0.113.11:5432"));
+    // DNS only to the cell's authority.
+    assert!(udp_send_allowed(&ns, "10.77.0.1:53"));
+    assert!(!udp_send_allowed(&ns, "8.8.8.8:53"));
+    // Private ranges are denied unless a rule names them.
+    assert!(!udp_send_allowed(&ns, "10.0.0.5:5432"));
+    assert!(!udp_send_allowed(&ns, "169.254.169.254:80"));
+    assert!(!udp_send_allowed(&ns, "198.51.100.7:5432"));
+    assert!(udp_send_allowed(&ns, "10.1.2.3:5432"));
+    assert!(!udp_send_allowed(&ns, "10.1.2.3:5433"));
+    // A wide CIDR rule does not open the ranges it covers.
+    assert!(udp_send_allowed(&ns, "203.0.113.200:22"));
+
+    let summary = EgressSummary::new(
+        &NftCounters::from_nft_json(&nft.list_table_json().unwrap()),
+        Default::default(),
+    );
+    assert_eq!(summary.flows_allowed, 4, "{summary:?}");
+    assert_eq!(summary.denied_range, 4, "{summary:?}");
+    assert_eq!(summary.flows_denied, 8, "{summary:?}");
 }

@@ -47,3 +47,48 @@ pub fn run(program: &str, args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// Runs `f` on a helper thread that joined the namespace at `path`; the test's own threads
+/// stay where they are.
+pub fn in_netns<T: Send>(path: &str, f: impl FnOnce() -> T + Send) -> T {
+    let ns = std::fs::File::open(path).unwrap();
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            f()
+        })
+        .join()
+        .unwrap()
+    })
+}
+
+/// Gives the namespace a route to everywhere through a veth pair whose both ends stay inside
+/// it, so packets reach the output hook and never leave the namespace.
+///
+/// IPv6 is disabled on the pair so that neighbour discovery and MLD chatter of a fresh link
+/// does not add to the counters the tests read.
+pub fn add_default_route(ns: &TestNetns) {
+    for key in ["all", "default"] {
+        let setting = format!("net.ipv6.conf.{key}.disable_ipv6=1");
+        run(
+            "ip",
+            &["netns", "exec", &ns.name, "sysctl", "-qw", &setting],
+        );
+    }
+    run(
+        "ip",
+        &[
+            "-n", &ns.name, "link", "add", "v0", "type", "veth", "peer", "name", "v1",
+        ],
+    );
+    run(
+        "ip",
+        &["-n", &ns.name, "addr", "add", "192.0.2.2/24", "dev", "v0"],
+    );
+    run("ip", &["-n", &ns.name, "link", "set", "v0", "up"]);
+    run("ip", &["-n", &ns.name, "link", "set", "v1", "up"]);
+    run(
+        "ip",
+        &["-n", &ns.name, "route", "add", "default", "dev", "v0"],
+    );
+}
