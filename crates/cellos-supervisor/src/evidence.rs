@@ -6,13 +6,12 @@
 use std::sync::Arc;
 
 use cellos_core::events::{
-    CloudEvent, ComplianceCounts, ComplianceSummaryData, EventFactory, ExportFailedData,
-    Outcome, SecretsData,
+    CloudEvent, ComplianceCounts, ComplianceSummaryData, EventFactory, ExportFailedData, Outcome,
+    SecretsData,
 };
 use cellos_core::policy::AdmissionDecision;
 use cellos_core::ports::{
-    EventSink, ExportReceipt, IsolationReport, LimitHit, PortError, TeardownReport,
-    WorkloadOutcome,
+    EventSink, ExportReceipt, IsolationReport, LimitHit, PortError, TeardownReport, WorkloadOutcome,
 };
 use cellos_core::spec::{ExportTargetKind, SecretDeliveryMode};
 use time::OffsetDateTime;
@@ -135,9 +134,10 @@ impl<'a> Recorder<'a> {
         argv: &[String],
         outcome: &WorkloadOutcome,
     ) -> Result<(), PortError> {
-        let mut events = vec![self
-            .factory
-            .command_completed(Self::now(), self.cell_id, argv, outcome)];
+        let mut events =
+            vec![self
+                .factory
+                .command_completed(Self::now(), self.cell_id, argv, outcome)];
         events.extend(
             outcome
                 .limit_hits

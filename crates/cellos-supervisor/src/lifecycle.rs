@@ -8,9 +8,8 @@ use std::time::{Duration, Instant};
 use cellos_core::events::{EventFactory, Outcome};
 use cellos_core::policy::{admit, AdmissionDecision, Verdict};
 use cellos_core::ports::{
-    Cell, CellBackend, CellRequest, DeliveredSecret, EventSink, ExportReceipt, LimitHit,
-    PortError, PortErrorKind, Residue, SecretBroker, TeardownReport, WorkloadExit,
-    WorkloadOutcome,
+    Cell, CellBackend, CellRequest, DeliveredSecret, EventSink, ExportReceipt, LimitHit, PortError,
+    PortErrorKind, Residue, SecretBroker, TeardownReport, WorkloadExit, WorkloadOutcome,
 };
 use cellos_core::spec::{
     canonical_spec_hash, validate_execution_cell, ExecutionCellDocument, ExecutionCellSpec,
