@@ -30,18 +30,28 @@ use crate::etc_mask;
 use crate::idmap::{self, IdMap};
 use crate::init::FORWARDED_SIGNALS;
 use crate::landlock_rules::{self, LandlockPlan};
-use crate::plan::{self, BpfInstruction, PlanContext, ResolvedRootfs, WORKLOAD_ID};
+use crate::plan::{
+    self, BpfInstruction, InitConfig, MountPlan, PlanContext, ResolvedRootfs, RootEntry,
+    WORKLOAD_ID,
+};
 use crate::protocol::{
-    encode_config, StatusEvent, StatusMsg, StatusReader, CMD_KILL, CMD_START, CONTROL_FD, INIT_ARG,
-    RELEASE, STATUS_FD,
+    encode_config, StatusEvent, StatusMsg, StatusReader, CMD_KILL, CMD_START, CONTROL_FD,
+    FIRST_TREE_FD, INIT_ARG, RELEASE, STATUS_FD,
 };
 use crate::record::{self, RunRecord};
 use crate::safe_path;
 use crate::seccomp::{self, SeccompProfile};
+use crate::trees::{self, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY};
 
 /// Default base of the host id range cells map to: above the ranges systemd hands to
 /// containers and dynamic users, and below 2^31 (tools mishandle larger ids).
 pub const DEFAULT_UID_BASE: u32 = 0x7000_0000;
+
+/// Where init mounts the new root, in its own private mount namespace (the host's `/tmp` is
+/// only covered there). Every host path the cell gets arrives as a descriptor, so nothing
+/// init needs is hidden by this mount, and `/tmp` is searchable by the cell's (unprivileged)
+/// root on every distribution.
+const BUILD_DIR: &str = "/tmp";
 
 /// How long init gets to act on a kill command before it is SIGKILLed itself.
 const KILL_GRACE: Duration = Duration::from_secs(2);
@@ -76,7 +86,6 @@ impl LinuxBackendConfig {
 pub struct LinuxBackend {
     config: LinuxBackendConfig,
     id_map: IdMap,
-    build_dir: PathBuf,
     seccomp: OnceLock<(SeccompProfile, Vec<BpfInstruction>)>,
     landlock_abi: OnceLock<Option<u32>>,
 }
@@ -100,34 +109,12 @@ impl LinuxBackend {
                 ),
             });
         }
-        for dir in [
-            record::run_dir(&config.state_dir),
-            config.state_dir.join("root"),
-        ] {
-            std::fs::create_dir_all(&dir)
-                .map_err(|e| LinuxError::io(format!("create {}", dir.display()), e))?;
-        }
-        let build_dir = config.state_dir.join("root");
-        std::fs::set_permissions(
-            &build_dir,
-            std::os::unix::fs::PermissionsExt::from_mode(0o700),
-        )
-        .map_err(|e| LinuxError::io(format!("chmod {}", build_dir.display()), e))?;
-        // Mount options name it: overlayfs and the old mount API split on these characters.
-        let build_dir = std::fs::canonicalize(&build_dir)
-            .map_err(|e| LinuxError::io(format!("resolve {}", build_dir.display()), e))?;
-        if build_dir.to_string_lossy().contains([',', ':', '\\']) {
-            return Err(LinuxError::Refused {
-                what: format!(
-                    "state directory {} contains ',' ':' or '\\': choose another CELLOS_HOME",
-                    build_dir.display()
-                ),
-            });
-        }
+        let runs = record::run_dir(&config.state_dir);
+        std::fs::create_dir_all(&runs)
+            .map_err(|e| LinuxError::io(format!("create {}", runs.display()), e))?;
         Ok(LinuxBackend {
             config,
             id_map,
-            build_dir,
             seccomp: OnceLock::new(),
             landlock_abi: OnceLock::new(),
         })
@@ -213,10 +200,10 @@ impl LinuxBackend {
         let (profile, program) = self.seccomp()?;
         let landlock_abi = self.landlock_abi()?;
         let secret_keys: Vec<String> = request.secrets.iter().map(|s| s.key.clone()).collect();
-        let config = plan::build(
+        let mut config = plan::build(
             spec,
             PlanContext {
-                build_dir: &self.build_dir,
+                build_dir: Path::new(BUILD_DIR),
                 rootfs: &rootfs,
                 etc_mask: etc_mask.as_deref(),
                 secret_delivery: request.secret_delivery,
@@ -225,6 +212,7 @@ impl LinuxBackend {
                 seccomp: program.clone(),
             },
         )?;
+        let trees = open_trees(&mut config)?;
         let json = serde_json::to_vec(&config).map_err(|e| LinuxError::Setup {
             what: "encode cell config".into(),
             detail: e.to_string(),
@@ -282,20 +270,24 @@ impl LinuxBackend {
         let (out_r, out_w) = pipe()?;
         let (err_r, err_w) = pipe()?;
         let devnull = File::open("/dev/null").map_err(|e| LinuxError::io("open /dev/null", e))?;
-        let command = InitCommand::new(
-            &self.config.init_exe,
-            &self.config.init_args,
-            &[
-                (devnull.as_fd(), 0),
-                (out_w.as_fd(), 1),
-                (err_w.as_fd(), 2),
-                (control_r.as_fd(), CONTROL_FD),
-                (status_w.as_fd(), STATUS_FD),
-            ],
-        )?;
+        let mut fds = vec![
+            (devnull.as_fd(), 0),
+            (out_w.as_fd(), 1),
+            (err_w.as_fd(), 2),
+            (control_r.as_fd(), CONTROL_FD),
+            (status_w.as_fd(), STATUS_FD),
+        ];
+        fds.extend(
+            trees
+                .iter()
+                .zip(FIRST_TREE_FD..)
+                .map(|(tree, n)| (tree.as_fd(), n)),
+        );
+        let command = InitCommand::new(&self.config.init_exe, &self.config.init_args, &fds)?;
+        drop(fds);
         let pid = command.spawn()?;
         guard.pid = Some(pid);
-        drop((control_r, status_w, out_w, err_w, devnull));
+        drop((control_r, status_w, out_w, err_w, devnull, trees));
 
         rec.init_pid = Some(pid);
         rec.init_start = record::process_start_time(pid);
@@ -309,24 +301,10 @@ impl LinuxBackend {
             .map_err(|e| LinuxError::io("send config to cell init", e))?;
         drop(frame);
 
-        let outputs = vec![
-            copy_thread(out_r, request.stdout),
-            copy_thread(err_r, request.stderr),
-        ];
-        let mut reader = StatusReader::new();
-        match reader.next(status_r.as_fd(), None) {
-            Ok(StatusEvent::Msg(StatusMsg::Ready)) => {}
-            Ok(StatusEvent::Msg(StatusMsg::Failed { message })) => {
-                return Err(classify_init_failure(message))
-            }
-            Ok(other) => {
-                return Err(LinuxError::Setup {
-                    what: "cell init".into(),
-                    detail: format!("ended before the cell was ready ({other:?})"),
-                })
-            }
-            Err(e) => return Err(LinuxError::io("read cell init status", e)),
-        }
+        // Init builds the root while the caller goes on (typically recording evidence); a setup
+        // failure surfaces from `start`, before anything of the workload runs.
+        let outputs = vec![copy_outputs(out_r, request.stdout, err_r, request.stderr)];
+        let reader = StatusReader::new();
 
         let isolation = IsolationReport {
             backend: "linux".into(),
@@ -387,6 +365,44 @@ impl LinuxBackend {
     }
 }
 
+/// Open every host path of the plan as a detached mount tree (see [`crate::trees`]) and
+/// record in the plan which inherited descriptor carries which tree.
+fn open_trees(config: &mut InitConfig) -> Result<Vec<OwnedFd>, LinuxError> {
+    let mut trees = Vec::new();
+    let mut push = |fd: OwnedFd| {
+        trees.push(fd);
+        FIRST_TREE_FD + trees.len() as i32 - 1
+    };
+    let read_only = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
+    for entry in &mut config.root {
+        if let RootEntry::Dir { name, source, fd } | RootEntry::File { name, source, fd } = entry {
+            *fd = push(trees::clone_tree(source, read_only, &format!("/{name}"))?);
+        }
+    }
+    for m in &mut config.mounts {
+        if let MountPlan::Bind {
+            source,
+            target,
+            read_only: ro,
+            fd,
+            ..
+        } = m
+        {
+            let attrs = if *ro {
+                read_only
+            } else {
+                MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV
+            };
+            *fd = push(trees::clone_tree(source, attrs, target)?);
+        }
+    }
+    if let Some(etc) = &config.etc_source {
+        let overlay = trees::etc_overlay(&config.cell_id, config.etc_mask.as_deref(), etc)?;
+        config.etc_fd = Some(push(overlay));
+    }
+    Ok(trees)
+}
+
 /// Failures init reports are setup errors, except missing kernel features, which keep their
 /// kind so the supervisor fails closed with the fix.
 fn classify_init_failure(message: String) -> LinuxError {
@@ -426,25 +442,64 @@ impl Drop for CreateGuard<'_> {
     }
 }
 
-/// Copy one output pipe into the request's writer as bytes arrive.
-fn copy_thread(pipe: OwnedFd, mut out: Box<dyn Write + Send>) -> JoinHandle<()> {
+/// Copy the workload's stdout and stderr pipes into the request's writers as bytes arrive,
+/// from one thread (poll on both) until both reach EOF.
+fn copy_outputs(
+    out: OwnedFd,
+    out_w: Box<dyn Write + Send>,
+    err: OwnedFd,
+    err_w: Box<dyn Write + Send>,
+) -> JoinHandle<()> {
     std::thread::spawn(move || {
-        let mut pipe = File::from(pipe);
+        let mut streams = [
+            (Some(File::from(out)), out_w),
+            (Some(File::from(err)), err_w),
+        ];
         let mut buf = [0u8; 16 * 1024];
         loop {
-            match pipe.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => {
-                    if out.write_all(&buf[..n]).and_then(|_| out.flush()).is_err() {
-                        // Keep draining so the workload never blocks on a full pipe.
-                        continue;
-                    }
+            let mut fds: Vec<libc::pollfd> = Vec::with_capacity(2);
+            let mut which = Vec::with_capacity(2);
+            for (i, (pipe, _)) in streams.iter().enumerate() {
+                if let Some(p) = pipe {
+                    fds.push(libc::pollfd {
+                        fd: std::os::fd::AsRawFd::as_raw_fd(p),
+                        events: libc::POLLIN,
+                        revents: 0,
+                    });
+                    which.push(i);
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(_) => break,
+            }
+            if fds.is_empty() {
+                break;
+            }
+            // SAFETY: valid pollfd array for the duration of the call.
+            let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
+            if n < 0 {
+                if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                break;
+            }
+            for (pfd, i) in fds.iter().zip(which) {
+                if pfd.revents == 0 {
+                    continue;
+                }
+                let (pipe, writer) = &mut streams[i];
+                let Some(p) = pipe.as_mut() else { continue };
+                match p.read(&mut buf) {
+                    Ok(0) => *pipe = None,
+                    // A failing writer must not stall the workload: keep draining.
+                    Ok(n) => {
+                        let _ = writer.write_all(&buf[..n]).and_then(|_| writer.flush());
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => *pipe = None,
+                }
             }
         }
-        let _ = out.flush();
+        for (_, writer) in &mut streams {
+            let _ = writer.flush();
+        }
     })
 }
 
@@ -461,24 +516,15 @@ impl CellBackend for LinuxBackend {
         Ok(reclaim(&self.config.state_dir, cell_id)?)
     }
 
+    /// Cells of this state directory whose supervisor is gone. Only records count: every
+    /// cell's record exists before its cgroup and is removed after it, while a cgroup without
+    /// a record here may belong to a live cell of another state directory.
     fn orphans(&self) -> Result<Vec<String>, PortError> {
-        let mut ids: Vec<String> = record::list_records(&self.config.state_dir)?
+        Ok(record::list_records(&self.config.state_dir)?
             .into_iter()
             .filter(|r| !r.supervised())
             .map(|r| r.cell_id)
-            .collect();
-        let live: Vec<String> = record::list_records(&self.config.state_dir)?
-            .into_iter()
-            .filter(RunRecord::supervised)
-            .map(|r| r.cell_id)
-            .collect();
-        for id in CellCgroup::list_leftovers() {
-            if !ids.contains(&id) && !live.contains(&id) {
-                ids.push(id);
-            }
-        }
-        ids.sort();
-        Ok(ids)
+            .collect())
     }
 
     fn list(&self) -> Result<Vec<CellSummary>, PortError> {
@@ -841,11 +887,16 @@ impl Cell for LinuxCell {
                     self.started = Some(now);
                     return Ok(now);
                 }
+                StatusEvent::Msg(StatusMsg::Failed { message }) => {
+                    return Err(classify_init_failure(message).into())
+                }
                 StatusEvent::Msg(_) => continue,
                 StatusEvent::Closed | StatusEvent::TimedOut => {
                     return Err(LinuxError::Setup {
                         what: "start workload".into(),
-                        detail: "the cell's init exited before starting the workload".into(),
+                        detail: "the cell's init exited before starting the workload (see the \
+                                 supervisor's log for a clone or exec failure)"
+                            .into(),
                     }
                     .into())
                 }

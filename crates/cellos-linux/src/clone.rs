@@ -29,7 +29,8 @@ pub const CLONE_NAMESPACES: libc::c_int = libc::CLONE_NEWUSER
     | libc::CLONE_NEWIPC
     | libc::CLONE_NEWUTS;
 
-/// Lowest descriptor used for the staging copies of inherited fds (above any target).
+/// Lowest descriptor used for the staging copies of inherited fds; always above every target,
+/// so dup'ing one onto its target never clobbers another staging copy.
 const STAGING_MIN_FD: RawFd = 64;
 
 /// Everything the child needs, prepared before the clone so the child does not allocate.
@@ -63,8 +64,14 @@ impl InitCommand {
         let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
         argv_ptrs.push(std::ptr::null());
         let mut staged = Vec::with_capacity(fds.len());
+        let min = fds
+            .iter()
+            .map(|(_, t)| *t + 1)
+            .max()
+            .unwrap_or(0)
+            .max(STAGING_MIN_FD);
         for (fd, target) in fds {
-            let copy = rustix::io::fcntl_dupfd_cloexec(fd, STAGING_MIN_FD).map_err(|e| {
+            let copy = rustix::io::fcntl_dupfd_cloexec(fd, min).map_err(|e| {
                 LinuxError::errno("stage descriptor for cell init", e.raw_os_error())
             })?;
             staged.push((copy, *target));

@@ -18,3 +18,4 @@ pub mod protocol;
 pub mod record;
 pub mod rootfs;
 pub mod safe_path;
+pub mod trees;

@@ -34,7 +34,7 @@ const RESERVED_TARGETS: &[&str] = &["/proc", "/dev", "/sys", "/run/secrets", "/r
 #[serde(rename_all = "camelCase")]
 pub struct InitConfig {
     pub cell_id: String,
-    /// Host directory (empty, private to the backend) on which init mounts the new root.
+    /// Directory (in init's private mount namespace) on which init mounts the new root.
     pub build_dir: PathBuf,
     /// Top-level entries of the new root.
     pub root: Vec<RootEntry>,
@@ -42,6 +42,8 @@ pub struct InitConfig {
     pub etc_source: Option<PathBuf>,
     /// Overlay layer of whiteouts that hides host secrets in `/etc` (host rootfs only).
     pub etc_mask: Option<PathBuf>,
+    /// Inherited descriptor of the detached `/etc` overlay (see [`crate::trees`]).
+    pub etc_fd: Option<i32>,
     /// Declared mounts and the workspace, parents before children.
     pub mounts: Vec<MountPlan>,
     pub argv: Vec<String>,
@@ -56,6 +58,10 @@ pub struct InitConfig {
     pub expected_landlock_abi: Option<u32>,
     /// The seccomp program (compiled once on the supervisor side), as BPF instructions.
     pub seccomp: Vec<BpfInstruction>,
+    /// Keep the namespaces after the workload ends, until the supervisor closes the control
+    /// pipe (artifacts are read through them). Without declared artifacts init exits at once,
+    /// so the kernel tears the cell down while the supervisor records the outcome.
+    pub keep_after_exit: bool,
 }
 
 /// One classic-BPF instruction of the seccomp program.
@@ -71,21 +77,35 @@ pub struct BpfInstruction {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", tag = "kind")]
 pub enum RootEntry {
-    Symlink { name: String, target: PathBuf },
-    Dir { name: String, source: PathBuf },
-    File { name: String, source: PathBuf },
+    Symlink {
+        name: String,
+        target: PathBuf,
+    },
+    /// `fd`: the inherited detached tree of `source` (assigned by the backend).
+    Dir {
+        name: String,
+        source: PathBuf,
+        fd: i32,
+    },
+    File {
+        name: String,
+        source: PathBuf,
+        fd: i32,
+    },
 }
 
 /// A mount inside the cell, after validation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", tag = "kind")]
 pub enum MountPlan {
-    /// Bind of a host path (symlink-free, checked to exist).
+    /// Bind of a host path (symlink-free, checked to exist); `fd` is the inherited detached
+    /// tree of `source` (assigned by the backend).
     Bind {
         source: PathBuf,
         target: String,
         read_only: bool,
         is_dir: bool,
+        fd: i32,
     },
     /// The size-capped workspace tmpfs, owned by the workload.
     Tmpfs { target: String, size_bytes: u64 },
@@ -150,11 +170,7 @@ pub fn build(spec: &ExecutionCellSpec, ctx: PlanContext<'_>) -> Result<InitConfi
     let fs = spec.filesystem.clone().unwrap_or_default();
     let mut mounts = Vec::new();
     for (i, m) in fs.mounts.iter().enumerate() {
-        mounts.push(bind_plan(
-            &format!("filesystem.mounts[{i}]"),
-            m,
-            ctx.build_dir,
-        )?);
+        mounts.push(bind_plan(&format!("filesystem.mounts[{i}]"), m)?);
     }
     let mut workspace_target = None;
     if let Some(ws) = &fs.workspace {
@@ -168,7 +184,6 @@ pub fn build(spec: &ExecutionCellSpec, ctx: PlanContext<'_>) -> Result<InitConfi
                     target,
                     read_only: false,
                 },
-                ctx.build_dir,
             )?),
             None => {
                 let size_bytes = match &ws.size_bytes {
@@ -231,6 +246,7 @@ pub fn build(spec: &ExecutionCellSpec, ctx: PlanContext<'_>) -> Result<InitConfi
             ResolvedRootfs::Host => ctx.etc_mask.map(Path::to_path_buf),
             ResolvedRootfs::Dir(_) => None,
         },
+        etc_fd: None,
         mounts,
         argv: spec.run.argv.clone(),
         env,
@@ -241,6 +257,10 @@ pub fn build(spec: &ExecutionCellSpec, ctx: PlanContext<'_>) -> Result<InitConfi
         landlock,
         expected_landlock_abi: ctx.expected_landlock_abi,
         seccomp: ctx.seccomp,
+        keep_after_exit: spec
+            .export
+            .as_ref()
+            .is_some_and(|e| !e.artifacts.is_empty()),
     })
 }
 
@@ -345,26 +365,22 @@ fn root_entry(name: &str, path: &Path) -> Result<Option<RootEntry>, LinuxError> 
         Some(RootEntry::Dir {
             name,
             source: path.to_path_buf(),
+            fd: -1,
         })
     } else if ft.is_file() {
         Some(RootEntry::File {
             name,
             source: path.to_path_buf(),
+            fd: -1,
         })
     } else {
         None
     })
 }
 
-fn bind_plan(field: &str, m: &MountSpec, build_dir: &Path) -> Result<MountPlan, LinuxError> {
+fn bind_plan(field: &str, m: &MountSpec) -> Result<MountPlan, LinuxError> {
     let target = validate_target(&format!("{field}.target"), &m.target)?;
     let source = symlink_free(&format!("{field}.source"), Path::new(&m.source))?;
-    if source.starts_with(build_dir) {
-        return Err(refused(format!(
-            "{field}.source '{}' is inside the backend's private build directory",
-            m.source
-        )));
-    }
     let meta = std::fs::metadata(&source)
         .map_err(|e| LinuxError::io(format!("{field}.source '{}'", m.source), e))?;
     if !meta.is_dir() && !meta.is_file() {
@@ -378,6 +394,7 @@ fn bind_plan(field: &str, m: &MountSpec, build_dir: &Path) -> Result<MountPlan, 
         target,
         read_only: m.read_only,
         is_dir: meta.is_dir(),
+        fd: -1,
     })
 }
 

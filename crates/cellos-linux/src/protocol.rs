@@ -19,6 +19,8 @@ pub const INIT_ARG: &str = "__cell-init";
 pub const CONTROL_FD: i32 = 3;
 /// Status pipe (write end) inside init.
 pub const STATUS_FD: i32 = 4;
+/// First of the detached mount trees passed to init (see [`crate::trees`]).
+pub const FIRST_TREE_FD: i32 = 5;
 
 /// Sent once the uid/gid maps and the cgroup are in place: the child may exec init.
 pub const RELEASE: u8 = b'G';

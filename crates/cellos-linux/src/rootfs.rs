@@ -1,20 +1,20 @@
 //! Building the cell's root filesystem (runs inside init, in the cell's mount namespace).
 //!
 //! The new root is a small tmpfs holding mount points only. System directories (or an image's
-//! top-level entries) are bound into it and made read-only right away; symlinks among them are
-//! recreated as symlinks. `/etc` is a read-only overlay (see [`crate::etc_mask`]). Then the whole
+//! top-level entries), declared binds and the `/etc` overlay arrive as detached, already
+//! read-only mount trees from the supervisor ([`crate::trees`]) and are attached with
+//! `move_mount`; symlinks among the top-level entries are recreated as symlinks. Then the whole
 //! base tree is made read-only, nosuid and nodev in one `mount_setattr(AT_RECURSIVE)` call, and
 //! only then are the writable and special mounts added on top (devices, `/proc`, `/dev/pts`,
-//! `/dev/shm`, `/tmp`, workspace, declared mounts). `mount_setattr` only *adds* flags, so the
+//! `/dev/shm`, `/tmp`, workspace, read-write binds). `mount_setattr` only *adds* flags, so the
 //! locked flags of host mounts (nosuid/nodev/noexec) are kept without reading them back first,
 //! which the classic `MS_REMOUNT|MS_BIND` dance has to do.
 //!
 //! Everything we create in or mount onto is resolved with `openat2(RESOLVE_NO_SYMLINKS)` and
-//! addressed through `/proc/self/fd/N`, so an image cannot redirect a mount with a symlink.
+//! addressed through its descriptor, so an image cannot redirect a mount with a symlink.
 
-use std::ffi::CString;
 use std::io::Write;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
 use cellos_core::spec::SecretDeliveryMode;
@@ -25,70 +25,10 @@ use crate::error::LinuxError;
 use crate::plan::{InitConfig, MountPlan, RootEntry};
 use crate::protocol::SecretFrame;
 use crate::safe_path::{self, fd_path, Kind};
+use crate::trees::{mount_setattr, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY};
 
 /// Device nodes bound from the host into the cell's `/dev`.
 pub const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
-
-/// Cell-side directory (hidden under the `/tmp` mount) holding the per-cell `/etc` layer.
-const ETC_LAYER: &str = "tmp/.cellos-etc";
-
-const MOUNT_ATTR_RDONLY: u64 = 0x1;
-const MOUNT_ATTR_NOSUID: u64 = 0x2;
-const MOUNT_ATTR_NODEV: u64 = 0x4;
-
-/// `struct mount_attr` of `mount_setattr(2)` (libc does not export it).
-#[repr(C)]
-struct MountAttr {
-    attr_set: u64,
-    attr_clr: u64,
-    propagation: u64,
-    userns_fd: u64,
-}
-
-/// Add `attrs` to the mount at `dirfd`+`path` and every mount below it. Raw syscall: neither
-/// nix nor rustix 0.38 wraps `mount_setattr`.
-fn mount_setattr(
-    dirfd: BorrowedFd<'_>,
-    path: &str,
-    attrs: u64,
-    what: &str,
-) -> Result<(), LinuxError> {
-    let c_path = CString::new(path).map_err(|_| setup(what, "path contains NUL"))?;
-    let attr = MountAttr {
-        attr_set: attrs,
-        attr_clr: 0,
-        propagation: 0,
-        userns_fd: 0,
-    };
-    let flags = libc::AT_RECURSIVE
-        | if path.is_empty() {
-            libc::AT_EMPTY_PATH
-        } else {
-            0
-        };
-    // SAFETY: valid C string and attribute struct for the duration of the call.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            dirfd.as_raw_fd(),
-            c_path.as_ptr(),
-            flags as libc::c_uint,
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    };
-    if r < 0 {
-        let err = std::io::Error::last_os_error();
-        if err.raw_os_error() == Some(libc::ENOSYS) {
-            return Err(LinuxError::missing(
-                "mount_setattr(2)",
-                "run on Linux 5.12 or newer (needed to make the cell's mounts read-only)",
-            ));
-        }
-        return Err(LinuxError::io(format!("mount_setattr {what}"), err));
-    }
-    Ok(())
-}
 
 fn setup(what: &str, detail: impl std::fmt::Display) -> LinuxError {
     LinuxError::Setup {
@@ -148,7 +88,7 @@ pub fn build_and_pivot(config: &InitConfig, secrets: &[SecretFrame]) -> Result<(
     for dir in ["proc", "dev", "tmp", "run", "run/cellos", "etc"] {
         mkdir(root, dir, 0o755)?;
     }
-    etc(root, build, config)?;
+    etc(root, config)?;
     dev_base(root, build)?;
     if config.secret_delivery == SecretDeliveryMode::File && !secrets.is_empty() {
         secrets_tmpfs(root, build, config, secrets)?;
@@ -156,8 +96,7 @@ pub fn build_and_pivot(config: &InitConfig, secrets: &[SecretFrame]) -> Result<(
     // Create mount points inside the base tmpfs now, while it is writable. Targets inside
     // other mounts (a workspace, an image directory) are created or checked when mounted.
     for m in &config.mounts {
-        let kind = mount_kind(m);
-        let _ = safe_path::ensure(root, m.target(), kind);
+        let _ = safe_path::ensure(root, m.target(), mount_kind(m));
     }
 
     mount_setattr(
@@ -233,55 +172,25 @@ fn root_entry(root: BorrowedFd<'_>, entry: &RootEntry) -> Result<(), LinuxError>
             .map_err(|e| {
                 LinuxError::errno(format!("symlink /{name} in the cell"), e.raw_os_error())
             }),
-        RootEntry::Dir { name, source } | RootEntry::File { name, source } => {
-            let kind = if matches!(entry, RootEntry::Dir { .. }) {
-                Kind::Dir
-            } else {
-                Kind::File
-            };
-            let target = safe_path::ensure(root, name, kind)
-                .map_err(|e| LinuxError::io(format!("create mount point /{name}"), e))?;
-            bind_read_only(source, &target, &format!("/{name}"))
-        }
+        RootEntry::Dir { name, fd, .. } => attach(root, name, Kind::Dir, *fd),
+        RootEntry::File { name, fd, .. } => attach(root, name, Kind::File, *fd),
     }
 }
 
-/// Bind host `source` onto `target` (an `O_PATH` fd) read-only, nosuid and nodev.
-fn bind_read_only(source: &Path, target: &OwnedFd, what: &str) -> Result<(), LinuxError> {
-    bind_with_attrs(
-        source,
-        target,
-        MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
-        what,
-    )
-}
-
-/// Clone the mount tree at host `source` (detached), add `attrs` to it while nothing can see
-/// it, then attach it at `target`: no window exists in which the bind is writable.
-fn bind_with_attrs(
-    source: &Path,
-    target: &OwnedFd,
-    attrs: u64,
-    what: &str,
-) -> Result<(), LinuxError> {
-    use rustix::mount::{move_mount, open_tree, MoveMountFlags, OpenTreeFlags};
-    let src = safe_path::open_host_path(source)
-        .map_err(|e| LinuxError::io(format!("open {} for {what}", source.display()), e))?;
-    let tree = open_tree(
-        src.as_fd(),
-        "",
-        OpenTreeFlags::OPEN_TREE_CLONE
-            | OpenTreeFlags::OPEN_TREE_CLOEXEC
-            | OpenTreeFlags::AT_RECURSIVE
-            | OpenTreeFlags::AT_EMPTY_PATH,
-    )
-    .map_err(|e| {
-        LinuxError::errno(
-            format!("open_tree {} for {what}", source.display()),
-            e.raw_os_error(),
+/// Attach the inherited detached tree `fd` at `rel` (created without following symlinks),
+/// then close our handle on it so the workload never inherits it.
+fn attach(root: BorrowedFd<'_>, rel: &str, kind: Kind, fd: i32) -> Result<(), LinuxError> {
+    use rustix::mount::{move_mount, MoveMountFlags};
+    let tree = inherited(fd)?;
+    let target = safe_path::ensure(root, rel, kind).map_err(|e| {
+        LinuxError::io(
+            format!(
+                "mount point {rel} (must be creatable inside the cell and contain no symlink; \
+                 inside a read-only directory it must already exist)"
+            ),
+            e,
         )
     })?;
-    mount_setattr(tree.as_fd(), "", attrs, what)?;
     move_mount(
         tree.as_fd(),
         "",
@@ -289,72 +198,37 @@ fn bind_with_attrs(
         "",
         MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
     )
-    .map_err(|e| LinuxError::errno(format!("attach {what}"), e.raw_os_error()))
+    .map_err(|e| LinuxError::errno(format!("attach {rel}"), e.raw_os_error()))
 }
 
-/// `/etc`: read-only overlay of the per-cell files over the (masked) source `/etc`.
-fn etc(root: BorrowedFd<'_>, build: &str, config: &InitConfig) -> Result<(), LinuxError> {
-    let hostname = format!("{}\n", config.cell_id);
-    let hosts = format!(
-        "127.0.0.1\tlocalhost {id}\n::1\tlocalhost ip6-localhost ip6-loopback\n",
-        id = config.cell_id
-    );
-    let Some(source) = &config.etc_source else {
-        write_file(root, "etc/hostname", 0o644, hostname.as_bytes())?;
-        write_file(root, "etc/hosts", 0o644, hosts.as_bytes())?;
-        return Ok(());
-    };
-    mkdir(root, ETC_LAYER, 0o755)?;
-    write_file(
-        root,
-        &format!("{ETC_LAYER}/hostname"),
-        0o644,
-        hostname.as_bytes(),
-    )?;
-    write_file(root, &format!("{ETC_LAYER}/hosts"), 0o644, hosts.as_bytes())?;
-    let mut lower = vec![overlay_escape(&format!("{build}/{ETC_LAYER}"))];
-    if let Some(mask) = &config.etc_mask {
-        lower.push(overlay_escape(&path_str(mask)?));
+/// Take ownership of a descriptor the supervisor passed down.
+fn inherited(fd: i32) -> Result<OwnedFd, LinuxError> {
+    if fd < crate::protocol::FIRST_TREE_FD {
+        return Err(setup(
+            "cell config",
+            format!("invalid inherited descriptor {fd}"),
+        ));
     }
-    lower.push(overlay_escape(&path_str(source)?));
-    do_mount(
-        Some("overlay"),
-        &format!("{build}/etc"),
-        Some("overlay"),
-        MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-        Some(&format!("lowerdir={}", lower.join(":"))),
-        "/etc overlay",
-    )
-    .map_err(|e| match e {
-        LinuxError::Io { source, .. } if source.raw_os_error() == Some(libc::ENODEV) => {
-            LinuxError::missing(
-                "overlayfs",
-                "load the overlay module (modprobe overlay); the cell's /etc is an overlay",
-            )
-        }
-        other => other,
-    })
+    // SAFETY: the supervisor placed this descriptor for us and nothing else in init uses it;
+    // each number appears once in the config.
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
 }
 
-fn path_str(p: &Path) -> Result<String, LinuxError> {
-    p.to_str().map(str::to_owned).ok_or_else(|| {
-        setup(
-            "overlay layer path",
-            format!("{} is not UTF-8", p.display()),
-        )
-    })
-}
-
-/// Escape the characters overlayfs treats as separators in `lowerdir`.
-fn overlay_escape(p: &str) -> String {
-    let mut out = String::with_capacity(p.len());
-    for c in p.chars() {
-        if matches!(c, '\\' | ':' | ',') {
-            out.push('\\');
+/// `/etc`: the supervisor's detached overlay, or (image without `/etc`) just the two files.
+fn etc(root: BorrowedFd<'_>, config: &InitConfig) -> Result<(), LinuxError> {
+    match config.etc_fd {
+        Some(fd) => attach(root, "etc", Kind::Dir, fd),
+        None => {
+            let hosts = format!("127.0.0.1\tlocalhost {}\n", config.cell_id);
+            write_file(
+                root,
+                "etc/hostname",
+                0o644,
+                format!("{}\n", config.cell_id).as_bytes(),
+            )?;
+            write_file(root, "etc/hosts", 0o644, hosts.as_bytes()).map(drop)
         }
-        out.push(c);
     }
-    out
 }
 
 /// `/dev` tmpfs with device placeholders, standard symlinks and mount points.
@@ -458,28 +332,18 @@ fn secrets_tmpfs(
 /// A declared mount or the workspace, on a target created without following symlinks.
 fn user_mount(root: BorrowedFd<'_>, m: &MountPlan, config: &InitConfig) -> Result<(), LinuxError> {
     let target_name = m.target();
-    let target = safe_path::ensure(root, target_name, mount_kind(m)).map_err(|e| {
-        LinuxError::io(
-            format!(
-                "mount target {target_name} (must be creatable inside the cell and contain no \
-                 symlink; inside a read-only directory it must already exist)"
-            ),
-            e,
-        )
-    })?;
     match m {
-        MountPlan::Bind {
-            source,
-            read_only: true,
-            ..
-        } => bind_read_only(source, &target, target_name),
-        MountPlan::Bind { source, .. } => bind_with_attrs(
-            source,
-            &target,
-            MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
-            target_name,
-        ),
+        MountPlan::Bind { fd, .. } => attach(root, target_name, mount_kind(m), *fd),
         MountPlan::Tmpfs { size_bytes, .. } => {
+            let target = safe_path::ensure(root, target_name, Kind::Dir).map_err(|e| {
+                LinuxError::io(
+                    format!(
+                        "workspace {target_name} (must be creatable inside the cell and contain \
+                         no symlink)"
+                    ),
+                    e,
+                )
+            })?;
             do_mount(
                 Some("tmpfs"),
                 &fd_path(&target),
@@ -507,15 +371,4 @@ fn pivot(build: &str) -> Result<(), LinuxError> {
     umount2(".", MntFlags::MNT_DETACH)
         .map_err(|e| LinuxError::errno("detach old root", e as i32))?;
     nix::unistd::chdir("/").map_err(|e| LinuxError::errno("chdir /", e as i32))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn overlay_separators_are_escaped() {
-        assert_eq!(overlay_escape("/a:b,c\\d"), "/a\\:b\\,c\\\\d");
-        assert_eq!(overlay_escape("/var/lib/cellos"), "/var/lib/cellos");
-    }
 }

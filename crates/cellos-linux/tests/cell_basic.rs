@@ -120,7 +120,10 @@ fn artifacts_are_readable_after_exit_and_escapes_are_refused() {
     let spec = shell(
         &unique_id("art"),
         "echo result > /work/out.txt && ln -s /etc/passwd /work/link && mkdir /work/dir",
-        json!({"filesystem": {"workspace": {"target": "/work"}}}),
+        json!({
+            "filesystem": {"workspace": {"target": "/work"}},
+            "export": {"artifacts": [{"name": "out", "path": "/work/out.txt"}]}
+        }),
     );
     let mut cell = create(
         &fx.backend,

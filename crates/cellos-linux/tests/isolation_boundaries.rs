@@ -233,3 +233,38 @@ fn grep_dir(dir: &std::path::Path, needle: &[u8]) -> bool {
         }
     })
 }
+
+#[test]
+fn private_host_directories_and_state_dir_work() {
+    use std::os::unix::fs::PermissionsExt;
+    let private = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(private.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let state = private.path().join("state");
+    let data = private.path().join("data");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::create_dir(&data).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(data.join("f"), b"private data").unwrap();
+    std::fs::set_permissions(data.join("f"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let data = std::fs::canonicalize(&data).unwrap();
+    let backend = cellos_linux::backend::LinuxBackend::new(
+        cellos_linux::backend::LinuxBackendConfig::new(&state, init_exe()),
+    )
+    .unwrap();
+    let r = run(
+        &backend,
+        &shell(
+            &unique_id("private"),
+            "cat /data/f",
+            json!({"filesystem": {"mounts": [{"source": data.to_str().unwrap(), "target": "/data"}]}}),
+        ),
+    );
+    assert_eq!(
+        r.outcome.exit,
+        WorkloadExit::Exited { code: 0 },
+        "{}",
+        r.stderr
+    );
+    assert_eq!(r.stdout, "private data");
+}

@@ -37,7 +37,9 @@ fn our_inits() -> Vec<i32> {
             let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
                 return false;
             };
-            let Some(close) = stat.rfind(')') else { return false };
+            let Some(close) = stat.rfind(')') else {
+                return false;
+            };
             let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
             stat.contains("(cellos-cell-ini") && fields.get(1) == Some(&me.as_str())
         })
@@ -57,7 +59,10 @@ fn sequential_and_concurrent_cells_leave_nothing() {
     let prefix = format!("seq-{}-", std::process::id());
     let mounts_before = host_mounts();
     for i in 0..200 {
-        let r = run(&fx.backend, &spec(&format!("{prefix}{i}"), &["/bin/true"], json!({})));
+        let r = run(
+            &fx.backend,
+            &spec(&format!("{prefix}{i}"), &["/bin/true"], json!({})),
+        );
         assert_eq!(r.outcome.exit, WorkloadExit::Exited { code: 0 });
         assert!(r.teardown.residue.is_empty(), "{:?}", r.teardown.residue);
     }
@@ -67,7 +72,12 @@ fn sequential_and_concurrent_cells_leave_nothing() {
             let id = format!("{prefix}c{i}");
             s.spawn(move || {
                 let r = run(backend, &shell(&id, "echo $$; sleep 0.05", json!({})));
-                assert_eq!(r.outcome.exit, WorkloadExit::Exited { code: 0 }, "{}", r.stderr);
+                assert_eq!(
+                    r.outcome.exit,
+                    WorkloadExit::Exited { code: 0 },
+                    "{}",
+                    r.stderr
+                );
                 assert_eq!(r.stdout, "2\n");
                 assert!(r.teardown.residue.is_empty(), "{:?}", r.teardown.residue);
             });
@@ -93,14 +103,18 @@ fn destroy_of_a_running_cell_kills_everything() {
         &err,
     );
     cell.start().unwrap();
-    let record = cellos_linux::record::read(fx.state.path(), &id).unwrap().unwrap();
+    let record = cellos_linux::record::read(fx.state.path(), &id)
+        .unwrap()
+        .unwrap();
     let init = record.init_pid.unwrap();
     assert!(CellCgroup::exists(&id));
     let report = cell.destroy().unwrap();
     assert!(report.destroyed && report.forced);
     assert!(report.residue.is_empty(), "{:?}", report.residue);
     assert!(!CellCgroup::exists(&id));
-    assert!(cellos_linux::record::read(fx.state.path(), &id).unwrap().is_none());
+    assert!(cellos_linux::record::read(fx.state.path(), &id)
+        .unwrap()
+        .is_none());
     assert_eq!(cellos_linux::record::process_start_time(init), None);
 }
 
@@ -135,7 +149,12 @@ fn reclaim_after_the_creating_process_is_killed() {
     let fx = fixture();
     let id = unique_id("crash");
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child_mode_create_cell_then_hang", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "child_mode_create_cell_then_hang",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env("CELLOS_TEST_CHILD_STATE", fx.state.path())
         .env("CELLOS_TEST_CHILD_ID", &id)
         .stdout(Stdio::piped())
@@ -148,7 +167,9 @@ fn reclaim_after_the_creating_process_is_killed() {
         .map_while(Result::ok)
         .any(|l| l.contains("READY"));
     assert!(ready, "child never created its cell");
-    let record = cellos_linux::record::read(fx.state.path(), &id).unwrap().unwrap();
+    let record = cellos_linux::record::read(fx.state.path(), &id)
+        .unwrap()
+        .unwrap();
     assert!(record.init_alive());
     child.kill().unwrap();
     child.wait().unwrap();
@@ -160,7 +181,10 @@ fn reclaim_after_the_creating_process_is_killed() {
     assert!(!CellCgroup::exists(&id));
     assert!(!Path::new(&cellos_linux::record::record_path(fx.state.path(), &id)).exists());
     let init = record.init_pid.unwrap();
-    assert_ne!(cellos_linux::record::process_start_time(init), record.init_start);
+    assert_ne!(
+        cellos_linux::record::process_start_time(init),
+        record.init_start
+    );
     assert!(!fx.backend.orphans().unwrap().contains(&id));
     // Idempotent.
     let again = fx.backend.reclaim(&id).unwrap();

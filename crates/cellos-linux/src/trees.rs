@@ -1,0 +1,176 @@
+//! Detached mount trees, prepared by the supervisor and attached by init.
+//!
+//! The cell's init is root only inside its user namespace: it cannot look up host paths that
+//! are not world-searchable (a `0700` state directory, a private project directory). So every
+//! host path a cell gets is opened here, by the supervisor (real root), as a detached mount
+//! tree: `open_tree(OPEN_TREE_CLONE)` for binds, `fsmount` for the `/etc` overlay. Flags are
+//! added while the tree is detached (`mount_setattr`), so there is never a writable window,
+//! and the descriptor is inherited by init, which only `move_mount`s it into place. Init
+//! performs no host path lookup for these, so nothing can be swapped under it either.
+
+use std::ffi::CString;
+use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::path::Path;
+
+use rustix::fs::{Mode, OFlags};
+use rustix::mount::{
+    fsconfig_create, fsconfig_set_string, fsmount, fsopen, open_tree, FsMountFlags, FsOpenFlags,
+    MountAttrFlags, OpenTreeFlags,
+};
+
+use crate::error::LinuxError;
+use crate::safe_path;
+
+pub const MOUNT_ATTR_RDONLY: u64 = 0x1;
+pub const MOUNT_ATTR_NOSUID: u64 = 0x2;
+pub const MOUNT_ATTR_NODEV: u64 = 0x4;
+
+/// `struct mount_attr` of `mount_setattr(2)` (libc does not export it).
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// Add `attrs` to the mount at `dirfd`+`path` (empty path: `dirfd` itself) and every mount
+/// below it. Raw syscall: neither nix nor rustix 0.38 wraps `mount_setattr`.
+pub fn mount_setattr(
+    dirfd: BorrowedFd<'_>,
+    path: &str,
+    attrs: u64,
+    what: &str,
+) -> Result<(), LinuxError> {
+    let c_path = CString::new(path).map_err(|_| LinuxError::Refused {
+        what: format!("{what}: path contains NUL"),
+    })?;
+    let attr = MountAttr {
+        attr_set: attrs,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    let flags = libc::AT_RECURSIVE
+        | if path.is_empty() {
+            libc::AT_EMPTY_PATH
+        } else {
+            0
+        };
+    // SAFETY: valid C string and attribute struct for the duration of the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            dirfd.as_raw_fd(),
+            c_path.as_ptr(),
+            flags as libc::c_uint,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if r < 0 {
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() == Some(libc::ENOSYS) {
+            return Err(LinuxError::missing(
+                "mount_setattr(2)",
+                "run on Linux 5.12 or newer (needed to make the cell's mounts read-only)",
+            ));
+        }
+        return Err(LinuxError::io(format!("mount_setattr {what}"), err));
+    }
+    Ok(())
+}
+
+/// A detached copy of the mount tree at host `source` (recursive), with `attrs` added.
+/// `source` must be symlink-free (validated by the plan; re-checked here).
+pub fn clone_tree(source: &Path, attrs: u64, what: &str) -> Result<OwnedFd, LinuxError> {
+    let src = safe_path::open_host_path(source)
+        .map_err(|e| LinuxError::io(format!("open {} for {what}", source.display()), e))?;
+    let tree = open_tree(
+        src.as_fd(),
+        "",
+        OpenTreeFlags::OPEN_TREE_CLONE
+            | OpenTreeFlags::OPEN_TREE_CLOEXEC
+            | OpenTreeFlags::AT_RECURSIVE
+            | OpenTreeFlags::AT_EMPTY_PATH,
+    )
+    .map_err(|e| {
+        LinuxError::errno(
+            format!("open_tree {} for {what}", source.display()),
+            e.raw_os_error(),
+        )
+    })?;
+    mount_setattr(tree.as_fd(), "", attrs, what)?;
+    Ok(tree)
+}
+
+/// The cell's `/etc`: a detached read-only overlay of a per-cell layer (`hostname`, `hosts`
+/// on a small private tmpfs) over the optional `mask` (whiteouts of host secrets) over
+/// `etc`. Layers are named through `/proc/self/fd`, so no path of ours needs escaping.
+pub fn etc_overlay(cell_id: &str, mask: Option<&Path>, etc: &Path) -> Result<OwnedFd, LinuxError> {
+    let fs_err = |what: &str| {
+        let what = what.to_owned();
+        move |e: rustix::io::Errno| {
+            LinuxError::errno(format!("/etc overlay: {what}"), e.raw_os_error())
+        }
+    };
+    let tmp = fsopen("tmpfs", FsOpenFlags::FSOPEN_CLOEXEC).map_err(fs_err("fsopen tmpfs"))?;
+    fsconfig_set_string(tmp.as_fd(), "size", "64k").map_err(fs_err("tmpfs size"))?;
+    fsconfig_set_string(tmp.as_fd(), "mode", "0755").map_err(fs_err("tmpfs mode"))?;
+    fsconfig_create(tmp.as_fd()).map_err(fs_err("create tmpfs"))?;
+    let layer = fsmount(
+        tmp.as_fd(),
+        FsMountFlags::FSMOUNT_CLOEXEC,
+        MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_NODEV,
+    )
+    .map_err(fs_err("mount tmpfs"))?;
+    let hosts =
+        format!("127.0.0.1\tlocalhost {cell_id}\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+    write_at(layer.as_fd(), "hostname", format!("{cell_id}\n").as_bytes())?;
+    write_at(layer.as_fd(), "hosts", hosts.as_bytes())?;
+
+    let mut lower = vec![safe_path::fd_path(&layer)];
+    let mut held = Vec::new();
+    for dir in mask.into_iter().chain(std::iter::once(etc)) {
+        let fd = safe_path::open_host_path(dir)
+            .map_err(|e| LinuxError::io(format!("open {} for /etc", dir.display()), e))?;
+        lower.push(safe_path::fd_path(&fd));
+        held.push(fd);
+    }
+    let ovl = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC).map_err(|e| {
+        if e == rustix::io::Errno::NODEV {
+            LinuxError::missing(
+                "overlayfs",
+                "load the overlay module (modprobe overlay); the cell's /etc is an overlay",
+            )
+        } else {
+            fs_err("fsopen overlay")(e)
+        }
+    })?;
+    fsconfig_set_string(ovl.as_fd(), "lowerdir", lower.join(":")).map_err(fs_err("lowerdir"))?;
+    fsconfig_create(ovl.as_fd()).map_err(fs_err("create overlay"))?;
+    let mounted = fsmount(
+        ovl.as_fd(),
+        FsMountFlags::FSMOUNT_CLOEXEC,
+        MountAttrFlags::MOUNT_ATTR_RDONLY
+            | MountAttrFlags::MOUNT_ATTR_NOSUID
+            | MountAttrFlags::MOUNT_ATTR_NODEV,
+    )
+    .map_err(fs_err("mount overlay"))?;
+    drop(held);
+    Ok(mounted)
+}
+
+fn write_at(dir: BorrowedFd<'_>, name: &str, content: &[u8]) -> Result<(), LinuxError> {
+    let fd = rustix::fs::openat(
+        dir,
+        name,
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o644),
+    )
+    .map_err(|e| LinuxError::errno(format!("create /etc/{name} for the cell"), e.raw_os_error()))?;
+    std::fs::File::from(fd)
+        .write_all(content)
+        .map_err(|e| LinuxError::io(format!("write /etc/{name} for the cell"), e))
+}
