@@ -15,9 +15,13 @@ pub mod agent;
 #[cfg(feature = "host")]
 pub mod declared;
 #[cfg(feature = "host")]
+pub mod discrepancy;
+#[cfg(feature = "host")]
 pub mod hostprobe;
 #[cfg(feature = "host")]
 pub mod keepalive;
 #[cfg(feature = "host")]
 pub mod receiver;
+#[cfg(feature = "host")]
+pub mod session;
 pub mod wire;

@@ -9,9 +9,23 @@ use std::time::{Duration, Instant};
 use cellos_core::authority::AuthorityKind;
 use cellos_core::events::EventKind;
 use cellos_telemetry::receiver::{ReceiverError, TelemetryItem, TelemetryReceiver};
-use cellos_telemetry::wire::{encode_value, ProbeSource, MAX_FRAME_BYTES};
+use cellos_telemetry::wire::{encode_value, GuestFrame, ProbeSource, MAX_FRAME_BYTES};
 use ciborium::value::Value;
 use common::*;
+
+pub fn frame(source: ProbeSource, pid: u32) -> GuestFrame {
+    GuestFrame::new(source, pid, "workload", 1)
+}
+
+pub fn send(stream: &mut UnixStream, bytes: &[u8]) {
+    stream.write_all(bytes).unwrap();
+}
+
+/// The next item, waiting (bounded) for it.
+pub fn next_item(rx: &TelemetryReceiver) -> TelemetryItem {
+    rx.next_timeout(Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("no item arrived: {:?}", rx.counters()))
+}
 
 fn declaration(item: TelemetryItem) -> cellos_telemetry::receiver::StampedDeclaration {
     match item {

@@ -1,16 +1,11 @@
 //! Helpers shared by the integration tests: real receivers on real sockets in a temp dir.
 
-use std::io::Write;
-use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cellos_core::events::EventFactory;
-use cellos_telemetry::receiver::{
-    HostStamp, ReceiverConfig, ReceiverCounters, TelemetryItem, TelemetryReceiver,
-};
-use cellos_telemetry::wire::{GuestFrame, ProbeSource};
+use cellos_telemetry::receiver::{HostStamp, ReceiverConfig, ReceiverCounters, TelemetryReceiver};
 
 pub fn stamp(cell: &str) -> HostStamp {
     HostStamp {
@@ -36,14 +31,6 @@ pub fn factory() -> EventFactory {
     )
 }
 
-pub fn frame(source: ProbeSource, pid: u32) -> GuestFrame {
-    GuestFrame::new(source, pid, "workload", 1)
-}
-
-pub fn send(stream: &mut UnixStream, bytes: &[u8]) {
-    stream.write_all(bytes).unwrap();
-}
-
 /// Wait (bounded) until `cond` holds on the receiver's counters; panics with them otherwise.
 pub fn wait_counters(
     rx: &TelemetryReceiver,
@@ -62,10 +49,4 @@ pub fn wait_counters(
         );
         std::thread::sleep(Duration::from_millis(5));
     }
-}
-
-/// The next item, waiting (bounded) for it.
-pub fn next_item(rx: &TelemetryReceiver) -> TelemetryItem {
-    rx.next_timeout(Duration::from_secs(30))
-        .unwrap_or_else(|| panic!("no item arrived: {:?}", rx.counters()))
 }
