@@ -32,7 +32,8 @@ pub fn resolve_home(cli: Option<PathBuf>) -> Result<PathBuf, Failure> {
 /// Everything inside keeps its own restrictive mode (keys 0700, event log 0640, exports 0700).
 fn prepare_home(home: &Path) -> Result<(), Failure> {
     use std::os::unix::fs::PermissionsExt;
-    let fail = |e: std::io::Error| Failure::cellos(format!("state directory {}: {e}", home.display()));
+    let fail =
+        |e: std::io::Error| Failure::cellos(format!("state directory {}: {e}", home.display()));
     std::fs::create_dir_all(home).map_err(fail)?;
     let mode = std::fs::metadata(home).map_err(fail)?.permissions().mode() & 0o777;
     if mode & 0o111 != 0o111 {

@@ -26,6 +26,13 @@ struct Cli {
     command: Command,
 }
 
+/// How many signatures `verify` checks.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum SignatureMode {
+    Every,
+    Anchors,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Check spec, policy-pack and formation files; exit 2 listing every problem.
@@ -52,8 +59,14 @@ enum Command {
     },
     /// Verify the whole hash chain and every signature of an event log.
     Verify {
-        /// Log file (default: the event log under CELLOS_HOME).
+        /// Log directory or segment file (default: the event log under CELLOS_HOME).
         log: Option<PathBuf>,
+        /// `every` checks each signature; `anchors` checks the chain link of every event and
+        /// the last signature of each key run (each signature covers the whole chain before
+        /// it), which is faster on large logs but does not catch a writer that signed
+        /// intermediate events wrongly.
+        #[arg(long, value_enum, default_value = "every")]
+        signatures: SignatureMode,
     },
     /// Show events.
     Events {
@@ -129,7 +142,7 @@ fn dispatch(cli: Cli) -> Result<u8, Failure> {
         } => commands::spec::admit(&file, &policies, json),
         Command::Schema => commands::spec::schema(),
         Command::Keygen { force } => commands::log::keygen(&home, force),
-        Command::Verify { log } => commands::log::verify(&home, log),
+        Command::Verify { log, signatures } => commands::log::verify(&home, log, signatures),
         Command::Events {
             cell,
             type_prefix,

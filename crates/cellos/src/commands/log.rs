@@ -9,10 +9,11 @@ use std::time::Duration;
 use cellos_adapters::event_log::{read_log, read_log_lines, LIVE_SEGMENT};
 use cellos_adapters::keys::{KeyError, KeyStore};
 use cellos_core::events::CloudEvent;
-use cellos_core::integrity::Verifier;
+use cellos_core::integrity::{SignatureCheck, Verifier};
 use cellos_core::projection::project as project_events;
 
 use crate::exit::Failure;
+use crate::SignatureMode;
 
 const TYPE_PREFIX: &str = "dev.cellos.events.cell.";
 
@@ -48,7 +49,7 @@ fn log_path(home: &Path, log: Option<PathBuf>) -> PathBuf {
 }
 
 /// Verify chain and signatures; name the first bad line and exit 1.
-pub fn verify(home: &Path, log: Option<PathBuf>) -> Result<u8, Failure> {
+pub fn verify(home: &Path, log: Option<PathBuf>, mode: SignatureMode) -> Result<u8, Failure> {
     let path = log_path(home, log);
     let keyring = KeyStore::new(home).keyring().map_err(|e| match e {
         KeyError::Io { .. } => Failure::other(format!(
@@ -59,7 +60,11 @@ pub fn verify(home: &Path, log: Option<PathBuf>) -> Result<u8, Failure> {
     })?;
     let lines = read_log_lines(&path)
         .map_err(|e| Failure::other(format!("cannot read {}: {e}", path.display())))?;
-    let mut verifier = Verifier::new(&keyring);
+    let check = match mode {
+        SignatureMode::Every => SignatureCheck::Every,
+        SignatureMode::Anchors => SignatureCheck::Anchors,
+    };
+    let mut verifier = Verifier::with_check(&keyring, check);
     for line in lines {
         let line = line.map_err(|e| Failure::other(format!("{}: {e}", path.display())))?;
         verifier.push(&line);
