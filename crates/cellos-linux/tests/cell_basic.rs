@@ -229,3 +229,41 @@ fn symlinked_mount_sources_are_refused_at_create() {
     );
     assert!(run_dir_entries(fx.state.path()).is_empty());
 }
+
+#[test]
+fn signal_reaches_the_workload_and_list_shows_the_cell() {
+    use cellos_core::ports::CellBackend;
+    let fx = fixture();
+    let id = unique_id("kill");
+    let (out, err) = (SharedBuf::default(), SharedBuf::default());
+    let spec = shell(
+        &id,
+        "trap 'echo got-term; exit 3' TERM; echo ready; while :; do sleep 0.01; done",
+        json!({}),
+    );
+    let mut cell = create(
+        &fx.backend,
+        &spec,
+        Vec::new(),
+        Default::default(),
+        &out,
+        &err,
+    );
+    cell.start().unwrap();
+    while !out.text().contains("ready") {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let listed = fx.backend.list().unwrap();
+    let me = listed.iter().find(|c| c.cell_id == id).expect("listed");
+    assert!(me.supervised && me.init_pid.is_some());
+    assert!(fx.backend.orphans().unwrap().is_empty());
+    assert!(fx.backend.signal(&id, libc::SIGSTOP).is_err());
+    fx.backend.signal(&id, libc::SIGTERM).unwrap();
+    assert_eq!(
+        cell.wait(None).unwrap().exit,
+        WorkloadExit::Exited { code: 3 }
+    );
+    assert_eq!(out.text(), "ready\ngot-term\n");
+    cell.destroy().unwrap();
+    assert!(fx.backend.list().unwrap().is_empty());
+}
