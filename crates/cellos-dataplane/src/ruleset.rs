@@ -5,7 +5,8 @@
 //! Layout of table `inet cellos` (inside the cell's network namespace, where the workload holds
 //! no `CAP_NET_ADMIN` and so cannot change it):
 //!
-//! * chain `output`, policy drop, in this order: own loopback; IPv6 neighbour discovery
+//! * chain `output`, policy drop, in this order: own loopback (by interface and by
+//!   destination, which is how gate-redirected connections show up); IPv6 neighbour discovery
 //!   (without it no IPv6 works on the veth); established/related flows;
 //!   invalid packets (dropped, logged); the cell's DNS authority on port 53 (UDP and TCP);
 //!   `explicit_v4/v6` — literal CIDR rules that lie inside a denied range, which is how a rule
@@ -340,6 +341,10 @@ impl EgressPlan {
             "\t\ttype filter hook output priority filter; policy drop;"
         );
         let _ = writeln!(s, "\t\toif \"lo\" accept");
+        // Connections redirected to the gate still carry the original output interface here;
+        // loopback destinations never leave the namespace, so they are safe to accept.
+        let _ = writeln!(s, "\t\tip daddr 127.0.0.0/8 accept");
+        let _ = writeln!(s, "\t\tip6 daddr ::1 accept");
         // IPv6 does not work at all without neighbour discovery on the cell's link.
         let _ = writeln!(
             s,

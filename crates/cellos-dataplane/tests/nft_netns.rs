@@ -225,3 +225,83 @@ fn the_kernel_enforces_dns_pins_cidr_rules_and_denied_ranges() {
     assert_eq!(summary.denied_range, 4, "{summary:?}");
     assert_eq!(summary.flows_denied, 8, "{summary:?}");
 }
+
+struct Events(std::sync::Mutex<Vec<cellos_dataplane::FlowEvent>>);
+
+impl cellos_dataplane::FlowObserver for Events {
+    fn flow(&self, event: &cellos_dataplane::FlowEvent) {
+        self.0.lock().unwrap().push(event.clone());
+    }
+}
+
+/// From inside the namespace: connect to `dst`, send `payload`, read until the gate closes.
+fn client_in_netns(ns_path: String, dst: &'static str, payload: &'static [u8]) {
+    in_netns(&ns_path, move || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(dst).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(payload).unwrap();
+        let mut back = Vec::new();
+        let _ = s.read_to_end(&mut back);
+        assert!(back.is_empty());
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirected_connections_reach_the_gate_with_their_original_destination() {
+    use cellos_dataplane::l7gate::{ConntrackOriginalDst, GateContext, GatePolicy, L7Gate};
+    use std::sync::Arc;
+
+    let ns = TestNetns::new("gate");
+    add_default_route(&ns);
+    let plan = plan();
+    NftController::for_netns(ns.path())
+        .apply(plan.render().text())
+        .unwrap();
+    // The gate's listener lives in the cell's namespace, where `redirect to :15001` lands.
+    let listener = in_netns(&ns.path(), || {
+        let l = std::net::TcpListener::bind("127.0.0.1:15001").unwrap();
+        l.set_nonblocking(true).unwrap();
+        l
+    });
+    let events = Arc::new(Events(Default::default()));
+    let gate = L7Gate::from_std(
+        listener,
+        GateContext {
+            policy: GatePolicy::new(plan.gate_policy()),
+            // Nothing resolved: an allowed name must still be refused.
+            resolver: Arc::new(cellos_dataplane::PinTable::new()),
+            original_dst: Arc::new(ConntrackOriginalDst),
+            observer: events.clone(),
+            peek_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(5),
+        },
+    )
+    .unwrap();
+
+    for payload in [
+        &b"GET / HTTP/1.1\r\nHost: other.test\r\n\r\n"[..],
+        b"GET / HTTP/1.1\r\nHost: api.allowed.test\r\n\r\n",
+    ] {
+        let path = ns.path();
+        tokio::task::spawn_blocking(move || client_in_netns(path, "203.0.113.10:443", payload))
+            .await
+            .unwrap();
+    }
+    // Each flow's event is emitted before the gate closes it, so both are here.
+    let seen: Vec<(String, String)> = events
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|e| (e.dst.to_string(), e.reason.clone()))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            ("203.0.113.10:443".to_owned(), "host-mismatch".to_owned()),
+            ("203.0.113.10:443".to_owned(), "not-resolved".to_owned()),
+        ]
+    );
+    gate.shutdown().await;
+}
