@@ -1,4 +1,47 @@
-//! CellOS egress dataplane.
+//! CellOS egress dataplane: what lets a networked cell reach exactly what its spec allows.
+//!
+//! Pure decisions ([`ruleset`], [`ranges`], [`dns::filter`], the gate's parsers and
+//! [`l7gate::GatePolicy`]) are separate from the I/O that applies them ([`nft`], the DNS and
+//! gate servers), so each can be tested on its own.
+//!
+//! # Wiring a cell (the Linux backend's job)
+//!
+//! Only for specs that declare egress (`authority.egressRules` or `dnsAuthority`); other cells
+//! keep a loopback-only namespace and need none of this.
+//!
+//! 1. Create the cell's network namespace and a veth pair; give the host end an address from
+//!    the pool (say `10.x.y.1/30`) and the cell end `10.x.y.2` with a default route via the
+//!    host end; host-side forwarding and NAT for that veth only.
+//! 2. Plan: [`EgressPlan::from_spec`] with [`PlanInputs`] `{ dns_server: 10.x.y.1,
+//!    l7_gate_port: Some(PORT), host_addresses: <every address of the host>, log_group }`.
+//! 3. Load: `let ruleset = plan.render();` then
+//!    [`NftController::for_pid(cell_init_pid)`](NftController::for_pid) (or
+//!    [`NftController::for_netns`]) `.apply(ruleset.text())` — one atomic `nft -f` inside
+//!    the cell's namespace, done by the host, so the cell never needs `CAP_NET_ADMIN`. Emit
+//!    `network.v1.enforced` with [`events::network_enforced`] (carries
+//!    [`Ruleset::sha256`]).
+//! 4. Pins: `let pins = Arc::new(PinTable::new());` and a
+//!    [`PinFanout`]`(vec![Arc::new(NftPinner { controller, plan }), pins.clone()])` — the
+//!    nft pinner makes resolved addresses reachable on their rules' ports, the table is what
+//!    the gate checks destinations against.
+//! 5. DNS: [`DnsAuthorityServer::bind`]`(10.x.y.1:53, DnsConfig::from_plan(&plan, upstream),
+//!    fanout, observer)` on the host (upstream: [`dns::system_upstream`] by default). Wrap the
+//!    event observer in [`RateLimitedObserver`]; map events with
+//!    [`events::dns_query_event`]; call `flush()` at teardown. Answers are pinned before
+//!    they are sent.
+//! 6. Gate: bind a `std::net::TcpListener` on `127.0.0.1:PORT` (and `[::1]:PORT` for IPv6)
+//!    *inside the cell's namespace* (a helper thread that `setns(CLONE_NEWNET)`s, binds,
+//!    returns the socket, set non-blocking), then [`L7Gate::from_std`] with
+//!    [`GateContext`] `{ policy: GatePolicy::new(plan.gate_policy()), resolver: pins,
+//!    original_dst: Arc::new(ConntrackOriginalDst), observer, .. }`. The process stays in
+//!    the host namespace, so the gate's upstream connections leave from the host. Map its
+//!    events with [`events::flow_decision`] (authority `Observed`).
+//! 7. Teardown: read [`NftController::list_table_json`] into
+//!    [`flowlog::NftCounters`], build [`flowlog::EgressSummary`] with the DNS server's
+//!    [`dns::DnsCounters::snapshot`], then stop the servers and delete the namespace.
+//!
+//! Events are built with `cellos_core::events::EventFactory`: `dns_query_permitted` /
+//! `dns_query_refused`, `flow_decided`, `network_enforced`.
 
 pub mod dns;
 pub mod events;
