@@ -269,6 +269,14 @@ impl LinuxBackend {
         let (status_r, status_w) = pipe()?;
         let (out_r, out_w) = pipe()?;
         let (err_r, err_w) = pipe()?;
+        // Pipes belong to their creator (host root, unmapped in the cell) with mode 0600, so
+        // the workload could not reopen its own stdout (`echo > /dev/stdout`): give them to the
+        // workload's host ids.
+        let host_id = self.id_map.to_host(WORKLOAD_ID);
+        for p in [&out_w, &err_w] {
+            std::os::unix::fs::fchown(p, host_id, host_id)
+                .map_err(|e| LinuxError::io("chown the workload's output pipes", e))?;
+        }
         let devnull = File::open("/dev/null").map_err(|e| LinuxError::io("open /dev/null", e))?;
         let mut fds = vec![
             (devnull.as_fd(), 0),
@@ -810,19 +818,12 @@ impl LinuxCell {
                 detail: format!("init pid {pid} could not be reaped"),
             });
         }
+        // Returns only once the cgroups are empty (or reports who is left).
         if let Err(e) = self.cgroup.kill_all() {
             residue.push(Residue {
                 class: "process".into(),
-                detail: format!("killing the cell's cgroup failed: {e}"),
+                detail: format!("processes remain in the cell's cgroup: {e}"),
             });
-        }
-        if let Ok(procs) = self.cgroup.procs() {
-            if !procs.is_empty() {
-                residue.push(Residue {
-                    class: "process".into(),
-                    detail: format!("processes {procs:?} remain in the cell's cgroup"),
-                });
-            }
         }
         match self.cgroup.remove() {
             Ok(()) => removed.extend(self.cgroup.paths().iter().map(|p| Residue {

@@ -267,3 +267,23 @@ fn signal_reaches_the_workload_and_list_shows_the_cell() {
     cell.destroy().unwrap();
     assert!(fx.backend.list().unwrap().is_empty());
 }
+
+#[test]
+fn ordinary_programs_work_inside_the_confinement() {
+    let fx = fixture();
+    let script = "echo out > /dev/stdout; echo err > /dev/stderr; t=$(mktemp) && echo tmp > $t && cat $t; \
+                  echo shm > /dev/shm/x && cat /dev/shm/x; head -c 4 /dev/urandom | wc -c; \
+                  python3 -c 'import os, tempfile; fd, p = tempfile.mkstemp(); os.write(fd, b\"py\"); print(open(p).read())'";
+    let r = run(
+        &fx.backend,
+        &shell(&unique_id("ordinary"), script, json!({})),
+    );
+    assert_eq!(
+        r.outcome.exit,
+        WorkloadExit::Exited { code: 0 },
+        "{}",
+        r.stderr
+    );
+    assert_eq!(r.stdout, "out\ntmp\nshm\n4\npy\n");
+    assert_eq!(r.stderr, "err\n");
+}
