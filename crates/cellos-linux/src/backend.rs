@@ -109,9 +109,14 @@ impl LinuxBackend {
                 ),
             });
         }
+        let mut config = config;
         let runs = record::run_dir(&config.state_dir);
         std::fs::create_dir_all(&runs)
             .map_err(|e| LinuxError::io(format!("create {}", runs.display()), e))?;
+        // Paths under the state directory (overlay mask, image store) are opened without
+        // following symlinks; resolve the ones in the configured path once, here.
+        config.state_dir = std::fs::canonicalize(&config.state_dir)
+            .map_err(|e| LinuxError::io(format!("resolve {}", config.state_dir.display()), e))?;
         Ok(LinuxBackend {
             config,
             id_map,

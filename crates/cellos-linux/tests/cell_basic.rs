@@ -287,3 +287,19 @@ fn ordinary_programs_work_inside_the_confinement() {
     assert_eq!(r.stdout, "out\ntmp\nshm\n4\npy\n");
     assert_eq!(r.stderr, "err\n");
 }
+
+#[test]
+fn state_dir_reached_through_a_symlink_works() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("real")).unwrap();
+    std::os::unix::fs::symlink(dir.path().join("real"), dir.path().join("link")).unwrap();
+    let backend = cellos_linux::backend::LinuxBackend::new(
+        cellos_linux::backend::LinuxBackendConfig::new(dir.path().join("link"), init_exe()),
+    )
+    .unwrap();
+    let r = run(
+        &backend,
+        &spec(&unique_id("symstate"), &["/bin/echo", "ok"], json!({})),
+    );
+    assert_eq!(r.stdout, "ok\n", "{}", r.stderr);
+}
