@@ -27,22 +27,6 @@ pub fn resolve_home(cli: Option<PathBuf>) -> Result<PathBuf, Failure> {
     }
 }
 
-/// Create the state directory, searchable (0711) but not listable by others: a cell's init
-/// runs as an unprivileged mapped uid and must traverse it to reach its build mount point.
-/// Everything inside keeps its own restrictive mode (keys 0700, event log 0640, exports 0700).
-fn prepare_home(home: &Path) -> Result<(), Failure> {
-    use std::os::unix::fs::PermissionsExt;
-    let fail =
-        |e: std::io::Error| Failure::cellos(format!("state directory {}: {e}", home.display()));
-    std::fs::create_dir_all(home).map_err(fail)?;
-    let mode = std::fs::metadata(home).map_err(fail)?.permissions().mode() & 0o777;
-    if mode & 0o111 != 0o111 {
-        std::fs::set_permissions(home, std::fs::Permissions::from_mode(mode | 0o711))
-            .map_err(fail)?;
-    }
-    Ok(())
-}
-
 /// This machine's name, for event sources.
 pub fn hostname() -> String {
     rustix::system::uname()
@@ -53,7 +37,6 @@ pub fn hostname() -> String {
 
 /// The Linux backend, with this very binary as the cell's init (`cellos __cell-init`).
 pub fn backend(home: &Path) -> Result<Arc<LinuxBackend>, Failure> {
-    prepare_home(home)?;
     let exe = std::env::current_exe()
         .map_err(|e| Failure::cellos(format!("cannot locate the cellos executable: {e}")))?;
     let backend = LinuxBackend::new(LinuxBackendConfig::new(home, exe))
@@ -91,7 +74,6 @@ impl ExportRouter for LocalExports {
 }
 
 pub fn supervisor(home: &Path, secrets_dir: Option<PathBuf>) -> Result<Supervisor, Failure> {
-    prepare_home(home)?;
     let signer = KeyStore::new(home)
         .load_or_create_signer()
         .map_err(|e| Failure::cellos(format!("signing key: {e}")))?;
