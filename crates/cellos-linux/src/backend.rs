@@ -876,7 +876,8 @@ impl Cell for LinuxCell {
                 "cell already started",
             ));
         }
-        self.send(CMD_START)?;
+        // If init already failed and exited, the write fails; its status message says why.
+        let sent = self.send(CMD_START);
         loop {
             let event = self
                 .reader
@@ -898,13 +899,14 @@ impl Cell for LinuxCell {
                 }
                 StatusEvent::Msg(_) => continue,
                 StatusEvent::Closed | StatusEvent::TimedOut => {
+                    sent?;
                     return Err(LinuxError::Setup {
                         what: "start workload".into(),
                         detail: "the cell's init exited before starting the workload (see the \
                                  supervisor's log for a clone or exec failure)"
                             .into(),
                     }
-                    .into())
+                    .into());
                 }
             }
         }

@@ -71,6 +71,10 @@ fn init_main() -> i32 {
             return 1;
         }
     };
+    // Fork and confine the workload now, parked before its execve, so that `start` only costs
+    // the exec: this runs while the supervisor is busy between create and start.
+    let parked = park_workload(&config, secrets);
+    release_outputs();
     if StatusMsg::Ready.send(&mut status).is_err() {
         return 1;
     }
@@ -80,10 +84,11 @@ fn init_main() -> i32 {
             Ok(1) if cmd[0] == CMD_START => break,
             Ok(1) => continue,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            // The supervisor is gone: exiting kills the parked workload with the namespace.
             _ => return 0,
         }
     }
-    supervise(&config, secrets, &mut control, &mut status)
+    supervise(&config, parked, &mut control, &mut status)
 }
 
 /// Read the plan, enter the cgroup namespace, build the root, set hostname and loopback.
@@ -222,48 +227,77 @@ fn resolve_program(argv0: &str, path_var: &str) -> Result<PathBuf, String> {
     ))
 }
 
-fn supervise(
-    config: &InitConfig,
-    secrets: Vec<SecretFrame>,
-    control: &mut File,
-    status: &mut File,
-) -> i32 {
-    let exec = match prepare(config, secrets) {
-        Ok(e) => e,
-        Err(reason) => {
-            let _ = StatusMsg::SpawnFailed { reason }.send(status);
-            return wait_for_close(control);
-        }
-    };
+/// The workload process, forked and confined, blocked before its `execve`.
+struct Parked {
+    pid: Pid,
+    /// Writing one byte lets it exec.
+    go: File,
+    /// Close-on-exec pipe: EOF means the exec happened, a message is the reason it did not.
+    err: File,
+    sigfd: SignalFd,
+}
+
+/// Prepare the exec, block the signals init handles (signalfd), fork the workload and let it
+/// drop its privileges and confine itself up to just before `execve`.
+fn park_workload(config: &InitConfig, secrets: Vec<SecretFrame>) -> Result<Parked, String> {
+    let exec = prepare(config, secrets)?;
     let mut mask = SigSet::empty();
     mask.add(Signal::SIGCHLD);
     for s in FORWARDED_SIGNALS {
         mask.add(*s);
     }
-    if mask.thread_block().is_err() {
-        let _ = StatusMsg::SpawnFailed {
-            reason: "block signals in init".into(),
+    mask.thread_block()
+        .map_err(|e| format!("block signals in init: {e}"))?;
+    let sigfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC)
+        .map_err(|e| format!("signalfd in init: {e}"))?;
+    let (go_r, go_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| format!("pipe for workload start: {e}"))?;
+    let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| format!("pipe for exec status: {e}"))?;
+    // SAFETY: init is single-threaded, so the child may allocate and call anything.
+    match unsafe { nix::unistd::fork() } {
+        Err(e) => Err(format!("fork workload: {e}")),
+        Ok(ForkResult::Child) => {
+            drop((go_w, err_r));
+            let reason = become_workload(config, &exec, File::from(go_r));
+            let mut w = File::from(err_w);
+            let _ = w.write_all(reason.as_bytes());
+            // SAFETY: terminate the failed child without running init's destructors.
+            unsafe { libc::_exit(127) }
         }
-        .send(status);
-        return wait_for_close(control);
+        Ok(ForkResult::Parent { child }) => Ok(Parked {
+            pid: child,
+            go: File::from(go_w),
+            err: File::from(err_r),
+            sigfd,
+        }),
     }
-    let Ok(sigfd) = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC) else {
-        let _ = StatusMsg::SpawnFailed {
-            reason: "signalfd in init".into(),
-        }
-        .send(status);
-        return wait_for_close(control);
-    };
+}
 
-    let workload = match spawn_workload(config, &exec) {
-        Ok(pid) => pid,
+fn supervise(
+    config: &InitConfig,
+    parked: Result<Parked, String>,
+    control: &mut File,
+    status: &mut File,
+) -> i32 {
+    let mut parked = match parked {
+        Ok(p) => p,
         Err(reason) => {
             let _ = StatusMsg::SpawnFailed { reason }.send(status);
-            return wait_for_close(control);
+            return finish(config, control);
         }
     };
-    drop(exec);
-    release_outputs();
+    // A child that already failed has closed its end: the write fails, the reason is below.
+    let _ = parked.go.write_all(&[1]);
+    let mut reason = String::new();
+    let _ = parked.err.read_to_string(&mut reason);
+    let workload = parked.pid;
+    if !reason.is_empty() {
+        let _ = waitpid(workload, None);
+        let _ = StatusMsg::SpawnFailed { reason }.send(status);
+        return finish(config, control);
+    }
+    let sigfd = parked.sigfd;
     if StatusMsg::Started.send(status).is_err() {
         kill_all_and_reap();
         return 1;
@@ -318,6 +352,12 @@ fn supervise(
     };
     kill_all_and_reap();
     let _ = exit.send(status);
+    finish(config, control)
+}
+
+/// After the workload is over: keep the namespaces for artifact export if the cell declared
+/// artifacts (until the supervisor closes the control pipe), else exit at once.
+fn finish(config: &InitConfig, control: &mut File) -> i32 {
     if config.keep_after_exit {
         wait_for_close(control)
     } else {
@@ -373,39 +413,9 @@ fn wait_for_close(control: &mut File) -> i32 {
     }
 }
 
-/// Fork the workload. Returns its pid once `execve` succeeded (the close-on-exec error pipe
-/// closed without a message), or the reason it did not start.
-fn spawn_workload(config: &InitConfig, exec: &Exec) -> Result<Pid, String> {
-    let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|e| format!("pipe for exec status: {e}"))?;
-    // SAFETY: init is single-threaded, so the child may allocate and call anything.
-    match unsafe { nix::unistd::fork() } {
-        Err(e) => Err(format!("fork workload: {e}")),
-        Ok(ForkResult::Child) => {
-            drop(err_r);
-            let reason = become_workload(config, exec);
-            let mut w = File::from(err_w);
-            let _ = w.write_all(reason.as_bytes());
-            // SAFETY: terminate the failed child without running init's destructors.
-            unsafe { libc::_exit(127) }
-        }
-        Ok(ForkResult::Parent { child }) => {
-            drop(err_w);
-            let mut reason = String::new();
-            let _ = File::from(err_r).read_to_string(&mut reason);
-            if reason.is_empty() {
-                Ok(child)
-            } else {
-                let _ = waitpid(child, None);
-                Err(reason)
-            }
-        }
-    }
-}
-
-/// In the forked child: drop to the workload's identity, confine, exec. Returns only on
-/// failure, with the reason.
-fn become_workload(config: &InitConfig, exec: &Exec) -> String {
+/// In the forked child: drop to the workload's identity, confine, wait on `go`, exec.
+/// Returns only on failure, with the reason.
+fn become_workload(config: &InitConfig, exec: &Exec, mut go: File) -> String {
     let step = || -> Result<(), String> {
         nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
             .map_err(|e| format!("reset signal mask: {e}"))?;
@@ -433,6 +443,16 @@ fn become_workload(config: &InitConfig, exec: &Exec) -> String {
     };
     if let Err(reason) = step() {
         return reason;
+    }
+    // Parked: everything but the exec is done. EOF means init gave up on us.
+    let mut byte = [0u8; 1];
+    loop {
+        match go.read(&mut byte) {
+            Ok(1) => break,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            // SAFETY: leave quietly; nothing of the workload ran.
+            _ => unsafe { libc::_exit(0) },
+        }
     }
     let argv: Vec<*const libc::c_char> = exec
         .argv
