@@ -30,18 +30,15 @@ use crate::etc_mask;
 use crate::idmap::{self, IdMap};
 use crate::init::FORWARDED_SIGNALS;
 use crate::landlock_rules::{self, LandlockPlan};
-use crate::plan::{
-    self, BpfInstruction, InitConfig, MountPlan, PlanContext, ResolvedRootfs, RootEntry,
-    WORKLOAD_ID,
-};
+use crate::plan::{self, BpfInstruction, PlanContext, ResolvedRootfs, WORKLOAD_ID};
 use crate::protocol::{
-    encode_config, StatusEvent, StatusMsg, StatusReader, CMD_KILL, CMD_START, CONTROL_FD,
-    FIRST_TREE_FD, INIT_ARG, RELEASE, STATUS_FD,
+    encode_config, send_fds, StatusEvent, StatusMsg, StatusReader, CMD_KILL, CMD_START, CONTROL_FD,
+    INIT_ARG, RELEASE, STATUS_FD,
 };
 use crate::record::{self, RunRecord};
 use crate::safe_path;
 use crate::seccomp::{self, SeccompProfile};
-use crate::trees::{self, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY};
+use crate::trees;
 
 /// Default base of the host id range cells map to: above the ranges systemd hands to
 /// containers and dynamic users, and below 2^31 (tools mishandle larger ids).
@@ -217,7 +214,7 @@ impl LinuxBackend {
                 seccomp: program.clone(),
             },
         )?;
-        let trees = open_trees(&mut config)?;
+        config.number_trees();
         let json = serde_json::to_vec(&config).map_err(|e| LinuxError::Setup {
             what: "encode cell config".into(),
             detail: e.to_string(),
@@ -270,7 +267,14 @@ impl LinuxBackend {
             rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
                 .map_err(|e| LinuxError::errno("pipe", e.raw_os_error()))
         };
-        let (control_r, control_w) = pipe()?;
+        // A socket, not a pipe: the mount trees travel over it as SCM_RIGHTS.
+        let (control_w, control_r) = nix::sys::socket::socketpair(
+            nix::sys::socket::AddressFamily::Unix,
+            nix::sys::socket::SockType::Stream,
+            None,
+            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(|e| LinuxError::errno("control socketpair", e as i32))?;
         let (status_r, status_w) = pipe()?;
         let (out_r, out_w) = pipe()?;
         let (err_r, err_w) = pipe()?;
@@ -283,36 +287,43 @@ impl LinuxBackend {
                 .map_err(|e| LinuxError::io("chown the workload's output pipes", e))?;
         }
         let devnull = File::open("/dev/null").map_err(|e| LinuxError::io("open /dev/null", e))?;
-        let mut fds = vec![
-            (devnull.as_fd(), 0),
-            (out_w.as_fd(), 1),
-            (err_w.as_fd(), 2),
-            (control_r.as_fd(), CONTROL_FD),
-            (status_w.as_fd(), STATUS_FD),
-        ];
-        fds.extend(
-            trees
-                .iter()
-                .zip(FIRST_TREE_FD..)
-                .map(|(tree, n)| (tree.as_fd(), n)),
-        );
-        let command = InitCommand::new(&self.config.init_exe, &self.config.init_args, &fds)?;
-        drop(fds);
+        let command = InitCommand::new(
+            &self.config.init_exe,
+            &self.config.init_args,
+            &[
+                (devnull.as_fd(), 0),
+                (out_w.as_fd(), 1),
+                (err_w.as_fd(), 2),
+                (control_r.as_fd(), CONTROL_FD),
+                (status_w.as_fd(), STATUS_FD),
+            ],
+        )?;
         let pid = command.spawn()?;
         guard.pid = Some(pid);
-        drop((control_r, status_w, out_w, err_w, devnull, trees));
+        drop((control_r, status_w, out_w, err_w, devnull));
 
-        rec.init_pid = Some(pid);
-        rec.init_start = record::process_start_time(pid);
-        record::update(state_dir, &rec)?;
+        // The maps must exist before init's exec (or it would lose its capabilities); the
+        // rest overlaps with the exec. Init reads the config only after the cgroup move, so
+        // nothing it starts runs outside the cell's cgroup.
         idmap::write_maps(pid, &self.id_map)?;
-        cgroup.add_process(pid)?;
         let mut control = File::from(control_w);
         control
             .write_all(&[RELEASE])
-            .and_then(|_| control.write_all(&frame))
+            .map_err(|e| LinuxError::io("release cell init", e))?;
+        let trees = trees::open_all(&config)?;
+        rec.init_pid = Some(pid);
+        rec.init_start = record::process_start_time(pid);
+        record::update(state_dir, &rec)?;
+        cgroup.add_process(pid)?;
+        control
+            .write_all(&frame)
             .map_err(|e| LinuxError::io("send config to cell init", e))?;
         drop(frame);
+        let tree_fds: Vec<_> = trees.iter().map(|t| t.as_fd()).collect();
+        send_fds(control.as_fd(), &tree_fds)
+            .map_err(|e| LinuxError::io("send mount trees to cell init", e))?;
+        drop(tree_fds);
+        drop(trees);
 
         // Init builds the root while the caller goes on (typically recording evidence); a setup
         // failure surfaces from `start`, before anything of the workload runs.
@@ -376,44 +387,6 @@ impl LinuxBackend {
             destroyed: false,
         })
     }
-}
-
-/// Open every host path of the plan as a detached mount tree (see [`crate::trees`]) and
-/// record in the plan which inherited descriptor carries which tree.
-fn open_trees(config: &mut InitConfig) -> Result<Vec<OwnedFd>, LinuxError> {
-    let mut trees = Vec::new();
-    let mut push = |fd: OwnedFd| {
-        trees.push(fd);
-        FIRST_TREE_FD + trees.len() as i32 - 1
-    };
-    let read_only = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
-    for entry in &mut config.root {
-        if let RootEntry::Dir { name, source, fd } | RootEntry::File { name, source, fd } = entry {
-            *fd = push(trees::clone_tree(source, read_only, &format!("/{name}"))?);
-        }
-    }
-    for m in &mut config.mounts {
-        if let MountPlan::Bind {
-            source,
-            target,
-            read_only: ro,
-            fd,
-            ..
-        } = m
-        {
-            let attrs = if *ro {
-                read_only
-            } else {
-                MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV
-            };
-            *fd = push(trees::clone_tree(source, attrs, target)?);
-        }
-    }
-    if let Some(etc) = &config.etc_source {
-        let overlay = trees::etc_overlay(&config.cell_id, config.etc_mask.as_deref(), etc)?;
-        config.etc_fd = Some(push(overlay));
-    }
-    Ok(trees)
 }
 
 /// Failures init reports are setup errors, except missing kernel features, which keep their

@@ -26,11 +26,12 @@ use zeroize::Zeroizing;
 
 use crate::error::LinuxError;
 use crate::landlock_rules::{self, LandlockPlan};
-use crate::plan::{InitConfig, MountPlan, RootEntry};
+use crate::plan::InitConfig;
 use crate::protocol::{
-    decode_config, SecretFrame, StatusMsg, CMD_KILL, CMD_START, CONTROL_FD, FIRST_TREE_FD,
-    INIT_ARG, STATUS_FD,
+    decode_config, recv_fds, SecretFrame, StatusMsg, CMD_KILL, CMD_START, CONTROL_FD, INIT_ARG,
+    STATUS_FD,
 };
+use crate::trees::Received;
 use crate::{caps, netns, rootfs};
 
 /// Signals init passes on to the workload.
@@ -53,6 +54,16 @@ pub fn run_if_init() {
 }
 
 fn init_main() -> i32 {
+    // Nothing but our five descriptors may reach the workload.
+    // SAFETY: closes descriptors above STATUS_FD, none of which this fresh process owns yet.
+    unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            (STATUS_FD + 1) as libc::c_uint,
+            libc::c_uint::MAX,
+            0,
+        )
+    };
     // SAFETY: the supervisor set these descriptors up for us; we own them from here on.
     let (mut control, mut status) =
         unsafe { (File::from_raw_fd(CONTROL_FD), File::from_raw_fd(STATUS_FD)) };
@@ -99,47 +110,17 @@ fn setup(control: &mut File) -> Result<(InitConfig, Vec<SecretFrame>), LinuxErro
         what: "parse cell config".into(),
         detail: e.to_string(),
     })?;
-    // Nothing but the descriptors the plan names may stay open, and none of them may reach
-    // the workload: close the rest, mark the mount trees close-on-exec until attached.
-    let last = FIRST_TREE_FD + tree_count(&config) as i32 - 1;
-    // SAFETY: close_range on descriptor ranges this fresh process does not otherwise use.
-    unsafe {
-        libc::syscall(
-            libc::SYS_close_range,
-            (last.max(STATUS_FD) + 1) as libc::c_uint,
-            libc::c_uint::MAX,
-            0,
-        );
-        libc::syscall(
-            libc::SYS_close_range,
-            FIRST_TREE_FD as libc::c_uint,
-            libc::c_uint::MAX,
-            libc::CLOSE_RANGE_CLOEXEC,
-        );
-    }
+    let received = recv_fds(control.as_fd(), config.tree_count())
+        .map_err(|e| LinuxError::io("receive mount trees from supervisor", e))?;
+    let mut trees = Received::new(received);
     // The supervisor moved us into the cell's cgroup before releasing us: make it our root.
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
         .map_err(|e| LinuxError::errno("unshare(CLONE_NEWCGROUP)", e as i32))?;
-    rootfs::build_and_pivot(&config, &secrets)?;
+    rootfs::build_and_pivot(&config, &secrets, &mut trees)?;
     let hostname: String = config.cell_id.chars().take(64).collect();
     nix::unistd::sethostname(&hostname).map_err(|e| LinuxError::errno("sethostname", e as i32))?;
     netns::loopback_up()?;
     Ok((config, secrets))
-}
-
-/// How many detached mount trees the supervisor passed (fds from [`FIRST_TREE_FD`] on).
-fn tree_count(config: &InitConfig) -> usize {
-    let roots = config
-        .root
-        .iter()
-        .filter(|e| !matches!(e, RootEntry::Symlink { .. }))
-        .count();
-    let binds = config
-        .mounts
-        .iter()
-        .filter(|m| matches!(m, MountPlan::Bind { .. }))
-        .count();
-    roots + binds + usize::from(config.etc_fd.is_some())
 }
 
 /// Everything the workload child needs, prepared before fork.

@@ -42,8 +42,8 @@ pub struct InitConfig {
     pub etc_source: Option<PathBuf>,
     /// Overlay layer of whiteouts that hides host secrets in `/etc` (host rootfs only).
     pub etc_mask: Option<PathBuf>,
-    /// Inherited descriptor of the detached `/etc` overlay (see [`crate::trees`]).
-    pub etc_fd: Option<i32>,
+    /// Index (among the descriptors sent after the config) of the detached `/etc` overlay.
+    pub etc_fd: Option<usize>,
     /// Declared mounts and the workspace, parents before children.
     pub mounts: Vec<MountPlan>,
     pub argv: Vec<String>,
@@ -81,16 +81,17 @@ pub enum RootEntry {
         name: String,
         target: PathBuf,
     },
-    /// `fd`: the inherited detached tree of `source` (assigned by the backend).
+    /// `fd`: index of the detached tree of `source` among the descriptors sent after the
+    /// config (assigned by the backend, see [`crate::trees`]).
     Dir {
         name: String,
         source: PathBuf,
-        fd: i32,
+        fd: usize,
     },
     File {
         name: String,
         source: PathBuf,
-        fd: i32,
+        fd: usize,
     },
 }
 
@@ -98,14 +99,14 @@ pub enum RootEntry {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", tag = "kind")]
 pub enum MountPlan {
-    /// Bind of a host path (symlink-free, checked to exist); `fd` is the inherited detached
-    /// tree of `source` (assigned by the backend).
+    /// Bind of a host path (symlink-free, checked to exist); `fd` is the index of the detached
+    /// tree of `source` among the descriptors sent after the config.
     Bind {
         source: PathBuf,
         target: String,
         read_only: bool,
         is_dir: bool,
-        fd: i32,
+        fd: usize,
     },
     /// The size-capped workspace tmpfs, owned by the workload.
     Tmpfs { target: String, size_bytes: u64 },
@@ -126,6 +127,47 @@ pub struct LandlockPaths {
     pub read_exec: Vec<String>,
     pub read_only: Vec<String>,
     pub read_write: Vec<String>,
+}
+
+impl InitConfig {
+    /// Number each host tree the plan needs (root entries, binds, `/etc`), in the order
+    /// [`Self::tree_sources`] lists them. Returns how many there are.
+    pub fn number_trees(&mut self) -> usize {
+        let mut n = 0;
+        let mut next = || {
+            n += 1;
+            n - 1
+        };
+        for entry in &mut self.root {
+            if let RootEntry::Dir { fd, .. } | RootEntry::File { fd, .. } = entry {
+                *fd = next();
+            }
+        }
+        for m in &mut self.mounts {
+            if let MountPlan::Bind { fd, .. } = m {
+                *fd = next();
+            }
+        }
+        if self.etc_source.is_some() {
+            self.etc_fd = Some(next());
+        }
+        n
+    }
+
+    /// How many trees [`Self::number_trees`] numbered.
+    pub fn tree_count(&self) -> usize {
+        let roots = self
+            .root
+            .iter()
+            .filter(|e| !matches!(e, RootEntry::Symlink { .. }))
+            .count();
+        let binds = self
+            .mounts
+            .iter()
+            .filter(|m| matches!(m, MountPlan::Bind { .. }))
+            .count();
+        roots + binds + usize::from(self.etc_fd.is_some())
+    }
 }
 
 /// Default workspace tmpfs size when the spec gives none.
@@ -365,13 +407,13 @@ fn root_entry(name: &str, path: &Path) -> Result<Option<RootEntry>, LinuxError> 
         Some(RootEntry::Dir {
             name,
             source: path.to_path_buf(),
-            fd: -1,
+            fd: 0,
         })
     } else if ft.is_file() {
         Some(RootEntry::File {
             name,
             source: path.to_path_buf(),
-            fd: -1,
+            fd: 0,
         })
     } else {
         None
@@ -394,7 +436,7 @@ fn bind_plan(field: &str, m: &MountSpec) -> Result<MountPlan, LinuxError> {
         target,
         read_only: m.read_only,
         is_dir: meta.is_dir(),
-        fd: -1,
+        fd: 0,
     })
 }
 

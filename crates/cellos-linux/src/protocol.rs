@@ -1,8 +1,9 @@
 //! The wire between the supervisor and the cell's init: two inherited pipes.
 //!
-//! Control (supervisor → init, fd [`CONTROL_FD`]): one release byte read before exec, then one
-//! config frame (length-prefixed JSON plus length-prefixed secret frames, so secret bytes never
-//! pass through serde or a log line), then single command bytes. EOF means "exit now".
+//! Control (supervisor → init, fd [`CONTROL_FD`], a unix stream socket): one release byte read
+//! before exec, then one config frame (length-prefixed JSON plus length-prefixed secret frames,
+//! so secret bytes never pass through serde or a log line), then the detached mount trees as
+//! `SCM_RIGHTS` (see [`send_fds`]), then single command bytes. EOF means "exit now".
 //! Status (init → supervisor, fd [`STATUS_FD`]): newline-delimited JSON [`StatusMsg`]s, each
 //! written with one `write` (init is the only writer).
 
@@ -19,8 +20,6 @@ pub const INIT_ARG: &str = "__cell-init";
 pub const CONTROL_FD: i32 = 3;
 /// Status pipe (write end) inside init.
 pub const STATUS_FD: i32 = 4;
-/// First of the detached mount trees passed to init (see [`crate::trees`]).
-pub const FIRST_TREE_FD: i32 = 5;
 
 /// Sent once the uid/gid maps and the cgroup are in place: the child may exec init.
 pub const RELEASE: u8 = b'G';
@@ -137,6 +136,69 @@ fn read_chunk(input: &mut impl Read, max: u32) -> io::Result<Vec<u8>> {
     let mut buf = vec![0u8; len as usize];
     input.read_exact(&mut buf)?;
     Ok(buf)
+}
+
+/// Descriptors per `SCM_RIGHTS` message (the kernel caps one message at 253).
+const FDS_PER_MESSAGE: usize = 200;
+
+/// Send `fds` over the control socket, each batch attached to one marker byte.
+pub fn send_fds(sock: BorrowedFd<'_>, fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+    for chunk in fds.chunks(FDS_PER_MESSAGE) {
+        let raw: Vec<i32> = chunk.iter().map(|f| f.as_raw_fd()).collect();
+        let marker = [b'F'];
+        let iov = [io::IoSlice::new(&marker)];
+        sendmsg::<()>(
+            sock.as_raw_fd(),
+            &iov,
+            &[ControlMessage::ScmRights(&raw)],
+            MsgFlags::empty(),
+            None,
+        )
+        .map_err(io::Error::from)?;
+    }
+    Ok(())
+}
+
+/// Receive exactly `count` descriptors sent by [`send_fds`] (close-on-exec).
+pub fn recv_fds(sock: BorrowedFd<'_>, count: usize) -> io::Result<Vec<std::os::fd::OwnedFd>> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    use std::os::fd::FromRawFd;
+    let mut out = Vec::with_capacity(count);
+    while out.len() < count {
+        let mut marker = [0u8; 1];
+        let mut iov = [io::IoSliceMut::new(&mut marker)];
+        let mut space = nix::cmsg_space!([i32; FDS_PER_MESSAGE]);
+        let msg = recvmsg::<()>(
+            sock.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        )
+        .map_err(io::Error::from)?;
+        if msg.bytes == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "control socket closed",
+            ));
+        }
+        for cmsg in msg.cmsgs().map_err(io::Error::from)? {
+            if let ControlMessageOwned::ScmRights(fds) = cmsg {
+                // SAFETY: the kernel just installed these descriptors for us.
+                out.extend(
+                    fds.into_iter()
+                        .map(|fd| unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }),
+                );
+            }
+        }
+    }
+    if out.len() != count {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "unexpected number of descriptors",
+        ));
+    }
+    Ok(out)
 }
 
 /// Reads [`StatusMsg`] lines from the status pipe with a deadline.

@@ -25,7 +25,9 @@ use crate::error::LinuxError;
 use crate::plan::{InitConfig, MountPlan, RootEntry};
 use crate::protocol::SecretFrame;
 use crate::safe_path::{self, fd_path, Kind};
-use crate::trees::{mount_setattr, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY};
+use crate::trees::{
+    mount_setattr, Received, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY,
+};
 
 /// Device nodes bound from the host into the cell's `/dev`.
 pub const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
@@ -51,7 +53,11 @@ fn do_mount(
 
 /// Build the root described by `config` and pivot into it. On return the process's root and
 /// cwd are the new root, and the host's tree is no longer reachable.
-pub fn build_and_pivot(config: &InitConfig, secrets: &[SecretFrame]) -> Result<(), LinuxError> {
+pub fn build_and_pivot(
+    config: &InitConfig,
+    secrets: &[SecretFrame],
+    trees: &mut Received,
+) -> Result<(), LinuxError> {
     // Nothing we mount may propagate back to the host (or in from it).
     do_mount(
         None,
@@ -83,12 +89,12 @@ pub fn build_and_pivot(config: &InitConfig, secrets: &[SecretFrame]) -> Result<(
     let root = root.as_fd();
 
     for entry in &config.root {
-        root_entry(root, entry)?;
+        root_entry(root, entry, trees)?;
     }
     for dir in ["proc", "dev", "tmp", "run", "run/cellos", "etc"] {
         mkdir(root, dir, 0o755)?;
     }
-    etc(root, config)?;
+    etc(root, config, trees)?;
     dev_base(root, build)?;
     if config.secret_delivery == SecretDeliveryMode::File && !secrets.is_empty() {
         secrets_tmpfs(root, build, config, secrets)?;
@@ -124,7 +130,7 @@ pub fn build_and_pivot(config: &InitConfig, secrets: &[SecretFrame]) -> Result<(
         "/tmp",
     )?;
     for m in &config.mounts {
-        user_mount(root, m, config)?;
+        user_mount(root, m, config, trees)?;
     }
 
     pivot(build)
@@ -166,22 +172,25 @@ fn write_file(
     Ok(file.into())
 }
 
-fn root_entry(root: BorrowedFd<'_>, entry: &RootEntry) -> Result<(), LinuxError> {
+fn root_entry(
+    root: BorrowedFd<'_>,
+    entry: &RootEntry,
+    trees: &mut Received,
+) -> Result<(), LinuxError> {
     match entry {
         RootEntry::Symlink { name, target } => rustix::fs::symlinkat(target, root, name.as_str())
             .map_err(|e| {
                 LinuxError::errno(format!("symlink /{name} in the cell"), e.raw_os_error())
             }),
-        RootEntry::Dir { name, fd, .. } => attach(root, name, Kind::Dir, *fd),
-        RootEntry::File { name, fd, .. } => attach(root, name, Kind::File, *fd),
+        RootEntry::Dir { name, fd, .. } => attach(root, name, Kind::Dir, trees.take(*fd)?),
+        RootEntry::File { name, fd, .. } => attach(root, name, Kind::File, trees.take(*fd)?),
     }
 }
 
-/// Attach the inherited detached tree `fd` at `rel` (created without following symlinks),
-/// then close our handle on it so the workload never inherits it.
-fn attach(root: BorrowedFd<'_>, rel: &str, kind: Kind, fd: i32) -> Result<(), LinuxError> {
+/// Attach the detached `tree` at `rel` (created without following symlinks), then close our
+/// handle on it.
+fn attach(root: BorrowedFd<'_>, rel: &str, kind: Kind, tree: OwnedFd) -> Result<(), LinuxError> {
     use rustix::mount::{move_mount, MoveMountFlags};
-    let tree = inherited(fd)?;
     let target = safe_path::ensure(root, rel, kind).map_err(|e| {
         LinuxError::io(
             format!(
@@ -201,23 +210,10 @@ fn attach(root: BorrowedFd<'_>, rel: &str, kind: Kind, fd: i32) -> Result<(), Li
     .map_err(|e| LinuxError::errno(format!("attach {rel}"), e.raw_os_error()))
 }
 
-/// Take ownership of a descriptor the supervisor passed down.
-fn inherited(fd: i32) -> Result<OwnedFd, LinuxError> {
-    if fd < crate::protocol::FIRST_TREE_FD {
-        return Err(setup(
-            "cell config",
-            format!("invalid inherited descriptor {fd}"),
-        ));
-    }
-    // SAFETY: the supervisor placed this descriptor for us and nothing else in init uses it;
-    // each number appears once in the config.
-    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
-}
-
 /// `/etc`: the supervisor's detached overlay, or (image without `/etc`) just the two files.
-fn etc(root: BorrowedFd<'_>, config: &InitConfig) -> Result<(), LinuxError> {
+fn etc(root: BorrowedFd<'_>, config: &InitConfig, trees: &mut Received) -> Result<(), LinuxError> {
     match config.etc_fd {
-        Some(fd) => attach(root, "etc", Kind::Dir, fd),
+        Some(fd) => attach(root, "etc", Kind::Dir, trees.take(fd)?),
         None => {
             let hosts = format!("127.0.0.1\tlocalhost {}\n", config.cell_id);
             write_file(
@@ -330,10 +326,15 @@ fn secrets_tmpfs(
 }
 
 /// A declared mount or the workspace, on a target created without following symlinks.
-fn user_mount(root: BorrowedFd<'_>, m: &MountPlan, config: &InitConfig) -> Result<(), LinuxError> {
+fn user_mount(
+    root: BorrowedFd<'_>,
+    m: &MountPlan,
+    config: &InitConfig,
+    trees: &mut Received,
+) -> Result<(), LinuxError> {
     let target_name = m.target();
     match m {
-        MountPlan::Bind { fd, .. } => attach(root, target_name, mount_kind(m), *fd),
+        MountPlan::Bind { fd, .. } => attach(root, target_name, mount_kind(m), trees.take(*fd)?),
         MountPlan::Tmpfs { size_bytes, .. } => {
             let target = safe_path::ensure(root, target_name, Kind::Dir).map_err(|e| {
                 LinuxError::io(

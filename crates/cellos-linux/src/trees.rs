@@ -5,8 +5,9 @@
 //! host path a cell gets is opened here, by the supervisor (real root), as a detached mount
 //! tree: `open_tree(OPEN_TREE_CLONE)` for binds, `fsmount` for the `/etc` overlay. Flags are
 //! added while the tree is detached (`mount_setattr`), so there is never a writable window,
-//! and the descriptor is inherited by init, which only `move_mount`s it into place. Init
-//! performs no host path lookup for these, so nothing can be swapped under it either.
+//! and the descriptor is sent to init (`SCM_RIGHTS`, while init is still starting up), which
+//! only `move_mount`s it into place. Init performs no host path lookup for these, so nothing
+//! can be swapped under it either.
 
 use std::ffi::CString;
 use std::io::Write;
@@ -20,6 +21,7 @@ use rustix::mount::{
 };
 
 use crate::error::LinuxError;
+use crate::plan::{InitConfig, MountPlan, RootEntry};
 use crate::safe_path;
 
 pub const MOUNT_ATTR_RDONLY: u64 = 0x1;
@@ -160,6 +162,61 @@ pub fn etc_overlay(cell_id: &str, mask: Option<&Path>, etc: &Path) -> Result<Own
     .map_err(fs_err("mount overlay"))?;
     drop(held);
     Ok(mounted)
+}
+
+/// The host trees of one plan, opened in [`InitConfig::number_trees`] order.
+pub fn open_all(config: &InitConfig) -> Result<Vec<OwnedFd>, LinuxError> {
+    let read_only = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
+    let mut trees = Vec::with_capacity(config.tree_count());
+    for entry in &config.root {
+        if let RootEntry::Dir { name, source, .. } | RootEntry::File { name, source, .. } = entry {
+            trees.push(clone_tree(source, read_only, &format!("/{name}"))?);
+        }
+    }
+    for m in &config.mounts {
+        if let MountPlan::Bind {
+            source,
+            target,
+            read_only: ro,
+            ..
+        } = m
+        {
+            let attrs = if *ro {
+                read_only
+            } else {
+                MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV
+            };
+            trees.push(clone_tree(source, attrs, target)?);
+        }
+    }
+    if let Some(etc) = &config.etc_source {
+        trees.push(etc_overlay(
+            &config.cell_id,
+            config.etc_mask.as_deref(),
+            etc,
+        )?);
+    }
+    Ok(trees)
+}
+
+/// The trees init received, taken one by one as they are attached.
+pub struct Received(Vec<Option<OwnedFd>>);
+
+impl Received {
+    pub fn new(fds: Vec<OwnedFd>) -> Self {
+        Self(fds.into_iter().map(Some).collect())
+    }
+
+    /// The tree numbered `index`; each can be taken once.
+    pub fn take(&mut self, index: usize) -> Result<OwnedFd, LinuxError> {
+        self.0
+            .get_mut(index)
+            .and_then(Option::take)
+            .ok_or_else(|| LinuxError::Setup {
+                what: "cell config".into(),
+                detail: format!("mount tree {index} missing or used twice"),
+            })
+    }
 }
 
 fn write_at(dir: BorrowedFd<'_>, name: &str, content: &[u8]) -> Result<(), LinuxError> {
