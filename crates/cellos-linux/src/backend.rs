@@ -1,11 +1,14 @@
 //! [`LinuxBackend`] and [`LinuxCell`]: the `CellBackend`/`Cell` ports on Linux namespaces.
 //!
 //! create: validate and plan (host side) → run record → cgroup → clone init in new user, pid,
-//! mount, net, ipc and uts namespaces → write its id maps, move it into the cgroup, release it
-//! → send the plan → wait for `Ready` (root built and pivoted). start: tell init to fork and exec
-//! the workload. wait: status messages with a deadline. destroy: SIGKILL init (the kernel then
-//! kills the whole pid namespace and frees the mount namespace), reap, remove the cgroup and
-//! the record, then verify that nothing is left.
+//! mount, net, ipc and uts namespaces → write its id maps and release it (it execs) → open the
+//! host paths as detached mount trees, record init's pid, move it into the cgroup → send the
+//! plan and the trees. create returns while init builds the root and parks the workload just
+//! before its exec, so that work overlaps with whatever the caller does next. start: wait for
+//! `Ready`, tell init to let the workload exec, wait for `Started` (setup failures surface
+//! here, before anything of the workload ran). wait: status messages with a deadline. destroy:
+//! SIGKILL init (the kernel then kills the whole pid namespace and frees the mount namespace),
+//! reap, remove the cgroup and the record, then verify that nothing is left.
 //!
 //! The thread that calls `create` must outlive the cell: init dies with it (`PDEATHSIG`).
 

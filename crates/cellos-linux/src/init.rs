@@ -2,12 +2,13 @@
 //!
 //! It is the same binary re-executed with [`INIT_ARG`] (see [`run_if_init`]). Fds on entry:
 //! 0 `/dev/null`, 1/2 the workload's output pipes, [`CONTROL_FD`] and [`STATUS_FD`] (see
-//! [`crate::protocol`]). It builds the root and pivots, reports `Ready`, waits for the start
-//! command, then forks the workload, which drops every privilege and confinement-locks itself
-//! just before `execve`. While the workload runs, init reaps orphans and forwards termination
-//! signals; when it ends, init kills whatever is left in the cell, reports the exit status and
-//! stays alive (keeping the mount namespace for artifact export) until the supervisor closes
-//! the control pipe.
+//! [`crate::protocol`]). It reads the plan and the mount trees, builds the root and pivots,
+//! forks the workload and lets it drop every privilege and confine itself up to just before
+//! `execve` (parked), reports `Ready`, and on the start command lets it exec. While the
+//! workload runs, init reaps orphans and forwards termination signals; when it ends, init
+//! kills whatever is left in the cell and reports the exit status. If the cell declared
+//! artifacts it stays alive (keeping the mount namespace for export) until the supervisor
+//! closes the control channel; otherwise it exits at once.
 
 use std::ffi::{CString, OsStr};
 use std::fs::File;
