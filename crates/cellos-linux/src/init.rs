@@ -402,6 +402,11 @@ fn become_workload(config: &InitConfig, exec: &Exec, mut go: File) -> String {
         nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
             .map_err(|e| format!("reset signal mask: {e}"))?;
         nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
+        // Init shares the cell's memory limit: make the workload the OOM killer's first choice,
+        // so init survives to report the exit. Raising the score needs no privilege (lowering
+        // init's would need CAP_SYS_RESOURCE, which hosts often withhold).
+        std::fs::write("/proc/self/oom_score_adj", "1000")
+            .map_err(|e| format!("raise oom_score_adj: {e}"))?;
         nix::unistd::chdir(config.cwd.as_str())
             .map_err(|e| format!("chdir to run.cwd {}: {e}", config.cwd))?;
         nix::unistd::setgroups(&[]).map_err(|e| format!("setgroups([]): {e}"))?;

@@ -268,3 +268,78 @@ fn private_host_directories_and_state_dir_work() {
     );
     assert_eq!(r.stdout, "private data");
 }
+
+#[test]
+fn memory_limit_kills_the_workload_not_init() {
+    let fx = fixture();
+    let r = run(
+        &fx.backend,
+        &shell(
+            &unique_id("oom"),
+            "cat /proc/self/oom_score_adj; python3 -c 'b = bytearray(512 * 1024 * 1024); print(len(b))'",
+            json!({"run": {"limits": {"memoryMaxBytes": 67108864}}}),
+        ),
+    );
+    // The shell reports python's death by SIGKILL as 128 + 9.
+    assert_eq!(
+        r.outcome.exit,
+        WorkloadExit::Exited { code: 137 },
+        "{}",
+        r.stderr
+    );
+    assert_eq!(r.stdout, "1000\n");
+    assert!(
+        r.outcome
+            .limit_hits
+            .iter()
+            .any(|h| h.limit == "memoryMaxBytes"),
+        "{:?}",
+        r.outcome.limit_hits
+    );
+    assert!(r.teardown.residue.is_empty(), "{:?}", r.teardown.residue);
+}
+
+#[test]
+fn pids_limit_bounds_process_creation() {
+    let fx = fixture();
+    let script = r#"
+import os, time
+n = 0
+for i in range(40):
+    try:
+        pid = os.fork()
+    except OSError as e:
+        print("refused", e.errno)
+        break
+    if pid == 0:
+        time.sleep(5)
+        os._exit(0)
+    n += 1
+print(n)
+"#;
+    let r = run(
+        &fx.backend,
+        &spec(
+            &unique_id("pids"),
+            &["python3", "-c", script],
+            json!({"run": {"limits": {"pidsMax": 16}}}),
+        ),
+    );
+    assert_eq!(
+        r.outcome.exit,
+        WorkloadExit::Exited { code: 0 },
+        "{}",
+        r.stderr
+    );
+    let mut lines = r.stdout.lines();
+    assert_eq!(lines.next(), Some("refused 11"), "{}", r.stdout);
+    let forked: u32 = lines.next().unwrap().parse().unwrap();
+    // init and python itself count against the limit too.
+    assert!(forked <= 14, "{forked} children with pidsMax 16");
+    assert!(
+        r.outcome.limit_hits.iter().any(|h| h.limit == "pidsMax"),
+        "{:?}",
+        r.outcome.limit_hits
+    );
+    assert!(r.teardown.residue.is_empty(), "{:?}", r.teardown.residue);
+}
