@@ -129,6 +129,14 @@ impl LinuxBackend {
         &self.config.state_dir
     }
 
+    /// Host uid (and gid) the workload runs as: a read-write host directory (a declared mount
+    /// with `readOnly: false`, or a workspace `source`) must be writable by it.
+    pub fn workload_host_id(&self) -> u32 {
+        self.id_map
+            .to_host(WORKLOAD_ID)
+            .unwrap_or(self.config.uid_base)
+    }
+
     fn seccomp(&self) -> Result<&(SeccompProfile, Vec<BpfInstruction>), LinuxError> {
         if let Some(s) = self.seccomp.get() {
             return Ok(s);

@@ -168,10 +168,6 @@ impl InitCommand {
     }
 }
 
-// SAFETY: the raw pointers point into `argv`/`envp_ptrs`, owned by the same struct and never
-// mutated after construction.
-unsafe impl Send for InitCommand {}
-
 /// Reap `pid` (blocking), retrying on EINTR. Returns the raw wait status.
 pub fn reap(pid: i32) -> Option<i32> {
     let mut status = 0;

@@ -343,3 +343,20 @@ print(n)
     );
     assert!(r.teardown.residue.is_empty(), "{:?}", r.teardown.residue);
 }
+
+#[test]
+fn host_workspace_is_bound_read_write_for_the_workload() {
+    let fx = fixture();
+    let ws = tempfile::tempdir().unwrap();
+    let ws_path = std::fs::canonicalize(ws.path()).unwrap();
+    let host_id = fx.backend.workload_host_id();
+    std::os::unix::fs::chown(&ws_path, Some(host_id), Some(host_id)).unwrap();
+    let out = inside(
+        "echo built > /work/out && stat -c '%u' /work/out && cd /work && pwd",
+        json!({"filesystem": {"workspace": {"target": "/work", "source": ws_path.to_str().unwrap()}}}),
+    );
+    assert_eq!(out, "1000\n/work\n");
+    assert_eq!(std::fs::read(ws_path.join("out")).unwrap(), b"built\n");
+    let meta = std::fs::metadata(ws_path.join("out")).unwrap();
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&meta), host_id);
+}
