@@ -104,13 +104,20 @@ impl KeyStore {
         Ok(public)
     }
 
+    /// Where the public key `key` is trusted.
+    fn trusted_path(&self, key: &VerifyingKey) -> (String, PathBuf) {
+        let kid = ed25519_kid(key);
+        let path = self
+            .trusted_dir()
+            .join(format!("{}{PUBLIC_SUFFIX}", kid.replace(':', "-")));
+        (kid, path)
+    }
+
     /// Add `key` to the trusted public keys; returns its key id.
     pub fn trust(&self, key: &VerifyingKey) -> Result<String, KeyError> {
-        let dir = self.trusted_dir();
         Self::ensure_dir(&self.dir, 0o700)?;
-        Self::ensure_dir(&dir, 0o755)?;
-        let kid = ed25519_kid(key);
-        let path = dir.join(format!("{}{PUBLIC_SUFFIX}", kid.replace(':', "-")));
+        Self::ensure_dir(&self.trusted_dir(), 0o755)?;
+        let (kid, path) = self.trusted_path(key);
         match publish(&path, hex::encode(key.as_bytes()).as_bytes(), 0o644) {
             Ok(()) | Err(KeyError::Exists { .. }) => Ok(kid),
             Err(e) => Err(e),
@@ -128,17 +135,26 @@ impl KeyStore {
         Ok(Signer::ed25519(SigningKey::from_bytes(&seed)))
     }
 
-    /// Load the host key, creating it on first use.
+    /// Load the host key, creating it on first use. The common case (the key exists and is
+    /// trusted) only reads: it runs on every `cellos run`, so it must not write or fsync.
     pub fn load_or_create_signer(&self) -> Result<Signer, KeyError> {
-        match self.generate() {
-            Ok(_) | Err(KeyError::Exists { .. }) => {}
+        let signer = match self.load_signer() {
+            Ok(signer) => signer,
+            Err(KeyError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                match self.generate() {
+                    Ok(_) | Err(KeyError::Exists { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+                self.load_signer()?
+            }
             Err(e) => return Err(e),
-        }
-        let signer = self.load_signer()?;
+        };
         // A writer that died between publishing the private and the public key left the
         // public one out; trusting is idempotent, so make sure here.
         if let Some(public) = signer.verifying_key() {
-            self.trust(&public)?;
+            if !self.trusted_path(&public).1.exists() {
+                self.trust(&public)?;
+            }
         }
         Ok(signer)
     }
