@@ -3,9 +3,7 @@
 
 use std::os::unix::fs::symlink;
 
-use cellos_adapters::secrets::{
-    validate_secret_key, ChainedBroker, EnvSecretBroker, FileSecretBroker,
-};
+use cellos_adapters::secrets::{validate_secret_key, EnvSecretBroker, FileSecretBroker};
 use cellos_core::ports::{PortErrorKind, SecretBroker};
 use rustix::fs::{FileType, Mode};
 
@@ -197,34 +195,4 @@ fn env_broker_refuses_invalid_keys() {
         .err()
         .unwrap();
     assert_eq!(err.kind, PortErrorKind::Refused);
-}
-
-#[test]
-fn chain_falls_through_only_on_not_found() {
-    let dir = dir_with("CHAIN_FROM_FILE", b"file-value");
-    std::fs::create_dir(dir.path().join("CHAIN_REFUSED")).unwrap();
-    std::env::set_var("CELLOS_SECRET_CHAIN_FROM_ENV", "env-value");
-    std::env::set_var("CELLOS_SECRET_CHAIN_FROM_FILE", "shadowed");
-    std::env::set_var("CELLOS_SECRET_CHAIN_REFUSED", "must-not-be-used");
-    let chain = ChainedBroker::new(vec![
-        Box::new(FileSecretBroker::new(dir.path())),
-        Box::new(EnvSecretBroker::new()),
-    ]);
-    assert_eq!(
-        chain.resolve("CHAIN_FROM_FILE", CELL).unwrap().expose(),
-        b"file-value"
-    );
-    assert_eq!(
-        chain.resolve("CHAIN_FROM_ENV", CELL).unwrap().expose(),
-        b"env-value"
-    );
-    // The file source exists but is refused (a directory): the env value must not be used.
-    assert_eq!(
-        chain.resolve("CHAIN_REFUSED", CELL).err().unwrap().kind,
-        PortErrorKind::Refused
-    );
-    let missing = chain.resolve("CHAIN_NOWHERE", CELL).err().unwrap();
-    assert_eq!(missing.kind, PortErrorKind::NotFound);
-    assert!(missing.message.contains("CELLOS_SECRET_CHAIN_NOWHERE"));
-    chain.revoke_for_cell(CELL).unwrap();
 }

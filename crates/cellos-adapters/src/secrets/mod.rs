@@ -10,13 +10,14 @@
 //! broker; their `revoke_for_cell` is therefore a no-op that always succeeds. They cannot
 //! revoke the secret at its source (the file or the variable stays), and say so here rather
 //! than pretend otherwise.
+//!
+//! Several brokers are chained by the supervisor, which asks them in order, moves on only on
+//! "not found", and records which broker delivered each key.
 
-mod chain;
 mod env;
 mod file;
 mod key;
 
-pub use chain::ChainedBroker;
 pub use env::{EnvSecretBroker, ENV_SECRET_PREFIX};
 pub use file::FileSecretBroker;
 pub use key::{validate_secret_key, MAX_SECRET_KEY_LEN};

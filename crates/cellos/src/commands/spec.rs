@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use cellos_core::policy::{admit as admit_spec, Verdict};
 use cellos_core::spec::{
     json_schema, parse_document, parse_execution_cell, parse_policy_pack, validate_document,
-    validate_execution_cell, validate_policy_pack, PolicyPackDocument,
+    validate_execution_cell, validate_policy_pack, PolicyPackDocument, Problem,
 };
 
 use crate::exit::Failure;
@@ -54,6 +54,12 @@ pub fn validate(files: &[PathBuf]) -> Result<u8, Failure> {
     }
 }
 
+/// One line naming the file and every problem in it.
+fn invalid(path: &Path, what: &str, problems: &[Problem]) -> Failure {
+    let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    Failure::invalid(format!("{}: {what}{}", path.display(), list.join("; ")))
+}
+
 /// Load and validate policy packs, failing on the first bad one.
 pub fn load_policies(paths: &[PathBuf]) -> Result<Vec<PolicyPackDocument>, Failure> {
     paths
@@ -62,17 +68,7 @@ pub fn load_policies(paths: &[PathBuf]) -> Result<Vec<PolicyPackDocument>, Failu
             let text = read_text(path)?;
             let pack = parse_policy_pack(&text)
                 .map_err(|e| Failure::invalid(format!("{}: {e}", path.display())))?;
-            validate_policy_pack(&pack).map_err(|problems| {
-                Failure::invalid(format!(
-                    "{}: {}",
-                    path.display(),
-                    problems
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect::<Vec<_>>()
-                        .join("; ")
-                ))
-            })?;
+            validate_policy_pack(&pack).map_err(|problems| invalid(path, "", &problems))?;
             Ok(pack)
         })
         .collect()
@@ -83,17 +79,7 @@ pub fn admit(file: &Path, policies: &[PathBuf], json: bool) -> Result<u8, Failur
     let text = read_text(file)?;
     let doc = parse_execution_cell(&text)
         .map_err(|e| Failure::invalid(format!("{}: {e}", file.display())))?;
-    validate_execution_cell(&doc).map_err(|problems| {
-        Failure::invalid(format!(
-            "{}: invalid spec: {}",
-            file.display(),
-            problems
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; ")
-        ))
-    })?;
+    validate_execution_cell(&doc).map_err(|problems| invalid(file, "invalid spec: ", &problems))?;
     let packs = load_policies(policies)?;
     let decision = admit_spec(&doc.spec, &packs);
     if json {
