@@ -2,6 +2,12 @@
 //!
 //! A `Recorder` belongs to one run. It counts what it recorded, so the compliance summary at
 //! the end is computed from the very events that were written, the same way a projector would.
+//!
+//! Events become durable at barriers, in one fsync'd batch each: before the workload's exec
+//! (admission, secrets, isolation, started), before exports begin, after each export, and
+//! before the run returns (completed, destroyed, summary). Between barriers the supervisor only
+//! prepares or tears down host state that gives the workload nothing, and a crash there is
+//! reconciled by `gc` with its own event; batching halves the fsyncs on every cell's path.
 
 use std::sync::Arc;
 
@@ -24,6 +30,8 @@ pub(crate) struct Recorder<'a> {
     run_id: &'a str,
     counts: ComplianceCounts,
     emitted: u64,
+    /// Built but not yet durable; appended at the next barrier, in order.
+    staged: Vec<CloudEvent>,
 }
 
 impl<'a> Recorder<'a> {
@@ -40,31 +48,43 @@ impl<'a> Recorder<'a> {
             run_id,
             counts: ComplianceCounts::default(),
             emitted: 0,
+            staged: Vec::new(),
         }
     }
 
-    /// Append `events` with one durability barrier; they are all durable when this returns.
-    fn record(&mut self, events: Vec<CloudEvent>) -> Result<(), PortError> {
+    /// Queue `events` for the next barrier.
+    fn stage(&mut self, events: Vec<CloudEvent>) {
         for event in &events {
             self.counts.observe(event);
         }
         self.emitted += events.len() as u64;
+        self.staged.extend(events);
+    }
+
+    /// Barrier: append everything staged with one fsync; all of it is durable on return.
+    pub(crate) fn flush(&mut self) -> Result<(), PortError> {
+        if self.staged.is_empty() {
+            return Ok(());
+        }
+        let events = std::mem::take(&mut self.staged);
         self.sink.emit_batch(events).map(drop)
+    }
+
+    /// Stage `events` and make them durable now.
+    fn record(&mut self, events: Vec<CloudEvent>) -> Result<(), PortError> {
+        self.stage(events);
+        self.flush()
     }
 
     fn now() -> OffsetDateTime {
         OffsetDateTime::now_utc()
     }
 
-    pub(crate) fn admission(
-        &mut self,
-        spec_hash: &str,
-        decision: &AdmissionDecision,
-    ) -> Result<(), PortError> {
+    pub(crate) fn admission(&mut self, spec_hash: &str, decision: &AdmissionDecision) {
         let event = self
             .factory
             .admission_decided(Self::now(), self.cell_id, spec_hash, decision);
-        self.record(vec![event])
+        self.stage(vec![event]);
     }
 
     /// One event per broker, naming the keys it delivered (never values).
@@ -72,9 +92,9 @@ impl<'a> Recorder<'a> {
         &mut self,
         delivered: &[(String, &'static str)],
         delivery: SecretDeliveryMode,
-    ) -> Result<(), PortError> {
+    ) {
         let events = self.secret_events(delivered, delivery, false);
-        self.record(events)
+        self.stage(events);
     }
 
     fn secret_events(
@@ -128,12 +148,9 @@ impl<'a> Recorder<'a> {
         self.record(events)
     }
 
-    /// `command.completed` plus one `limit.hit` per limit the workload ran into.
-    pub(crate) fn completed(
-        &mut self,
-        argv: &[String],
-        outcome: &WorkloadOutcome,
-    ) -> Result<(), PortError> {
+    /// `command.completed` plus one `limit.hit` per limit the workload ran into; staged until
+    /// the next barrier (exports, or the end of the run).
+    pub(crate) fn completed(&mut self, argv: &[String], outcome: &WorkloadOutcome) {
         let mut events =
             vec![self
                 .factory
@@ -144,7 +161,7 @@ impl<'a> Recorder<'a> {
                 .iter()
                 .map(|hit: &LimitHit| self.factory.limit_hit(Self::now(), self.cell_id, hit)),
         );
-        self.record(events)
+        self.stage(events);
     }
 
     pub(crate) fn export_completed(&mut self, receipt: &ExportReceipt) -> Result<(), PortError> {
@@ -174,7 +191,7 @@ impl<'a> Recorder<'a> {
     }
 
     /// The last word on a cell: secrets revoked, lifecycle destroyed, compliance summary —
-    /// durable together. `reason` explains a cell that ended before it ran.
+    /// durable together with everything still staged. `reason` explains a cell that ended before it ran.
     pub(crate) fn finished(
         &mut self,
         revoked: &[(String, &'static str)],
@@ -191,22 +208,18 @@ impl<'a> Recorder<'a> {
             data.insert("reason".into(), reason.into());
         }
         events.push(destroyed);
-        for event in &events {
-            self.counts.observe(event);
-        }
+        self.stage(events);
         let summary = ComplianceSummaryData {
             run_id: self.run_id.to_string(),
             outcome,
             counts: self.counts.clone(),
             residue_free: teardown.residue.is_empty(),
-            event_count: self.emitted + events.len() as u64,
+            event_count: self.emitted + 1,
         };
-        events.push(
-            self.factory
-                .compliance_summary(Self::now(), self.cell_id, &summary),
-        );
-        self.emitted += events.len() as u64;
-        self.sink.emit_batch(events).map(drop)
+        let summary = self
+            .factory
+            .compliance_summary(Self::now(), self.cell_id, &summary);
+        self.record(vec![summary])
     }
 
     /// Crash reconciliation of one orphaned cell.

@@ -178,10 +178,9 @@ impl Supervisor {
         let mut recorder = self.recorder(cell_id, &run_id);
 
         let decision = admit(spec, policies);
-        recorder
-            .admission(&spec_hash, &decision)
-            .map_err(SupervisorError::Events)?;
+        recorder.admission(&spec_hash, &decision);
         if decision.verdict == Verdict::Deny {
+            recorder.flush().map_err(SupervisorError::Events)?;
             return Err(SupervisorError::Denied(decision));
         }
 
@@ -205,10 +204,7 @@ impl Supervisor {
             .map(|(s, broker)| (s.key.clone(), *broker))
             .collect();
         if !delivered.is_empty() {
-            if let Err(err) = recorder.secrets_materialized(&delivered, delivery) {
-                self.revoke_all(cell_id);
-                return Err(SupervisorError::Events(err));
-            }
+            recorder.secrets_materialized(&delivered, delivery);
         }
 
         let cell = self.backend.create(CellRequest {
@@ -328,15 +324,15 @@ impl Supervisor {
                 count: 1,
             });
         }
-        recorder
-            .completed(&spec.run.argv, &outcome)
-            .map_err(SupervisorError::Events)?;
+        recorder.completed(&spec.run.argv, &outcome);
 
         let mut receipts = Vec::new();
         let mut failures = Vec::new();
-        let Some(export) = spec.export.as_ref() else {
+        let Some(export) = spec.export.as_ref().filter(|e| !e.artifacts.is_empty()) else {
             return Ok((outcome, receipts, failures));
         };
+        // Barrier: the outcome is durable before anything leaves the cell.
+        recorder.flush().map_err(SupervisorError::Events)?;
         for artifact in &export.artifacts {
             let target = artifact
                 .target
