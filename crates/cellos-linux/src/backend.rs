@@ -308,14 +308,16 @@ impl LinuxBackend {
                 (control_r.as_fd(), CONTROL_FD),
                 (status_w.as_fd(), STATUS_FD),
             ],
+            cgroup.join_handles()?,
         )?;
-        let pid = command.spawn()?;
+        let (pid, in_v2_leaf) = command.spawn()?;
         guard.pid = Some(pid);
         drop((control_r, status_w, out_w, err_w, devnull));
 
         // The maps must exist before init's exec (or it would lose its capabilities); the
-        // rest overlaps with the exec. Init reads the config only after the cgroup move, so
-        // nothing it starts runs outside the cell's cgroup.
+        // rest overlaps with the exec. The child joined the cell's cgroups before it waits for
+        // release (or is moved into the v2 leaf below before it reads its config), so nothing
+        // it starts runs outside the cell's cgroup.
         idmap::write_maps(pid, &self.id_map)?;
         let mut control = File::from(control_w);
         control
@@ -325,7 +327,9 @@ impl LinuxBackend {
         rec.init_pid = Some(pid);
         rec.init_start = record::process_start_time(pid);
         record::update(state_dir, &rec)?;
-        cgroup.add_process(pid)?;
+        if !in_v2_leaf {
+            cgroup.add_process_v2(pid)?;
+        }
         control
             .write_all(&frame)
             .map_err(|e| LinuxError::io("send config to cell init", e))?;
