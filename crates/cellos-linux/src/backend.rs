@@ -32,7 +32,7 @@ use crate::error::LinuxError;
 use crate::etc_mask;
 use crate::idmap::{self, IdMap};
 use crate::init::FORWARDED_SIGNALS;
-use crate::landlock_rules::{self, LandlockPlan};
+use crate::landlock_rules;
 use crate::plan::{self, BpfInstruction, PlanContext, ResolvedRootfs, WORKLOAD_ID};
 use crate::protocol::{
     encode_config, send_fds, StatusEvent, StatusMsg, StatusReader, CMD_KILL, CMD_START, CONTROL_FD,
@@ -155,20 +155,14 @@ impl LinuxBackend {
         Ok(self.seccomp.get_or_init(|| (profile, program)))
     }
 
-    /// The Landlock ABI a workload gets, measured once by confining a throwaway thread (the
-    /// ruleset applies to that thread only and ends with it). The workload refuses to start
-    /// under any other ABI, so the isolation report is exact.
+    /// The Landlock ABI a workload gets. The workload's init applies exactly this level and
+    /// refuses to start under any other, so the isolation report is exact.
     fn landlock_abi(&self) -> Result<Option<u32>, LinuxError> {
         if let Some(abi) = self.landlock_abi.get() {
             return Ok(*abi);
         }
-        let probe = std::thread::spawn(|| landlock_rules::restrict_self(&LandlockPlan::default()))
-            .join()
-            .map_err(|_| LinuxError::Setup {
-                what: "probe Landlock ABI".into(),
-                detail: "probe thread panicked".into(),
-            })??;
-        Ok(*self.landlock_abi.get_or_init(|| probe))
+        let abi = landlock_rules::required_abi()?;
+        Ok(*self.landlock_abi.get_or_init(|| Some(abi)))
     }
 
     fn resolve_rootfs(&self, spec: &RootfsSpec) -> Result<(ResolvedRootfs, String), LinuxError> {

@@ -55,6 +55,15 @@ pub fn kernel_abi() -> Option<u32> {
     u32::try_from(version).ok().filter(|v| *v > 0)
 }
 
+/// The ABI level [`restrict_self`] applies on this kernel (the kernel's, capped at the level
+/// this build targets), or `MissingFeature` when the kernel has no Landlock. Asks the kernel
+/// only; restricts nothing, so it is cheap enough for every cell's create.
+pub fn required_abi() -> Result<u32, LinuxError> {
+    kernel_abi()
+        .map(|abi| abi.min(TARGET_ABI_NUMBER))
+        .ok_or_else(|| LinuxError::missing("Landlock LSM", FIX))
+}
+
 /// Confine the calling thread (and what it execs) to `plan`; sets `no_new_privs`.
 ///
 /// Fails closed with [`LinuxError::MissingFeature`] when the kernel has no Landlock or the
