@@ -185,7 +185,7 @@ fn one_of_each(factory: &EventFactory, t: OffsetDateTime) -> Vec<CloudEvent> {
             },
         ),
         factory.secrets_revoked(t, CELL, &secrets),
-        factory.lifecycle_destroyed(t, "run-1", Outcome::Failed, &teardown),
+        factory.lifecycle_destroyed(t, "run-1", Outcome::Failed, &teardown, None),
         factory.compliance_summary(
             t,
             CELL,

@@ -91,6 +91,7 @@ fn run_of(factory: &EventFactory, cell: &str, verdict: Verdict) -> Vec<CloudEven
                 removed: vec![],
                 residue: vec![],
             },
+            None,
         ),
     ]);
     events

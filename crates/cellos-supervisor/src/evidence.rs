@@ -201,13 +201,13 @@ impl<'a> Recorder<'a> {
         reason: Option<&str>,
     ) -> Result<(), PortError> {
         let mut events = self.secret_events(revoked, delivery, true);
-        let mut destroyed =
-            self.factory
-                .lifecycle_destroyed(Self::now(), self.run_id, outcome, teardown);
-        if let (Some(reason), Some(data)) = (reason, destroyed.data.as_object_mut()) {
-            data.insert("reason".into(), reason.into());
-        }
-        events.push(destroyed);
+        events.push(self.factory.lifecycle_destroyed(
+            Self::now(),
+            self.run_id,
+            outcome,
+            teardown,
+            reason,
+        ));
         self.stage(events);
         let summary = ComplianceSummaryData {
             run_id: self.run_id.to_string(),

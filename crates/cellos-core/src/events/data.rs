@@ -84,6 +84,10 @@ pub struct LifecycleDestroyedData {
     pub outcome: Outcome,
     pub terminal_state: TerminalState,
     pub residue: Vec<Residue>,
+    /// Why a cell ended before its workload ran (admission passed but secrets, create or
+    /// evidence failed); absent for cells that ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// `command.v1.completed`: how the workload ended.

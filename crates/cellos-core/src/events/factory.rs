@@ -115,6 +115,7 @@ impl EventFactory {
         run_id: &str,
         outcome: Outcome,
         teardown: &TeardownReport,
+        reason: Option<&str>,
     ) -> CloudEvent {
         let data = LifecycleDestroyedData {
             run_id: run_id.to_owned(),
@@ -125,6 +126,7 @@ impl EventFactory {
                 TerminalState::Clean
             },
             residue: teardown.residue.clone(),
+            reason: reason.map(str::to_owned),
         };
         self.build(
             EventKind::LifecycleDestroyed,
