@@ -2,29 +2,13 @@
 //! `examples/invalid` produces exactly the problems its `# expect:` lines announce.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use cellos_core::spec::{parse_document, validate_document, Problem};
 
-fn examples_dir(sub: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../examples")
-        .join(sub)
-}
-
-/// The `.yaml` files of one examples directory, sorted; panics when there are none so that a
-/// moved directory cannot make the corpus test pass vacuously.
-fn yaml_files(sub: &str) -> Vec<PathBuf> {
-    let dir = examples_dir(sub);
-    let mut files: Vec<PathBuf> = fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
-        .map(|entry| entry.expect("directory entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-        .collect();
-    files.sort();
-    assert!(!files.is_empty(), "no examples in {}", dir.display());
-    files
-}
+#[path = "support/examples.rs"]
+mod examples;
+use examples::yaml_files;
 
 fn read(path: &Path) -> String {
     fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))

@@ -2,27 +2,17 @@
 //! rejects what strict parsing rejects.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use cellos_core::spec::json_schema;
 use serde_json::{json, Value};
 
+#[path = "support/examples.rs"]
+mod examples;
+use examples::yaml_files as examples;
+
 fn validator() -> jsonschema::Validator {
     jsonschema::validator_for(&json_schema()).expect("the generated schema compiles")
-}
-
-fn examples(sub: &str) -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../examples")
-        .join(sub);
-    let mut files: Vec<PathBuf> = fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
-        .map(|entry| entry.expect("directory entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-        .collect();
-    files.sort();
-    assert!(!files.is_empty(), "no examples in {}", dir.display());
-    files
 }
 
 fn as_json(path: &Path) -> Value {

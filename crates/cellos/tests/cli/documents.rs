@@ -1,22 +1,10 @@
 //! `validate`, `admit`, `schema` on the shipped examples.
 
-use std::path::PathBuf;
-
 use crate::support::{stderr, stdout, Home};
 
-fn examples(dir: &str) -> Vec<PathBuf> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../examples")
-        .join(dir);
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&root)
-        .expect("examples dir")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-        .collect();
-    files.sort();
-    assert!(!files.is_empty(), "no examples in {}", root.display());
-    files
-}
+#[path = "../../../cellos-core/tests/support/examples.rs"]
+mod shipped;
+use shipped::yaml_files as examples;
 
 #[test]
 fn validate_accepts_every_shipped_example() {

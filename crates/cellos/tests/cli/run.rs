@@ -13,6 +13,11 @@ fn sh(script: &str) -> String {
     )
 }
 
+/// Lines in which `cellos` itself says why it exited.
+fn reason_lines(stderr: &str) -> usize {
+    stderr.lines().filter(|l| l.starts_with("cellos:")).count()
+}
+
 /// Processes on the host that live in a cgroup of `cell`.
 fn processes_of(cell: &str) -> Vec<String> {
     let needle = format!("/cellos/{cell}");
@@ -96,13 +101,7 @@ fn exit_statuses_follow_the_workload() {
             "{script}: {}",
             stderr(&out)
         );
-        assert_eq!(
-            stderr(&out)
-                .lines()
-                .filter(|l| l.starts_with("cellos:"))
-                .count(),
-            1
-        );
+        assert_eq!(reason_lines(&stderr(&out)), 1);
     }
 }
 
@@ -135,6 +134,7 @@ fn cellos_errors_exit_125_with_one_line() {
     let out = home.run(&["run", invalid.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(125));
     assert!(stderr(&out).contains("spec.run.argv"), "{}", stderr(&out));
+    assert_eq!(reason_lines(&stderr(&out)), 1, "{}", stderr(&out));
 
     let id = unique_id("denied");
     let spec = home.spec(
@@ -159,6 +159,7 @@ fn cellos_errors_exit_125_with_one_line() {
         "{}",
         stderr(&out)
     );
+    assert_eq!(reason_lines(&stderr(&out)), 1, "{}", stderr(&out));
     let all = events(&home);
     let decided = events_of(&all, &id);
     assert_eq!(decided.len(), 1, "a denied cell records only its admission");
