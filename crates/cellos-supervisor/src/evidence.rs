@@ -47,7 +47,7 @@ impl<'a> Recorder<'a> {
             factory,
             cell_id,
             run_id,
-            observed: ObservedEvents::new(),
+            observed: ObservedEvents::new(sink.clone()),
             staged: Vec::new(),
         }
     }
@@ -60,7 +60,7 @@ impl<'a> Recorder<'a> {
 
     /// Barrier: append everything staged with one fsync; all of it is durable on return.
     pub(crate) fn flush(&mut self) -> Result<(), PortError> {
-        self.observed.flush(self.sink.as_ref())?;
+        self.observed.flush()?;
         if self.staged.is_empty() {
             return Ok(());
         }
@@ -77,10 +77,6 @@ impl<'a> Recorder<'a> {
     /// The port the cell's backend hands its runtime events to.
     pub(crate) fn observed(&self) -> Arc<ObservedEvents> {
         self.observed.clone()
-    }
-
-    pub(crate) fn sink(&self) -> &Arc<dyn EventSink> {
-        self.sink
     }
 
     fn now() -> OffsetDateTime {
@@ -218,7 +214,7 @@ impl<'a> Recorder<'a> {
         self.stage(events);
         // Whatever the cell observed up to its destruction is appended before the summary
         // that counts it.
-        self.observed.flush(self.sink.as_ref())?;
+        self.observed.flush()?;
         let summary = {
             let tally = self.observed.tally();
             ComplianceSummaryData {

@@ -2,18 +2,20 @@
 //! supervisor through the [`RuntimeEvidence`] port from the backend's threads.
 //!
 //! They are queued without I/O (an observer must never stall a DNS answer) and made durable in
-//! arrival order: every 250 ms while the workload runs, and at each of the recorder's barriers,
-//! ahead of its own events. The tally is shared with the recorder, so the compliance summary
-//! counts exactly what was appended, whoever appended it.
+//! arrival order: every 250 ms by a flusher thread that the first observed event starts (a cell
+//! that observes nothing costs nothing), and at each of the recorder's barriers, ahead of its
+//! own events. The tally is shared with the recorder, so the compliance summary counts exactly
+//! what was appended, whoever appended it.
 
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
 use cellos_core::events::{CloudEvent, ComplianceCounts};
-use cellos_core::ports::{EventSink, PortError, RuntimeEvidence};
+use cellos_core::ports::{EventSink, PortError, PortErrorKind, RuntimeEvidence};
 
-/// How often observed events are appended while the workload runs.
-pub(crate) const FLUSH_INTERVAL: Duration = Duration::from_millis(250);
+/// How often observed events are appended while the cell runs.
+const FLUSH_INTERVAL: Duration = Duration::from_millis(250);
 
 /// What one run has appended so far.
 #[derive(Debug, Default)]
@@ -32,41 +34,83 @@ impl Tally {
 }
 
 /// The queue behind one run's [`RuntimeEvidence`].
-#[derive(Default)]
 pub(crate) struct ObservedEvents {
+    sink: Arc<dyn EventSink>,
     pending: Mutex<Vec<CloudEvent>>,
     tally: Mutex<Tally>,
+    flusher_started: AtomicBool,
+    /// A background append that failed; the next barrier reports it (evidence must not be
+    /// lost silently).
+    failed: Mutex<Option<String>>,
+    me: Weak<ObservedEvents>,
+}
+
+/// A poisoned lock only means another thread panicked mid-update; the data stays usable.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl ObservedEvents {
-    pub(crate) fn new() -> Arc<Self> {
-        Arc::new(Self::default())
+    pub(crate) fn new(sink: Arc<dyn EventSink>) -> Arc<Self> {
+        Arc::new_cyclic(|me| Self {
+            sink,
+            pending: Mutex::new(Vec::new()),
+            tally: Mutex::new(Tally::default()),
+            flusher_started: AtomicBool::new(false),
+            failed: Mutex::new(None),
+            me: me.clone(),
+        })
     }
 
-    /// The run's tally (a poisoned lock only means another thread panicked mid-count; the
-    /// counts themselves stay usable).
     pub(crate) fn tally(&self) -> MutexGuard<'_, Tally> {
-        self.tally.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.tally)
     }
 
     /// Append everything queued, in arrival order, with one durability barrier.
-    pub(crate) fn flush(&self, sink: &dyn EventSink) -> Result<(), PortError> {
-        let events =
-            std::mem::take(&mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner));
-        if events.is_empty() {
+    pub(crate) fn flush(&self) -> Result<(), PortError> {
+        if let Some(message) = lock(&self.failed).take() {
+            return Err(PortError::new(PortErrorKind::Io, message));
+        }
+        self.append_pending()
+    }
+
+    fn append_pending(&self) -> Result<(), PortError> {
+        // The pending lock is held across the append so two flushers cannot reorder batches.
+        let mut pending = lock(&self.pending);
+        if pending.is_empty() {
             return Ok(());
         }
+        let events = std::mem::take(&mut *pending);
         self.tally().count(&events);
-        sink.emit_batch(events).map(drop)
+        self.sink.emit_batch(events).map(drop)
+    }
+
+    /// Appends every [`FLUSH_INTERVAL`] until the run (the last strong reference) is gone.
+    fn start_flusher(&self) {
+        let me = self.me.clone();
+        let spawned = std::thread::Builder::new()
+            .name("cellos-observed".into())
+            .spawn(move || loop {
+                std::thread::sleep(FLUSH_INTERVAL);
+                let Some(queue) = me.upgrade() else { return };
+                if let Err(err) = queue.append_pending() {
+                    *lock(&queue.failed) = Some(format!("appending observed events: {err}"));
+                    return;
+                }
+            });
+        if let Err(err) = spawned {
+            // The barriers still append everything; only the periodic appends are lost.
+            tracing::warn!(%err, "no flusher thread for observed events");
+        }
     }
 }
 
 impl RuntimeEvidence for ObservedEvents {
     fn observe(&self, event: CloudEvent) {
-        self.pending
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(event);
+        lock(&self.pending).push(event);
+        if !self.flusher_started.swap(true, Ordering::AcqRel) {
+            self.start_flusher();
+        }
     }
 }
 
@@ -113,13 +157,13 @@ mod tests {
 
     #[test]
     fn observed_events_are_appended_in_arrival_order_with_one_barrier_and_counted() {
-        let queue = ObservedEvents::new();
-        let sink = MemorySink::default();
+        let sink = Arc::new(MemorySink::default());
+        let queue = ObservedEvents::new(sink.clone());
         let observer: Arc<dyn RuntimeEvidence> = queue.clone();
         for n in 1..=3 {
             observer.observe(hit(n));
         }
-        queue.flush(&sink).unwrap();
+        queue.flush().unwrap();
         let appended = sink.appended.lock().unwrap();
         let order: Vec<u64> = appended
             .iter()
@@ -132,10 +176,23 @@ mod tests {
     }
 
     #[test]
+    fn observed_events_become_durable_without_a_barrier() {
+        let sink = Arc::new(MemorySink::default());
+        let queue = ObservedEvents::new(sink.clone());
+        queue.observe(hit(7));
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while sink.appended.lock().unwrap().is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(sink.appended.lock().unwrap().len(), 1);
+        assert_eq!(queue.tally().emitted, 1);
+    }
+
+    #[test]
     fn an_empty_queue_costs_no_barrier() {
-        let queue = ObservedEvents::new();
-        let sink = MemorySink::default();
-        queue.flush(&sink).unwrap();
+        let sink = Arc::new(MemorySink::default());
+        let queue = ObservedEvents::new(sink.clone());
+        queue.flush().unwrap();
         assert_eq!(*sink.barriers.lock().unwrap(), 0);
     }
 }
