@@ -6,12 +6,13 @@
 //! supervisor. Everything here is `Send + Sync` so adapters can be shared across threads.
 
 use std::io::{Read, Write};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use crate::events::CloudEvent;
+use crate::events::{CloudEvent, EventFactory};
 use crate::spec::{ExecutionCellSpec, ExportTargetKind, SecretDeliveryMode};
 
 /// Error returned across a port. `kind` lets the supervisor map failures to exit codes and
@@ -161,6 +162,22 @@ pub struct CellRequest<'a> {
     /// Live workload output. The backend copies bytes here as they arrive.
     pub stdout: Box<dyn Write + Send>,
     pub stderr: Box<dyn Write + Send>,
+    /// Builds the events the cell produces while it runs (see [`RuntimeEvidence`]).
+    pub factory: EventFactory,
+    /// Where those events go.
+    pub evidence: Arc<dyn RuntimeEvidence>,
+}
+
+/// Evidence a cell produces on its own while it runs, outside the supervisor's steps: DNS and
+/// flow decisions, telemetry frames, host-observed processes. The backend builds each event
+/// with [`CellRequest::factory`] on whatever thread observed it and hands it here.
+///
+/// `observe` never blocks on I/O (it is called from DNS servers and probe loops). The
+/// supervisor makes what it received durable (sealed, in arrival order) periodically while
+/// the workload runs and always before the run's final events, so the compliance summary
+/// counts every observed event.
+pub trait RuntimeEvidence: Send + Sync {
+    fn observe(&self, event: CloudEvent);
 }
 
 /// One enforced limit and the mechanism that enforced it.

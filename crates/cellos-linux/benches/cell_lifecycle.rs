@@ -4,8 +4,10 @@
 
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
-use cellos_core::ports::{CellBackend, CellRequest, WorkloadExit};
+use cellos_core::events::{CloudEvent, EventFactory};
+use cellos_core::ports::{CellBackend, CellRequest, RuntimeEvidence, WorkloadExit};
 use cellos_core::spec::ExecutionCellSpec;
 use cellos_linux::backend::{LinuxBackend, LinuxBackendConfig};
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -23,6 +25,13 @@ fn spec(n: u64, limits: bool) -> ExecutionCellSpec {
     serde_json::from_value(value).expect("spec")
 }
 
+/// `/bin/true` observes nothing; a cell that did would have its events dropped here.
+struct Discard;
+
+impl RuntimeEvidence for Discard {
+    fn observe(&self, _: CloudEvent) {}
+}
+
 fn lifecycle(c: &mut Criterion) {
     let state = tempfile::tempdir().expect("state dir");
     let backend = LinuxBackend::new(LinuxBackendConfig::new(
@@ -31,6 +40,8 @@ fn lifecycle(c: &mut Criterion) {
     ))
     .expect("backend (run benches as root)");
     let counter = AtomicU64::new(0);
+    let factory = EventFactory::new("bench-host", "linux-backend", Arc::new(String::new));
+    let discard: Arc<dyn RuntimeEvidence> = Arc::new(Discard);
     let mut group = c.benchmark_group("cell_true");
     for (name, limits) in [("cell_with_limits", true), ("cell_no_limits", false)] {
         group.bench_function(name, |b| {
@@ -45,6 +56,8 @@ fn lifecycle(c: &mut Criterion) {
                         secret_delivery: Default::default(),
                         stdout: Box::new(std::io::sink()),
                         stderr: Box::new(std::io::sink()),
+                        factory: factory.clone(),
+                        evidence: discard.clone(),
                     })
                     .expect("create");
                 cell.start().expect("start");

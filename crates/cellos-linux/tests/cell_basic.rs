@@ -218,6 +218,8 @@ fn symlinked_mount_sources_are_refused_at_create() {
             secret_delivery: Default::default(),
             stdout: Box::new(std::io::sink()),
             stderr: Box::new(std::io::sink()),
+            factory: test_factory(),
+            evidence: std::sync::Arc::new(Observed::default()),
         },
     )
     .err()

@@ -95,6 +95,8 @@ fn symlink_planted_in_an_image_cannot_redirect_a_mount() {
         secret_delivery: Default::default(),
         stdout: Box::new(std::io::sink()),
         stderr: Box::new(std::io::sink()),
+        factory: test_factory(),
+        evidence: std::sync::Arc::new(Observed::default()),
     }) {
         Err(_) => true,
         Ok(mut cell) => {

@@ -12,14 +12,15 @@
 use std::sync::Arc;
 
 use cellos_core::events::{
-    CloudEvent, ComplianceCounts, ComplianceSummaryData, EventFactory, ExportFailedData, Outcome,
-    SecretsData,
+    CloudEvent, ComplianceSummaryData, EventFactory, ExportFailedData, Outcome, SecretsData,
 };
 use cellos_core::policy::AdmissionDecision;
 use cellos_core::ports::{
     EventSink, ExportReceipt, IsolationReport, LimitHit, PortError, TeardownReport, WorkloadOutcome,
 };
 use cellos_core::spec::{ExportTargetKind, SecretDeliveryMode};
+
+use crate::observed::ObservedEvents;
 use time::OffsetDateTime;
 
 /// Records the events of one cell.
@@ -28,8 +29,8 @@ pub(crate) struct Recorder<'a> {
     factory: &'a EventFactory,
     cell_id: &'a str,
     run_id: &'a str,
-    counts: ComplianceCounts,
-    emitted: u64,
+    /// Shared with the cell's runtime observers: their events go first at every barrier.
+    observed: Arc<ObservedEvents>,
     /// Built but not yet durable; appended at the next barrier, in order.
     staged: Vec<CloudEvent>,
 }
@@ -46,23 +47,20 @@ impl<'a> Recorder<'a> {
             factory,
             cell_id,
             run_id,
-            counts: ComplianceCounts::default(),
-            emitted: 0,
+            observed: ObservedEvents::new(),
             staged: Vec::new(),
         }
     }
 
     /// Queue `events` for the next barrier.
     fn stage(&mut self, events: Vec<CloudEvent>) {
-        for event in &events {
-            self.counts.observe(event);
-        }
-        self.emitted += events.len() as u64;
+        self.observed.tally().count(&events);
         self.staged.extend(events);
     }
 
     /// Barrier: append everything staged with one fsync; all of it is durable on return.
     pub(crate) fn flush(&mut self) -> Result<(), PortError> {
+        self.observed.flush(self.sink.as_ref())?;
         if self.staged.is_empty() {
             return Ok(());
         }
@@ -74,6 +72,15 @@ impl<'a> Recorder<'a> {
     fn record(&mut self, events: Vec<CloudEvent>) -> Result<(), PortError> {
         self.stage(events);
         self.flush()
+    }
+
+    /// The port the cell's backend hands its runtime events to.
+    pub(crate) fn observed(&self) -> Arc<ObservedEvents> {
+        self.observed.clone()
+    }
+
+    pub(crate) fn sink(&self) -> &Arc<dyn EventSink> {
+        self.sink
     }
 
     fn now() -> OffsetDateTime {
@@ -209,12 +216,18 @@ impl<'a> Recorder<'a> {
             reason,
         ));
         self.stage(events);
-        let summary = ComplianceSummaryData {
-            run_id: self.run_id.to_string(),
-            outcome,
-            counts: self.counts.clone(),
-            residue_free: teardown.residue.is_empty(),
-            event_count: self.emitted + 1,
+        // Whatever the cell observed up to its destruction is appended before the summary
+        // that counts it.
+        self.observed.flush(self.sink.as_ref())?;
+        let summary = {
+            let tally = self.observed.tally();
+            ComplianceSummaryData {
+                run_id: self.run_id.to_string(),
+                outcome,
+                counts: tally.counts.clone(),
+                residue_free: teardown.residue.is_empty(),
+                event_count: tally.emitted + 1,
+            }
         };
         let summary = self
             .factory

@@ -8,6 +8,7 @@ mod evidence;
 mod exports;
 mod gc;
 mod lifecycle;
+mod observed;
 
 pub use exports::ExportRouter;
 pub use gc::GcReport;

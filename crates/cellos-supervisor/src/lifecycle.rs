@@ -18,6 +18,7 @@ use cellos_core::spec::{
 
 use crate::evidence::Recorder;
 use crate::exports::ExportRouter;
+use crate::observed::FLUSH_INTERVAL;
 
 /// Exit status when `timeoutMs` or `ttlSeconds` ran out.
 pub const EXIT_TIMEOUT: i32 = 124;
@@ -215,6 +216,8 @@ impl Supervisor {
             secret_delivery: delivery,
             stdout,
             stderr,
+            factory: self.factory.clone(),
+            evidence: recorder.observed(),
         });
         let mut cell = match cell {
             Ok(cell) => cell,
@@ -308,7 +311,7 @@ impl Supervisor {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        let mut outcome = cell.wait(deadline).map_err(SupervisorError::Backend)?;
+        let mut outcome = wait_flushing_observed(cell, deadline, recorder)?;
         if let WorkloadExit::TimedOut { limit } = &mut outcome.exit {
             let by_ttl = match (timeout_deadline, ttl_deadline) {
                 (Some(timeout), Some(ttl)) => ttl < timeout,
@@ -421,6 +424,42 @@ impl Supervisor {
             }
         }
     }
+}
+
+/// Wait for the workload while a second thread appends what the cell observes (DNS, flows,
+/// telemetry) every [`FLUSH_INTERVAL`], so a long run's evidence is durable as it happens, not
+/// only at the end.
+fn wait_flushing_observed(
+    cell: &mut dyn Cell,
+    deadline: Option<Instant>,
+    recorder: &Recorder<'_>,
+) -> Result<WorkloadOutcome, SupervisorError> {
+    let observed = recorder.observed();
+    let sink = recorder.sink();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    std::thread::scope(|scope| {
+        let flusher = scope.spawn(move || loop {
+            let stop = !matches!(
+                done_rx.recv_timeout(FLUSH_INTERVAL),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+            );
+            observed.flush(sink.as_ref())?;
+            if stop {
+                return Ok(());
+            }
+        });
+        let outcome = cell.wait(deadline).map_err(SupervisorError::Backend);
+        drop(done_tx);
+        let flushed = flusher.join().unwrap_or_else(|_| {
+            Err(PortError::new(
+                PortErrorKind::Io,
+                "the observed-events flusher panicked",
+            ))
+        });
+        let outcome = outcome?;
+        flushed.map_err(SupervisorError::Events)?;
+        Ok(outcome)
+    })
 }
 
 /// Teardown report for a cell that failed before the backend created anything.

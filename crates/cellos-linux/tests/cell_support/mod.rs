@@ -8,8 +8,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
+use cellos_core::events::{CloudEvent, EventFactory};
 use cellos_core::ports::{
-    Cell, CellBackend, CellRequest, DeliveredSecret, SecretValue, TeardownReport, WorkloadOutcome,
+    Cell, CellBackend, CellRequest, DeliveredSecret, RuntimeEvidence, SecretValue, TeardownReport,
+    WorkloadOutcome,
 };
 use cellos_core::spec::{ExecutionCellSpec, SecretDeliveryMode};
 use cellos_linux::backend::{LinuxBackend, LinuxBackendConfig};
@@ -32,6 +34,25 @@ impl SharedBuf {
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
     }
+}
+
+/// Collects what a cell observes at run time, for tests to inspect.
+#[derive(Clone, Default)]
+pub struct Observed(pub Arc<Mutex<Vec<CloudEvent>>>);
+
+impl RuntimeEvidence for Observed {
+    fn observe(&self, event: CloudEvent) {
+        self.0.lock().unwrap().push(event);
+    }
+}
+
+/// The event factory cells of these tests build their runtime events with.
+pub fn test_factory() -> EventFactory {
+    EventFactory::new(
+        "test-host",
+        "linux-backend",
+        Arc::new(|| "test-id".to_owned()),
+    )
 }
 
 pub struct Fixture {
@@ -141,6 +162,8 @@ pub fn create(
             secret_delivery: delivery,
             stdout: Box::new(stdout.clone()),
             stderr: Box::new(stderr.clone()),
+            factory: test_factory(),
+            evidence: Arc::new(Observed::default()),
         })
         .unwrap_or_else(|e| panic!("create {}: {e}", spec.id))
 }
