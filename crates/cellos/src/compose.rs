@@ -64,8 +64,8 @@ pub fn backend(home: &Path) -> Result<Arc<LinuxBackend>, Failure> {
         })?;
         config.telemetry.silence = Duration::from_millis(ms.max(1));
     }
-    let backend = LinuxBackend::new(config)
-        .map_err(|e| Failure::cellos(PortError::from(e).to_string()))?;
+    let backend =
+        LinuxBackend::new(config).map_err(|e| Failure::cellos(PortError::from(e).to_string()))?;
     Ok(Arc::new(backend))
 }
 
