@@ -10,6 +10,12 @@
 //! SIGKILL init (the kernel then kills the whole pid namespace and frees the mount namespace),
 //! reap, remove the cgroup and the record, then verify that nothing is left.
 //!
+//! With `spec.telemetry.enabled`, create also binds the cell's telemetry socket and subscribes
+//! the host process probe right after the cgroup exists (before init is cloned), and the plan
+//! carries the socket and agent binds and the agent's exec; destroy finishes the telemetry
+//! (final events, report, socket removed) once the cell's last process is gone. See
+//! [`crate::telemetry`].
+//!
 //! The thread that calls `create` must outlive the cell: init dies with it (`PDEATHSIG`).
 
 use std::fs::File;
