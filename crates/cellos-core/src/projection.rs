@@ -10,10 +10,10 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::events::{
-    AdmissionDecidedData, CloudEvent, CommandCompletedData, ComplianceCounts,
-    ComplianceSummaryData, EventKind, ExportFailedData, GcReclaimedData, IsolationSummary,
-    LifecycleDestroyedData, LifecycleStartedData, NetworkEnforcedData, Outcome, TerminalState,
-    ViolationData,
+    AdmissionDecidedData, CgroupSample, CgroupSampledData, CloudEvent, CommandCompletedData,
+    ComplianceCounts, ComplianceSummaryData, EventKind, ExportFailedData, GcReclaimedData,
+    IsolationSummary, LifecycleDestroyedData, LifecycleStartedData, NetworkEnforcedData, Outcome,
+    ProcessObservedData, TelemetryReportData, TerminalState, ViolationData,
 };
 use crate::policy::Verdict;
 use crate::ports::{ExportReceipt, IsolationReport, LimitEnforcement, LimitHit, Residue};
@@ -42,6 +42,22 @@ pub struct CellTimings {
     pub destroyed: Option<String>,
 }
 
+/// Most process argv0s a cell's view keeps; the rest are only counted (a fork bomb must not
+/// grow every projection without bound).
+pub const MAX_PROJECTED_PROCESSES: usize = 256;
+
+/// What the cell's telemetry recorded: host-observed processes, the latest cgroup reading and
+/// the channel's final account. Declaration and silence counts are in [`CellState::counts`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TelemetryView {
+    /// argv0 of each host-observed exec, in log order (at most [`MAX_PROJECTED_PROCESSES`];
+    /// `counts.processesSpawned` has them all).
+    pub spawned: Vec<String>,
+    pub last_cgroup_sample: Option<CgroupSample>,
+    pub report: Option<TelemetryReportData>,
+}
+
 /// Everything the log says about one cell.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -66,6 +82,7 @@ pub struct CellState {
     pub export_failures: Vec<ExportFailedData>,
     pub limit_hits: Vec<LimitHit>,
     pub violations: Vec<ViolationData>,
+    pub telemetry: TelemetryView,
     pub outcome: Option<Outcome>,
     pub terminal_state: Option<TerminalState>,
     /// What the last residue check (teardown or reclaim) still found.
@@ -102,6 +119,7 @@ impl CellState {
             export_failures: Vec::new(),
             limit_hits: Vec::new(),
             violations: Vec::new(),
+            telemetry: TelemetryView::default(),
             outcome: None,
             terminal_state: None,
             residue: Vec::new(),
@@ -183,6 +201,20 @@ impl CellState {
                 self.advance(Phase::Destroyed);
             }
             EventKind::ComplianceSummary => self.summary = Some(decode(event)?),
+            EventKind::ProcessSpawned => {
+                let data: ProcessObservedData = decode(event)?;
+                if self.telemetry.spawned.len() < MAX_PROJECTED_PROCESSES {
+                    self.telemetry.spawned.push(data.argv0);
+                }
+            }
+            EventKind::ProcessExited => {
+                let _: ProcessObservedData = decode(event)?;
+            }
+            EventKind::CgroupSampled => {
+                let data: CgroupSampledData = decode(event)?;
+                self.telemetry.last_cgroup_sample = Some(data.sample);
+            }
+            EventKind::TelemetryReported => self.telemetry.report = Some(decode(event)?),
             EventKind::SecretsMaterialized
             | EventKind::SecretsRevoked
             | EventKind::DnsQueryPermitted

@@ -141,6 +141,63 @@ fn one_of_each(factory: &EventFactory, t: OffsetDateTime) -> Vec<CloudEvent> {
                 last_seen: None,
             },
         ),
+        factory.process_spawned(
+            t,
+            CELL,
+            &ProcessObservedData {
+                pid: 4242,
+                ns_pid: Some(7),
+                argv0: "/bin/sleep".to_owned(),
+                exit_code: None,
+                signal: None,
+                mechanism: "netlink proc connector, cgroup-filtered".to_owned(),
+                authority: AuthorityKind::Declared,
+            },
+        ),
+        factory.process_exited(
+            t,
+            CELL,
+            &ProcessObservedData {
+                pid: 4242,
+                ns_pid: Some(7),
+                argv0: "/bin/sleep".to_owned(),
+                exit_code: Some(0),
+                signal: None,
+                mechanism: "netlink proc connector, cgroup-filtered".to_owned(),
+                authority: AuthorityKind::Observed,
+            },
+        ),
+        factory.cgroup_sampled(
+            t,
+            CELL,
+            "run-1",
+            &CgroupSample {
+                memory_bytes: Some(1 << 20),
+                pids: Some(3),
+                ..CgroupSample::default()
+            },
+        ),
+        factory.telemetry_reported(
+            t,
+            CELL,
+            &TelemetryReportData {
+                run_id: "run-1".to_owned(),
+                receiver: ReceiverCounters {
+                    frames: 10,
+                    delivered: 7,
+                    malformed: 3,
+                    ..ReceiverCounters::default()
+                },
+                probe: Some(ProbeCounters {
+                    execs: 2,
+                    exits: 2,
+                    ..ProbeCounters::default()
+                }),
+                rejections: vec!["frame of 2000000 bytes exceeds the cap".to_owned()],
+                last_cgroup_sample: None,
+                authority: AuthorityKind::Declared,
+            },
+        ),
         factory.limit_hit(
             t,
             CELL,
@@ -284,6 +341,29 @@ fn guest_declarations_are_always_declared_authority() {
         .find(|e| e.kind() == Some(EventKind::TelemetryDeclared))
         .unwrap();
     assert_eq!(declared.data["authority"], "declared");
+}
+
+#[test]
+fn host_observations_are_always_observed_authority() {
+    let t = datetime!(2025-01-02 03:04:05 UTC);
+    let observed: Vec<CloudEvent> = one_of_each(&factory(), t)
+        .into_iter()
+        .filter(|e| {
+            matches!(
+                e.kind(),
+                Some(
+                    EventKind::ProcessSpawned
+                        | EventKind::ProcessExited
+                        | EventKind::CgroupSampled
+                        | EventKind::TelemetryReported
+                )
+            )
+        })
+        .collect();
+    assert_eq!(observed.len(), 4);
+    for event in observed {
+        assert_eq!(event.data["authority"], "observed", "{}", event.ty);
+    }
 }
 
 #[test]

@@ -167,3 +167,55 @@ fn malformed_data_is_counted_not_fatal() {
     assert_eq!(cells["a"].undecodable_events, 1);
     assert_eq!(cells["a"].phase, Phase::Destroyed);
 }
+
+#[test]
+fn telemetry_events_project_per_cell() {
+    let factory = factory();
+    let t = datetime!(2025-01-02 03:04:05 UTC);
+    let process = |argv0: &str, exit_code: Option<i32>| ProcessObservedData {
+        pid: 100,
+        ns_pid: Some(3),
+        argv0: argv0.to_owned(),
+        exit_code,
+        signal: None,
+        mechanism: "netlink proc connector, cgroup-filtered".to_owned(),
+        authority: cellos_core::authority::AuthorityKind::Observed,
+    };
+    let sample = CgroupSample {
+        pids: Some(2),
+        ..CgroupSample::default()
+    };
+    let events = vec![
+        factory.process_spawned(t, "a", &process("/bin/sh", None)),
+        factory.process_spawned(t, "a", &process("sleep", None)),
+        factory.process_exited(t, "a", &process("sleep", Some(0))),
+        factory.process_spawned(t, "b", &process("other", None)),
+        factory.cgroup_sampled(t, "a", "run-1", &sample),
+        factory.telemetry_reported(
+            t,
+            "a",
+            &TelemetryReportData {
+                run_id: "run-1".to_owned(),
+                receiver: ReceiverCounters {
+                    frames: 5,
+                    malformed: 2,
+                    ..ReceiverCounters::default()
+                },
+                probe: None,
+                rejections: vec![],
+                last_cgroup_sample: Some(sample),
+                authority: cellos_core::authority::AuthorityKind::Observed,
+            },
+        ),
+    ];
+    let cells = project(&events);
+    let a = &cells["a"];
+    assert_eq!(a.telemetry.spawned, ["/bin/sh", "sleep"]);
+    assert_eq!(a.counts.processes_spawned, 2);
+    assert_eq!(a.counts.processes_exited, 1);
+    assert_eq!(a.telemetry.last_cgroup_sample, Some(sample));
+    assert_eq!(a.telemetry.report.as_ref().unwrap().receiver.malformed, 2);
+    assert_eq!(a.undecodable_events, 0);
+    assert_eq!(cells["b"].telemetry.spawned, ["other"]);
+    assert_eq!(cells["b"].counts.processes_spawned, 1);
+}

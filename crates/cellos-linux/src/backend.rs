@@ -10,6 +10,12 @@
 //! SIGKILL init (the kernel then kills the whole pid namespace and frees the mount namespace),
 //! reap, remove the cgroup and the record, then verify that nothing is left.
 //!
+//! With `spec.telemetry.enabled`, create also binds the cell's telemetry socket and subscribes
+//! the host process probe right after the cgroup exists (before init is cloned), and the plan
+//! carries the socket and agent binds and the agent's exec; destroy finishes the telemetry
+//! (final events, report, socket removed) once the cell's last process is gone. See
+//! [`crate::telemetry`].
+//!
 //! The thread that calls `create` must outlive the cell: init dies with it (`PDEATHSIG`).
 
 use std::fs::File;
@@ -41,6 +47,7 @@ use crate::protocol::{
 use crate::record::{self, RunRecord};
 use crate::safe_path;
 use crate::seccomp::{self, SeccompProfile};
+use crate::telemetry::{self, RunnerContext, TelemetryRunner, TelemetrySettings};
 use crate::trees;
 
 /// Default base of the host id range cells map to: above the ranges systemd hands to
@@ -68,16 +75,20 @@ pub struct LinuxBackendConfig {
     pub init_args: Vec<String>,
     /// Host uid/gid that cell id 0 maps to (65536 ids are mapped).
     pub uid_base: u32,
+    /// In-cell telemetry: the agent binary, the keep-alive window, the sampling interval.
+    pub telemetry: TelemetrySettings,
 }
 
 impl LinuxBackendConfig {
-    /// Defaults: init arguments `["__cell-init"]`, uid base [`DEFAULT_UID_BASE`].
+    /// Defaults: init arguments `["__cell-init"]`, uid base [`DEFAULT_UID_BASE`], no telemetry
+    /// agent (cells with `spec.telemetry.enabled` are refused until one is set).
     pub fn new(state_dir: impl Into<PathBuf>, init_exe: impl Into<PathBuf>) -> Self {
         Self {
             state_dir: state_dir.into(),
             init_exe: init_exe.into(),
             init_args: vec![INIT_ARG.to_owned()],
             uid_base: DEFAULT_UID_BASE,
+            telemetry: TelemetrySettings::default(),
         }
     }
 }
@@ -207,6 +218,16 @@ impl LinuxBackend {
         let (profile, program) = self.seccomp()?;
         let landlock_abi = self.landlock_abi()?;
         let secret_keys: Vec<String> = request.secrets.iter().map(|s| s.key.clone()).collect();
+        let telemetry_enabled = spec.telemetry.as_ref().is_some_and(|t| t.enabled);
+        let telemetry_plan = if telemetry_enabled {
+            Some(telemetry::plan_parts(
+                &self.config.telemetry,
+                &self.config.state_dir,
+                &spec.id,
+            )?)
+        } else {
+            None
+        };
         let mut config = plan::build(
             spec,
             PlanContext {
@@ -217,6 +238,7 @@ impl LinuxBackend {
                 secret_keys: &secret_keys,
                 expected_landlock_abi: landlock_abi,
                 seccomp: program.clone(),
+                telemetry: telemetry_plan,
             },
         )?;
         config.number_trees();
@@ -267,6 +289,24 @@ impl LinuxBackend {
             },
         )?;
         rec.cgroup_paths = cgroup.paths().to_vec();
+        // The socket exists and the probe listens before anything of the cell runs: the
+        // cell's first exec (its init) is already observed.
+        let telemetry = if telemetry_enabled {
+            Some(TelemetryRunner::start(
+                &self.config.telemetry,
+                RunnerContext {
+                    state_dir,
+                    spec,
+                    spec_hash: request.spec_hash,
+                    run_id: request.run_id,
+                    cgroup_dirs: cgroup.paths().to_vec(),
+                    factory: request.factory.clone(),
+                    evidence: request.evidence.clone(),
+                },
+            )?)
+        } else {
+            None
+        };
 
         let pipe = || {
             rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
@@ -389,6 +429,7 @@ impl LinuxBackend {
             cgroup,
             isolation,
             outputs,
+            telemetry,
             timeout: spec.run.timeout_ms.map(Duration::from_millis),
             started: None,
             spawn_failure: None,
@@ -608,6 +649,7 @@ pub fn reclaim(state_dir: &Path, cell_id: &str) -> Result<TeardownReport, LinuxE
             });
         }
     }
+    removed.extend(telemetry::reclaim(state_dir, cell_id));
     if rec.is_some() {
         record::remove(state_dir, cell_id)?;
         removed.push(Residue {
@@ -627,9 +669,10 @@ pub fn reclaim(state_dir: &Path, cell_id: &str) -> Result<TeardownReport, LinuxE
     })
 }
 
-/// Residue checks shared by destroy and reclaim: cgroup directories and the run record.
+/// Residue checks shared by destroy and reclaim: cgroup directories, the telemetry socket and
+/// the run record.
 fn common_residue(state_dir: &Path, cell_id: &str) -> Vec<Residue> {
-    let mut residue = Vec::new();
+    let mut residue: Vec<Residue> = telemetry::residue(state_dir, cell_id).into_iter().collect();
     if CellCgroup::exists(cell_id) {
         residue.push(Residue {
             class: "cgroup".into(),
@@ -663,6 +706,8 @@ pub struct LinuxCell {
     cgroup: CellCgroup,
     isolation: IsolationReport,
     outputs: Vec<JoinHandle<()>>,
+    /// The cell's telemetry (`spec.telemetry.enabled`), finished at destroy.
+    telemetry: Option<TelemetryRunner>,
     timeout: Option<Duration>,
     started: Option<Instant>,
     spawn_failure: Option<String>,
@@ -703,6 +748,9 @@ impl LinuxCell {
     fn outcome(&mut self, exit: WorkloadExit, started: Instant) -> WorkloadOutcome {
         let duration = started.elapsed();
         self.finished = true;
+        if let Some(t) = &self.telemetry {
+            t.workload_exited();
+        }
         self.join_outputs();
         WorkloadOutcome {
             exit,
@@ -812,6 +860,16 @@ impl LinuxCell {
                 detail: format!("processes remain in the cell's cgroup: {e}"),
             });
         }
+        // After the last process is gone, so its exit is observed and reported.
+        if let Some(mut t) = self.telemetry.take() {
+            residue.extend(t.finish());
+            removed.push(Residue {
+                class: "file".into(),
+                detail: telemetry::socket_dir(&self.state_dir, &self.id)
+                    .display()
+                    .to_string(),
+            });
+        }
         match self.cgroup.remove() {
             Ok(()) => removed.extend(self.cgroup.paths().iter().map(|p| Residue {
                 class: "cgroup".into(),
@@ -869,6 +927,9 @@ impl Cell for LinuxCell {
             match event {
                 StatusEvent::Msg(StatusMsg::Started) => {
                     self.started = Some(now);
+                    if let Some(t) = &self.telemetry {
+                        t.workload_started();
+                    }
                     return Ok(now);
                 }
                 StatusEvent::Msg(StatusMsg::SpawnFailed { reason }) => {

@@ -27,7 +27,7 @@ use zeroize::Zeroizing;
 
 use crate::error::LinuxError;
 use crate::landlock_rules::{self, LandlockPlan};
-use crate::plan::InitConfig;
+use crate::plan::{AgentPlan, InitConfig};
 use crate::protocol::{
     decode_config, recv_fds, SecretFrame, StatusMsg, CMD_KILL, CMD_START, CONTROL_FD, INIT_ARG,
     STATUS_FD,
@@ -132,6 +132,8 @@ struct Exec {
     env: Vec<Zeroizing<Vec<u8>>>,
     landlock: LandlockPlan,
     seccomp: seccompiler::BpfProgram,
+    /// Output to `/dev/null` instead of the workload's pipes (the telemetry agent).
+    quiet: bool,
 }
 
 fn prepare(config: &InitConfig, secrets: Vec<SecretFrame>) -> Result<Exec, String> {
@@ -162,8 +164,36 @@ fn prepare(config: &InitConfig, secrets: Vec<SecretFrame>) -> Result<Exec, Strin
         .unwrap_or(crate::plan::DEFAULT_PATH);
     let argv0 = config.argv.first().ok_or("run.argv is empty")?;
     let path = resolve_program(argv0, path_var)?;
-    let argv = config
-        .argv
+    confined_exec(config, &path, &config.argv, env, false)
+}
+
+/// The telemetry agent's exec: its own binary, argument list and environment, the workload's
+/// confinement.
+fn prepare_agent(config: &InitConfig, agent: &AgentPlan) -> Result<Exec, String> {
+    let mut env: Vec<Zeroizing<Vec<u8>>> = Vec::with_capacity(agent.env.len());
+    for e in &agent.env {
+        let mut entry = Zeroizing::new(e.as_bytes().to_vec());
+        if entry.contains(&0) {
+            return Err("a telemetry agent environment entry contains a NUL byte".into());
+        }
+        entry.push(0);
+        env.push(entry);
+    }
+    let name = Path::new(&agent.path)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| agent.path.clone());
+    confined_exec(config, Path::new(&agent.path), &[name], env, true)
+}
+
+fn confined_exec(
+    config: &InitConfig,
+    path: &Path,
+    argv: &[String],
+    env: Vec<Zeroizing<Vec<u8>>>,
+    quiet: bool,
+) -> Result<Exec, String> {
+    let argv = argv
         .iter()
         .map(|a| CString::new(a.as_bytes()).map_err(|_| "argv contains a NUL byte".to_string()))
         .collect::<Result<Vec<_>, _>>()?;
@@ -188,6 +218,7 @@ fn prepare(config: &InitConfig, secrets: Vec<SecretFrame>) -> Result<Exec, Strin
             read_write: to_paths(&config.landlock.read_write),
         },
         seccomp,
+        quiet,
     })
 }
 
@@ -209,20 +240,42 @@ fn resolve_program(argv0: &str, path_var: &str) -> Result<PathBuf, String> {
     ))
 }
 
-/// The workload process, forked and confined, blocked before its `execve`.
-struct Parked {
+/// A forked and confined child, blocked before its `execve`.
+struct ParkedChild {
     pid: Pid,
     /// Writing one byte lets it exec.
     go: File,
     /// Close-on-exec pipe: EOF means the exec happened, a message is the reason it did not.
     err: File,
+}
+
+impl ParkedChild {
+    /// Let it exec; the reason it could not, if any.
+    fn release(mut self) -> (Pid, String) {
+        // A child that already failed has closed its end: the write fails, the reason is below.
+        let _ = self.go.write_all(&[1]);
+        let mut reason = String::new();
+        let _ = self.err.read_to_string(&mut reason);
+        (self.pid, reason)
+    }
+}
+
+/// The workload (and the telemetry agent, when the cell has one), parked.
+struct Parked {
+    workload: ParkedChild,
+    agent: Option<ParkedChild>,
     sigfd: SignalFd,
 }
 
-/// Prepare the exec, block the signals init handles (signalfd), fork the workload and let it
-/// drop its privileges and confine itself up to just before `execve`.
+/// Prepare the execs, block the signals init handles (signalfd), fork the workload (and the
+/// agent) and let each drop its privileges and confine itself up to just before `execve`.
 fn park_workload(config: &InitConfig, secrets: Vec<SecretFrame>) -> Result<Parked, String> {
     let exec = prepare(config, secrets)?;
+    let agent = config
+        .telemetry_agent
+        .as_ref()
+        .map(|a| prepare_agent(config, a))
+        .transpose()?;
     let mut mask = SigSet::empty();
     mask.add(Signal::SIGCHLD);
     for s in FORWARDED_SIGNALS {
@@ -232,26 +285,39 @@ fn park_workload(config: &InitConfig, secrets: Vec<SecretFrame>) -> Result<Parke
         .map_err(|e| format!("block signals in init: {e}"))?;
     let sigfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC)
         .map_err(|e| format!("signalfd in init: {e}"))?;
+    let workload = park(config, &exec)?;
+    drop(exec);
+    let agent = match agent {
+        Some(agent) => Some(park(config, &agent).map_err(|e| format!("telemetry agent: {e}"))?),
+        None => None,
+    };
+    Ok(Parked {
+        workload,
+        agent,
+        sigfd,
+    })
+}
+
+fn park(config: &InitConfig, exec: &Exec) -> Result<ParkedChild, String> {
     let (go_r, go_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|e| format!("pipe for workload start: {e}"))?;
+        .map_err(|e| format!("pipe for start: {e}"))?;
     let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| format!("pipe for exec status: {e}"))?;
     // SAFETY: init is single-threaded, so the child may allocate and call anything.
     match unsafe { nix::unistd::fork() } {
-        Err(e) => Err(format!("fork workload: {e}")),
+        Err(e) => Err(format!("fork: {e}")),
         Ok(ForkResult::Child) => {
             drop((go_w, err_r));
-            let reason = become_workload(config, &exec, File::from(go_r));
+            let reason = become_workload(config, exec, File::from(go_r));
             let mut w = File::from(err_w);
             let _ = w.write_all(reason.as_bytes());
             // SAFETY: terminate the failed child without running init's destructors.
             unsafe { libc::_exit(127) }
         }
-        Ok(ForkResult::Parent { child }) => Ok(Parked {
+        Ok(ForkResult::Parent { child }) => Ok(ParkedChild {
             pid: child,
             go: File::from(go_w),
             err: File::from(err_r),
-            sigfd,
         }),
     }
 }
@@ -262,18 +328,19 @@ fn supervise(
     control: &mut File,
     status: &mut File,
 ) -> i32 {
-    let mut parked = match parked {
+    let parked = match parked {
         Ok(p) => p,
         Err(reason) => {
             let _ = StatusMsg::SpawnFailed { reason }.send(status);
             return finish(config, control);
         }
     };
-    // A child that already failed has closed its end: the write fails, the reason is below.
-    let _ = parked.go.write_all(&[1]);
-    let mut reason = String::new();
-    let _ = parked.err.read_to_string(&mut reason);
-    let workload = parked.pid;
+    // The agent first, so its first scan sees the workload. Whether it runs is the host's
+    // to judge (it reports silence): its failure is not the workload's.
+    if let Some(agent) = parked.agent {
+        let _ = agent.release();
+    }
+    let (workload, reason) = parked.workload.release();
     if !reason.is_empty() {
         let _ = waitpid(workload, None);
         let _ = StatusMsg::SpawnFailed { reason }.send(status);
@@ -401,6 +468,21 @@ fn become_workload(config: &InitConfig, exec: &Exec, mut go: File) -> String {
     let step = || -> Result<(), String> {
         nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
             .map_err(|e| format!("reset signal mask: {e}"))?;
+        if exec.quiet {
+            let null = File::options()
+                .write(true)
+                .open("/dev/null")
+                .map_err(|e| format!("open /dev/null: {e}"))?;
+            for fd in [1, 2] {
+                // SAFETY: replacing this child's own stdout/stderr.
+                if unsafe { libc::dup2(null.as_raw_fd(), fd) } < 0 {
+                    return Err(format!(
+                        "redirect output: {}",
+                        std::io::Error::last_os_error()
+                    ));
+                }
+            }
+        }
         nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
         // Init shares the cell's memory limit: make the workload the OOM killer's first choice,
         // so init survives to report the exit. Raising the score needs no privilege (lowering

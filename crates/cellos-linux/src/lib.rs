@@ -18,4 +18,5 @@ pub mod record;
 pub mod rootfs;
 pub mod safe_path;
 pub mod seccomp;
+pub mod telemetry;
 pub mod trees;

@@ -62,6 +62,19 @@ pub struct InitConfig {
     /// pipe (artifacts are read through them). Without declared artifacts init exits at once,
     /// so the kernel tears the cell down while the supervisor records the outcome.
     pub keep_after_exit: bool,
+    /// The in-cell telemetry agent init starts beside the workload (`spec.telemetry.enabled`).
+    pub telemetry_agent: Option<AgentPlan>,
+}
+
+/// How init starts the telemetry agent: as the workload's uid, confined like it, with only
+/// this environment (never the workload's, which may hold secrets).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentPlan {
+    /// Cell path of the (read-only bound) agent binary.
+    pub path: String,
+    /// `KEY=value` entries.
+    pub env: Vec<String>,
 }
 
 /// One classic-BPF instruction of the seccomp program.
@@ -190,6 +203,9 @@ pub struct PlanContext<'a> {
     pub secret_keys: &'a [String],
     pub expected_landlock_abi: Option<u32>,
     pub seccomp: Vec<BpfInstruction>,
+    /// Telemetry binds (socket, agent binary; targets under `/run/cellos`) and the agent, when
+    /// `spec.telemetry.enabled`.
+    pub telemetry: Option<(Vec<MountPlan>, AgentPlan)>,
 }
 
 /// Validate `spec` and turn it into the plan init executes.
@@ -236,6 +252,11 @@ pub fn build(spec: &ExecutionCellSpec, ctx: PlanContext<'_>) -> Result<InitConfi
             }
         }
     }
+    // Init's own binds under the reserved /run/cellos, so never in conflict with declared ones.
+    let telemetry_agent = ctx.telemetry.map(|(binds, agent)| {
+        mounts.extend(binds);
+        agent
+    });
     let mut seen = BTreeSet::new();
     for m in &mounts {
         if !seen.insert(m.target().to_owned()) {
@@ -303,6 +324,7 @@ pub fn build(spec: &ExecutionCellSpec, ctx: PlanContext<'_>) -> Result<InitConfi
             .export
             .as_ref()
             .is_some_and(|e| !e.artifacts.is_empty()),
+        telemetry_agent,
     })
 }
 

@@ -26,9 +26,11 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use nix::sys::socket::{bind, NetlinkAddr};
-use serde::Serialize;
 use socket2::{Domain, Protocol, Socket, Type};
 use time::OffsetDateTime;
+
+/// Probe counters, observation payloads and cgroup samples are event payloads, defined in core.
+pub use cellos_core::events::{CgroupSample, ProbeCounters, ProcessObservedData};
 
 const NETLINK_CONNECTOR: i32 = 11;
 const CN_IDX_PROC: u32 = 1;
@@ -166,29 +168,16 @@ pub enum Observation {
     Exit(ObservedExit),
 }
 
-/// Serializable form of an observation, authority `Observed`, for an event payload.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ObservedProcessData {
-    /// `process_spawned` or `process_exited`.
-    pub observation: String,
-    pub pid: u32,
-    pub ns_pid: Option<u32>,
-    pub argv0: String,
-    pub exit_code: Option<i32>,
-    pub signal: Option<i32>,
-    /// How the host knows: the mechanism, so evidence says what observed it.
-    pub mechanism: String,
-    pub authority: cellos_core::authority::AuthorityKind,
-}
+/// The mechanism recorded on every process observation.
+pub const PROCESS_MECHANISM: &str = "netlink proc connector, cgroup-filtered";
 
 impl Observation {
-    pub fn event_data(&self) -> ObservedProcessData {
-        let mechanism = "netlink proc connector, cgroup-filtered".to_owned();
+    /// The `process.v1.spawned` / `process.v1.exited` payload (authority `Observed`).
+    pub fn event_data(&self) -> ProcessObservedData {
+        let mechanism = PROCESS_MECHANISM.to_owned();
         let authority = cellos_core::authority::AuthorityKind::Observed;
         match self {
-            Observation::Exec(e) => ObservedProcessData {
-                observation: "process_spawned".into(),
+            Observation::Exec(e) => ProcessObservedData {
                 pid: e.pid,
                 ns_pid: e.ns_pid,
                 argv0: e.argv0.clone(),
@@ -197,8 +186,7 @@ impl Observation {
                 mechanism,
                 authority,
             },
-            Observation::Exit(e) => ObservedProcessData {
-                observation: "process_exited".into(),
+            Observation::Exit(e) => ProcessObservedData {
                 pid: e.pid,
                 ns_pid: e.ns_pid,
                 argv0: e.argv0.clone(),
@@ -209,21 +197,6 @@ impl Observation {
             },
         }
     }
-}
-
-/// Counters of one process probe.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ProbeCounters {
-    /// Exec events of the cell's processes reported.
-    pub execs: u64,
-    pub exits: u64,
-    /// Exec events whose process was gone before its cgroup could be read (it cannot be
-    /// attributed to any cell).
-    pub unattributable: u64,
-    /// Observations dropped because the supervisor's queue was full.
-    pub queue_full: u64,
-    /// Times the kernel reported lost events (socket buffer overrun).
-    pub overruns: u64,
 }
 
 #[derive(Default)]
@@ -560,23 +533,6 @@ impl ProbeWorker {
             self.counters.queue_full.fetch_add(1, Ordering::SeqCst);
         }
     }
-}
-
-/// One reading of a cell's cgroup counters. `None` where the hierarchy has no such file.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct CgroupSample {
-    pub memory_bytes: Option<u64>,
-    pub memory_peak_bytes: Option<u64>,
-    /// OOM kills in the cell (v1 `memory.oom_control oom_kill`, v2 `memory.events oom_kill`).
-    pub oom_kills: Option<u64>,
-    pub pids: Option<u64>,
-    /// Forks refused by `pids.max` (`pids.events max`).
-    pub pids_max_hits: Option<u64>,
-    /// Memory pressure, `some avg10` ×100 (v2 only).
-    pub memory_pressure_some_avg10_centi: Option<u64>,
-    /// CPU pressure, `some avg10` ×100 (v2 only).
-    pub cpu_pressure_some_avg10_centi: Option<u64>,
 }
 
 /// Reads a cell's cgroup counters from its directories (v1 per-controller dirs and/or a v2 dir).

@@ -30,6 +30,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use cellos_core::authority::AuthorityKind;
+/// The receiver's counters are an event payload (`telemetry.v1.reported`), defined in core.
+pub use cellos_core::events::ReceiverCounters;
 use cellos_core::events::{AgentSilencedData, CloudEvent, EventFactory, TelemetryDeclaredData};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use time::OffsetDateTime;
@@ -184,48 +186,6 @@ impl AgentSilenced {
 pub enum TelemetryItem {
     Declaration(StampedDeclaration),
     AgentSilenced(AgentSilenced),
-}
-
-/// Counters of one receiver. Every complete frame is counted exactly once in one of
-/// `delivered`, `keepalives`, `rate_limited`, `queue_full`, `malformed`, `version_rejected`;
-/// truncated tails (a connection closed mid-frame) are counted in `malformed` too.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ReceiverCounters {
-    /// Complete frames read (plus truncated tails).
-    pub frames: u64,
-    /// Declarations queued for the supervisor.
-    pub delivered: u64,
-    /// Keep-alive frames (they feed the tracker and are not queued).
-    pub keepalives: u64,
-    /// Frames over the cell's rate, dropped undecoded.
-    pub rate_limited: u64,
-    /// Declarations dropped because the supervisor's queue was full.
-    pub queue_full: u64,
-    /// Frames that failed framing or decoding.
-    pub malformed: u64,
-    /// Frames of an unknown major version.
-    pub version_rejected: u64,
-    /// Attribution and unknown keys dropped from otherwise valid frames.
-    pub dropped_keys: u64,
-    /// Silence reports dropped because the supervisor's queue stayed full until shutdown.
-    pub silences_lost: u64,
-    pub connections: u64,
-    /// Connections closed at once because the cell had too many open.
-    pub connections_refused: u64,
-    /// Connections closed because of a framing error.
-    pub connections_closed_malformed: u64,
-}
-
-impl ReceiverCounters {
-    /// Frames that passed every check.
-    pub fn accepted(&self) -> u64 {
-        self.delivered + self.keepalives
-    }
-
-    /// Valid-looking frames dropped for load (rate limit or full queue).
-    pub fn dropped(&self) -> u64 {
-        self.rate_limited + self.queue_full
-    }
 }
 
 #[derive(Default)]

@@ -9,7 +9,8 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use cellos_core::events::{CloudEvent, EventFactory, ViolationData};
+use cellos_core::authority::AuthorityKind;
+use cellos_core::events::{CloudEvent, EventFactory, TelemetryReportData, ViolationData};
 use cellos_core::spec::ExecutionCellSpec;
 use time::OffsetDateTime;
 
@@ -78,17 +79,20 @@ pub enum TelemetryEvent {
 }
 
 impl TelemetryEvent {
-    /// The catalogue event for this result, about `cell_id`. `None` for host process
-    /// observations: the catalogue has no process event kind yet (their payload is
-    /// [`Observation::event_data`]).
-    pub fn to_event(&self, factory: &EventFactory, cell_id: &str) -> Option<CloudEvent> {
+    /// The catalogue event for this result, about `cell_id`.
+    pub fn to_event(&self, factory: &EventFactory, cell_id: &str) -> CloudEvent {
         match self {
-            TelemetryEvent::Declared(d) => Some(d.to_event(factory)),
-            TelemetryEvent::AgentSilenced(s) => Some(s.to_event(factory)),
+            TelemetryEvent::Declared(d) => d.to_event(factory),
+            TelemetryEvent::AgentSilenced(s) => s.to_event(factory),
             TelemetryEvent::Violation { data, detected_at } => {
-                Some(factory.violation_detected(*detected_at, cell_id, data))
+                factory.violation_detected(*detected_at, cell_id, data)
             }
-            TelemetryEvent::Observed(_) => None,
+            TelemetryEvent::Observed(o @ Observation::Exec(e)) => {
+                factory.process_spawned(e.observed_at, cell_id, &o.event_data())
+            }
+            TelemetryEvent::Observed(o @ Observation::Exit(e)) => {
+                factory.process_exited(e.observed_at, cell_id, &o.event_data())
+            }
         }
     }
 }
@@ -101,6 +105,20 @@ pub struct TelemetryReport {
     /// Most recent reasons frames were rejected.
     pub rejections: Vec<String>,
     pub last_cgroup_sample: Option<CgroupSample>,
+}
+
+impl TelemetryReport {
+    /// The `telemetry.v1.reported` payload.
+    pub fn event_data(&self, run_id: &str) -> TelemetryReportData {
+        TelemetryReportData {
+            run_id: run_id.to_owned(),
+            receiver: self.receiver,
+            probe: self.probe,
+            rejections: self.rejections.clone(),
+            last_cgroup_sample: self.last_cgroup_sample,
+            authority: AuthorityKind::Observed,
+        }
+    }
 }
 
 /// A cell's running telemetry.

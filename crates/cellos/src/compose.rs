@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use cellos_adapters::event_log::{JsonlEventLog, LogConfig};
 use cellos_adapters::export::LocalExportSink;
@@ -15,6 +16,7 @@ use cellos_core::events::EventFactory;
 use cellos_core::ports::{ExportSink, PortError, PortErrorKind, SecretBroker};
 use cellos_core::spec::{ExportTarget, ExportTargetKind};
 use cellos_linux::backend::{LinuxBackend, LinuxBackendConfig};
+use cellos_linux::telemetry;
 use cellos_supervisor::{ExportRouter, Supervisor};
 
 use crate::exit::Failure;
@@ -40,17 +42,30 @@ const INIT_BINARY: &str = "cellos-cell-init";
 
 /// The Linux backend. The cell's init is `cellos-cell-init` when it is installed next to this
 /// binary (a sixth of the size, so every cell starts faster), else this very binary
-/// re-executed as `cellos __cell-init`.
+/// re-executed as `cellos __cell-init`. The in-cell telemetry agent is
+/// `cellos-telemetry-agent` next to this binary (cells with `telemetry.enabled` are refused
+/// without it); `CELLOS_TELEMETRY_SILENCE_MS` overrides its keep-alive window.
 pub fn backend(home: &Path) -> Result<Arc<LinuxBackend>, Failure> {
     let exe = std::env::current_exe()
         .map_err(|e| Failure::cellos(format!("cannot locate the cellos executable: {e}")))?;
-    let init = exe
-        .parent()
-        .map(|dir| dir.join(INIT_BINARY))
-        .filter(|path| path.is_file())
-        .unwrap_or(exe);
-    let backend = LinuxBackend::new(LinuxBackendConfig::new(home, init))
-        .map_err(|e| Failure::cellos(PortError::from(e).to_string()))?;
+    let installed = |name: &str| {
+        exe.parent()
+            .map(|dir| dir.join(name))
+            .filter(|path| path.is_file())
+    };
+    let mut config = LinuxBackendConfig::new(home, installed(INIT_BINARY).unwrap_or(exe.clone()));
+    config.telemetry.agent_exe = installed(telemetry::AGENT_BINARY);
+    if let Some(ms) = std::env::var_os(telemetry::SILENCE_ENV) {
+        let ms: u64 = ms.to_str().and_then(|s| s.parse().ok()).ok_or_else(|| {
+            Failure::cellos(format!(
+                "{} must be a number of milliseconds",
+                telemetry::SILENCE_ENV
+            ))
+        })?;
+        config.telemetry.silence = Duration::from_millis(ms.max(1));
+    }
+    let backend =
+        LinuxBackend::new(config).map_err(|e| Failure::cellos(PortError::from(e).to_string()))?;
     Ok(Arc::new(backend))
 }
 

@@ -25,6 +25,11 @@ pub struct ComplianceCounts {
     pub agent_silenced: u64,
     pub violations: u64,
     pub discrepancies: u64,
+    /// Host-observed execs and exits of the cell's processes.
+    #[serde(default)]
+    pub processes_spawned: u64,
+    #[serde(default)]
+    pub processes_exited: u64,
 }
 
 impl ComplianceCounts {
@@ -58,7 +63,11 @@ impl ComplianceCounts {
                 Some("discrepancy") => self.discrepancies += 1,
                 _ => self.violations += 1,
             },
-            EventKind::LifecycleStarted
+            EventKind::ProcessSpawned => self.processes_spawned += 1,
+            EventKind::ProcessExited => self.processes_exited += 1,
+            EventKind::CgroupSampled
+            | EventKind::TelemetryReported
+            | EventKind::LifecycleStarted
             | EventKind::LifecycleDestroyed
             | EventKind::CommandCompleted
             | EventKind::ComplianceSummary

@@ -265,6 +265,66 @@ impl EventFactory {
         self.build(EventKind::ViolationDetected, time, cell_id, data)
     }
 
+    /// A process of the cell exec'd, as the host saw it. Authority is always
+    /// [`AuthorityKind::Observed`]: only host probes produce these.
+    pub fn process_spawned(
+        &self,
+        time: OffsetDateTime,
+        cell_id: &str,
+        data: &ProcessObservedData,
+    ) -> CloudEvent {
+        let data = ProcessObservedData {
+            authority: AuthorityKind::Observed,
+            ..data.clone()
+        };
+        self.build(EventKind::ProcessSpawned, time, cell_id, &data)
+    }
+
+    /// A process of the cell exited, as the host saw it (authority `Observed`).
+    pub fn process_exited(
+        &self,
+        time: OffsetDateTime,
+        cell_id: &str,
+        data: &ProcessObservedData,
+    ) -> CloudEvent {
+        let data = ProcessObservedData {
+            authority: AuthorityKind::Observed,
+            ..data.clone()
+        };
+        self.build(EventKind::ProcessExited, time, cell_id, &data)
+    }
+
+    /// The cell's cgroup counters as the host read them (authority `Observed`).
+    pub fn cgroup_sampled(
+        &self,
+        time: OffsetDateTime,
+        cell_id: &str,
+        run_id: &str,
+        sample: &CgroupSample,
+    ) -> CloudEvent {
+        let data = CgroupSampledData {
+            run_id: run_id.to_owned(),
+            sample: *sample,
+            authority: AuthorityKind::Observed,
+        };
+        self.build(EventKind::CgroupSampled, time, cell_id, &data)
+    }
+
+    /// The final account of a cell's telemetry channel (authority `Observed`: the host's own
+    /// counters).
+    pub fn telemetry_reported(
+        &self,
+        time: OffsetDateTime,
+        cell_id: &str,
+        data: &TelemetryReportData,
+    ) -> CloudEvent {
+        let data = TelemetryReportData {
+            authority: AuthorityKind::Observed,
+            ..data.clone()
+        };
+        self.build(EventKind::TelemetryReported, time, cell_id, &data)
+    }
+
     pub fn compliance_summary(
         &self,
         time: OffsetDateTime,

@@ -24,13 +24,17 @@ pub enum EventKind {
     TelemetryDeclared,
     AgentSilenced,
     ViolationDetected,
+    ProcessSpawned,
+    ProcessExited,
+    CgroupSampled,
+    TelemetryReported,
     ComplianceSummary,
     GcReclaimed,
 }
 
 impl EventKind {
     /// Every kind, in catalogue order.
-    pub const ALL: [EventKind; 19] = [
+    pub const ALL: [EventKind; 23] = [
         EventKind::AdmissionDecided,
         EventKind::LifecycleStarted,
         EventKind::LifecycleDestroyed,
@@ -48,6 +52,10 @@ impl EventKind {
         EventKind::TelemetryDeclared,
         EventKind::AgentSilenced,
         EventKind::ViolationDetected,
+        EventKind::ProcessSpawned,
+        EventKind::ProcessExited,
+        EventKind::CgroupSampled,
+        EventKind::TelemetryReported,
         EventKind::ComplianceSummary,
         EventKind::GcReclaimed,
     ];
@@ -72,6 +80,10 @@ impl EventKind {
             EventKind::TelemetryDeclared => "dev.cellos.events.cell.telemetry.v1.declared",
             EventKind::AgentSilenced => "dev.cellos.events.cell.telemetry.v1.agent_silenced",
             EventKind::ViolationDetected => "dev.cellos.events.cell.violation.v1.detected",
+            EventKind::ProcessSpawned => "dev.cellos.events.cell.process.v1.spawned",
+            EventKind::ProcessExited => "dev.cellos.events.cell.process.v1.exited",
+            EventKind::CgroupSampled => "dev.cellos.events.cell.telemetry.v1.cgroup_sampled",
+            EventKind::TelemetryReported => "dev.cellos.events.cell.telemetry.v1.reported",
             EventKind::ComplianceSummary => "dev.cellos.events.cell.compliance.v1.summary",
             EventKind::GcReclaimed => "dev.cellos.events.cell.gc.v1.reclaimed",
         }

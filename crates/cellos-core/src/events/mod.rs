@@ -9,6 +9,7 @@ mod compliance;
 mod data;
 mod factory;
 mod kind;
+mod telemetry;
 
 use serde::{Deserialize, Serialize};
 
@@ -16,6 +17,7 @@ pub use compliance::ComplianceCounts;
 pub use data::*;
 pub use factory::{EventFactory, IdGenerator};
 pub use kind::{EventKind, TYPE_PREFIX};
+pub use telemetry::*;
 
 /// CloudEvents specification version this catalogue speaks.
 pub const SPEC_VERSION: &str = "1.0";

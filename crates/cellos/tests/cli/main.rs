@@ -5,3 +5,4 @@ mod documents;
 mod evidence;
 mod run;
 mod support;
+mod telemetry;

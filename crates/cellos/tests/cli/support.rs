@@ -106,5 +106,12 @@ pub fn residue_of(home: &Home, cell: &str) -> Vec<String> {
     if record.exists() {
         found.push(format!("record {}", record.display()));
     }
+    let telemetry = home.path().join("run").join(format!("{cell}.telemetry"));
+    if telemetry.exists() {
+        found.push(format!(
+            "telemetry socket directory {}",
+            telemetry.display()
+        ));
+    }
     found
 }
