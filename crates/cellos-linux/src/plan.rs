@@ -31,7 +31,9 @@ const RESERVED_TARGETS: &[&str] = &["/proc", "/dev", "/sys", "/run/secrets", "/r
 
 /// The plan init executes. Contains no secret values (those travel as separate frames).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+/// Unknown fields are refused, here and in every part of the plan: an init built from older
+/// sources must fail closed on a plan it does not fully understand, never skip a protection.
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct InitConfig {
     pub cell_id: String,
     /// Directory (in init's private mount namespace) on which init mounts the new root.
@@ -69,7 +71,7 @@ pub struct InitConfig {
 /// How init starts the telemetry agent: as the workload's uid, confined like it, with only
 /// this environment (never the workload's, which may hold secrets).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AgentPlan {
     /// Cell path of the (read-only bound) agent binary.
     pub path: String,
@@ -79,6 +81,7 @@ pub struct AgentPlan {
 
 /// One classic-BPF instruction of the seccomp program.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct BpfInstruction {
     pub code: u16,
     pub jt: u8,
@@ -88,7 +91,7 @@ pub struct BpfInstruction {
 
 /// A top-level entry of the new root.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", tag = "kind")]
+#[serde(rename_all = "camelCase", tag = "kind", deny_unknown_fields)]
 pub enum RootEntry {
     Symlink {
         name: String,
@@ -110,7 +113,7 @@ pub enum RootEntry {
 
 /// A mount inside the cell, after validation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", tag = "kind")]
+#[serde(rename_all = "camelCase", tag = "kind", deny_unknown_fields)]
 pub enum MountPlan {
     /// Bind of a host path (symlink-free, checked to exist); `fd` is the index of the detached
     /// tree of `source` among the descriptors sent after the config.
@@ -135,7 +138,7 @@ impl MountPlan {
 
 /// Landlock path sets, as cell paths (see `landlock_rules::LandlockPlan`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LandlockPaths {
     pub read_exec: Vec<String>,
     pub read_only: Vec<String>,
@@ -595,6 +598,44 @@ fn refused(what: impl Into<String>) -> LinuxError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_init_refuses_a_plan_field_it_does_not_know() {
+        let spec: ExecutionCellSpec =
+            serde_json::from_value(serde_json::json!({"id": "p", "run": {"argv": ["/bin/true"]}}))
+                .unwrap();
+        let plan = build(
+            &spec,
+            PlanContext {
+                build_dir: Path::new("/tmp"),
+                rootfs: &ResolvedRootfs::Host,
+                etc_mask: None,
+                secret_delivery: SecretDeliveryMode::File,
+                secret_keys: &[],
+                expected_landlock_abi: Some(5),
+                seccomp: vec![BpfInstruction {
+                    code: 6,
+                    jt: 0,
+                    jf: 0,
+                    k: 0x7fff_0000,
+                }],
+                telemetry: None,
+            },
+        )
+        .unwrap();
+        let json = serde_json::to_value(&plan).unwrap();
+        assert_eq!(
+            serde_json::from_value::<InitConfig>(json.clone()).unwrap(),
+            plan
+        );
+        let mut newer = json;
+        newer["futureProtection"] = serde_json::json!(true);
+        let err = serde_json::from_value::<InitConfig>(newer).unwrap_err();
+        assert!(
+            err.to_string().contains("unknown field `futureProtection`"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn byte_sizes_parse_with_units() {
