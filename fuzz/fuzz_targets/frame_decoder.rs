@@ -3,7 +3,7 @@
 //! frame it accepts must re-encode and decode to the same frame.
 #![no_main]
 
-use cellos_telemetry::wire::{decode_payload, split_frame, Split, MAX_FRAME_BYTES};
+use cellos_telemetry_wire::{decode_payload, split_frame, Split, MAX_FRAME_BYTES};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -75,8 +75,7 @@ impl TelemetrySettings {
                 "in-cell telemetry agent (spec.telemetry.enabled)",
                 format!(
                     "install {AGENT_BINARY} next to the cellos executable (cargo build -p \
-                     cellos-telemetry --no-default-features --bin {AGENT_BINARY}), or set \
-                     telemetry.enabled: false"
+                     {AGENT_BINARY}), or set telemetry.enabled: false"
                 ),
             )
         })?;

@@ -1,4 +1,4 @@
-//! CellOS in-cell telemetry.
+//! CellOS in-cell telemetry, host side.
 //!
 //! A cell's workload (and the small in-cell agent beside it) can *declare* things about itself
 //! over one Unix socket per cell. The host trusts only which socket bytes arrived on: every
@@ -7,21 +7,15 @@
 //! kind (`Declared`); they are checked against what the spec authorised and against what the
 //! host itself observed of the cell's processes.
 //!
-//! The wire module is always built; it is all the in-cell agent needs. Everything host-side is
-//! behind the default `host` feature, which brings in `cellos-core` (and with it the signing
-//! code): build the agent with `--no-default-features` and no signing crate is linked into it.
+//! The wire format lives in its own crate, `cellos-telemetry-wire` (re-exported here as
+//! [`wire`]), and the in-cell agent in `cellos-telemetry-agent`, which depends on the wire
+//! crate only: this crate depends on `cellos-core` and with it the signing code, and keeping
+//! the agent out of it keeps that code out of the agent by construction.
 
-pub mod agent;
-#[cfg(feature = "host")]
 pub mod declared;
-#[cfg(feature = "host")]
 pub mod discrepancy;
-#[cfg(feature = "host")]
 pub mod hostprobe;
-#[cfg(feature = "host")]
 pub mod keepalive;
-#[cfg(feature = "host")]
 pub mod receiver;
-#[cfg(feature = "host")]
 pub mod session;
-pub mod wire;
+pub use cellos_telemetry_wire as wire;

@@ -39,8 +39,7 @@ use time::OffsetDateTime;
 use crate::keepalive::{KeepAliveTracker, DEFAULT_WINDOW};
 use crate::wire::{self, GuestFrame, ProbeSource, Split, WireError};
 
-/// Path of the socket inside the cell.
-pub const IN_CELL_SOCKET_PATH: &str = "/run/cellos/telemetry.sock";
+pub use crate::wire::IN_CELL_SOCKET_PATH;
 /// File name the backend should use for the socket in the cell's run directory.
 pub const SOCKET_FILE_NAME: &str = "telemetry.sock";
 

@@ -22,13 +22,7 @@ fn agent_installed() {
             return Ok(());
         }
         let status = Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "-p",
-                "cellos-telemetry",
-                "--bin",
-                "cellos-telemetry-agent",
-            ])
+            .args(["build", "-p", "cellos-telemetry-agent"])
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .status()
             .map_err(|e| format!("run cargo: {e}"))?;

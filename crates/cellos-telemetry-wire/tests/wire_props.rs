@@ -1,6 +1,6 @@
 //! Property tests of the wire format (the cargo-fuzz target in /fuzz goes further).
 
-use cellos_telemetry::wire::{
+use cellos_telemetry_wire::{
     decode_payload, split_frame, GuestFrame, ProbeSource, Split, MAX_FRAME_BYTES,
 };
 use proptest::prelude::*;
@@ -30,7 +30,7 @@ fn frame() -> impl Strategy<Value = GuestFrame> {
             // Attribution keys would be dropped on decode; keep the round trip exact.
             f.detail = detail
                 .into_iter()
-                .filter(|(k, _)| !cellos_telemetry::wire::ATTRIBUTION_KEYS.contains(&k.as_str()))
+                .filter(|(k, _)| !cellos_telemetry_wire::ATTRIBUTION_KEYS.contains(&k.as_str()))
                 .collect();
             f
         })

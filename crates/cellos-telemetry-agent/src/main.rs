@@ -6,17 +6,16 @@
 //! declaration about the calling process and exits.
 //!
 //! The agent holds no keys and signs nothing: the host attributes frames by the socket they
-//! arrive on. Build it with `--no-default-features` so no host-side (signing) crate is linked.
+//! arrive on. Its crate depends on the wire format only, so no host-side (signing) crate is
+//! linked.
 
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use cellos_telemetry::agent::{
-    self, ProcChange, ProcInfo, ProcScanner, DEFAULT_SOCKET, SOCKET_ENV,
-};
-use cellos_telemetry::wire::{GuestFrame, ProbeSource};
+use cellos_telemetry_agent::{self as agent, ProcChange, ProcInfo, ProcScanner, SOCKET_ENV};
+use cellos_telemetry_wire::{GuestFrame, ProbeSource, IN_CELL_SOCKET_PATH};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -26,7 +25,7 @@ use clap::{Parser, Subcommand};
 )]
 struct Cli {
     /// Telemetry socket inside the cell.
-    #[arg(long, env = SOCKET_ENV, default_value = DEFAULT_SOCKET, global = true)]
+    #[arg(long, env = SOCKET_ENV, default_value = IN_CELL_SOCKET_PATH, global = true)]
     socket: PathBuf,
     #[command(flatten)]
     run: RunArgs,

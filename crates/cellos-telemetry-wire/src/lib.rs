@@ -14,7 +14,7 @@
 //! The guest cannot attribute its own frames: [`GuestFrame`] has no field for a cell, run, spec
 //! or receive time, and the decoder drops any such key (and any other unknown key) wherever it
 //! appears, counting what it dropped. Attribution comes only from which socket the bytes arrived
-//! on (see `receiver`).
+//! on (the host receiver in `cellos-telemetry`).
 //!
 //! Everything the decoder accepts is bounded: the payload ([`MAX_FRAME_BYTES`]), each text, the
 //! detail map, and CBOR nesting (ciborium's recursion limit). Unknown major versions and unknown
@@ -24,6 +24,9 @@ use std::collections::BTreeMap;
 
 use ciborium::value::{Integer, Value};
 
+/// Path of the telemetry socket inside the cell: where the host bind-mounts the cell's socket
+/// and where the agent connects unless told otherwise. Both sides read it from here.
+pub const IN_CELL_SOCKET_PATH: &str = "/run/cellos/telemetry.sock";
 /// Wire major version this build speaks. A frame with any other major is rejected.
 pub const WIRE_MAJOR: u8 = 1;
 /// Wire minor version this build writes. Minors are additive and never rejected.

@@ -1,5 +1,7 @@
-//! The in-cell side: what `cellos-telemetry-agent` sends, built only on [`crate::wire`] and
-//! `/proc`, so the agent binary links nothing host-side (no keys, no signing code).
+//! The in-cell telemetry agent: what `cellos-telemetry-agent` sends, built only on the wire
+//! format (`cellos-telemetry-wire`) and `/proc`, so the agent links nothing host-side (no keys,
+//! no signing code). The crate depends on nothing else that could bring such code in; the
+//! `dependency_graph` test checks that.
 //!
 //! The agent sees processes by polling `/proc` of its pid namespace: a process that lives
 //! shorter than the poll interval can be missed. That is a limit of what a guest can see, and
@@ -12,12 +14,12 @@ use std::io::{self, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 
-use crate::wire::{GuestFrame, ProbeSource, WireError, MAX_COMM_BYTES, MAX_DETAIL_VALUE_BYTES};
+use cellos_telemetry_wire::{
+    GuestFrame, ProbeSource, WireError, MAX_COMM_BYTES, MAX_DETAIL_VALUE_BYTES,
+};
 
 /// Environment variable overriding the socket path inside the cell.
 pub const SOCKET_ENV: &str = "CELLOS_TELEMETRY_SOCK";
-/// Default socket path inside the cell.
-pub const DEFAULT_SOCKET: &str = "/run/cellos/telemetry.sock";
 
 /// Why a declaration could not be built.
 #[derive(Debug, thiserror::Error)]
