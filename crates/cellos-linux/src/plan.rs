@@ -62,6 +62,9 @@ pub struct InitConfig {
     /// pipe (artifacts are read through them). Without declared artifacts init exits at once,
     /// so the kernel tears the cell down while the supervisor records the outcome.
     pub keep_after_exit: bool,
+    /// The cell's `/etc/resolv.conf` (networked cells: their DNS authority only).
+    #[serde(default)]
+    pub resolv_conf: Option<String>,
 }
 
 /// One classic-BPF instruction of the seccomp program.
@@ -303,6 +306,7 @@ pub fn build(spec: &ExecutionCellSpec, ctx: PlanContext<'_>) -> Result<InitConfi
             .export
             .as_ref()
             .is_some_and(|e| !e.artifacts.is_empty()),
+        resolv_conf: None,
     })
 }
 

@@ -61,6 +61,7 @@ impl ComplianceCounts {
             EventKind::LifecycleStarted
             | EventKind::LifecycleDestroyed
             | EventKind::CommandCompleted
+            | EventKind::NetworkSummary
             | EventKind::ComplianceSummary
             | EventKind::GcReclaimed => {}
         }

@@ -18,6 +18,7 @@ pub enum EventKind {
     ExportCompleted,
     ExportFailed,
     NetworkEnforced,
+    NetworkSummary,
     DnsQueryPermitted,
     DnsQueryRefused,
     FlowDecided,
@@ -30,7 +31,7 @@ pub enum EventKind {
 
 impl EventKind {
     /// Every kind, in catalogue order.
-    pub const ALL: [EventKind; 19] = [
+    pub const ALL: [EventKind; 20] = [
         EventKind::AdmissionDecided,
         EventKind::LifecycleStarted,
         EventKind::LifecycleDestroyed,
@@ -42,6 +43,7 @@ impl EventKind {
         EventKind::ExportCompleted,
         EventKind::ExportFailed,
         EventKind::NetworkEnforced,
+        EventKind::NetworkSummary,
         EventKind::DnsQueryPermitted,
         EventKind::DnsQueryRefused,
         EventKind::FlowDecided,
@@ -66,6 +68,7 @@ impl EventKind {
             EventKind::ExportCompleted => "dev.cellos.events.cell.export.v1.completed",
             EventKind::ExportFailed => "dev.cellos.events.cell.export.v1.failed",
             EventKind::NetworkEnforced => "dev.cellos.events.cell.network.v1.enforced",
+            EventKind::NetworkSummary => "dev.cellos.events.cell.network.v1.summary",
             EventKind::DnsQueryPermitted => "dev.cellos.events.cell.dns.v1.permitted",
             EventKind::DnsQueryRefused => "dev.cellos.events.cell.dns.v1.refused",
             EventKind::FlowDecided => "dev.cellos.events.cell.flow.v1.decided",

@@ -1,0 +1,106 @@
+//! Networked cells leave nothing on the host: no veth, network namespace, nftables table,
+//! route or listener outlives its cell.
+
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::cell::{authority, unique_id, Cells};
+use crate::internet::{Internet, ALPHA};
+
+const CELLS: usize = 100;
+
+/// Everything networking-related the host shows, one line per item.
+fn host_network_state() -> BTreeSet<String> {
+    let lines = |program: &str, args: &[&str], tag: &str| -> Vec<String> {
+        let out = Command::new(program)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("run {program}: {e}"));
+        assert!(
+            out.status.success(),
+            "{program} {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| format!("{tag}: {}", l.trim()))
+            .collect()
+    };
+    let mut state = BTreeSet::new();
+    // Interface names only: counters and flags change while links live.
+    for link in lines("ip", &["-o", "link", "show"], "link") {
+        if let Some(name) = link.split(": ").nth(2) {
+            state.insert(format!("link: {name}"));
+        }
+    }
+    state.extend(lines("ip", &["netns", "list"], "netns"));
+    state.extend(lines(
+        "ip",
+        &["-4", "route", "show", "table", "all"],
+        "route",
+    ));
+    state.extend(lines(
+        "ip",
+        &["-6", "route", "show", "table", "all"],
+        "route6",
+    ));
+    state.extend(lines("ip", &["rule", "show"], "rule"));
+    state.extend(lines("nft", &["list", "tables"], "nft"));
+    // Listening sockets by address (the DNS proxies bind on the host end of each veth).
+    for l in lines("ss", &["-H", "-l", "-n", "-t", "-u"], "listen") {
+        let cols: Vec<&str> = l.split_whitespace().collect();
+        if cols.len() > 5 {
+            state.insert(format!("listen: {} {}", cols[1], cols[5]));
+        }
+    }
+    state
+}
+
+/// Items present now but not in `before`, once transient ones (another process's live cell
+/// on this shared host) had a few seconds to go away.
+fn left_over(before: &BTreeSet<String>) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let extra: Vec<String> = host_network_state().difference(before).cloned().collect();
+        if extra.is_empty() || Instant::now() >= deadline {
+            return extra;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+#[test]
+fn a_hundred_networked_cells_leave_no_veth_netns_nft_table_route_or_listener() {
+    // Exclusive: no other test of this binary creates networks while we count.
+    let net = Internet::exclusive();
+    let cells = Cells::new();
+    let rules = [format!("{{ host: {ALPHA}, port: 443 }}")];
+    let authority = authority(&rules, &[]);
+    let before = host_network_state();
+    let mut ids = Vec::new();
+    for _ in 0..CELLS {
+        let id = unique_id("eg-gc");
+        let spec = cells.spec(&id, &["/bin/true"], &[], &authority);
+        let out = cells.run(&net, &spec);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "cell {id}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        ids.push(id);
+    }
+    assert_eq!(left_over(&before), Vec::<String>::new());
+    for id in &ids {
+        let events = cells.events(id);
+        events.assert_network_enforced();
+        let destroyed = events
+            .0
+            .iter()
+            .find(|e| e["type"] == "dev.cellos.events.cell.lifecycle.v1.destroyed")
+            .unwrap_or_else(|| panic!("{id} has no destroyed event"));
+        assert_eq!(destroyed["data"]["residue"], serde_json::json!([]), "{id}");
+    }
+    cells.assert_log_verifies();
+}
