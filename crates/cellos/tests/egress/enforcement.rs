@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use crate::cell::{authority, unique_id, Cells};
 use crate::internet::{Internet, ALPHA, BETA, GAMMA, REBIND};
-use crate::servers::Service;
 
 fn host_rule(name: &str, port: u16) -> String {
     format!("{{ host: {name}, port: {port} }}")
@@ -59,12 +58,12 @@ out('http_8080', http(CDN, 8080, ALPHA))
 
     let rec = net.record();
     assert!(rec
-        .hits_on(SocketAddr::new(net.cdn(), 443))
+        .tcp_hits_on(SocketAddr::new(net.cdn(), 443))
         .iter()
         .any(|h| h.names(ALPHA)));
     for port in [80, 8080] {
         assert!(
-            rec.hits_on(SocketAddr::new(net.cdn(), port)).is_empty(),
+            rec.tcp_hits_on(SocketAddr::new(net.cdn(), port)).is_empty(),
             "port {port} was reached"
         );
     }
@@ -178,7 +177,10 @@ out('private_80', http(PRIVATE, 80, REBIND))
     }
     for ip in [net.other(), net.private()] {
         for port in [80, 443] {
-            assert!(net.record().hits_on(SocketAddr::new(ip, port)).is_empty());
+            assert!(net
+                .record()
+                .tcp_hits_on(SocketAddr::new(ip, port))
+                .is_empty());
         }
     }
     let ev = cells.events(&id);
@@ -243,13 +245,7 @@ out('udp_declared', udp(OTHER, 443))
     assert_eq!(p.dns_rcode("resolve", 0), vec![net.cdn().to_string()]);
     p.failed("quic_alpha");
     assert_eq!(p.ok("udp_declared")["echo"], true);
-    let udp_hits = |ip| {
-        net.record()
-            .hits_on(SocketAddr::new(ip, 443))
-            .into_iter()
-            .filter(|h| h.service == Service::Udp)
-            .count()
-    };
+    let udp_hits = |ip| net.record().udp_hits_on(SocketAddr::new(ip, 443)).len();
     assert_eq!(
         udp_hits(net.cdn()),
         0,
@@ -286,7 +282,7 @@ out('v6_udp', udp(CDN6, 443))
     for port in [80, 443] {
         assert!(net
             .record()
-            .hits_on(SocketAddr::new(net.cdn_v6(), port))
+            .tcp_hits_on(SocketAddr::new(net.cdn_v6(), port))
             .is_empty());
     }
     let ev = cells.events(&id);
@@ -317,7 +313,7 @@ out('no_sni', https(CDN, 443, None, host=BETA))
     p.failed("beta_sni");
     p.failed("no_sni");
     // Only the allowed handshake reached the shared server.
-    let hits = net.record().hits_on(SocketAddr::new(net.cdn(), 443));
+    let hits = net.record().tcp_hits_on(SocketAddr::new(net.cdn(), 443));
     assert_eq!(hits.len(), 1, "{hits:?}");
     assert!(hits[0].names(ALPHA) && !hits[0].names(BETA));
 
@@ -363,7 +359,7 @@ out('beta_host', http(CDN, 80, BETA))
     assert!(!served("beta_host"), "{}", p.get("beta_host"));
     let hosts: Vec<Option<String>> = net
         .record()
-        .hits_on(SocketAddr::new(net.cdn(), 80))
+        .tcp_hits_on(SocketAddr::new(net.cdn(), 80))
         .iter()
         .map(|h| h.host_header())
         .collect();
@@ -409,7 +405,7 @@ out('private_80', http(PRIVATE, 80, REBIND))
     p.failed("private_80");
     assert!(net
         .record()
-        .hits_on(SocketAddr::new(net.private(), 80))
+        .tcp_hits_on(SocketAddr::new(net.private(), 80))
         .is_empty());
 
     let ev = cells.events(&id);

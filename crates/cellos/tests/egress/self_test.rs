@@ -78,10 +78,16 @@ out('private_https_rebind', https(PRIVATE, 443, REBIND))
         );
     }
     // The servers saw the names: SNI in the ClientHello, Host in the request.
-    let tls = net.record().hits_on(SocketAddr::new(net.cdn(), 443));
+    let tls = net.record().tcp_hits_on(SocketAddr::new(net.cdn(), 443));
     assert!(tls.iter().all(|h| h.service == Service::Tls));
+    assert_eq!(
+        net.record()
+            .udp_hits_on(SocketAddr::new(net.cdn(), 443))
+            .len(),
+        1
+    );
     assert!(tls.iter().any(|h| h.names(ALPHA)) && tls.iter().any(|h| h.names(BETA)));
-    let http = net.record().hits_on(SocketAddr::new(net.private(), 80));
+    let http = net.record().tcp_hits_on(SocketAddr::new(net.private(), 80));
     assert_eq!(http.len(), 1);
     assert_eq!(http[0].host_header().as_deref(), Some(ALPHA));
 }

@@ -32,7 +32,6 @@ pub enum Service {
 pub struct Hit {
     pub service: Service,
     pub local: SocketAddr,
-    pub peer: SocketAddr,
     pub head: Vec<u8>,
 }
 
@@ -65,11 +64,19 @@ impl Record {
         self.hits.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Hits received on `local`.
-    pub fn hits_on(&self, local: SocketAddr) -> Vec<Hit> {
+    /// Connections (HTTP or TLS) accepted on `local`.
+    pub fn tcp_hits_on(&self, local: SocketAddr) -> Vec<Hit> {
         self.hits()
             .into_iter()
-            .filter(|h| h.local == local)
+            .filter(|h| h.service != Service::Udp && h.local == local)
+            .collect()
+    }
+
+    /// Datagrams received on `local`.
+    pub fn udp_hits_on(&self, local: SocketAddr) -> Vec<Hit> {
+        self.hits()
+            .into_iter()
+            .filter(|h| h.service == Service::Udp && h.local == local)
             .collect()
     }
 
@@ -111,14 +118,14 @@ impl Servers {
                 .expect("join the internet namespace");
             let mut threads = Vec::new();
             for addr in layout.http {
-                threads.push(accept_loop(addr, &s, &r, move |stream, peer, record| {
-                    serve_http(stream, peer, record)
+                threads.push(accept_loop(addr, &s, &r, move |stream, record| {
+                    serve_http(stream, record)
                 }));
             }
             for addr in layout.tls {
                 let backend = layout.tls_backend;
-                threads.push(accept_loop(addr, &s, &r, move |stream, peer, record| {
-                    serve_tls_front(stream, peer, backend, record)
+                threads.push(accept_loop(addr, &s, &r, move |stream, record| {
+                    serve_tls_front(stream, backend, record)
                 }));
             }
             for addr in layout.udp {
@@ -149,7 +156,7 @@ fn accept_loop(
     addr: SocketAddr,
     stop: &Arc<AtomicBool>,
     record: &Arc<Record>,
-    serve: impl Fn(TcpStream, SocketAddr, &Record) + Send + Clone + 'static,
+    serve: impl Fn(TcpStream, &Record) + Send + Clone + 'static,
 ) -> JoinHandle<()> {
     let listener = TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
     listener
@@ -159,13 +166,13 @@ fn accept_loop(
     std::thread::spawn(move || {
         while !stop.load(Ordering::SeqCst) {
             match listener.accept() {
-                Ok((stream, peer)) => {
+                Ok((stream, _)) => {
                     let (serve, record) = (serve.clone(), record.clone());
                     std::thread::spawn(move || {
                         if stream.set_nonblocking(false).is_ok()
                             && stream.set_read_timeout(Some(PEER_TIMEOUT)).is_ok()
                         {
-                            serve(stream, peer, &record);
+                            serve(stream, &record);
                         }
                     });
                 }
@@ -177,7 +184,7 @@ fn accept_loop(
 
 /// Reads an HTTP request head, records it and answers with where it arrived and for which
 /// host.
-fn serve_http(mut stream: TcpStream, peer: SocketAddr, record: &Record) {
+fn serve_http(mut stream: TcpStream, record: &Record) {
     let Ok(local) = stream.local_addr() else {
         return;
     };
@@ -192,7 +199,6 @@ fn serve_http(mut stream: TcpStream, peer: SocketAddr, record: &Record) {
     let hit = Hit {
         service: Service::Http,
         local,
-        peer,
         head,
     };
     let body = format!(
@@ -208,7 +214,7 @@ fn serve_http(mut stream: TcpStream, peer: SocketAddr, record: &Record) {
 }
 
 /// Records the ClientHello, then relays the connection to the real TLS server untouched.
-fn serve_tls_front(mut client: TcpStream, peer: SocketAddr, backend: SocketAddr, record: &Record) {
+fn serve_tls_front(mut client: TcpStream, backend: SocketAddr, record: &Record) {
     let Ok(local) = client.local_addr() else {
         return;
     };
@@ -217,7 +223,6 @@ fn serve_tls_front(mut client: TcpStream, peer: SocketAddr, backend: SocketAddr,
     record.push(Hit {
         service: Service::Tls,
         local,
-        peer,
         head: buf[..n].to_vec(),
     });
     if n == 0 {
@@ -256,7 +261,6 @@ fn udp_echo(addr: SocketAddr, stop: &Arc<AtomicBool>, record: &Arc<Record>) -> J
                 record.push(Hit {
                     service: Service::Udp,
                     local: addr,
-                    peer,
                     head: buf[..n].to_vec(),
                 });
                 let _ = socket.send_to(&buf[..n], peer);
