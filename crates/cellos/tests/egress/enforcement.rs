@@ -167,7 +167,7 @@ fn direct_connections_to_undeclared_addresses_fail() {
         &authority(&[host_rule(ALPHA, 443)], &[]),
         &[],
         "
-out('other_443', tcp(OTHER, 443))
+out('other_443', https(OTHER, 443, GAMMA))
 out('other_80', http(OTHER, 80, GAMMA))
 out('private_80', http(PRIVATE, 80, REBIND))
 ",
@@ -271,23 +271,48 @@ fn ipv6_fails_where_not_declared() {
         ),
         &[],
         "
+out('v6_state', ipv6_state())
 out('v6_https', https(CDN6, 443, ALPHA))
 out('v6_http', http(CDN6, 80, ALPHA))
 out('v6_udp', udp(CDN6, 443))
 ",
     );
-    for label in ["v6_https", "v6_http", "v6_udp"] {
+    let attempts = [
+        ("v6_https", 443, "tcp"),
+        ("v6_http", 80, "tcp"),
+        ("v6_udp", 443, "udp"),
+    ];
+    for (label, _, _) in attempts {
         p.failed(label);
     }
     for port in [80, 443] {
-        assert!(net
-            .record()
-            .tcp_hits_on(SocketAddr::new(net.cdn_v6(), port))
-            .is_empty());
+        let local = SocketAddr::new(net.cdn_v6(), port);
+        assert!(net.record().tcp_hits_on(local).is_empty());
     }
+    assert!(net
+        .record()
+        .udp_hits_on(SocketAddr::new(net.cdn_v6(), 443))
+        .is_empty());
+
+    // Each attempt is a denied flow, unless it never became a packet: the cell has no IPv6
+    // address or route to send one from, and the socket said so.
+    let state = p.ok("v6_state");
+    let empty = |key: &str| state[key].as_array().is_some_and(|a| a.is_empty());
+    let no_ipv6_path = empty("addrs") && empty("routes");
     let ev = cells.events(&id);
-    ev.assert_flow("deny", net.cdn_v6(), 443, "tcp");
-    ev.assert_flow("deny", net.cdn_v6(), 80, "tcp");
+    for (label, port, protocol) in attempts {
+        if ev.flows("deny", net.cdn_v6(), port, protocol).is_empty() {
+            let error = p.get(label)["error"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            assert!(
+                no_ipv6_path && error.contains("Network is unreachable"),
+                "{label}: no deny event, yet the cell has an IPv6 path ({state}) or the \
+                 attempt failed otherwise ({error})"
+            );
+        }
+    }
     cells.assert_log_verifies();
 }
 

@@ -165,3 +165,23 @@ def fetch(url):
             return {"status": r.status, "response": r.read().decode(errors="replace")[:200]}
     except Exception as e:  # urllib wraps socket errors in several types
         return {"error": err(e)}
+
+
+def ipv6_state():
+    """Global IPv6 addresses and routes (beyond loopback, link-local and multicast)."""
+    addrs, routes = [], []
+    try:
+        with open("/proc/net/if_inet6") as f:
+            for line in f:
+                fields = line.split()
+                if fields[3] == "00":
+                    addrs.append(fields[0])
+        with open("/proc/net/ipv6_route") as f:
+            for line in f:
+                fields = line.split()
+                dest, iface = fields[0], fields[9]
+                if iface != "lo" and not dest.startswith(("fe80", "ff")):
+                    routes.append("%s/%d dev %s" % (dest, int(fields[1], 16), iface))
+    except OSError as e:
+        return {"error": err(e)}
+    return {"addrs": addrs, "routes": routes}
