@@ -11,9 +11,9 @@
 //!   invalid packets (dropped, logged); the cell's DNS authority on port 53 (UDP and TCP);
 //!   `explicit_v4/v6` — literal CIDR rules that lie inside a denied range, which is how a rule
 //!   "names" one; `denied_v4/v6` — private, loopback, link-local, CGNAT, ULA, ... and the host's
-//!   own addresses (dropped, logged); `wide_v4/v6` — the other literal CIDR rules;
+//!   own addresses (rejected, logged); `wide_v4/v6` — the other literal CIDR rules;
 //!   `pinned_v4/v6` — addresses the DNS authority resolved for allowed names, each element
-//!   expiring with its DNS TTL (`flags timeout`); everything else dropped and logged. ICMP is
+//!   expiring with its DNS TTL (`flags timeout`); everything else rejected and logged. ICMP is
 //!   only allowed as `related` (errors about allowed flows).
 //! * chain `input`, policy drop: own loopback, IPv6 neighbour discovery and
 //!   established/related only.
@@ -44,6 +44,12 @@ pub const FAMILY: &str = "inet";
 pub const MECHANISM: &str = "nftables inet table in cell netns";
 /// Prefix of every NFLOG drop message (followed by the reason and a space).
 pub const LOG_PREFIX: &str = "cellos-deny";
+/// Verdict of the output chain's deny rules. The packet never leaves the cell either way; an
+/// administratively-prohibited ICMP error delivered to the cell's own socket makes a denied
+/// `connect` fail at once instead of retrying SYNs for two minutes, so workloads fail fast and
+/// legibly. The chain's policy (anything no rule matched) stays a silent drop.
+pub const REJECT: &str = "reject with icmpx admin-prohibited";
+
 /// TCP ports whose hostname rules go through the L7 gate.
 pub const GATED_PORTS: [u16; 2] = [80, 443];
 
@@ -376,12 +382,12 @@ impl EgressPlan {
         }
         let _ = writeln!(
             s,
-            "\t\tip daddr @denied_v4 counter name \"deny_range\" {} drop",
+            "\t\tip daddr @denied_v4 counter name \"deny_range\" {} {REJECT}",
             log("range")
         );
         let _ = writeln!(
             s,
-            "\t\tip6 daddr @denied_v6 counter name \"deny_range\" {} drop",
+            "\t\tip6 daddr @denied_v6 counter name \"deny_range\" {} {REJECT}",
             log("range")
         );
         for set in ["wide_v4", "wide_v6"] {
@@ -400,7 +406,7 @@ impl EgressPlan {
         }
         let _ = writeln!(
             s,
-            "\t\tcounter name \"deny_default\" {} drop",
+            "\t\tcounter name \"deny_default\" {} {REJECT}",
             log("default")
         );
         let _ = writeln!(s, "\t}}");
@@ -572,7 +578,7 @@ mod tests {
         assert!(text.contains("type filter hook output priority filter; policy drop;"));
         assert!(text.contains("type filter hook input priority filter; policy drop;"));
         assert!(text.contains(
-            "counter name \"deny_default\" log prefix \"cellos-deny default \" group 7 drop"
+            "counter name \"deny_default\" log prefix \"cellos-deny default \" group 7 reject with icmpx admin-prohibited"
         ));
     }
 

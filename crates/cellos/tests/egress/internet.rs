@@ -351,6 +351,7 @@ impl Internet {
             if dns_wire::query_a(self.dns(), ALPHA, Duration::from_millis(200)).is_some() {
                 break;
             }
+            std::thread::sleep(Duration::from_millis(20));
         }
         assert!(
             backend_up.join().unwrap_or(false),
