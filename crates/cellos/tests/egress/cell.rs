@@ -74,7 +74,7 @@ pub struct Probes {
 }
 
 impl Probes {
-    fn parse(out: &Output) -> Self {
+    pub fn parse(out: &Output) -> Self {
         let stdout = String::from_utf8_lossy(&out.stdout);
         let results = stdout
             .lines()
@@ -300,6 +300,18 @@ impl Events {
         let hash = enforced[0]["data"]["rulesetSha256"].as_str().unwrap_or("");
         assert_eq!(hash.len(), 64, "ruleset hash: {}", enforced[0]["data"]);
         enforced[0]
+    }
+
+    /// The per-cell `network.v1.summary` counters written at destroy.
+    pub fn network_summary(&self) -> &Value {
+        let summary = self.of_type("network.v1.summary");
+        assert_eq!(
+            summary.len(),
+            1,
+            "one network.v1.summary expected:\n{}",
+            self.summary()
+        );
+        &summary[0]["data"]
     }
 
     /// A `dns.v1.permitted` or `dns.v1.refused` event for `name`.

@@ -2,7 +2,7 @@
 //! route or listener outlives its cell.
 
 use std::collections::BTreeSet;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::cell::{authority, unique_id, Cells};
@@ -108,5 +108,59 @@ fn a_hundred_networked_cells_leave_no_veth_netns_nft_table_route_or_listener() {
             .unwrap_or_else(|| panic!("{id} has no destroyed event"));
         assert_eq!(destroyed["data"]["residue"], serde_json::json!([]), "{id}");
     }
+    cells.assert_log_verifies();
+}
+
+#[test]
+fn kill_9_of_a_networked_cells_supervisor_then_gc_leaves_no_network_residue() {
+    let net = Internet::exclusive();
+    let cells = Cells::new();
+    let rules = [format!("{{ host: {ALPHA}, port: 443 }}")];
+    let id = unique_id("eg-crash");
+    let spec = cells.spec(&id, &["/bin/sleep", "60"], &[], &authority(&rules, &[]));
+    let before = host_network_state();
+    let mut supervisor = cells
+        .cellos()
+        .arg("run")
+        .arg("--quiet")
+        .arg(&spec)
+        .args(["--dns-upstream", &net.dns().to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start cellos run");
+    // Wait (bounded) until the cell's veth and host table exist.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let created = loop {
+        let extra: Vec<String> = host_network_state().difference(&before).cloned().collect();
+        let has = |prefix: &str| extra.iter().any(|i| i.starts_with(prefix));
+        if has("link: ") && has("nft: ") {
+            break extra;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the cell's network never appeared: {extra:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    supervisor.kill().expect("SIGKILL the supervisor");
+    supervisor.wait().expect("reap the supervisor");
+
+    let out = cells.cellos().arg("gc").output().expect("run cellos gc");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!("reclaimed {id}")),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(
+        left_over(&before, &net),
+        Vec::<String>::new(),
+        "created while running: {created:?}"
+    );
     cells.assert_log_verifies();
 }

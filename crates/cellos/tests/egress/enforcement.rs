@@ -74,6 +74,20 @@ out('http_8080', http(CDN, 8080, ALPHA))
     ev.assert_flow("allow", net.cdn(), 443, "tcp");
     ev.assert_flow("deny", net.cdn(), 80, "tcp");
     ev.assert_flow("deny", net.cdn(), 8080, "tcp");
+    // The destroy-time summary counts what the events show one by one.
+    let summary = ev.network_summary();
+    for (counter, at_least) in [
+        ("dnsPermitted", 1),
+        ("gateAllowed", 1),
+        ("flowsDenied", 2),
+        ("bytesIn", 1),
+        ("bytesOut", 1),
+    ] {
+        assert!(
+            summary[counter].as_u64().is_some_and(|n| n >= at_least),
+            "{counter} < {at_least}: {summary}"
+        );
+    }
     cells.assert_log_verifies();
 }
 
@@ -126,6 +140,11 @@ out('getaddrinfo', getaddr(GAMMA, 443))
     for name in [GAMMA, BETA, exfil_txt.as_str(), exfil_tcp.as_str()] {
         ev.assert_dns("refused", name);
     }
+    let summary = ev.network_summary();
+    assert!(
+        summary["dnsRefused"].as_u64().is_some_and(|n| n >= 4),
+        "{summary}"
+    );
     cells.assert_log_verifies();
 }
 
@@ -184,9 +203,13 @@ out('private_80', http(PRIVATE, 80, REBIND))
         }
     }
     let ev = cells.events(&id);
-    ev.assert_flow("deny", net.other(), 443, "tcp");
-    ev.assert_flow("deny", net.other(), 80, "tcp");
-    ev.assert_flow("deny", net.private(), 80, "tcp");
+    // The gate saw the TLS attempt (observed); the kernel dropped the others (imposed).
+    let gate = ev.assert_flow("deny", net.other(), 443, "tcp");
+    assert_eq!(gate["data"]["authority"], "observed", "{gate}");
+    for (ip, port) in [(net.other(), 80), (net.private(), 80)] {
+        let kernel = ev.assert_flow("deny", ip, port, "tcp");
+        assert_eq!(kernel["data"]["authority"], "imposed", "{kernel}");
+    }
     cells.assert_log_verifies();
 }
 
@@ -442,6 +465,13 @@ out('private_80', http(PRIVATE, 80, REBIND))
                 .is_some_and(|r| r.contains(&net.private().to_string()))
     });
     assert!(reported, "the dropped answer is not reported: {:?}", ev.0);
+    let summary = ev.network_summary();
+    assert!(
+        summary["dnsRebindingDropped"]
+            .as_u64()
+            .is_some_and(|n| n >= 1),
+        "{summary}"
+    );
     ev.assert_flow("deny", net.private(), 80, "tcp");
     cells.assert_log_verifies();
 }
@@ -516,4 +546,91 @@ out('beta_tls_via_other', fetch('https://' + BETA + '/'))
         "{denied:?}"
     );
     cells.assert_log_verifies();
+}
+
+#[test]
+fn malformed_dns_packets_are_dropped_and_the_authority_keeps_answering() {
+    let net = Internet::new();
+    let cells = Cells::new();
+    let id = unique_id("eg-malformed");
+    let p = cells.probe(
+        &net,
+        &id,
+        &authority(&[host_rule(ALPHA, 443)], &[]),
+        &[],
+        "
+garbage = [
+    b'',
+    b'\\x12',
+    b'\\x12\\x34\\x01\\x00\\x00\\x01\\x00\\x00\\x00\\x00\\x00\\x00',
+    b'\\x12\\x34\\x01\\x00\\x00\\x01\\x00\\x00\\x00\\x00\\x00\\x00\\xc0\\x0c\\x00\\x01\\x00\\x01',
+    b'\\x12\\x34\\x01\\x00\\x00\\x01\\x00\\x00\\x00\\x00\\x00\\x00\\x3f' + b'a' * 10,
+    bytes(random.randrange(256) for _ in range(600)),
+]
+with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+    for g in garbage:
+        s.sendto(g, (resolver(), 53))
+try:
+    with socket.create_connection((resolver(), 53), timeout=TIMEOUT) as s:
+        s.sendall(struct.pack('>H', 65535) + b'\\xff' * 100)
+except OSError:
+    pass
+out('after_garbage', dns(ALPHA))
+out('after_garbage_tcp', dns(ALPHA, tcp=True))
+",
+    );
+    for label in ["after_garbage", "after_garbage_tcp"] {
+        assert_eq!(p.dns_rcode(label, 0), vec![net.cdn().to_string()]);
+    }
+    let ev = cells.events(&id);
+    let summary = ev.network_summary();
+    assert!(
+        summary["dnsMalformed"].as_u64().is_some_and(|n| n >= 1),
+        "{summary}"
+    );
+    cells.assert_log_verifies();
+}
+
+#[test]
+fn cells_take_their_links_from_the_configured_pool() {
+    let net = Internet::new();
+    let cells = Cells::new();
+    let id = unique_id("eg-pool");
+    let pool = "10.214.128.0/20";
+    let script = crate::cell::script(
+        &net,
+        "
+with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+    s.connect((resolver(), 53))
+    out('link', {'cell': s.getsockname()[0], 'host': resolver()})
+",
+    );
+    let spec = cells.spec(
+        &id,
+        &["/usr/bin/python3", "-c", &script],
+        &[],
+        &authority(&[host_rule(ALPHA, 443)], &[]),
+    );
+    let out = cells
+        .cellos()
+        .arg("run")
+        .arg(&spec)
+        .args(["--dns-upstream", &net.dns().to_string(), "--net-pool", pool])
+        .output()
+        .expect("run cellos");
+    let p = crate::cell::Probes::parse(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let link = p.ok("link");
+    let in_pool = |key: &str| {
+        link[key]
+            .as_str()
+            .and_then(|a| a.parse::<std::net::Ipv4Addr>().ok())
+            .is_some_and(|a| a.octets()[..2] == [10, 214] && (128..144).contains(&a.octets()[2]))
+    };
+    assert!(in_pool("cell") && in_pool("host"), "{link} not in {pool}");
 }

@@ -5,6 +5,7 @@
 //! Every test builds its own internet ([`internet::Internet`]) and tears it down on drop, so
 //! tests run in parallel threads without seeing each other's traffic.
 
+mod admission;
 mod cell;
 mod cleanup;
 mod dns_wire;
