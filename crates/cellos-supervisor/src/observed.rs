@@ -51,13 +51,19 @@ impl ObservedEvents {
 
     /// Append everything queued, in arrival order, with one durability barrier.
     pub(crate) fn flush(&self, sink: &dyn EventSink) -> Result<(), PortError> {
-        let events =
-            std::mem::take(&mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner));
+        let events = self.take();
         if events.is_empty() {
             return Ok(());
         }
-        self.tally().count(&events);
         sink.emit_batch(events).map(drop)
+    }
+
+    /// Everything observed since the last take, counted in the tally; the caller appends it.
+    pub(crate) fn take(&self) -> Vec<CloudEvent> {
+        let events =
+            std::mem::take(&mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner));
+        self.tally().count(&events);
+        events
     }
 }
 

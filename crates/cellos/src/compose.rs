@@ -15,6 +15,7 @@ use cellos_core::events::EventFactory;
 use cellos_core::ports::{ExportSink, PortError, PortErrorKind, SecretBroker};
 use cellos_core::spec::{ExportTarget, ExportTargetKind};
 use cellos_linux::backend::{LinuxBackend, LinuxBackendConfig};
+use cellos_linux::netscope::NetworkConfig;
 use cellos_supervisor::{ExportRouter, Supervisor};
 
 use crate::exit::Failure;
@@ -41,7 +42,7 @@ const INIT_BINARY: &str = "cellos-cell-init";
 /// The Linux backend. The cell's init is `cellos-cell-init` when it is installed next to this
 /// binary (a sixth of the size, so every cell starts faster), else this very binary
 /// re-executed as `cellos __cell-init`.
-pub fn backend(home: &Path) -> Result<Arc<LinuxBackend>, Failure> {
+pub fn backend(home: &Path, network: NetworkConfig) -> Result<Arc<LinuxBackend>, Failure> {
     let exe = std::env::current_exe()
         .map_err(|e| Failure::cellos(format!("cannot locate the cellos executable: {e}")))?;
     let init = exe
@@ -49,8 +50,10 @@ pub fn backend(home: &Path) -> Result<Arc<LinuxBackend>, Failure> {
         .map(|dir| dir.join(INIT_BINARY))
         .filter(|path| path.is_file())
         .unwrap_or(exe);
-    let backend = LinuxBackend::new(LinuxBackendConfig::new(home, init))
-        .map_err(|e| Failure::cellos(PortError::from(e).to_string()))?;
+    let mut config = LinuxBackendConfig::new(home, init);
+    config.network = network;
+    let backend =
+        LinuxBackend::new(config).map_err(|e| Failure::cellos(PortError::from(e).to_string()))?;
     Ok(Arc::new(backend))
 }
 
@@ -83,7 +86,12 @@ impl ExportRouter for LocalExports {
     }
 }
 
-pub fn supervisor(home: &Path, secrets_dir: Option<PathBuf>) -> Result<Supervisor, Failure> {
+/// `network`: address pool and DNS upstream of networked cells (`cellos run` flags).
+pub fn supervisor(
+    home: &Path,
+    secrets_dir: Option<PathBuf>,
+    network: NetworkConfig,
+) -> Result<Supervisor, Failure> {
     let signer = KeyStore::new(home)
         .load_or_create_signer()
         .map_err(|e| Failure::cellos(format!("signing key: {e}")))?;
@@ -106,7 +114,7 @@ pub fn supervisor(home: &Path, secrets_dir: Option<PathBuf>) -> Result<Superviso
         Arc::new(|| uuid::Uuid::new_v4().to_string()),
     );
     Ok(Supervisor::new(
-        backend(home)?,
+        backend(home, network)?,
         Arc::new(sink),
         factory,
         brokers,

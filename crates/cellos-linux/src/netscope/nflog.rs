@@ -38,6 +38,7 @@ const NFULNL_MSG_PACKET: u16 = 0;
 const NFULNL_MSG_CONFIG: u16 = 1;
 const NFULA_CFG_CMD: u16 = 1;
 const NFULA_CFG_MODE: u16 = 2;
+const NFULA_CFG_QTHRESH: u16 = 5;
 const NFULNL_CFG_CMD_BIND: u8 = 1;
 const NFULNL_COPY_PACKET: u8 = 2;
 const NFULA_PAYLOAD: u16 = 9;
@@ -70,6 +71,9 @@ pub fn bind_request(group: u16, seq: u32) -> Vec<u8> {
     let mut mode = COPY_RANGE.to_be_bytes().to_vec();
     mode.extend_from_slice(&[NFULNL_COPY_PACKET, 0]);
     push_attr(&mut body, NFULA_CFG_MODE, &mode);
+    // Deliver each packet at once: the kernel's default batches up to 100 packets or one
+    // second, and a batch still queued when the cell is torn down would be lost.
+    push_attr(&mut body, NFULA_CFG_QTHRESH, &1u32.to_be_bytes());
     let mut msg = Vec::with_capacity(NLMSG_HDRLEN + body.len());
     msg.extend_from_slice(&((NLMSG_HDRLEN + body.len()) as u32).to_ne_bytes());
     msg.extend_from_slice(&((NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_CONFIG).to_ne_bytes());
@@ -294,8 +298,7 @@ fn subscribe(netns: BorrowedFd<'_>, group: u16) -> Result<OwnedFd, String> {
 
 fn read_loop(sock: OwnedFd, wake: OwnedFd, observer: &dyn FlowObserver) {
     let mut buf = vec![0u8; 64 * 1024];
-    let mut window = Instant::now();
-    let mut sent = 0u32;
+    let mut limit = EventLimit::new();
     loop {
         let mut fds = [
             PollFd::new(sock.as_fd(), PollFlags::POLLIN),
@@ -306,41 +309,67 @@ fn read_loop(sock: OwnedFd, wake: OwnedFd, observer: &dyn FlowObserver) {
             Err(nix::errno::Errno::EINTR) => continue,
             Err(_) => return,
         }
-        if fds[1].any().unwrap_or(true) {
+        let stopping = fds[1].any().unwrap_or(true);
+        // Drain what is queued first: drops logged just before teardown still count.
+        loop {
+            match recv(
+                std::os::fd::AsRawFd::as_raw_fd(&sock),
+                &mut buf,
+                MsgFlags::MSG_DONTWAIT,
+            ) {
+                Ok(n) => report(&parse(&buf[..n]).drops, &mut limit, observer),
+                Err(nix::errno::Errno::EINTR) => continue,
+                // ENOBUFS: the kernel dropped notifications under load; the counters still
+                // count them. EAGAIN: nothing more queued.
+                Err(nix::errno::Errno::ENOBUFS) => continue,
+                Err(_) => break,
+            }
+        }
+        if stopping {
             return;
         }
-        let n = match recv(
-            std::os::fd::AsRawFd::as_raw_fd(&sock),
-            &mut buf,
-            MsgFlags::MSG_DONTWAIT,
-        ) {
-            Ok(n) => n,
-            // ENOBUFS: the kernel dropped notifications under load; the counters still count.
-            Err(
-                nix::errno::Errno::EINTR | nix::errno::Errno::EAGAIN | nix::errno::Errno::ENOBUFS,
-            ) => continue,
-            Err(_) => return,
-        };
-        for d in parse(&buf[..n]).drops {
-            if window.elapsed() >= Duration::from_secs(1) {
-                window = Instant::now();
-                sent = 0;
-            }
-            if sent >= EVENTS_PER_SECOND {
-                continue;
-            }
-            sent += 1;
-            observer.flow(&FlowEvent {
-                dst: d.dst,
-                protocol: d.protocol,
-                verdict: FlowVerdict::Deny,
-                reason: format!("nftables drop: {}", d.reason),
-                name: None,
-                bytes_up: 0,
-                bytes_down: 0,
-                authority: AuthorityKind::Imposed,
-            });
+    }
+}
+
+/// At most [`EVENTS_PER_SECOND`] events per one-second window.
+struct EventLimit {
+    window: Instant,
+    sent: u32,
+}
+
+impl EventLimit {
+    fn new() -> Self {
+        Self {
+            window: Instant::now(),
+            sent: 0,
         }
+    }
+
+    fn admit(&mut self) -> bool {
+        if self.window.elapsed() >= Duration::from_secs(1) {
+            self.window = Instant::now();
+            self.sent = 0;
+        }
+        self.sent += 1;
+        self.sent <= EVENTS_PER_SECOND
+    }
+}
+
+fn report(drops: &[LoggedDrop], limit: &mut EventLimit, observer: &dyn FlowObserver) {
+    for d in drops {
+        if !limit.admit() {
+            continue;
+        }
+        observer.flow(&FlowEvent {
+            dst: d.dst,
+            protocol: d.protocol.clone(),
+            verdict: FlowVerdict::Deny,
+            reason: format!("nftables drop: {}", d.reason),
+            name: None,
+            bytes_up: 0,
+            bytes_down: 0,
+            authority: AuthorityKind::Imposed,
+        });
     }
 }
 
