@@ -29,15 +29,8 @@ fn a_spec_asking_for_more_egress_than_the_pack_allows_is_denied_before_anything_
             &[],
         ),
     );
-    let out = cells
-        .cellos()
-        .arg("run")
-        .arg(&spec)
-        .arg("--policy")
-        .arg(&pack)
-        .args(["--dns-upstream", &net.dns().to_string()])
-        .output()
-        .expect("run cellos");
+    let pack_arg = pack.to_string_lossy();
+    let out = cells.run(&net, &spec, &["--policy", &pack_arg]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(125), "{stderr}");
     assert!(stderr.contains("admission denied"), "{stderr}");

@@ -74,7 +74,7 @@ pub struct Probes {
 }
 
 impl Probes {
-    pub fn parse(out: &Output) -> Self {
+    fn parse(out: &Output) -> Self {
         let stdout = String::from_utf8_lossy(&out.stdout);
         let results = stdout
             .lines()
@@ -197,13 +197,14 @@ impl Cells {
         path
     }
 
-    /// `cellos run SPEC` with the internet's dnsmasq as the upstream resolver.
-    pub fn run(&self, net: &Internet, spec: &Path) -> Output {
+    /// `cellos run SPEC ARGS` with the internet's dnsmasq as the upstream resolver.
+    pub fn run(&self, net: &Internet, spec: &Path, args: &[&str]) -> Output {
         self.cellos()
             .arg("run")
             .arg(spec)
             .arg("--dns-upstream")
             .arg(net.dns().to_string())
+            .args(args)
             .output()
             .expect("run cellos")
     }
@@ -218,9 +219,22 @@ impl Cells {
         env: &[(&str, &str)],
         body: &str,
     ) -> Probes {
+        self.probe_with_args(net, id, authority, env, body, &[])
+    }
+
+    /// [`Cells::probe`] with more `cellos run` arguments.
+    pub fn probe_with_args(
+        &self,
+        net: &Internet,
+        id: &str,
+        authority: &str,
+        env: &[(&str, &str)],
+        body: &str,
+        args: &[&str],
+    ) -> Probes {
         let script = script(net, body);
         let spec = self.spec(id, &["/usr/bin/python3", "-c", &script], env, authority);
-        let out = self.run(net, &spec);
+        let out = self.run(net, &spec, args);
         let probes = Probes::parse(&out);
         assert_eq!(
             out.status.code(),

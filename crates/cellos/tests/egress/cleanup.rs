@@ -88,7 +88,7 @@ fn a_hundred_networked_cells_leave_no_veth_netns_nft_table_route_or_listener() {
     for _ in 0..CELLS {
         let id = unique_id("eg-gc");
         let spec = cells.spec(&id, &["/bin/true"], &[], &authority);
-        let out = cells.run(&net, &spec);
+        let out = cells.run(&net, &spec, &[]);
         assert_eq!(
             out.status.code(),
             Some(0),

@@ -5,7 +5,7 @@
 //! harness self-tests show every server answers the host), so a failure seen from the cell
 //! is the cell's enforcement.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use crate::cell::{authority, unique_id, Cells};
@@ -597,39 +597,23 @@ fn cells_take_their_links_from_the_configured_pool() {
     let cells = Cells::new();
     let id = unique_id("eg-pool");
     let pool = "10.214.128.0/20";
-    let script = crate::cell::script(
+    let p = cells.probe_with_args(
         &net,
+        &id,
+        &authority(&[host_rule(ALPHA, 443)], &[]),
+        &[],
         "
 with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
     s.connect((resolver(), 53))
     out('link', {'cell': s.getsockname()[0], 'host': resolver()})
 ",
-    );
-    let spec = cells.spec(
-        &id,
-        &["/usr/bin/python3", "-c", &script],
-        &[],
-        &authority(&[host_rule(ALPHA, 443)], &[]),
-    );
-    let out = cells
-        .cellos()
-        .arg("run")
-        .arg(&spec)
-        .args(["--dns-upstream", &net.dns().to_string(), "--net-pool", pool])
-        .output()
-        .expect("run cellos");
-    let p = crate::cell::Probes::parse(&out);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        &["--net-pool", pool],
     );
     let link = p.ok("link");
     let in_pool = |key: &str| {
         link[key]
             .as_str()
-            .and_then(|a| a.parse::<std::net::Ipv4Addr>().ok())
+            .and_then(|a| a.parse::<Ipv4Addr>().ok())
             .is_some_and(|a| a.octets()[..2] == [10, 214] && (128..144).contains(&a.octets()[2]))
     };
     assert!(in_pool("cell") && in_pool("host"), "{link} not in {pool}");
