@@ -225,30 +225,6 @@ impl LinuxBackend {
             },
         )?;
         config.number_trees();
-        // A networked cell's link is leased now: its resolv.conf names the host end, and the
-        // run record must name everything before it exists.
-        let network = if netscope::wants_network(spec) {
-            let (link, lease) =
-                netscope::pool::lease(&self.config.state_dir, &self.config.network.pool, &spec.id)?;
-            let net = NetRecord::new(&self.config.state_dir, &spec.id, link, lease);
-            config.resolv_conf = Some(net.resolv_conf());
-            Some(net)
-        } else {
-            None
-        };
-        let json = serde_json::to_vec(&config).map_err(|e| LinuxError::Setup {
-            what: "encode cell config".into(),
-            detail: e.to_string(),
-        })?;
-        let secret_refs: Vec<(&str, &[u8])> = request
-            .secrets
-            .iter()
-            .map(|s| (s.key.as_str(), s.value.expose()))
-            .collect();
-        let frame = encode_config(&json, &secret_refs);
-        drop(secret_refs);
-        drop(request.secrets);
-
         let state_dir = &self.config.state_dir;
         let me = std::process::id() as i32;
         let mut rec = RunRecord {
@@ -263,17 +239,41 @@ impl LinuxBackend {
             init_pid: None,
             init_start: None,
             cgroup_paths: Vec::new(),
-            network: network.clone(),
+            network: None,
         };
+        // Fails when the cell id is taken; nothing of that other cell is touched.
+        record::create(state_dir, &rec)?;
         // From here on, `guard` removes what exists if we fail.
         let mut guard = CreateGuard {
             state_dir,
             cell_id: &spec.id,
             pid: None,
-            network: network.clone(),
+            network: None,
             armed: true,
         };
-        record::create(state_dir, &rec)?;
+        // A networked cell's link is leased now: its resolv.conf names the host end. The lease
+        // file names the cell (reclaim finds it by that); the veth and host table are named in
+        // the record (written with init's pid) before they are created.
+        if netscope::wants_network(spec) {
+            let (link, lease) =
+                netscope::pool::lease(state_dir, &self.config.network.pool, &spec.id)?;
+            let net = NetRecord::new(state_dir, &spec.id, link, lease);
+            config.resolv_conf = Some(net.resolv_conf());
+            guard.network = Some(net.clone());
+            rec.network = Some(net);
+        }
+        let json = serde_json::to_vec(&config).map_err(|e| LinuxError::Setup {
+            what: "encode cell config".into(),
+            detail: e.to_string(),
+        })?;
+        let secret_refs: Vec<(&str, &[u8])> = request
+            .secrets
+            .iter()
+            .map(|s| (s.key.as_str(), s.value.expose()))
+            .collect();
+        let frame = encode_config(&json, &secret_refs);
+        drop(secret_refs);
+        drop(request.secrets);
 
         let limits = spec.run.limits.clone().unwrap_or_default();
         let cgroup = CellCgroup::create(

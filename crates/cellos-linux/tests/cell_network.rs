@@ -592,3 +592,107 @@ fn reclaim_removes_the_network_scope_of_a_killed_supervisor() {
     assert!(!net.lease.exists());
     assert!(residue::check(&net).is_empty());
 }
+
+#[test]
+fn a_duplicate_cell_id_leaves_the_running_cells_network_alone() {
+    let state = tempfile::tempdir().unwrap();
+    let backend = backend(state.path(), Some("192.0.2.53:53".parse().unwrap()));
+    let id = unique_id("dup");
+    let spec = shell(
+        &id,
+        "sleep 1000",
+        json!({
+            "filesystem": { "rootfs": "host" },
+            "authority": { "egressRules": [ { "cidr": "192.0.2.0/24", "port": 9 } ] }
+        }),
+    );
+    let request = |spec| CellRequest {
+        spec,
+        spec_hash: "0",
+        run_id: "run-test",
+        secrets: Vec::new(),
+        secret_delivery: Default::default(),
+        stdout: Box::new(std::io::sink()),
+        stderr: Box::new(std::io::sink()),
+        factory: test_factory(),
+        evidence: Arc::new(Observed::default()),
+    };
+    let mut first = backend.create(request(&spec)).unwrap();
+    let net = cellos_linux::record::read(state.path(), &id)
+        .unwrap()
+        .and_then(|r| r.network)
+        .unwrap();
+    let second = backend.create(request(&spec));
+    assert!(
+        second.is_err(),
+        "a second cell with the same id was created"
+    );
+    assert!(residue::veth_exists(&net.veth));
+    assert!(host_has_nft_table(&net.host_table));
+    assert!(net.lease.exists());
+    let teardown = first.destroy().unwrap();
+    assert!(teardown.residue.is_empty(), "{:?}", teardown.residue);
+    assert!(residue::check(&net).is_empty());
+}
+
+#[test]
+fn the_residue_check_reports_a_veth_host_table_route_and_lease_that_remain() {
+    let state = tempfile::tempdir().unwrap();
+    let id = unique_id("resid");
+    let link = cellos_linux::netscope::pool::AddressPool::parse("10.213.254.0/30")
+        .unwrap()
+        .link(0);
+    let lease = state.path().join("lease");
+    std::fs::write(&lease, &id).unwrap();
+    let rec = NetRecord::new(state.path(), &id, link, lease);
+    // A veth pair and host table named like the cell's, made by the test.
+    run_ok(
+        "ip",
+        &[
+            "link",
+            "add",
+            &rec.veth,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &format!("{}p", rec.veth),
+        ],
+    );
+    struct Cleanup(String, String);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["link", "del", &self.0]).status();
+            let _ = Command::new("nft")
+                .args(["delete", "table", "ip", &self.1])
+                .status();
+        }
+    }
+    let _cleanup = Cleanup(rec.veth.clone(), rec.host_table.clone());
+    run_ok(
+        "ip",
+        &[
+            "addr",
+            "add",
+            &format!("{}/30", rec.host_addr),
+            "dev",
+            &rec.veth,
+        ],
+    );
+    run_ok("ip", &["link", "set", &rec.veth, "up"]);
+    run_ok("nft", &["add", "table", "ip", &rec.host_table]);
+
+    let classes: Vec<String> = residue::check(&rec).into_iter().map(|r| r.class).collect();
+    for class in ["veth", "nftTable", "route", "file"] {
+        assert!(
+            classes.iter().any(|c| c == class),
+            "{class} not reported: {classes:?}"
+        );
+    }
+    let (removed, failed) = cellos_linux::netscope::remove(state.path(), &id, Some(&rec));
+    assert!(failed.is_empty(), "{failed:?}");
+    assert!(removed.iter().any(|r| r.class == "veth"));
+    assert!(removed.iter().any(|r| r.class == "nftTable"));
+    std::fs::remove_file(&rec.lease).unwrap();
+    assert!(residue::check(&rec).is_empty());
+}
