@@ -618,3 +618,84 @@ with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
     };
     assert!(in_pool("cell") && in_pool("host"), "{link} not in {pool}");
 }
+
+#[test]
+fn a_literal_cidr_rule_opens_its_port_and_nothing_else() {
+    let net = Internet::new();
+    let cells = Cells::new();
+    let id = unique_id("eg-cidr");
+    let p = cells.probe(
+        &net,
+        &id,
+        &authority(&[cidr_rule(net.other(), 8080, "tcp")], &[]),
+        &[],
+        "
+out('declared', http(OTHER, 8080, GAMMA))
+out('other_port', http(OTHER, 80, GAMMA))
+out('other_address', http(CDN, 8080, ALPHA))
+",
+    );
+    assert!(
+        p.ok("declared")["response"]
+            .as_str()
+            .is_some_and(|r| r.contains("served by")),
+        "{}",
+        p.get("declared")
+    );
+    p.failed("other_port");
+    p.failed("other_address");
+    assert_eq!(
+        net.record()
+            .tcp_hits_on(SocketAddr::new(net.other(), 8080))
+            .len(),
+        1
+    );
+    for local in [
+        SocketAddr::new(net.other(), 80),
+        SocketAddr::new(net.cdn(), 8080),
+    ] {
+        assert!(
+            net.record().tcp_hits_on(local).is_empty(),
+            "{local} reached"
+        );
+    }
+    let ev = cells.events(&id);
+    ev.assert_flow("deny", net.other(), 80, "tcp");
+    ev.assert_flow("deny", net.cdn(), 8080, "tcp");
+    cells.assert_log_verifies();
+}
+
+#[test]
+fn a_private_address_is_reachable_only_when_a_rule_names_it() {
+    let net = Internet::new();
+    let cells = Cells::new();
+    let id = unique_id("eg-private");
+    // The private server listens on 80 and 8080; the rule names it on 8080 only.
+    let p = cells.probe(
+        &net,
+        &id,
+        &authority(&[cidr_rule(net.private(), 8080, "tcp")], &[]),
+        &[],
+        "
+out('named', http(PRIVATE, 8080, REBIND))
+out('not_named', http(PRIVATE, 80, REBIND))
+",
+    );
+    assert!(
+        p.ok("named")["response"]
+            .as_str()
+            .is_some_and(|r| r.contains("served by")),
+        "{}",
+        p.get("named")
+    );
+    p.failed("not_named");
+    let ev = cells.events(&id);
+    let denied = ev.assert_flow("deny", net.private(), 80, "tcp");
+    assert!(
+        denied["data"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("range")),
+        "denied as a private range: {denied}"
+    );
+    cells.assert_log_verifies();
+}
