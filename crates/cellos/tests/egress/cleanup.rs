@@ -11,6 +11,23 @@ use crate::internet::{Internet, ALPHA};
 const CELLS: usize = 100;
 
 /// Everything networking-related the host shows, one line per item.
+/// Items of a test internet ([`Internet`]): namespace `cellos-egi-N`, host veth `egiN`.
+fn is_test_internet(item: &str) -> bool {
+    let egi = |name: &str| {
+        name.strip_prefix("egi")
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    };
+    item.contains("cellos-egi-")
+        || item
+            .strip_prefix("link: ")
+            .is_some_and(|l| egi(l.split('@').next().unwrap_or(l)))
+        || item
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .windows(2)
+            .any(|w| w[0] == "dev" && egi(w[1]))
+}
+
 fn host_network_state() -> BTreeSet<String> {
     let lines = |program: &str, args: &[&str], tag: &str| -> Vec<String> {
         let out = Command::new(program)
@@ -58,15 +75,15 @@ fn host_network_state() -> BTreeSet<String> {
 }
 
 /// Items present now but not in `before`, once transient ones (another process's live cell
-/// on this shared host) had a few seconds to go away. Items of the test internet's own veth
-/// (its IPv6 link-local address arrives a moment after the link is up) are not the cells'.
-fn left_over(before: &BTreeSet<String>, net: &Internet) -> Vec<String> {
-    let own = format!("dev {} ", net.host_interface());
+/// on this shared host) had a few seconds to go away. Test internets (this one: its IPv6
+/// link-local address arrives a moment after its link is up; or another test process's) are
+/// not the cells'.
+fn left_over(before: &BTreeSet<String>) -> Vec<String> {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let extra: Vec<String> = host_network_state()
             .difference(before)
-            .filter(|item| !item.contains(&own))
+            .filter(|item| !is_test_internet(item))
             .cloned()
             .collect();
         if extra.is_empty() || Instant::now() >= deadline {
@@ -97,7 +114,7 @@ fn a_hundred_networked_cells_leave_no_veth_netns_nft_table_route_or_listener() {
         );
         ids.push(id);
     }
-    assert_eq!(left_over(&before, &net), Vec::<String>::new());
+    assert_eq!(left_over(&before), Vec::<String>::new());
     for id in &ids {
         let events = cells.events(id);
         events.assert_network_enforced();
@@ -132,7 +149,11 @@ fn kill_9_of_a_networked_cells_supervisor_then_gc_leaves_no_network_residue() {
     // Wait (bounded) until the cell's veth and host table exist.
     let deadline = Instant::now() + Duration::from_secs(20);
     let created = loop {
-        let extra: Vec<String> = host_network_state().difference(&before).cloned().collect();
+        let extra: Vec<String> = host_network_state()
+            .difference(&before)
+            .filter(|item| !is_test_internet(item))
+            .cloned()
+            .collect();
         let has = |prefix: &str| extra.iter().any(|i| i.starts_with(prefix));
         if has("link: ") && has("nft: ") {
             break extra;
@@ -158,7 +179,7 @@ fn kill_9_of_a_networked_cells_supervisor_then_gc_leaves_no_network_residue() {
         String::from_utf8_lossy(&out.stdout)
     );
     assert_eq!(
-        left_over(&before, &net),
+        left_over(&before),
         Vec::<String>::new(),
         "created while running: {created:?}"
     );

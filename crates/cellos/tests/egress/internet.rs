@@ -118,10 +118,6 @@ impl Internet {
             .expect("IPv6 literal")
             .into()
     }
-    /// The host end of the internet's veth pair.
-    pub fn host_interface(&self) -> &str {
-        &self.host_if
-    }
     fn v6_link(&self, end: u8) -> String {
         format!("2001:db8:ffff:{}::{end}", self.index)
     }
