@@ -1,9 +1,8 @@
 //! From inside cells: a cell reaches exactly what its spec's `authority` declares, whatever it
 //! tries, and every attempt is evidence in a log that verifies.
 //!
-//! Each test runs the same attempts on the host first where that makes a difference (the
-//! harness self-tests show every server answers the host), so a failure seen from the cell
-//! is the cell's enforcement.
+//! The harness self-tests (`self_test.rs`) make the same attempts from the host, where every
+//! one of them succeeds, so a failure seen from a cell is the cell's enforcement.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
