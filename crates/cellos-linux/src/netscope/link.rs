@@ -160,18 +160,20 @@ pub fn delete_veth(name: &str) -> Result<bool, LinuxError> {
     }
 }
 
-/// Deletes the cell's host table. `Ok(false)` when it did not exist.
+/// Deletes the cell's host table. `Ok(false)` when it did not exist (one `nft` run either way).
 pub fn delete_host_table(name: &str) -> Result<bool, LinuxError> {
-    if !crate::netscope::residue::host_table_exists(name) {
-        return Ok(false);
-    }
-    run_tool(
+    match run_tool(
         "nft",
         &["delete", "table", HOST_TABLE_FAMILY, name],
         None,
         None,
-    )
-    .map(|_| true)
+    ) {
+        Ok(_) => Ok(true),
+        Err(LinuxError::Setup { detail, .. }) if detail.contains("No such file or directory") => {
+            Ok(false)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]
