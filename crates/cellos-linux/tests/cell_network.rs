@@ -696,3 +696,60 @@ fn the_residue_check_reports_a_veth_host_table_route_and_lease_that_remain() {
     std::fs::remove_file(&rec.lease).unwrap();
     assert!(residue::check(&rec).is_empty());
 }
+
+#[test]
+fn a_link_already_routed_through_another_interface_is_refused() {
+    let state = tempfile::tempdir().unwrap();
+    let id = unique_id("clash");
+    let link = cellos_linux::netscope::pool::AddressPool::parse("10.213.253.0/30")
+        .unwrap()
+        .link(0);
+    let rec = NetRecord::new(state.path(), &id, link, state.path().join("lease"));
+    // Another interface already routes the link (a supervisor with an overlapping pool).
+    let other = format!("ox{}", std::process::id() % 100_000);
+    let mut holder = Command::new("unshare")
+        .args(["-n", "sleep", "1000"])
+        .spawn()
+        .unwrap();
+    struct Cleanup(Vec<String>);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            for link in &self.0 {
+                let _ = Command::new("ip").args(["link", "del", link]).status();
+            }
+        }
+    }
+    let _cleanup = Cleanup(vec![other.clone(), rec.veth.clone()]);
+    // The peer must land in the holder's own namespace, never in ours: wait until it has one.
+    let ours = residue::netns_inode(std::path::Path::new("/proc/self/ns/net"));
+    let theirs = format!("/proc/{}/ns/net", holder.id());
+    while residue::netns_inode(std::path::Path::new(&theirs)) == ours {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    run_ok(
+        "ip",
+        &[
+            "link",
+            "add",
+            &other,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &format!("{other}p"),
+        ],
+    );
+    run_ok(
+        "ip",
+        &["addr", "add", &format!("{}/30", link.cell), "dev", &other],
+    );
+    run_ok("ip", &["link", "set", &other, "up"]);
+
+    let result = cellos_linux::netscope::link::create_host_side(&rec, holder.id() as i32);
+    let _ = holder.kill();
+    let _ = holder.wait();
+    let err = result
+        .expect_err("a link routed elsewhere was accepted")
+        .to_string();
+    assert!(err.contains(&other) && err.contains("--net-pool"), "{err}");
+}

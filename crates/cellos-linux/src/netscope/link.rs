@@ -9,6 +9,7 @@
 //! host under another name.
 
 use std::io::Write as _;
+use std::net::Ipv4Addr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::process::CommandExt as _;
 use std::process::{Command, Stdio};
@@ -129,6 +130,21 @@ pub fn create_host_side(rec: &NetRecord, init_pid: i32) -> Result<(), LinuxError
         p = crate::netscope::pool::LINK_PREFIX,
     );
     run_tool("ip", &["-batch", "-"], Some(&batch), None)?;
+    // Leases are exclusive within one state directory; a supervisor of another one with an
+    // overlapping pool could have taken the same link in the same instant. Refuse rather than
+    // route one subnet through two veths.
+    let network = Ipv4Addr::from(u32::from(rec.host_addr) & !3);
+    if let Some((_, other)) = crate::netscope::residue::routes()
+        .into_iter()
+        .find(|(dst, iface)| *dst == network && *iface != rec.veth)
+    {
+        return Err(LinuxError::Refused {
+            what: format!(
+                "the cell's link {network}/30 is also routed through {other}; give supervisors \
+                 with different state directories disjoint pools (--net-pool / CELLOS_NET_POOL)"
+            ),
+        });
+    }
     run_tool("nft", &["-f", "-"], Some(&host_table(rec)), None)?;
     Ok(())
 }
