@@ -11,7 +11,7 @@
 //! thread that joins it, binds and exits).
 
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
@@ -122,7 +122,7 @@ pub struct Egress {
     controller: NftController,
     ruleset_sha256: String,
     gated: Vec<(String, u16)>,
-    netns: OwnedFd,
+    netns: Arc<OwnedFd>,
     dns: Option<DnsAuthorityServer>,
     dns_counters: Arc<DnsCounters>,
     gate: Option<L7Gate>,
@@ -156,8 +156,10 @@ impl Egress {
             what: e.to_string(),
         })?;
         let ruleset = plan.render();
-        // The descriptor we hold, so nft joins the namespace even after init has exited.
-        let controller = NftController::for_netns(format!("/proc/self/fd/{}", netns.as_raw_fd()));
+        // By descriptor: nft joins this very namespace even after init has exited, and a pin
+        // still in flight at teardown can never land in another cell's namespace.
+        let netns = Arc::new(netns);
+        let controller = NftController::for_netns_fd(netns.clone());
         controller
             .apply(ruleset.text())
             .map_err(|e| LinuxError::Setup {

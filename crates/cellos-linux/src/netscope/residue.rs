@@ -51,7 +51,8 @@ fn proc_net_ipv4(hex: &str) -> Option<Ipv4Addr> {
         .map(|v| Ipv4Addr::from(v.to_ne_bytes()))
 }
 
-/// Sockets of the host namespace bound to `addr:port` (`tcp` or `udp`).
+/// Listening sockets of the host namespace bound to `addr:port`: TCP in state LISTEN (a
+/// closed connection's TIME_WAIT entry is not a listener), every bound UDP socket.
 fn listeners(proto: &str, addr: Ipv4Addr, port: u16) -> usize {
     let Ok(text) = std::fs::read_to_string(format!("/proc/net/{proto}")) else {
         return 0;
@@ -59,9 +60,13 @@ fn listeners(proto: &str, addr: Ipv4Addr, port: u16) -> usize {
     text.lines()
         .skip(1)
         .filter(|l| {
-            let Some(local) = l.split_whitespace().nth(1) else {
+            let fields: Vec<&str> = l.split_whitespace().collect();
+            let (Some(local), Some(state)) = (fields.get(1), fields.get(3)) else {
                 return false;
             };
+            if proto == "tcp" && *state != TCP_LISTEN {
+                return false;
+            }
             let Some((a, p)) = local.split_once(':') else {
                 return false;
             };
@@ -69,6 +74,9 @@ fn listeners(proto: &str, addr: Ipv4Addr, port: u16) -> usize {
         })
         .count()
 }
+
+/// `st` of a listening TCP socket in `/proc/net/tcp`.
+const TCP_LISTEN: &str = "0A";
 
 /// Inode of a namespace link such as `/proc/<pid>/ns/net` (`net:[4026532...]`).
 pub fn netns_inode(link: &Path) -> Option<u64> {
@@ -163,6 +171,25 @@ mod tests {
             Some(Ipv4Addr::new(10, 213, 0, 4))
         );
         assert_eq!(proc_net_ipv4("zz"), None);
+    }
+
+    #[test]
+    fn only_listening_tcp_and_bound_udp_sockets_count_as_listeners() {
+        let lo = Ipv4Addr::LOCALHOST;
+        let listener = std::net::TcpListener::bind((lo, 0)).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let _client = std::net::TcpStream::connect((lo, port)).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        assert_eq!(listeners("tcp", lo, port), 1);
+        drop(listener);
+        // The accepted connection still has the same local address, but listens no more.
+        assert_eq!(listeners("tcp", lo, port), 0);
+        drop(accepted);
+        let udp = std::net::UdpSocket::bind((lo, 0)).unwrap();
+        let udp_port = udp.local_addr().unwrap().port();
+        assert_eq!(listeners("udp", lo, udp_port), 1);
+        drop(udp);
+        assert_eq!(listeners("udp", lo, udp_port), 0);
     }
 
     #[test]
