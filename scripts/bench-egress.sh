@@ -154,8 +154,9 @@ w, rounds = sys.argv[1], int(sys.argv[2])
 setup = {r["command"]: r for r in json.load(open(f"{w}/setup.json"))["results"]}
 dns = json.load(open(f"{w}/dns.json"))
 def gbps(kind):
-    return statistics.median(json.load(open(f"{w}/iperf-{kind}-{r}.json"))["end"]["sum_received"]["bits_per_second"] / 1e9 for r in range(1, rounds + 1))
-cell, base = gbps("cell"), gbps("plain")
+    return [json.load(open(f"{w}/iperf-{kind}-{r}.json"))["end"]["sum_received"]["bits_per_second"] / 1e9 for r in range(1, rounds + 1)]
+cell_runs, base_runs = gbps("cell"), gbps("plain")
+cell, base = statistics.median(cell_runs), statistics.median(base_runs)
 w_ms, wo_ms = setup["with"]["median"] * 1000, setup["without"]["median"] * 1000
 print("## Egress (scripts/bench-egress.sh)\n")
 print("| measure | with CellOS egress | baseline | ratio |")
@@ -165,4 +166,5 @@ print(f"| network-scope setup per cell (difference) | {w_ms - wo_ms:.2f} ms | | 
 print(f"| DNS round-trip from a cell, median (proxy vs direct to dnsmasq) | {dns['proxy']:.0f} us | {dns['direct']:.0f} us | {dns['proxy'] / dns['direct']:.2f} |")
 print(f"| DNS round-trip, p99 | {dns['proxy_p99']:.0f} us | {dns['direct_p99']:.0f} us | {dns['proxy_p99'] / dns['direct_p99']:.2f} |")
 print(f"| iperf3 TCP throughput, median of {rounds} alternating runs (allowed CIDR rule vs no rules) | {cell:.2f} Gbit/s | {base:.2f} Gbit/s | {cell / base:.2f} (target >= 0.9) |")
+print("\niperf3 rounds (Gbit/s), cell: " + ", ".join(f"{x:.2f}" for x in cell_runs) + "; no rules: " + ", ".join(f"{x:.2f}" for x in base_runs))
 PY
