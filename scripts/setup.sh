@@ -12,6 +12,7 @@ packages=(
   dnsmasq-base   # upstream DNS server in egress tests
   iperf3         # throughput through egress rules
   nats-server    # JetStream event sink tests
+  openssl        # TLS server and self-signed certificate of the egress tests' internet
 )
 
 missing=()

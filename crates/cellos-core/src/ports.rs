@@ -261,7 +261,7 @@ pub struct WorkloadOutcome {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Residue {
-    /// `process`, `cgroup`, `mount`, `netns`, `veth`, `nftTable`, `file`.
+    /// `process`, `cgroup`, `mount`, `netns`, `veth`, `nftTable`, `route`, `listener`, `file`.
     pub class: String,
     pub detail: String,
 }

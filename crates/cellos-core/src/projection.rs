@@ -220,6 +220,7 @@ impl CellState {
             | EventKind::DnsQueryPermitted
             | EventKind::DnsQueryRefused
             | EventKind::FlowDecided
+            | EventKind::NetworkSummary
             | EventKind::TelemetryDeclared
             | EventKind::AgentSilenced => {}
         }

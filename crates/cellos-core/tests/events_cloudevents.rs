@@ -93,6 +93,17 @@ fn one_of_each(factory: &EventFactory, t: OffsetDateTime) -> Vec<CloudEvent> {
                 allowed_hosts: vec!["example.com".to_owned()],
             },
         ),
+        factory.network_summary(
+            t,
+            CELL,
+            &NetworkSummaryData {
+                flows_allowed: 3,
+                flows_denied: 2,
+                dns_refused: 1,
+                mechanism: "named nftables counters".to_owned(),
+                ..NetworkSummaryData::default()
+            },
+        ),
         factory.secrets_materialized(t, CELL, &secrets),
         factory.dns_query_permitted(t, CELL, &dns),
         factory.dns_query_refused(

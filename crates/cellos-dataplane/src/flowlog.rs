@@ -2,9 +2,9 @@
 //!
 //! Mechanism: `nft -j list table inet cellos` (see [`crate::NftController::list_table_json`]),
 //! parsed with serde_json. The drop rules also log to NFLOG (group and prefix in
-//! [`crate::ruleset`]) for per-attempt flow events; reading NFLOG over netlink is not built
-//! yet, so denied attempts are counted here and per-attempt detail comes from the L7 gate and
-//! the DNS authority.
+//! [`crate::ruleset`]); the Linux backend reads that group over netlink inside the cell's
+//! namespace (`cellos_linux::netscope::nflog`) and reports each denied attempt as a flow event,
+//! rate-limited, while these counters stay the exact totals.
 
 use std::collections::BTreeMap;
 

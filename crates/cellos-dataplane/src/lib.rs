@@ -6,6 +6,10 @@
 //!
 //! # Wiring a cell (the Linux backend's job)
 //!
+//! Done in `cellos_linux::netscope` (link, host table, address pool) and
+//! `cellos_linux::netscope::egress` (steps 2-7), which also reads the drop log (NFLOG) into
+//! per-attempt flow events.
+//!
 //! Only for specs that declare egress (`authority.egressRules` or `dnsAuthority`); other cells
 //! keep a loopback-only namespace and need none of this.
 //!

@@ -12,6 +12,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 
 use crate::pin::{AddressPinner, Pin, PinError};
 use crate::ruleset::{EgressPlan, FAMILY, TABLE};
@@ -43,6 +44,10 @@ pub enum NftError {
 #[derive(Debug, Clone)]
 pub struct NftController {
     netns: Option<PathBuf>,
+    /// The namespace as an open descriptor: it stays the same namespace for as long as this
+    /// controller (or a pinner holding it) lives, which a path like `/proc/self/fd/N` or
+    /// `/proc/<pid>/ns/net` cannot promise once the descriptor or process is gone.
+    netns_fd: Option<Arc<OwnedFd>>,
     binary: String,
 }
 
@@ -51,6 +56,16 @@ impl NftController {
     pub fn for_netns(path: impl Into<PathBuf>) -> Self {
         Self {
             netns: Some(path.into()),
+            netns_fd: None,
+            binary: "nft".to_owned(),
+        }
+    }
+
+    /// Controller for the namespace `fd` refers to (held open by the controller).
+    pub fn for_netns_fd(fd: Arc<OwnedFd>) -> Self {
+        Self {
+            netns: None,
+            netns_fd: Some(fd),
             binary: "nft".to_owned(),
         }
     }
@@ -64,6 +79,7 @@ impl NftController {
     pub fn current() -> Self {
         Self {
             netns: None,
+            netns_fd: None,
             binary: "nft".to_owned(),
         }
     }
@@ -96,16 +112,19 @@ impl NftController {
 
     /// Runs `nft args...` in the namespace, feeding `stdin`; returns stdout.
     pub fn run(&self, args: &[&str], stdin: Option<&str>) -> Result<String, NftError> {
-        let ns: Option<OwnedFd> =
-            match &self.netns {
-                Some(path) => Some(std::fs::File::open(path).map(OwnedFd::from).map_err(
-                    |source| NftError::Netns {
-                        path: path.clone(),
-                        source,
-                    },
-                )?),
-                None => None,
-            };
+        let ns: Option<OwnedFd> = match (&self.netns_fd, &self.netns) {
+            (Some(fd), _) => Some(fd.try_clone().map_err(|source| NftError::Netns {
+                path: PathBuf::from("(descriptor)"),
+                source,
+            })?),
+            (None, Some(path)) => Some(std::fs::File::open(path).map(OwnedFd::from).map_err(
+                |source| NftError::Netns {
+                    path: path.clone(),
+                    source,
+                },
+            )?),
+            (None, None) => None,
+        };
         let mut cmd = Command::new(&self.binary);
         cmd.args(args)
             .stdin(if stdin.is_some() {

@@ -62,11 +62,12 @@ impl DeniedRanges {
     }
 
     /// Adds the host's own addresses (each as a single-host range), so a cell cannot reach
-    /// services listening on the host's public interfaces either.
+    /// services listening on the host's public interfaces either. Addresses a denied range
+    /// already covers are not added again: nftables refuses overlapping interval elements.
     pub fn with_host_addresses(mut self, host: &[IpAddr]) -> Self {
         for ip in host {
             if let Some(host) = host_cidr(*ip) {
-                if !self.ranges.contains(&host) {
+                if !self.ranges.iter().any(|r| r.contains(&host)) {
                     self.ranges.push(host);
                 }
             }
@@ -186,6 +187,17 @@ mod tests {
         let d = DeniedRanges::defaults().with_host_addresses(&[ip("198.51.100.7")]);
         assert!(d.is_denied(ip("198.51.100.7"), &[]));
         assert!(!d.is_denied(ip("198.51.100.8"), &[]));
+    }
+
+    #[test]
+    fn host_addresses_inside_denied_ranges_are_not_listed_twice() {
+        let d = DeniedRanges::defaults().with_host_addresses(&[
+            ip("10.213.0.1"),
+            ip("127.0.0.1"),
+            ip("fe80::1"),
+        ]);
+        assert_eq!(d.ranges(), DeniedRanges::defaults().ranges());
+        assert!(d.is_denied(ip("10.213.0.1"), &[]));
     }
 
     #[test]

@@ -11,9 +11,9 @@
 //!   invalid packets (dropped, logged); the cell's DNS authority on port 53 (UDP and TCP);
 //!   `explicit_v4/v6` — literal CIDR rules that lie inside a denied range, which is how a rule
 //!   "names" one; `denied_v4/v6` — private, loopback, link-local, CGNAT, ULA, ... and the host's
-//!   own addresses (dropped, logged); `wide_v4/v6` — the other literal CIDR rules;
+//!   own addresses (rejected, logged); `wide_v4/v6` — the other literal CIDR rules;
 //!   `pinned_v4/v6` — addresses the DNS authority resolved for allowed names, each element
-//!   expiring with its DNS TTL (`flags timeout`); everything else dropped and logged. ICMP is
+//!   expiring with its DNS TTL (`flags timeout`); everything else rejected and logged. ICMP is
 //!   only allowed as `related` (errors about allowed flows).
 //! * chain `input`, policy drop: own loopback, IPv6 neighbour discovery and
 //!   established/related only.
@@ -44,6 +44,17 @@ pub const FAMILY: &str = "inet";
 pub const MECHANISM: &str = "nftables inet table in cell netns";
 /// Prefix of every NFLOG drop message (followed by the reason and a space).
 pub const LOG_PREFIX: &str = "cellos-deny";
+/// Verdict of the output chain's deny rules: the chain [`REJECT_CHAIN`]. The packet never
+/// leaves the cell either way; a TCP reset (other protocols: an administratively-prohibited
+/// ICMP error) delivered to the cell's own socket makes a denied `connect` fail at once
+/// instead of retrying SYNs for two minutes, so workloads fail fast and legibly. A reset is
+/// used for TCP because an ICMP error arriving while `connect` still holds its socket is only
+/// a soft error until the next retransmission. The chain's policy (anything no rule matched)
+/// stays a silent drop.
+pub const REJECT: &str = "jump reject_flow";
+/// Name of the chain [`REJECT`] jumps to.
+pub const REJECT_CHAIN: &str = "reject_flow";
+
 /// TCP ports whose hostname rules go through the L7 gate.
 pub const GATED_PORTS: [u16; 2] = [80, 443];
 
@@ -350,6 +361,12 @@ impl EgressPlan {
             s,
             "\t\ticmpv6 type {{ nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit }} accept"
         );
+        // Multicast listener reports are the kernel's own chatter when a link comes up, not an
+        // attempt of the workload: dropped without a log entry, so they do not read as one.
+        let _ = writeln!(
+            s,
+            "\t\ticmpv6 type {{ mld-listener-report, mld2-listener-report, mld-listener-done }} drop"
+        );
         let _ = writeln!(
             s,
             "\t\tct state established,related counter name \"established_out\" accept"
@@ -376,12 +393,12 @@ impl EgressPlan {
         }
         let _ = writeln!(
             s,
-            "\t\tip daddr @denied_v4 counter name \"deny_range\" {} drop",
+            "\t\tip daddr @denied_v4 counter name \"deny_range\" {} {REJECT}",
             log("range")
         );
         let _ = writeln!(
             s,
-            "\t\tip6 daddr @denied_v6 counter name \"deny_range\" {} drop",
+            "\t\tip6 daddr @denied_v6 counter name \"deny_range\" {} {REJECT}",
             log("range")
         );
         for set in ["wide_v4", "wide_v6"] {
@@ -400,9 +417,14 @@ impl EgressPlan {
         }
         let _ = writeln!(
             s,
-            "\t\tcounter name \"deny_default\" {} drop",
+            "\t\tcounter name \"deny_default\" {} {REJECT}",
             log("default")
         );
+        let _ = writeln!(s, "\t}}");
+
+        let _ = writeln!(s, "\tchain {REJECT_CHAIN} {{");
+        let _ = writeln!(s, "\t\tmeta l4proto tcp reject with tcp reset");
+        let _ = writeln!(s, "\t\treject with icmpx admin-prohibited");
         let _ = writeln!(s, "\t}}");
 
         let _ = writeln!(s, "\tchain input {{");
@@ -572,7 +594,10 @@ mod tests {
         assert!(text.contains("type filter hook output priority filter; policy drop;"));
         assert!(text.contains("type filter hook input priority filter; policy drop;"));
         assert!(text.contains(
-            "counter name \"deny_default\" log prefix \"cellos-deny default \" group 7 drop"
+            "counter name \"deny_default\" log prefix \"cellos-deny default \" group 7 jump reject_flow"
+        ));
+        assert!(text.contains(
+            "chain reject_flow {\n\t\tmeta l4proto tcp reject with tcp reset\n\t\treject with icmpx admin-prohibited\n\t}"
         ));
     }
 

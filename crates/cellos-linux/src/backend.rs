@@ -39,6 +39,8 @@ use crate::etc_mask;
 use crate::idmap::{self, IdMap};
 use crate::init::FORWARDED_SIGNALS;
 use crate::landlock_rules;
+use crate::netscope::egress::{Egress, EgressSetup};
+use crate::netscope::{self, NetRecord, NetworkConfig};
 use crate::plan::{self, BpfInstruction, PlanContext, ResolvedRootfs, WORKLOAD_ID};
 use crate::protocol::{
     encode_config, send_fds, StatusEvent, StatusMsg, StatusReader, CMD_KILL, CMD_START, CONTROL_FD,
@@ -77,6 +79,8 @@ pub struct LinuxBackendConfig {
     pub uid_base: u32,
     /// In-cell telemetry: the agent binary, the keep-alive window, the sampling interval.
     pub telemetry: TelemetrySettings,
+    /// Address pool and DNS upstream of networked cells.
+    pub network: NetworkConfig,
 }
 
 impl LinuxBackendConfig {
@@ -89,6 +93,7 @@ impl LinuxBackendConfig {
             init_args: vec![INIT_ARG.to_owned()],
             uid_base: DEFAULT_UID_BASE,
             telemetry: TelemetrySettings::default(),
+            network: NetworkConfig::default(),
         }
     }
 }
@@ -242,19 +247,6 @@ impl LinuxBackend {
             },
         )?;
         config.number_trees();
-        let json = serde_json::to_vec(&config).map_err(|e| LinuxError::Setup {
-            what: "encode cell config".into(),
-            detail: e.to_string(),
-        })?;
-        let secret_refs: Vec<(&str, &[u8])> = request
-            .secrets
-            .iter()
-            .map(|s| (s.key.as_str(), s.value.expose()))
-            .collect();
-        let frame = encode_config(&json, &secret_refs);
-        drop(secret_refs);
-        drop(request.secrets);
-
         let state_dir = &self.config.state_dir;
         let me = std::process::id() as i32;
         let mut rec = RunRecord {
@@ -269,15 +261,41 @@ impl LinuxBackend {
             init_pid: None,
             init_start: None,
             cgroup_paths: Vec::new(),
+            network: None,
         };
+        // Fails when the cell id is taken; nothing of that other cell is touched.
         record::create(state_dir, &rec)?;
         // From here on, `guard` removes what exists if we fail.
         let mut guard = CreateGuard {
             state_dir,
             cell_id: &spec.id,
             pid: None,
+            network: None,
             armed: true,
         };
+        // A networked cell's link is leased now: its resolv.conf names the host end. The lease
+        // file names the cell (reclaim finds it by that); the veth and host table are named in
+        // the record (written with init's pid) before they are created.
+        if netscope::wants_network(spec) {
+            let (link, lease) =
+                netscope::pool::lease(state_dir, &self.config.network.pool, &spec.id)?;
+            let net = NetRecord::new(state_dir, &spec.id, link, lease);
+            config.resolv_conf = Some(net.resolv_conf());
+            guard.network = Some(net.clone());
+            rec.network = Some(net);
+        }
+        let json = serde_json::to_vec(&config).map_err(|e| LinuxError::Setup {
+            what: "encode cell config".into(),
+            detail: e.to_string(),
+        })?;
+        let secret_refs: Vec<(&str, &[u8])> = request
+            .secrets
+            .iter()
+            .map(|s| (s.key.as_str(), s.value.expose()))
+            .collect();
+        let frame = encode_config(&json, &secret_refs);
+        drop(secret_refs);
+        drop(request.secrets);
 
         let limits = spec.run.limits.clone().unwrap_or_default();
         let cgroup = CellCgroup::create(
@@ -374,6 +392,19 @@ impl LinuxBackend {
         drop(tree_fds);
         drop(trees);
 
+        // The network scope is built while init builds the root; the workload cannot exec
+        // before `start`, by which time the ruleset, DNS authority and gate are in place.
+        let egress = match &mut rec.network {
+            Some(net) => {
+                net.netns_inode =
+                    netscope::residue::netns_inode(Path::new(&format!("/proc/{pid}/ns/net")));
+                let net = net.clone();
+                record::update(state_dir, &rec)?;
+                Some(self.start_network(&net, pid, spec, request.factory, request.evidence)?)
+            }
+            None => None,
+        };
+
         // Init builds the root while the caller goes on (typically recording evidence); a setup
         // failure surfaces from `start`, before anything of the workload runs.
         let outputs = vec![copy_outputs(out_r, request.stdout, err_r, request.stderr)];
@@ -416,7 +447,10 @@ impl LinuxBackend {
                 }
                 limits
             },
-            network: "loopback-only".into(),
+            network: match (&egress, &rec.network) {
+                (Some(egress), Some(net)) => egress.describe(net),
+                _ => "loopback-only".into(),
+            },
         };
         guard.armed = false;
         Ok(LinuxCell {
@@ -435,6 +469,39 @@ impl LinuxBackend {
             spawn_failure: None,
             finished: false,
             destroyed: false,
+            network: rec.network,
+            egress,
+        })
+    }
+
+    /// Links the cell's namespace (init `pid`) to the host and starts its egress dataplane.
+    fn start_network(
+        &self,
+        net: &NetRecord,
+        pid: i32,
+        spec: &cellos_core::spec::ExecutionCellSpec,
+        factory: cellos_core::events::EventFactory,
+        evidence: std::sync::Arc<dyn cellos_core::ports::RuntimeEvidence>,
+    ) -> Result<Egress, LinuxError> {
+        let path = format!("/proc/{pid}/ns/net");
+        let netns: OwnedFd = File::open(&path)
+            .map_err(|e| LinuxError::io(format!("open {path}"), e))?
+            .into();
+        netscope::link::create_host_side(net, pid)?;
+        netscope::link::configure_cell_side(net, netns.as_fd())?;
+        let upstream = match self.config.network.dns_upstream {
+            Some(addr) => addr,
+            None => cellos_dataplane::dns::system_upstream().map_err(|e| LinuxError::Refused {
+                what: format!("{e} (--dns-upstream IP:PORT or CELLOS_DNS_UPSTREAM)"),
+            })?,
+        };
+        Egress::start(EgressSetup {
+            spec,
+            rec: net,
+            netns,
+            upstream,
+            factory,
+            evidence,
         })
     }
 }
@@ -461,6 +528,7 @@ struct CreateGuard<'a> {
     state_dir: &'a Path,
     cell_id: &'a str,
     pid: Option<i32>,
+    network: Option<NetRecord>,
     armed: bool,
 }
 
@@ -474,6 +542,7 @@ impl Drop for CreateGuard<'_> {
             unsafe { libc::kill(pid, libc::SIGKILL) };
             let _ = reap(pid);
         }
+        let _ = netscope::remove(self.state_dir, self.cell_id, self.network.as_ref());
         let _ = record::remove(self.state_dir, self.cell_id);
     }
 }
@@ -650,6 +719,11 @@ pub fn reclaim(state_dir: &Path, cell_id: &str) -> Result<TeardownReport, LinuxE
         }
     }
     removed.extend(telemetry::reclaim(state_dir, cell_id));
+    let network = rec.as_ref().and_then(|r| r.network.as_ref());
+    let (net_removed, net_failed) = netscope::remove(state_dir, cell_id, network);
+    removed.extend(net_removed);
+    residue.extend(net_failed);
+    residue.extend(netscope::residue(state_dir, cell_id, network));
     if rec.is_some() {
         record::remove(state_dir, cell_id)?;
         removed.push(Residue {
@@ -714,6 +788,9 @@ pub struct LinuxCell {
     /// The workload's exit was reported (nothing of it runs any more).
     finished: bool,
     destroyed: bool,
+    /// The network scope of a networked cell, and its running dataplane.
+    network: Option<NetRecord>,
+    egress: Option<Egress>,
 }
 
 impl LinuxCell {
@@ -879,6 +956,22 @@ impl LinuxCell {
                 class: "cgroup".into(),
                 detail: format!("removing the cell's cgroup failed: {e}"),
             }),
+        }
+        // Stopping the dataplane reads its counters (`network.v1.summary`) and releases the
+        // namespace; then the host side goes.
+        if let Some(egress) = self.egress.take() {
+            egress.stop();
+        }
+        if self.network.is_some() {
+            let (net_removed, net_failed) =
+                netscope::remove(&self.state_dir, &self.id, self.network.as_ref());
+            removed.extend(net_removed);
+            residue.extend(net_failed);
+            residue.extend(netscope::residue(
+                &self.state_dir,
+                &self.id,
+                self.network.as_ref(),
+            ));
         }
         record::remove(&self.state_dir, &self.id)?;
         removed.push(Residue {

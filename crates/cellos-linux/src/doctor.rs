@@ -44,6 +44,7 @@ pub fn probe() -> Vec<FeatureCheck> {
         overlayfs(),
         pidfd(),
         nftables(),
+        egress_forwarding(),
     ]);
     checks
 }
@@ -244,6 +245,38 @@ fn nftables() -> FeatureCheck {
         detail,
         "install nftables (apt-get install nftables) and use a kernel with CONFIG_NF_TABLES; \
          CellOS needs it for per-cell egress rules",
+    )
+}
+
+/// What a networked cell's link needs besides nftables: iproute2 (veth pairs, addresses,
+/// routes) and IPv4 forwarding, which the backend turns on itself when it can write the sysctl.
+fn egress_forwarding() -> FeatureCheck {
+    let path = "/proc/sys/net/ipv4/ip_forward";
+    let value = std::fs::read_to_string(path)
+        .map(|v| v.trim().to_owned())
+        .unwrap_or_else(|e| format!("unreadable ({e})"));
+    let writable = std::fs::OpenOptions::new().write(true).open(path).is_ok();
+    let forwarding = match (value.as_str(), writable) {
+        ("1", _) => Ok("net.ipv4.ip_forward=1".to_owned()),
+        (v, true) => Ok(format!(
+            "net.ipv4.ip_forward={v} (turned on with the first networked cell)"
+        )),
+        (v, false) => Err(format!(
+            "net.ipv4.ip_forward={v} and {path} is not writable"
+        )),
+    };
+    let (available, detail) = match (run("ip", &["-V"]), forwarding) {
+        (Ok(v), Ok(f)) => (true, format!("{v}; {f}")),
+        (Err(e), _) => (false, format!("ip (iproute2) not runnable: {e}")),
+        (Ok(v), Err(f)) => (false, format!("{v}; {f}")),
+    };
+    FeatureCheck::new(
+        "egress forwarding",
+        available,
+        detail,
+        "install iproute2 (apt-get install iproute2) and allow IPv4 forwarding \
+         (sysctl -w net.ipv4.ip_forward=1); cells that declare egress reach the network \
+         through a veth pair and the host's forwarding",
     )
 }
 

@@ -11,6 +11,7 @@ pub mod idmap;
 pub mod init;
 pub mod landlock_rules;
 pub mod netns;
+pub mod netscope;
 pub mod oci;
 pub mod plan;
 pub mod protocol;

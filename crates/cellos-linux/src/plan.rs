@@ -66,6 +66,9 @@ pub struct InitConfig {
     pub keep_after_exit: bool,
     /// The in-cell telemetry agent init starts beside the workload (`spec.telemetry.enabled`).
     pub telemetry_agent: Option<AgentPlan>,
+    /// The cell's `/etc/resolv.conf` (networked cells: their DNS authority only).
+    #[serde(default)]
+    pub resolv_conf: Option<String>,
 }
 
 /// How init starts the telemetry agent: as the workload's uid, confined like it, with only
@@ -328,6 +331,7 @@ pub fn build(spec: &ExecutionCellSpec, ctx: PlanContext<'_>) -> Result<InitConfi
             .as_ref()
             .is_some_and(|e| !e.artifacts.is_empty()),
         telemetry_agent,
+        resolv_conf: None,
     })
 }
 

@@ -27,6 +27,10 @@ pub struct RunRecord {
     pub init_pid: Option<i32>,
     pub init_start: Option<u64>,
     pub cgroup_paths: Vec<PathBuf>,
+    /// The cell's network scope (veth, host table, address lease), written before any of it
+    /// exists; absent for loopback-only cells.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<crate::netscope::NetRecord>,
 }
 
 impl RunRecord {
@@ -178,6 +182,7 @@ mod tests {
             init_pid: None,
             init_start: None,
             cgroup_paths: vec![],
+            network: None,
         }
     }
 

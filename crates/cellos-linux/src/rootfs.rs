@@ -222,7 +222,11 @@ fn etc(root: BorrowedFd<'_>, config: &InitConfig, trees: &mut Received) -> Resul
                 0o644,
                 format!("{}\n", config.cell_id).as_bytes(),
             )?;
-            write_file(root, "etc/hosts", 0o644, hosts.as_bytes()).map(drop)
+            write_file(root, "etc/hosts", 0o644, hosts.as_bytes())?;
+            if let Some(text) = &config.resolv_conf {
+                write_file(root, "etc/resolv.conf", 0o644, text.as_bytes())?;
+            }
+            Ok(())
         }
     }
 }

@@ -110,7 +110,13 @@ pub fn clone_tree(source: &Path, attrs: u64, what: &str) -> Result<OwnedFd, Linu
 /// The cell's `/etc`: a detached read-only overlay of a per-cell layer (`hostname`, `hosts`
 /// on a small private tmpfs) over the optional `mask` (whiteouts of host secrets) over
 /// `etc`. Layers are named through `/proc/self/fd`, so no path of ours needs escaping.
-pub fn etc_overlay(cell_id: &str, mask: Option<&Path>, etc: &Path) -> Result<OwnedFd, LinuxError> {
+/// A networked cell's `resolv.conf` lives in the per-cell layer too, hiding the host's.
+pub fn etc_overlay(
+    cell_id: &str,
+    mask: Option<&Path>,
+    etc: &Path,
+    resolv_conf: Option<&str>,
+) -> Result<OwnedFd, LinuxError> {
     let fs_err = |what: &str| {
         let what = what.to_owned();
         move |e: rustix::io::Errno| {
@@ -131,6 +137,9 @@ pub fn etc_overlay(cell_id: &str, mask: Option<&Path>, etc: &Path) -> Result<Own
         format!("127.0.0.1\tlocalhost {cell_id}\n::1\tlocalhost ip6-localhost ip6-loopback\n");
     write_at(layer.as_fd(), "hostname", format!("{cell_id}\n").as_bytes())?;
     write_at(layer.as_fd(), "hosts", hosts.as_bytes())?;
+    if let Some(text) = resolv_conf {
+        write_at(layer.as_fd(), "resolv.conf", text.as_bytes())?;
+    }
 
     let mut lower = vec![safe_path::fd_path(&layer)];
     let mut held = Vec::new();
@@ -194,6 +203,7 @@ pub fn open_all(config: &InitConfig) -> Result<Vec<OwnedFd>, LinuxError> {
             &config.cell_id,
             config.etc_mask.as_deref(),
             etc,
+            config.resolv_conf.as_deref(),
         )?);
     }
     Ok(trees)

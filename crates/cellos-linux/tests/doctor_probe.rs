@@ -14,7 +14,13 @@ fn check<'a>(checks: &'a [FeatureCheck], feature: &str) -> &'a FeatureCheck {
 #[test]
 fn probe_reports_userns_seccomp_and_landlock_available() {
     let checks = probe();
-    for feature in ["user namespaces", "seccomp filter", "landlock", "pidfd"] {
+    for feature in [
+        "user namespaces",
+        "seccomp filter",
+        "landlock",
+        "pidfd",
+        "egress forwarding",
+    ] {
         let c = check(&checks, feature);
         assert!(c.available, "{c:?}");
         assert_eq!(c.fix, None);

@@ -59,13 +59,19 @@ impl<'a> Recorder<'a> {
     }
 
     /// Barrier: append everything staged with one fsync; all of it is durable on return.
+    ///
+    /// Staged and observed events are merged by occurrence time, so an event the cell observed
+    /// while it was created (`network.enforced`) lands between the admission and the start
+    /// that surround it, not before both.
     pub(crate) fn flush(&mut self) -> Result<(), PortError> {
-        self.observed.flush()?;
-        if self.staged.is_empty() {
-            return Ok(());
-        }
-        let events = std::mem::take(&mut self.staged);
-        self.sink.emit_batch(events).map(drop)
+        let staged = std::mem::take(&mut self.staged);
+        let sink = self.sink;
+        self.observed.append_with(|observed| {
+            if staged.is_empty() && observed.is_empty() {
+                return Ok(());
+            }
+            sink.emit_batch(merge_by_time(staged, observed)).map(drop)
+        })
     }
 
     /// Stage `events` and make them durable now.
@@ -212,23 +218,26 @@ impl<'a> Recorder<'a> {
             reason,
         ));
         self.stage(events);
-        // Whatever the cell observed up to its destruction is appended before the summary
-        // that counts it.
-        self.observed.flush()?;
-        let summary = {
-            let tally = self.observed.tally();
-            ComplianceSummaryData {
-                run_id: self.run_id.to_string(),
-                outcome,
-                counts: tally.counts.clone(),
-                residue_free: teardown.residue.is_empty(),
-                event_count: tally.emitted + 1,
-            }
-        };
-        let summary = self
-            .factory
-            .compliance_summary(Self::now(), self.cell_id, &summary);
-        self.record(vec![summary])
+        // Whatever the cell observed up to its destruction is appended (in time order with
+        // the staged events) before the summary that counts it, in one barrier.
+        let staged = std::mem::take(&mut self.staged);
+        let (sink, factory, observed) = (self.sink, self.factory, &self.observed);
+        let (cell_id, run_id) = (self.cell_id, self.run_id);
+        observed.append_with(|seen| {
+            let summary = {
+                let tally = observed.tally();
+                ComplianceSummaryData {
+                    run_id: run_id.to_string(),
+                    outcome,
+                    counts: tally.counts.clone(),
+                    residue_free: teardown.residue.is_empty(),
+                    event_count: tally.emitted + 1,
+                }
+            };
+            let mut batch = merge_by_time(staged, seen);
+            batch.push(factory.compliance_summary(Self::now(), cell_id, &summary));
+            sink.emit_batch(batch).map(drop)
+        })
     }
 
     /// Crash reconciliation of one orphaned cell.
@@ -237,5 +246,73 @@ impl<'a> Recorder<'a> {
             .factory
             .gc_reclaimed(Self::now(), &teardown.removed, teardown);
         self.record(vec![event])
+    }
+}
+
+/// Merges two time-ordered event lists into one, by their `time` attribute (stable: on equal
+/// times, and for unparsable ones, `staged` goes first).
+fn merge_by_time(staged: Vec<CloudEvent>, observed: Vec<CloudEvent>) -> Vec<CloudEvent> {
+    let at = |e: &CloudEvent| {
+        OffsetDateTime::parse(&e.time, &time::format_description::well_known::Rfc3339).ok()
+    };
+    let mut out = Vec::with_capacity(staged.len() + observed.len());
+    let mut observed = observed.into_iter().peekable();
+    for event in staged {
+        while let Some(next) = observed.peek() {
+            match (at(next), at(&event)) {
+                (Some(o), Some(s)) if o < s => out.extend(observed.next()),
+                _ => break,
+            }
+        }
+        out.push(event);
+    }
+    out.extend(observed);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use cellos_core::events::EventFactory;
+    use cellos_core::ports::LimitHit;
+    use time::Duration;
+
+    use super::*;
+
+    fn at(secs: i64, limit: &str) -> CloudEvent {
+        let factory = EventFactory::new("h", "t", Arc::new(|| "id".to_owned()));
+        factory.limit_hit(
+            OffsetDateTime::UNIX_EPOCH + Duration::milliseconds(secs * 1500),
+            "c",
+            &LimitHit {
+                limit: limit.into(),
+                mechanism: "m".into(),
+                count: 1,
+            },
+        )
+    }
+
+    #[test]
+    fn observed_events_land_between_the_staged_events_around_them() {
+        let merged = merge_by_time(
+            vec![at(1, "admission"), at(3, "started"), at(5, "completed")],
+            vec![at(2, "enforced"), at(4, "dns"), at(6, "summary")],
+        );
+        let order: Vec<&str> = merged
+            .iter()
+            .map(|e| e.data["limit"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            order,
+            [
+                "admission",
+                "enforced",
+                "started",
+                "dns",
+                "completed",
+                "summary"
+            ]
+        );
     }
 }

@@ -66,12 +66,20 @@ impl ObservedEvents {
         lock(&self.tally)
     }
 
-    /// Append everything queued, in arrival order, with one durability barrier.
-    pub(crate) fn flush(&self) -> Result<(), PortError> {
+    /// Take what is queued (counted in the tally) and hand it to `append`, which makes it
+    /// durable together with the caller's own events. The queue stays locked meanwhile, so
+    /// the flusher cannot append later observations ahead of these.
+    pub(crate) fn append_with(
+        &self,
+        append: impl FnOnce(Vec<CloudEvent>) -> Result<(), PortError>,
+    ) -> Result<(), PortError> {
         if let Some(message) = lock(&self.failed).take() {
             return Err(PortError::new(PortErrorKind::Io, message));
         }
-        self.append_pending()
+        let mut pending = lock(&self.pending);
+        let events = std::mem::take(&mut *pending);
+        self.tally().count(&events);
+        append(events)
     }
 
     fn append_pending(&self) -> Result<(), PortError> {
@@ -142,6 +150,18 @@ mod tests {
         }
     }
 
+    /// A barrier with nothing of the caller's own.
+    fn flush(queue: &ObservedEvents, sink: &MemorySink) {
+        queue
+            .append_with(|events| {
+                if events.is_empty() {
+                    return Ok(());
+                }
+                sink.emit_batch(events).map(drop)
+            })
+            .unwrap();
+    }
+
     fn hit(n: u64) -> CloudEvent {
         let factory = EventFactory::new("h", "test", Arc::new(|| "id".to_owned()));
         factory.limit_hit(
@@ -163,7 +183,7 @@ mod tests {
         for n in 1..=3 {
             observer.observe(hit(n));
         }
-        queue.flush().unwrap();
+        flush(&queue, &sink);
         let appended = sink.appended.lock().unwrap();
         let order: Vec<u64> = appended
             .iter()
@@ -192,7 +212,7 @@ mod tests {
     fn an_empty_queue_costs_no_barrier() {
         let sink = Arc::new(MemorySink::default());
         let queue = ObservedEvents::new(sink.clone());
-        queue.flush().unwrap();
+        flush(&queue, &sink);
         assert_eq!(*sink.barriers.lock().unwrap(), 0);
     }
 }

@@ -16,6 +16,7 @@ use cellos_core::events::EventFactory;
 use cellos_core::ports::{ExportSink, PortError, PortErrorKind, SecretBroker};
 use cellos_core::spec::{ExportTarget, ExportTargetKind};
 use cellos_linux::backend::{LinuxBackend, LinuxBackendConfig};
+use cellos_linux::netscope::NetworkConfig;
 use cellos_linux::telemetry;
 use cellos_supervisor::{ExportRouter, Supervisor};
 
@@ -45,7 +46,7 @@ const INIT_BINARY: &str = "cellos-cell-init";
 /// re-executed as `cellos __cell-init`. The in-cell telemetry agent is
 /// `cellos-telemetry-agent` next to this binary (cells with `telemetry.enabled` are refused
 /// without it); `CELLOS_TELEMETRY_SILENCE_MS` overrides its keep-alive window.
-pub fn backend(home: &Path) -> Result<Arc<LinuxBackend>, Failure> {
+pub fn backend(home: &Path, network: NetworkConfig) -> Result<Arc<LinuxBackend>, Failure> {
     let exe = std::env::current_exe()
         .map_err(|e| Failure::cellos(format!("cannot locate the cellos executable: {e}")))?;
     let installed = |name: &str| {
@@ -54,6 +55,7 @@ pub fn backend(home: &Path) -> Result<Arc<LinuxBackend>, Failure> {
             .filter(|path| path.is_file())
     };
     let mut config = LinuxBackendConfig::new(home, installed(INIT_BINARY).unwrap_or(exe.clone()));
+    config.network = network;
     config.telemetry.agent_exe = installed(telemetry::AGENT_BINARY);
     if let Some(ms) = std::env::var_os(telemetry::SILENCE_ENV) {
         let ms: u64 = ms.to_str().and_then(|s| s.parse().ok()).ok_or_else(|| {
@@ -98,7 +100,12 @@ impl ExportRouter for LocalExports {
     }
 }
 
-pub fn supervisor(home: &Path, secrets_dir: Option<PathBuf>) -> Result<Supervisor, Failure> {
+/// `network`: address pool and DNS upstream of networked cells (`cellos run` flags).
+pub fn supervisor(
+    home: &Path,
+    secrets_dir: Option<PathBuf>,
+    network: NetworkConfig,
+) -> Result<Supervisor, Failure> {
     let signer = KeyStore::new(home)
         .load_or_create_signer()
         .map_err(|e| Failure::cellos(format!("signing key: {e}")))?;
@@ -121,7 +128,7 @@ pub fn supervisor(home: &Path, secrets_dir: Option<PathBuf>) -> Result<Superviso
         Arc::new(|| uuid::Uuid::new_v4().to_string()),
     );
     Ok(Supervisor::new(
-        backend(home)?,
+        backend(home, network)?,
         Arc::new(sink),
         factory,
         brokers,

@@ -95,6 +95,15 @@ enum Command {
         /// Do not stream workload output to this terminal (it is still kept for `cellos logs`).
         #[arg(long)]
         quiet: bool,
+        /// Resolver the DNS authority of a networked cell forwards allowed names to
+        /// (default: the first nameserver of the host's /etc/resolv.conf).
+        #[arg(long, env = "CELLOS_DNS_UPSTREAM", value_name = "IP:PORT")]
+        dns_upstream: Option<std::net::SocketAddr>,
+        /// IPv4 pool the /30 links of networked cells are leased from.
+        #[arg(long, env = "CELLOS_NET_POOL", value_name = "CIDR",
+              default_value = cellos_linux::netscope::pool::DEFAULT_POOL,
+              value_parser = parse_pool)]
+        net_pool: cellos_linux::netscope::AddressPool,
     },
     /// List cells on this host.
     Ps {
@@ -116,6 +125,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `--net-pool`: an IPv4 network of at least one /30.
+fn parse_pool(text: &str) -> Result<cellos_linux::netscope::AddressPool, String> {
+    cellos_linux::netscope::AddressPool::parse(text).map_err(|e| e.to_string())
 }
 
 fn main() -> ExitCode {
@@ -155,7 +169,15 @@ fn dispatch(cli: Cli) -> Result<u8, Failure> {
             policies,
             secrets_dir,
             quiet,
-        } => commands::cells::run(&home, &spec, &policies, secrets_dir, quiet),
+            dns_upstream,
+            net_pool,
+        } => {
+            let network = cellos_linux::netscope::NetworkConfig {
+                pool: net_pool,
+                dns_upstream,
+            };
+            commands::cells::run(&home, &spec, &policies, secrets_dir, quiet, network)
+        }
         Command::Ps { json } => commands::cells::ps(&home, json),
         Command::Logs { cell_id } => commands::cells::logs(&home, &cell_id),
         Command::Kill { cell_id, signal } => commands::cells::kill(&home, &cell_id, &signal),

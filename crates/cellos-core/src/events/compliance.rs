@@ -70,6 +70,7 @@ impl ComplianceCounts {
             | EventKind::LifecycleStarted
             | EventKind::LifecycleDestroyed
             | EventKind::CommandCompleted
+            | EventKind::NetworkSummary
             | EventKind::ComplianceSummary
             | EventKind::GcReclaimed => {}
         }

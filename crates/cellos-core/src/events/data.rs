@@ -160,6 +160,36 @@ pub struct NetworkEnforcedData {
     pub allowed_hosts: Vec<String>,
 }
 
+/// `network.v1.summary`: a networked cell's egress totals, read when it is destroyed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkSummaryData {
+    /// New flows the kernel let out (DNS authority, CIDR rules, DNS-pinned addresses).
+    pub flows_allowed: u64,
+    /// Packets of connection attempts the kernel dropped.
+    pub flows_denied: u64,
+    /// Of those, attempts towards denied ranges (private, link-local, the host, ...).
+    pub denied_range: u64,
+    /// Bytes the cell sent on allowed flows.
+    pub bytes_out: u64,
+    /// Bytes the cell received on allowed flows.
+    pub bytes_in: u64,
+    /// Flows the L7 gate let through, and the ones it refused (SNI/Host mismatch, ...).
+    pub gate_allowed: u64,
+    pub gate_denied: u64,
+    pub dns_permitted: u64,
+    pub dns_refused: u64,
+    /// Queries that were not parseable DNS (dropped unanswered).
+    pub dns_malformed: u64,
+    /// Answer records dropped because they pointed into a denied range (rebinding).
+    pub dns_rebinding_dropped: u64,
+    pub dns_upstream_failures: u64,
+    /// Query events not reported one by one because of the rate limit (still counted above).
+    pub dns_events_coalesced: u64,
+    /// Where the numbers come from.
+    pub mechanism: String,
+}
+
 /// `dns.v1.permitted` / `dns.v1.refused`: one query the DNS proxy answered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -205,6 +205,15 @@ impl EventFactory {
         self.build(EventKind::NetworkEnforced, time, cell_id, data)
     }
 
+    pub fn network_summary(
+        &self,
+        time: OffsetDateTime,
+        cell_id: &str,
+        data: &NetworkSummaryData,
+    ) -> CloudEvent {
+        self.build(EventKind::NetworkSummary, time, cell_id, data)
+    }
+
     pub fn dns_query_permitted(
         &self,
         time: OffsetDateTime,

@@ -18,6 +18,7 @@ pub enum EventKind {
     ExportCompleted,
     ExportFailed,
     NetworkEnforced,
+    NetworkSummary,
     DnsQueryPermitted,
     DnsQueryRefused,
     FlowDecided,
@@ -34,7 +35,7 @@ pub enum EventKind {
 
 impl EventKind {
     /// Every kind, in catalogue order.
-    pub const ALL: [EventKind; 23] = [
+    pub const ALL: [EventKind; 24] = [
         EventKind::AdmissionDecided,
         EventKind::LifecycleStarted,
         EventKind::LifecycleDestroyed,
@@ -46,6 +47,7 @@ impl EventKind {
         EventKind::ExportCompleted,
         EventKind::ExportFailed,
         EventKind::NetworkEnforced,
+        EventKind::NetworkSummary,
         EventKind::DnsQueryPermitted,
         EventKind::DnsQueryRefused,
         EventKind::FlowDecided,
@@ -74,6 +76,7 @@ impl EventKind {
             EventKind::ExportCompleted => "dev.cellos.events.cell.export.v1.completed",
             EventKind::ExportFailed => "dev.cellos.events.cell.export.v1.failed",
             EventKind::NetworkEnforced => "dev.cellos.events.cell.network.v1.enforced",
+            EventKind::NetworkSummary => "dev.cellos.events.cell.network.v1.summary",
             EventKind::DnsQueryPermitted => "dev.cellos.events.cell.dns.v1.permitted",
             EventKind::DnsQueryRefused => "dev.cellos.events.cell.dns.v1.refused",
             EventKind::FlowDecided => "dev.cellos.events.cell.flow.v1.decided",

@@ -121,7 +121,7 @@ impl DnsAuthorityServer {
             in_flight: Semaphore::new(MAX_IN_FLIGHT),
         });
         let mut tasks = JoinSet::new();
-        tasks.spawn(serve_udp(Arc::new(udp), shared.clone()));
+        tasks.spawn(serve_udp(udp, shared.clone()));
         tasks.spawn(serve_tcp(tcp, shared));
         Self {
             local_addr,
@@ -146,35 +146,51 @@ impl DnsAuthorityServer {
     }
 }
 
-async fn serve_udp(sock: Arc<UdpSocket>, shared: Arc<Shared>) {
+/// The socket stays owned by this loop alone (queries hand their replies back over a
+/// channel) and every query task lives in the loop's own set, so stopping the server closes
+/// the socket at once and cancels the queries in flight.
+async fn serve_udp(sock: UdpSocket, shared: Arc<Shared>) {
     let mut buf = vec![0u8; 65_535];
+    let mut queries = JoinSet::new();
+    let (reply_tx, mut replies) = tokio::sync::mpsc::unbounded_channel::<(Vec<u8>, SocketAddr)>();
     loop {
-        let Ok((n, peer)) = sock.recv_from(&mut buf).await else {
-            continue;
-        };
-        let packet = buf.get(..n).unwrap_or_default().to_vec();
-        let (sock, shared) = (sock.clone(), shared.clone());
-        tokio::spawn(async move {
-            let Ok(_permit) = shared.in_flight.acquire().await else {
-                return;
-            };
-            if let Some(reply) = handle(&packet, Transport::Udp, &shared).await {
+        tokio::select! {
+            received = sock.recv_from(&mut buf) => {
+                let Ok((n, peer)) = received else { continue };
+                let packet = buf.get(..n).unwrap_or_default().to_vec();
+                let (reply_tx, shared) = (reply_tx.clone(), shared.clone());
+                queries.spawn(async move {
+                    let Ok(_permit) = shared.in_flight.acquire().await else {
+                        return;
+                    };
+                    if let Some(reply) = handle(&packet, Transport::Udp, &shared).await {
+                        let _ = reply_tx.send((reply, peer));
+                    }
+                });
+            }
+            Some((reply, peer)) = replies.recv() => {
                 // The client may be gone; nothing to report to it then.
                 let _ = sock.send_to(&reply, peer).await;
             }
-        });
+            Some(_) = queries.join_next(), if !queries.is_empty() => {}
+        }
     }
 }
 
+/// Client connections live in the loop's own set, like UDP queries.
 async fn serve_tcp(listener: TcpListener, shared: Arc<Shared>) {
+    let mut clients = JoinSet::new();
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let _ = serve_tcp_client(stream, &shared).await;
-        });
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let shared = shared.clone();
+                clients.spawn(async move {
+                    let _ = serve_tcp_client(stream, &shared).await;
+                });
+            }
+            Some(_) = clients.join_next(), if !clients.is_empty() => {}
+        }
     }
 }
 

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use cellos_adapters::logs::{cell_log_dir, Stream, TeeLog, DEFAULT_LOG_CAP_BYTES};
 use cellos_core::ports::CellBackend;
 use cellos_core::spec::parse_execution_cell;
+use cellos_linux::netscope::NetworkConfig;
 use cellos_supervisor::{RunRequest, SupervisorError};
 use nix::sys::signal::Signal;
 
@@ -21,12 +22,13 @@ pub fn run(
     policies: &[PathBuf],
     secrets_dir: Option<PathBuf>,
     quiet: bool,
+    network: NetworkConfig,
 ) -> Result<u8, Failure> {
     let text = read_text(spec_path)?;
     let document = parse_execution_cell(&text)
         .map_err(|e| Failure::cellos(format!("{}: {e}", spec_path.display())))?;
     let policies = load_policies(policies).map_err(|e| Failure::cellos(e.to_string()))?;
-    let supervisor = compose::supervisor(home, secrets_dir)?;
+    let supervisor = compose::supervisor(home, secrets_dir, network)?;
 
     // Crash reconciliation first: a previous supervisor may have been killed mid-run.
     match supervisor.gc() {
@@ -110,7 +112,7 @@ fn forward_signals(backend: Arc<dyn CellBackend>, cell_id: String) {
 }
 
 pub fn ps(home: &Path, json: bool) -> Result<u8, Failure> {
-    let backend = compose::backend(home)?;
+    let backend = compose::backend(home, NetworkConfig::default())?;
     let cells = backend.list().map_err(|e| Failure::other(e.to_string()))?;
     if json {
         let text = serde_json::to_string_pretty(&cells)
@@ -188,7 +190,7 @@ fn parse_signal(name: &str) -> Result<i32, Failure> {
 
 pub fn kill(home: &Path, cell_id: &str, signal: &str) -> Result<u8, Failure> {
     let signal = parse_signal(signal)?;
-    let backend = compose::backend(home)?;
+    let backend = compose::backend(home, NetworkConfig::default())?;
     backend
         .signal(cell_id, signal)
         .map_err(|e| Failure::other(e.to_string()))?;
@@ -196,7 +198,7 @@ pub fn kill(home: &Path, cell_id: &str, signal: &str) -> Result<u8, Failure> {
 }
 
 pub fn gc(home: &Path) -> Result<u8, Failure> {
-    let supervisor = compose::supervisor(home, None)?;
+    let supervisor = compose::supervisor(home, None, NetworkConfig::default())?;
     let report = supervisor.gc().map_err(|e| Failure::other(e.to_string()))?;
     for teardown in &report.reclaimed {
         let removed: Vec<String> = teardown

@@ -1,0 +1,170 @@
+#!/usr/bin/env bash
+# Egress benchmarks, each a ratio measured in one run, printed as tables:
+#   1. network-scope setup per cell: `cellos run` of /bin/true with egress declared vs without;
+#   2. DNS round-trip from inside one cell: through the CellOS DNS proxy vs straight to the same
+#      dnsmasq (allowed by a CIDR rule, so both take the cell's veth and the host's forwarding);
+#   3. iperf3 TCP throughput through an allowed CIDR rule vs the same path without rules (a plain
+#      namespace with a veth to the host and no nftables table; target ratio >= 0.9).
+# The "internet" is a network namespace built here (dnsmasq and an iperf3 server in it) and
+# removed on exit, like everything else this script creates. Needs root.
+# Usage: scripts/bench-egress.sh [setup-runs] [dns-queries] [iperf-seconds] [iperf-rounds]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+runs=${1:-50}
+queries=${2:-2000}
+seconds=${3:-5}
+rounds=${4:-5}
+
+scripts/setup.sh
+cargo build --release -q -p cellos
+cellos=${CARGO_TARGET_DIR:-$PWD/target}/release/cellos
+
+# Index 254 of the test internets (crates/cellos/tests/egress/internet.rs): claiming its
+# namespace name keeps the egress tests from using the same addresses meanwhile.
+ns=cellos-egi-254
+hif=egi254
+plain=cellos-egb-plain-$$
+pif=egbp$$
+dns_ip=198.19.254.53
+srv_ip=198.19.254.10
+work=$(mktemp -d)
+pids=()
+forward_before=$(sysctl -n net.ipv4.ip_forward)
+
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+  ip link del "$hif" 2>/dev/null || true
+  ip link del "$pif" 2>/dev/null || true
+  ip netns del "$plain" 2>/dev/null || true
+  ip netns del "$ns" 2>/dev/null || true
+  sysctl -qw net.ipv4.ip_forward="$forward_before"
+  rm -rf "$work"
+}
+ip netns add "$ns" || { echo "bench-egress: $ns exists (another run or test uses it)" >&2; exit 1; }
+trap cleanup EXIT
+export CELLOS_HOME=$work/home
+"$cellos" keygen >/dev/null
+
+# The internet: veth to the host, dnsmasq and iperf3 on loopback addresses, a host route.
+ip link add "$hif" type veth peer name up0 netns "$ns"
+ip addr add 198.18.254.1/24 dev "$hif"
+ip link set "$hif" up
+ip -n "$ns" link set lo up
+ip -n "$ns" addr add 198.18.254.2/24 dev up0
+ip -n "$ns" link set up0 up
+ip -n "$ns" route add default via 198.18.254.1
+ip -n "$ns" addr add "$dns_ip/32" dev lo
+ip -n "$ns" addr add "$srv_ip/32" dev lo
+ip route add 198.19.254.0/24 via 198.18.254.2
+ip netns exec "$ns" dnsmasq --keep-in-foreground --conf-file=/dev/null --no-resolv --no-hosts \
+  --bind-interfaces --listen-address="$dns_ip" --user=root --pid-file= --local-ttl=300 \
+  --address=/bench.example/"$srv_ip" &
+pids+=($!)
+ip netns exec "$ns" iperf3 -s -B "$srv_ip" -p 5201 >/dev/null 2>&1 &
+pids+=($!)
+
+# The baseline path: a namespace like a cell's (veth to the host, host forwarding), no rules.
+sysctl -qw net.ipv4.ip_forward=1
+ip netns add "$plain"
+ip link add "$pif" type veth peer name eth0 netns "$plain"
+ip addr add 198.18.253.1/30 dev "$pif"
+ip link set "$pif" up
+ip -n "$plain" link set lo up
+ip -n "$plain" addr add 198.18.253.2/30 dev eth0
+ip -n "$plain" link set eth0 up
+ip -n "$plain" route add default via 198.18.253.1
+for _ in $(seq 50); do
+  python3 - "$dns_ip" <<'PY' && break
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(0.2)
+s.sendto(b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x05bench\x07example\x00\x00\x01\x00\x01", (sys.argv[1], 53))
+s.recv(512)
+PY
+  sleep 0.1
+done
+
+spec() { # id, argv (JSON list), authority YAML (may be empty)
+  cat > "$work/$1.yaml" <<EOF
+apiVersion: cellos.io/v1
+kind: ExecutionCell
+spec:
+  id: $1
+  run:
+    argv: $2
+    timeoutMs: 120000
+    limits:
+      memoryMaxBytes: 256Mi
+      pidsMax: 64
+  lifetime:
+    ttlSeconds: 300
+  filesystem:
+    rootfs: host
+$3
+EOF
+  echo "$work/$1.yaml"
+}
+egress="  authority:
+    egressRules:
+      - { host: bench.example, port: 443 }
+      - { cidr: \"$dns_ip/32\", port: 53, protocol: udp }
+      - { cidr: \"$srv_ip/32\", port: 5201 }"
+
+# 1. Setup time per cell.
+plain_spec=$(spec bench-egress-none '["/bin/true"]' "")
+net_spec=$(spec bench-egress-net '["/bin/true"]' "$egress")
+hyperfine -N --style none --warmup 5 --runs "$runs" --export-json "$work/setup.json" \
+  -n without "$cellos run --quiet $plain_spec" \
+  -n with "$cellos run --quiet --dns-upstream $dns_ip:53 $net_spec" >/dev/null 2>&1
+
+# 2. DNS round-trips from inside one cell, alternating proxy and direct queries.
+read -r -d '' dns_py <<PY || true
+import socket, struct, time, json, statistics
+def server():
+    for line in open("/etc/resolv.conf"):
+        p = line.split()
+        if p[:1] == ["nameserver"]: return p[1]
+q = b"\x00\x00\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x05bench\x07example\x00\x00\x01\x00\x01"
+def rtt(s, addr, i):
+    m = struct.pack(">H", i & 0xFFFF) + q[2:]
+    t = time.perf_counter_ns(); s.sendto(m, addr)
+    while s.recv(512)[:2] != m[:2]: pass
+    return (time.perf_counter_ns() - t) / 1000
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(2)
+proxy, direct = [], []
+for i in range($queries):
+    proxy.append(rtt(s, (server(), 53), 2 * i))
+    direct.append(rtt(s, ("$dns_ip", 53), 2 * i + 1))
+print(json.dumps({"proxy": statistics.median(proxy), "direct": statistics.median(direct),
+                  "proxy_p99": sorted(proxy)[int(len(proxy) * .99)], "direct_p99": sorted(direct)[int(len(direct) * .99)]}))
+PY
+dns_spec=$(spec bench-egress-dns "$(python3 -c 'import json,sys; print(json.dumps(["/usr/bin/python3","-c",sys.argv[1]]))' "$dns_py")" "$egress")
+"$cellos" run --dns-upstream "$dns_ip:53" "$dns_spec" > "$work/dns.json" 2>/dev/null
+
+# 3. Throughput: the cell through its allowed rule, then the plain namespace, alternating for
+#    a few rounds so that load elsewhere on the host hits both sides alike; medians compared.
+iperf_spec=$(spec bench-egress-iperf "[\"/usr/bin/iperf3\", \"-c\", \"$srv_ip\", \"-t\", \"$seconds\", \"-J\"]" "$egress")
+for round in $(seq "$rounds"); do
+  "$cellos" run --dns-upstream "$dns_ip:53" "$iperf_spec" > "$work/iperf-cell-$round.json" 2>/dev/null
+  ip netns exec "$plain" iperf3 -c "$srv_ip" -t "$seconds" -J > "$work/iperf-plain-$round.json"
+done
+
+python3 - "$work" "$rounds" <<'PY'
+import json, statistics, sys
+w, rounds = sys.argv[1], int(sys.argv[2])
+setup = {r["command"]: r for r in json.load(open(f"{w}/setup.json"))["results"]}
+dns = json.load(open(f"{w}/dns.json"))
+def gbps(kind):
+    return [json.load(open(f"{w}/iperf-{kind}-{r}.json"))["end"]["sum_received"]["bits_per_second"] / 1e9 for r in range(1, rounds + 1)]
+cell_runs, base_runs = gbps("cell"), gbps("plain")
+cell, base = statistics.median(cell_runs), statistics.median(base_runs)
+w_ms, wo_ms = setup["with"]["median"] * 1000, setup["without"]["median"] * 1000
+print("## Egress (scripts/bench-egress.sh)\n")
+print("| measure | with CellOS egress | baseline | ratio |")
+print("|---|---|---|---|")
+print(f"| `cellos run` /bin/true, median (egress declared vs none) | {w_ms:.2f} ms | {wo_ms:.2f} ms | {w_ms / wo_ms:.2f} |")
+print(f"| network-scope setup per cell (difference) | {w_ms - wo_ms:.2f} ms | | |")
+print(f"| DNS round-trip from a cell, median (proxy vs direct to dnsmasq) | {dns['proxy']:.0f} us | {dns['direct']:.0f} us | {dns['proxy'] / dns['direct']:.2f} |")
+print(f"| DNS round-trip, p99 | {dns['proxy_p99']:.0f} us | {dns['direct_p99']:.0f} us | {dns['proxy_p99'] / dns['direct_p99']:.2f} |")
+print(f"| iperf3 TCP throughput, median of {rounds} alternating runs (allowed CIDR rule vs no rules) | {cell:.2f} Gbit/s | {base:.2f} Gbit/s | {cell / base:.2f} (target >= 0.9) |")
+print("\niperf3 rounds (Gbit/s), cell: " + ", ".join(f"{x:.2f}" for x in cell_runs) + "; no rules: " + ", ".join(f"{x:.2f}" for x in base_runs))
+PY
