@@ -698,3 +698,49 @@ out('not_named', http(PRIVATE, 80, REBIND))
     );
     cells.assert_log_verifies();
 }
+
+#[test]
+fn an_allowed_sni_towards_an_address_the_name_never_resolved_to_is_denied() {
+    let net = Internet::new();
+    let cells = Cells::new();
+    let id = unique_id("eg-unresolved");
+    let p = cells.probe(
+        &net,
+        &id,
+        &authority(&[host_rule(ALPHA, 443)], &[]),
+        &[],
+        "
+out('other_address', https(OTHER, 443, ALPHA))
+out('before_resolving', https(CDN, 443, ALPHA))
+out('resolve', dns(ALPHA))
+out('after_resolving', https(CDN, 443, ALPHA))
+",
+    );
+    p.failed("other_address");
+    p.failed("before_resolving");
+    assert_eq!(p.dns_rcode("resolve", 0), vec![net.cdn().to_string()]);
+    p.ok("after_resolving");
+    assert!(net
+        .record()
+        .tcp_hits_on(SocketAddr::new(net.other(), 443))
+        .is_empty());
+    assert_eq!(
+        net.record()
+            .tcp_hits_on(SocketAddr::new(net.cdn(), 443))
+            .len(),
+        1,
+        "only the connection after resolving arrives"
+    );
+    let ev = cells.events(&id);
+    for ip in [net.other(), net.cdn()] {
+        let denied = ev.assert_flow("deny", ip, 443, "tcp");
+        assert!(
+            denied["data"]["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("not-resolved")),
+            "{denied}"
+        );
+    }
+    ev.assert_flow("allow", net.cdn(), 443, "tcp");
+    cells.assert_log_verifies();
+}
