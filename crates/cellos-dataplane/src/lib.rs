@@ -52,6 +52,7 @@ pub mod events;
 pub mod flow;
 pub mod flowlog;
 pub mod l7gate;
+pub mod netns_exec;
 pub mod nft;
 pub mod pin;
 pub mod ranges;

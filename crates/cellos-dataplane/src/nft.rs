@@ -1,18 +1,16 @@
 //! Runs `nft` inside a cell's network namespace.
 //!
-//! Mechanism: the `nft` child process joins the target namespace itself, with `setns(2)` in a
-//! `pre_exec` hook, between fork and exec. The calling process and its threads never change
-//! namespace, nothing depends on `ip netns` names or on `nsenter`, and the namespace file is
-//! opened before the fork so a missing namespace is a clear error instead of a child failure.
+//! Mechanism: [`crate::netns_exec::run_tool`] (the child joins the namespace between fork and
+//! exec); the namespace file is opened before the fork so a missing namespace is a clear error
+//! instead of a child failure.
 //! `nft` is used rather than raw nf_tables netlink because the ruleset must be loaded as one
 //! text script (its hash is the evidence), and `nft -f` applies a script as one transaction.
 
-use std::io::Write as _;
-use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::process::CommandExt as _;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
+
+use crate::netns_exec::{run_tool, ToolError};
 
 use crate::pin::{AddressPinner, Pin, PinError};
 use crate::ruleset::{EgressPlan, FAMILY, TABLE};
@@ -125,45 +123,22 @@ impl NftController {
             )?),
             (None, None) => None,
         };
-        let mut cmd = Command::new(&self.binary);
-        cmd.args(args)
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        if let Some(fd) = ns {
-            // SAFETY: the hook runs in the forked child before exec and only calls setns(2),
-            // which is async-signal-safe; it allocates nothing and touches no locks.
-            unsafe {
-                cmd.pre_exec(move || {
-                    nix::sched::setns(fd.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
-                        .map_err(std::io::Error::from)
-                });
-            }
-        }
-        let mut child = cmd.spawn().map_err(|source| NftError::Spawn {
-            binary: self.binary.clone(),
-            source,
-        })?;
-        if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-            // A write error means nft exited early; its status and stderr say why.
-            let _ = pipe.write_all(text.as_bytes());
-        }
-        let out = child.wait_with_output().map_err(|source| NftError::Spawn {
-            binary: self.binary.clone(),
-            source,
-        })?;
-        if !out.status.success() {
-            return Err(NftError::Rejected {
-                args: args.join(" "),
-                status: out.status.to_string(),
-                stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-            });
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        run_tool(&self.binary, args, stdin, ns).map_err(|err| match err {
+            ToolError::Spawn { source, .. } | ToolError::Wait { source, .. } => NftError::Spawn {
+                binary: self.binary.clone(),
+                source,
+            },
+            ToolError::Failed {
+                args,
+                status,
+                stderr,
+                ..
+            } => NftError::Rejected {
+                args,
+                status,
+                stderr,
+            },
+        })
     }
 }
 

@@ -208,22 +208,9 @@ fn symlinked_mount_sources_are_refused_at_create() {
         "true",
         json!({"filesystem": {"mounts": [{"source": real.join("loop").to_str().unwrap(), "target": "/d"}]}}),
     );
-    let err = cellos_core::ports::CellBackend::create(
-        &fx.backend,
-        cellos_core::ports::CellRequest {
-            spec: &spec,
-            spec_hash: "0",
-            run_id: "r",
-            secrets: Vec::new(),
-            secret_delivery: Default::default(),
-            stdout: Box::new(std::io::sink()),
-            stderr: Box::new(std::io::sink()),
-            factory: test_factory(),
-            evidence: std::sync::Arc::new(Observed::default()),
-        },
-    )
-    .err()
-    .expect("refused");
+    let err = cellos_core::ports::CellBackend::create(&fx.backend, quiet_request(&spec))
+        .err()
+        .expect("refused");
     assert_eq!(
         err.kind,
         cellos_core::ports::PortErrorKind::Refused,

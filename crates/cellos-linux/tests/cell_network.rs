@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use cell_support::*;
 use cellos_core::events::{CloudEvent, EventKind};
-use cellos_core::ports::{Cell, CellBackend, CellRequest, WorkloadExit};
+use cellos_core::ports::{Cell, CellBackend, WorkloadExit};
 use cellos_core::spec::ExecutionCellSpec;
 use cellos_linux::backend::{LinuxBackend, LinuxBackendConfig};
 use cellos_linux::netscope::{residue, NetRecord};
@@ -209,17 +209,12 @@ fn run_networked(backend: &LinuxBackend, spec: &ExecutionCellSpec) -> NetRun {
     let (stdout, stderr) = (SharedBuf::default(), SharedBuf::default());
     let observed = Observed::default();
     let mut cell: Box<dyn Cell> = backend
-        .create(CellRequest {
+        .create(request(
             spec,
-            spec_hash: "0",
-            run_id: "run-test",
-            secrets: Vec::new(),
-            secret_delivery: Default::default(),
-            stdout: Box::new(stdout.clone()),
-            stderr: Box::new(stderr.clone()),
-            factory: test_factory(),
-            evidence: Arc::new(observed.clone()),
-        })
+            Box::new(stdout.clone()),
+            Box::new(stderr.clone()),
+            observed.clone(),
+        ))
         .unwrap_or_else(|e| panic!("create {}: {e}", spec.id));
     let network = cell.isolation().network.clone();
     cell.start().expect("start");
@@ -533,17 +528,12 @@ fn child_mode_create_networked_cell_then_hang() {
     );
     let (out, err) = (SharedBuf::default(), SharedBuf::default());
     let mut cell = backend
-        .create(CellRequest {
-            spec: &spec,
-            spec_hash: "0",
-            run_id: "run-test",
-            secrets: Vec::new(),
-            secret_delivery: Default::default(),
-            stdout: Box::new(out),
-            stderr: Box::new(err),
-            factory: test_factory(),
-            evidence: Arc::new(Observed::default()),
-        })
+        .create(request(
+            &spec,
+            Box::new(out),
+            Box::new(err),
+            Observed::default(),
+        ))
         .unwrap();
     cell.start().unwrap();
     println!("READY");
@@ -606,23 +596,12 @@ fn a_duplicate_cell_id_leaves_the_running_cells_network_alone() {
             "authority": { "egressRules": [ { "cidr": "192.0.2.0/24", "port": 9 } ] }
         }),
     );
-    let request = |spec| CellRequest {
-        spec,
-        spec_hash: "0",
-        run_id: "run-test",
-        secrets: Vec::new(),
-        secret_delivery: Default::default(),
-        stdout: Box::new(std::io::sink()),
-        stderr: Box::new(std::io::sink()),
-        factory: test_factory(),
-        evidence: Arc::new(Observed::default()),
-    };
-    let mut first = backend.create(request(&spec)).unwrap();
+    let mut first = backend.create(quiet_request(&spec)).unwrap();
     let net = cellos_linux::record::read(state.path(), &id)
         .unwrap()
         .and_then(|r| r.network)
         .unwrap();
-    let second = backend.create(request(&spec));
+    let second = backend.create(quiet_request(&spec));
     assert!(
         second.is_err(),
         "a second cell with the same id was created"

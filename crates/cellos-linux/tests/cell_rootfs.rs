@@ -6,7 +6,7 @@ mod cell_support;
 use std::path::{Path, PathBuf};
 
 use cell_support::*;
-use cellos_core::ports::{CellBackend, CellRequest, WorkloadExit};
+use cellos_core::ports::{CellBackend, WorkloadExit};
 use serde_json::json;
 
 /// A minimal image: dash, its libc and loader under usr/, merged-/usr symlinks, an /etc.
@@ -87,17 +87,7 @@ fn symlink_planted_in_an_image_cannot_redirect_a_mount() {
             "mounts": [{"source": payload.to_str().unwrap(), "target": "/data/x"}]
         }}),
     );
-    let failed = match fx.backend.create(CellRequest {
-        spec: &spec,
-        spec_hash: "0",
-        run_id: "r",
-        secrets: Vec::new(),
-        secret_delivery: Default::default(),
-        stdout: Box::new(std::io::sink()),
-        stderr: Box::new(std::io::sink()),
-        factory: test_factory(),
-        evidence: std::sync::Arc::new(Observed::default()),
-    }) {
+    let failed = match fx.backend.create(quiet_request(&spec)) {
         Err(_) => true,
         Ok(mut cell) => {
             let started = cell.start();

@@ -1,6 +1,8 @@
 //! The real agent binary against a real receiver: keep-alives, kill → one silence, the declare
 //! CLI, and a cell (cgroup + pid namespace) whose children are both observed and declared.
 
+/// Shared with the host crate's receiver tests (one copy of the helpers).
+#[path = "../../cellos-telemetry/tests/common/mod.rs"]
 mod common;
 
 use std::path::PathBuf;

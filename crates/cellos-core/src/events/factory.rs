@@ -274,10 +274,10 @@ impl EventFactory {
         self.build(EventKind::ViolationDetected, time, cell_id, data)
     }
 
-    /// A process of the cell exec'd, as the host saw it. Authority is always
-    /// [`AuthorityKind::Observed`]: only host probes produce these.
-    pub fn process_spawned(
+    /// Host-probe process events carry `Observed` authority whatever the caller passed.
+    fn observed_process(
         &self,
+        kind: EventKind,
         time: OffsetDateTime,
         cell_id: &str,
         data: &ProcessObservedData,
@@ -286,7 +286,18 @@ impl EventFactory {
             authority: AuthorityKind::Observed,
             ..data.clone()
         };
-        self.build(EventKind::ProcessSpawned, time, cell_id, &data)
+        self.build(kind, time, cell_id, &data)
+    }
+
+    /// A process of the cell exec'd, as the host saw it. Authority is always
+    /// [`AuthorityKind::Observed`]: only host probes produce these.
+    pub fn process_spawned(
+        &self,
+        time: OffsetDateTime,
+        cell_id: &str,
+        data: &ProcessObservedData,
+    ) -> CloudEvent {
+        self.observed_process(EventKind::ProcessSpawned, time, cell_id, data)
     }
 
     /// A process of the cell exited, as the host saw it (authority `Observed`).
@@ -296,11 +307,7 @@ impl EventFactory {
         cell_id: &str,
         data: &ProcessObservedData,
     ) -> CloudEvent {
-        let data = ProcessObservedData {
-            authority: AuthorityKind::Observed,
-            ..data.clone()
-        };
-        self.build(EventKind::ProcessExited, time, cell_id, &data)
+        self.observed_process(EventKind::ProcessExited, time, cell_id, data)
     }
 
     /// The cell's cgroup counters as the host read them (authority `Observed`).

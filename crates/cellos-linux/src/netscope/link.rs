@@ -8,11 +8,10 @@
 //! inside the cell's namespace (`peer name eth0 netns <init pid>`), so it never exists on the
 //! host under another name.
 
-use std::io::Write as _;
 use std::net::Ipv4Addr;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::process::CommandExt as _;
-use std::process::{Command, Stdio};
+use std::os::fd::BorrowedFd;
+
+use cellos_dataplane::netns_exec::{self, ToolError};
 
 use crate::error::LinuxError;
 use crate::netscope::NetRecord;
@@ -27,53 +26,29 @@ pub fn run_tool(
     stdin: Option<&str>,
     netns: Option<BorrowedFd<'_>>,
 ) -> Result<String, LinuxError> {
-    let mut cmd = Command::new(program);
-    cmd.args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    if let Some(ns) = netns {
-        let ns: OwnedFd = ns
-            .try_clone_to_owned()
-            .map_err(|e| LinuxError::io("duplicate the cell's netns descriptor", e))?;
-        // SAFETY: the hook runs in the forked child before exec and only calls setns(2),
-        // which is async-signal-safe; it allocates nothing and touches no locks.
-        unsafe {
-            cmd.pre_exec(move || {
-                nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
-                    .map_err(std::io::Error::from)
-            });
-        }
-    }
-    let mut child = cmd.spawn().map_err(|e| LinuxError::MissingFeature {
-        feature: program.to_owned(),
-        fix: format!(
-            "cannot run {program}: {e}; install iproute2 and nftables (apt-get install iproute2 \
-             nftables): networked cells need them"
-        ),
-    })?;
-    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        // A write error means the tool exited early; its status and stderr say why.
-        let _ = pipe.write_all(text.as_bytes());
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| LinuxError::io(format!("wait for {program}"), e))?;
-    if !out.status.success() {
-        return Err(LinuxError::Setup {
-            what: format!("{program} {}", args.join(" ")),
-            detail: format!(
-                "{}: {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
+    let netns = netns
+        .map(|ns| ns.try_clone_to_owned())
+        .transpose()
+        .map_err(|e| LinuxError::io("duplicate the cell's netns descriptor", e))?;
+    netns_exec::run_tool(program, args, stdin, netns).map_err(|err| match err {
+        ToolError::Spawn { source, .. } => LinuxError::MissingFeature {
+            feature: program.to_owned(),
+            fix: format!(
+                "cannot run {program}: {source}; install iproute2 and nftables (apt-get install \
+                 iproute2 nftables): networked cells need them"
             ),
-        });
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        },
+        ToolError::Wait { source, .. } => LinuxError::io(format!("wait for {program}"), source),
+        ToolError::Failed {
+            args,
+            status,
+            stderr,
+            ..
+        } => LinuxError::Setup {
+            what: format!("{program} {args}"),
+            detail: format!("{status}: {stderr}"),
+        },
+    })
 }
 
 /// Turns on IPv4 forwarding (host-wide; never turned off again, other cells and tools may

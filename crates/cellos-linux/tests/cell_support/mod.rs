@@ -149,9 +149,6 @@ pub fn create(
 ) -> Box<dyn Cell> {
     backend
         .create(CellRequest {
-            spec,
-            spec_hash: "0",
-            run_id: "run-test",
             secrets: secrets
                 .into_iter()
                 .map(|(k, v)| DeliveredSecret {
@@ -160,12 +157,44 @@ pub fn create(
                 })
                 .collect(),
             secret_delivery: delivery,
-            stdout: Box::new(stdout.clone()),
-            stderr: Box::new(stderr.clone()),
-            factory: test_factory(),
-            evidence: Arc::new(Observed::default()),
+            ..request(
+                spec,
+                Box::new(stdout.clone()),
+                Box::new(stderr.clone()),
+                Observed::default(),
+            )
         })
         .unwrap_or_else(|e| panic!("create {}: {e}", spec.id))
+}
+
+/// A request for `spec` without secrets; runtime events land in `evidence`.
+pub fn request<'a>(
+    spec: &'a ExecutionCellSpec,
+    stdout: Box<dyn Write + Send>,
+    stderr: Box<dyn Write + Send>,
+    evidence: Observed,
+) -> CellRequest<'a> {
+    CellRequest {
+        spec,
+        spec_hash: "0",
+        run_id: "run-test",
+        secrets: Vec::new(),
+        secret_delivery: SecretDeliveryMode::File,
+        stdout,
+        stderr,
+        factory: test_factory(),
+        evidence: Arc::new(evidence),
+    }
+}
+
+/// [`request`] with output and runtime events discarded.
+pub fn quiet_request(spec: &ExecutionCellSpec) -> CellRequest<'_> {
+    request(
+        spec,
+        Box::new(std::io::sink()),
+        Box::new(std::io::sink()),
+        Observed::default(),
+    )
 }
 
 /// Files left in `<state>/run`.
