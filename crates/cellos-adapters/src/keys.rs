@@ -15,7 +15,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use cellos_core::integrity::{ed25519_kid, Keyring, Signer};
+use cellos_core::integrity::{ed25519_kid, note_key_material_held, Keyring, Signer};
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use rand_core::{OsRng, RngCore};
 use zeroize::Zeroizing;
@@ -93,6 +93,7 @@ impl KeyStore {
     /// Generate a new host Ed25519 key (refusing to replace an existing one) and trust its
     /// public key. Returns the public key.
     pub fn generate(&self) -> Result<VerifyingKey, KeyError> {
+        note_key_material_held();
         let mut seed = Zeroizing::new([0u8; 32]);
         OsRng.fill_bytes(seed.as_mut());
         let key = SigningKey::from_bytes(&seed);
@@ -159,8 +160,50 @@ impl KeyStore {
         Ok(signer)
     }
 
+    /// Make sure the host's Ed25519 key exists (creating it on first use) and is well formed,
+    /// without decoding it: the key is then loaded only where it signs
+    /// ([`KeyStore::load_or_create_signer`]), and a process that only checked it has held no
+    /// key material ([`cellos_core::integrity::key_material_held`]). The check reads the file
+    /// into a zeroised buffer of fixed size, so no copy of its text outlives it.
+    pub fn check_signer(&self) -> Result<(), KeyError> {
+        use std::io::Read;
+        let path = self.ed25519_path();
+        let mut file = match open_secret(&path) {
+            Err(KeyError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                return match self.generate() {
+                    Ok(_) | Err(KeyError::Exists { .. }) => Ok(()),
+                    Err(e) => Err(e),
+                };
+            }
+            other => other?,
+        };
+        // 64 hex digits, a newline and room to notice anything longer.
+        let mut buf = Zeroizing::new([0u8; 80]);
+        let mut len = 0;
+        while len < buf.len() {
+            match file.read(&mut buf[len..]) {
+                Ok(0) => break,
+                Ok(n) => len += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(io_err(&path)(e)),
+            }
+        }
+        let text = buf[..len].trim_ascii();
+        if text.len() != 64 || !text.iter().all(u8::is_ascii_hexdigit) {
+            return Err(KeyError::Invalid {
+                path,
+                reason: format!(
+                    "expected 32 bytes (64 hex digits), found {} characters",
+                    text.len()
+                ),
+            });
+        }
+        Ok(())
+    }
+
     /// Create an HMAC key named `name` (32 random bytes).
     pub fn generate_hmac(&self, name: &str) -> Result<(), KeyError> {
+        note_key_material_held();
         let mut key = Zeroizing::new([0u8; 32]);
         OsRng.fill_bytes(key.as_mut());
         Self::ensure_dir(&self.dir, 0o700)?;
@@ -240,6 +283,19 @@ fn files_with_suffix(dir: &Path, suffix: &str) -> Result<Vec<PathBuf>, KeyError>
 
 /// Read a private hex key file, refusing one that group or others can read.
 fn read_secret_hex(path: &Path) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+    note_key_material_held();
+    let file = open_secret(path)?;
+    let text = Zeroizing::new(io::read_to_string(file).map_err(io_err(path))?);
+    hex::decode(text.trim())
+        .map(Zeroizing::new)
+        .map_err(|e| KeyError::Invalid {
+            path: path.to_owned(),
+            reason: format!("not hex: {e}"),
+        })
+}
+
+/// Open a private key file, refusing one that group or others can read.
+fn open_secret(path: &Path) -> Result<File, KeyError> {
     let file = File::open(path).map_err(io_err(path))?;
     let mode = file.metadata().map_err(io_err(path))?.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
@@ -248,13 +304,7 @@ fn read_secret_hex(path: &Path) -> Result<Zeroizing<Vec<u8>>, KeyError> {
             mode,
         });
     }
-    let text = Zeroizing::new(io::read_to_string(file).map_err(io_err(path))?);
-    hex::decode(text.trim())
-        .map(Zeroizing::new)
-        .map_err(|e| KeyError::Invalid {
-            path: path.to_owned(),
-            reason: format!("not hex: {e}"),
-        })
+    Ok(file)
 }
 
 /// Write `contents` to `path` with `mode`, atomically and without replacing an existing file.

@@ -1,16 +1,17 @@
 //! Starting the cell's init in fresh namespaces.
 //!
 //! We call the raw `clone` system call with a null stack, which behaves like `fork` with
-//! namespace flags: the child continues on a copy-on-write copy of our stack and immediately
-//! execs. `nix::sched::clone` (and glibc's `clone`) instead need a separately allocated stack and
+//! namespace flags: the child continues on a copy-on-write copy of our stack and becomes init:
+//! in the clone itself when this process is single-threaded (see [`crate::init_in_clone`]),
+//! else by exec'ing the init binary. `nix::sched::clone` (and glibc's `clone`) instead need a separately allocated stack and
 //! run a closure on it, which buys nothing here and costs an allocation and a guard page per cell.
 //! When the cell has a v2 leaf we use `clone3` with `CLONE_INTO_CGROUP` (same fork-like null
 //! stack), so the child is born in it; v1 leaves are joined by the child itself, writing `"0"`
 //! to their `tasks` files before anything else. Neither takes the kernel's global threadgroup
 //! lock that a parent-side `cgroup.procs` write takes (an RCU grace period, ~9 ms when idle).
 //!
-//! Between `clone` and `execve` the child runs in a copy of a possibly multi-threaded process, so
-//! it only makes async-signal-safe calls on data prepared before the clone: `prctl`, `write`,
+//! Until it becomes init the child runs in a copy of a possibly multi-threaded process, so it
+//! only makes async-signal-safe calls on data prepared before the clone: `prctl`, `write`,
 //! `dup2`, `read`, `execve`, `_exit`.
 //!
 //! `PR_SET_PDEATHSIG` fires when the *thread* that cloned exits, not the process: the thread
@@ -21,6 +22,7 @@ use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 use crate::cgroup::JoinHandles;
 use crate::error::LinuxError;
+use crate::init_in_clone::{self, ProcessStrings};
 use crate::protocol::{CONTROL_FD, RELEASE};
 
 /// `CLONE_INTO_CGROUP` (linux/sched.h, 5.7+); not exported by the libc crate.
@@ -119,6 +121,12 @@ impl InitCommand {
     /// whether it was born in the v2 leaf (if not, the caller must move it there).
     pub fn spawn(self) -> Result<(i32, bool), LinuxError> {
         debug_assert_eq!(self.argv.len() + 1, self.argv_ptrs.len());
+        // Decided before the clone: a copy of a single-threaded process that has never held a
+        // signing key may run init itself.
+        let in_clone = (init_in_clone::single_threaded()
+            && !cellos_core::integrity::key_material_held())
+        .then(ProcessStrings::of_self)
+        .flatten();
         let mut into_v2 = false;
         let mut pid = -1;
         if let Some(leaf) = &self.cgroup.v2_leaf {
@@ -139,7 +147,7 @@ impl InitCommand {
             };
             if pid == 0 {
                 // SAFETY: we are the freshly cloned child.
-                unsafe { self.child_after_clone() }
+                unsafe { self.child_after_clone(in_clone) }
             }
             into_v2 = pid > 0;
             let errno = std::io::Error::last_os_error().raw_os_error();
@@ -163,7 +171,7 @@ impl InitCommand {
             };
             if pid == 0 {
                 // SAFETY: we are the freshly cloned child.
-                unsafe { self.child_after_clone() }
+                unsafe { self.child_after_clone(in_clone) }
             }
         }
         if pid < 0 {
@@ -172,8 +180,9 @@ impl InitCommand {
         Ok((pid as i32, into_v2))
     }
 
-    /// Child side of the clone. Only async-signal-safe calls from here on.
-    unsafe fn child_after_clone(&self) -> ! {
+    /// Child side of the clone. Only async-signal-safe calls from here on, up to init (which
+    /// `in_clone` runs right here, the process having been single-threaded).
+    unsafe fn child_after_clone(&self, in_clone: Option<&ProcessStrings>) -> ! {
         // Die with the thread that cloned us (see module docs).
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
         // Join the v1 leaves ourselves: "0" is the writing thread, and we are single-threaded.
@@ -203,13 +212,16 @@ impl InitCommand {
         }
         // We still carry our host ids (root), which are not mapped in the new namespace; exec
         // would compute our capabilities from those and drop them all. Become the namespace's
-        // root first. Raw system calls: glibc's set*id wrappers broadcast to every thread of the
+        // root first (init run in the clone wants those ids too). Raw system calls: glibc's set*id wrappers broadcast to every thread of the
         // (copied) process through signals, which would hang in this single-threaded copy.
         if libc::syscall(libc::SYS_setresgid, 0, 0, 0) != 0
             || libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) != 0
             || libc::syscall(libc::SYS_setresuid, 0, 0, 0) != 0
         {
             libc::_exit(124);
+        }
+        if let Some(strings) = in_clone {
+            init_in_clone::become_init(strings);
         }
         libc::execve(
             self.exe.as_ptr(),

@@ -54,9 +54,12 @@ pub fn run_if_init() {
     std::process::exit(init_main());
 }
 
-fn init_main() -> i32 {
+/// Init proper, from the descriptors on entry to its exit code. Exec'd via [`run_if_init`],
+/// or run in the clone by [`crate::init_in_clone`].
+pub(crate) fn init_main() -> i32 {
     // Nothing but our five descriptors may reach the workload.
-    // SAFETY: closes descriptors above STATUS_FD, none of which this fresh process owns yet.
+    // SAFETY: closes descriptors above STATUS_FD: an exec'd init owns none of them yet, and init
+    // run in the clone never returns to the supervisor code that owns its copies.
     unsafe {
         libc::syscall(
             libc::SYS_close_range,
@@ -466,6 +469,11 @@ fn wait_for_close(control: &mut File) -> i32 {
 /// Returns only on failure, with the reason.
 fn become_workload(config: &InitConfig, exec: &Exec, mut go: File) -> String {
     let step = || -> Result<(), String> {
+        // Init run in the clone is not dumpable, which hands our /proc/self to the host's root
+        // and would refuse the oom_score_adj write below. Until its exec (which sets
+        // dumpability afresh) this child runs only our code.
+        // SAFETY: prctl on this process only.
+        unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) };
         nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
             .map_err(|e| format!("reset signal mask: {e}"))?;
         if exec.quiet {

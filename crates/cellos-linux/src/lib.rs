@@ -9,6 +9,7 @@ pub mod error;
 pub mod etc_mask;
 pub mod idmap;
 pub mod init;
+pub mod init_in_clone;
 pub mod landlock_rules;
 pub mod netns;
 pub mod netscope;

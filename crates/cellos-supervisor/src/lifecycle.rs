@@ -63,6 +63,10 @@ pub struct RunRequest<'a> {
     pub run_id: String,
     pub stdout: Box<dyn Write + Send>,
     pub stderr: Box<dyn Write + Send>,
+    /// Called once the cell exists, before it starts: where a caller begins to forward
+    /// signals to it, say. Threads started here, rather than before `run`, also let a Linux
+    /// backend run the cell's init in its clone (it must be single-threaded to do so).
+    pub on_created: Option<Box<dyn FnOnce() + 'a>>,
 }
 
 /// What happened to a cell that ran.
@@ -169,6 +173,7 @@ impl Supervisor {
             run_id,
             stdout,
             stderr,
+            on_created,
         } = request;
         validate_execution_cell(document).map_err(SupervisorError::Invalid)?;
         let spec = &document.spec;
@@ -233,6 +238,9 @@ impl Supervisor {
                 return Err(err);
             }
         };
+        if let Some(on_created) = on_created {
+            on_created();
+        }
 
         let ttl_deadline = spec
             .lifetime

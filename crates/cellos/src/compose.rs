@@ -106,10 +106,16 @@ pub fn supervisor(
     secrets_dir: Option<PathBuf>,
     network: NetworkConfig,
 ) -> Result<Supervisor, Failure> {
-    let signer = KeyStore::new(home)
-        .load_or_create_signer()
+    // Checked now, loaded at the first append: the cell's init is cloned before that, and a
+    // process that has not yet held the key may let the clone run init without exec.
+    let keys = KeyStore::new(home);
+    keys.check_signer()
         .map_err(|e| Failure::cellos(format!("signing key: {e}")))?;
-    let sink = JsonlEventLog::open(home, signer, LogConfig::default())
+    let load = Box::new(move || {
+        keys.load_or_create_signer()
+            .map_err(|e| format!("signing key: {e}"))
+    });
+    let sink = JsonlEventLog::open_deferred(home, load, LogConfig::default())
         .map_err(|e| Failure::cellos(e.to_string()))?;
     let secrets_dir = secrets_dir.unwrap_or_else(|| home.join("secrets"));
     let brokers: Vec<Arc<dyn SecretBroker>> = vec![

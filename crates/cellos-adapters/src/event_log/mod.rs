@@ -7,6 +7,7 @@
 
 mod lock;
 mod segments;
+mod signer;
 mod tail;
 
 use std::fs::{File, OpenOptions};
@@ -23,8 +24,10 @@ use time::OffsetDateTime;
 
 pub use lock::LOCK_FILE;
 pub use segments::{read_log_lines, rotated_segments, segments, LogLines, LIVE_SEGMENT};
+pub use signer::SignerLoader;
 
 use lock::{open_lock_file, LogLock};
+use signer::LogSigner;
 use tail::read_tail;
 
 /// Limits of a log.
@@ -61,7 +64,7 @@ struct WriterState {
 /// Append-only, fsync'd, hash-chained and signed JSONL event log.
 pub struct JsonlEventLog {
     dir: PathBuf,
-    signer: Signer,
+    signer: LogSigner,
     config: LogConfig,
     lock_file: File,
     state: Mutex<WriterState>,
@@ -91,7 +94,20 @@ impl JsonlEventLog {
         signer: Signer,
         config: LogConfig,
     ) -> Result<Self, PortError> {
-        let dir = dir.into();
+        Self::open_with(dir.into(), LogSigner::ready(signer), config)
+    }
+
+    /// Like [`JsonlEventLog::open`], with the signer loaded by `load` at the first append, so
+    /// that the process holds no private key until it signs (see [`SignerLoader`]).
+    pub fn open_deferred(
+        dir: impl Into<PathBuf>,
+        load: SignerLoader,
+        config: LogConfig,
+    ) -> Result<Self, PortError> {
+        Self::open_with(dir.into(), LogSigner::deferred(load), config)
+    }
+
+    fn open_with(dir: PathBuf, signer: LogSigner, config: LogConfig) -> Result<Self, PortError> {
         std::fs::create_dir_all(&dir).map_err(|e| io_error("cannot create", &dir, e))?;
         let lock_file =
             open_lock_file(&dir).map_err(|e| io_error("cannot open lock in", &dir, e))?;
@@ -279,7 +295,7 @@ impl JsonlEventLog {
         for mut event in events {
             fill_missing_identity(&mut event);
             let ty = event.ty.clone();
-            let (event, next) = seal(event, &head, &self.signer)
+            let (event, next) = seal(event, &head, self.signer.get()?)
                 .map_err(|e| PortError::new(PortErrorKind::Refused, format!("event {ty}: {e}")))?;
             if event.line.len() > self.config.event_max_bytes {
                 return Err(PortError::new(

@@ -1,6 +1,7 @@
 //! Signing keys and the keyring of trusted verification keys.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use ed25519_dalek::{Signer as _, SigningKey, VerifyingKey};
 use hmac::{Hmac, Mac};
@@ -13,6 +14,24 @@ type HmacSha256 = Hmac<Sha256>;
 
 /// Shortest HMAC key accepted: the SHA-256 block of security it is meant to give.
 const HMAC_MIN_KEY_BYTES: usize = 32;
+
+/// Set once this process has held private key material; never cleared.
+static KEY_MATERIAL_HELD: AtomicBool = AtomicBool::new(false);
+
+/// Whether this process has ever held a private signing or HMAC key. A copy of the process
+/// made without exec (a fork or clone) may carry such a key in its memory, so code that would
+/// hand such a copy to a cell (a Linux cell's init run in its clone) checks this first: the
+/// guest holds no signing key.
+pub fn key_material_held() -> bool {
+    KEY_MATERIAL_HELD.load(Ordering::SeqCst)
+}
+
+/// Record that this process now holds private key material (see [`key_material_held`]).
+/// Constructing a [`Signer`] or trusting an HMAC key records it; key generation outside this
+/// module calls it before it creates the key.
+pub fn note_key_material_held() {
+    KEY_MATERIAL_HELD.store(true, Ordering::SeqCst);
+}
 
 /// Key id of an Ed25519 public key: `ed25519:` + first 16 hex digits of SHA-256 of its bytes.
 pub fn ed25519_kid(key: &VerifyingKey) -> String {
@@ -66,6 +85,7 @@ impl std::fmt::Debug for Signer {
 impl Signer {
     /// Ed25519 signer (the default).
     pub fn ed25519(key: SigningKey) -> Self {
+        note_key_material_held();
         Self {
             kid: ed25519_kid(&key.verifying_key()),
             key: SignerKey::Ed25519(key),
@@ -74,6 +94,7 @@ impl Signer {
 
     /// HMAC-SHA256 signer named `name` (verifiers need the same secret key).
     pub fn hmac(name: &str, key: Vec<u8>) -> Result<Self, IntegrityError> {
+        note_key_material_held();
         check_hmac_key(name, &key)?;
         Ok(Self {
             kid: hmac_kid(name),
@@ -166,6 +187,7 @@ impl Keyring {
 
     /// Trust a named HMAC key; returns its key id.
     pub fn add_hmac(&mut self, name: &str, key: Vec<u8>) -> Result<String, IntegrityError> {
+        note_key_material_held();
         check_hmac_key(name, &key)?;
         let kid = hmac_kid(name);
         self.hmac.insert(kid.clone(), Zeroizing::new(key));

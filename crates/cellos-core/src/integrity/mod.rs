@@ -17,7 +17,7 @@ mod verify;
 
 pub use canonical::{canonical_bytes, canonical_value_bytes, sha256_hex, GENESIS_PREV};
 pub use chain::{seal, ChainHead, SealedEvent, Sealer};
-pub use keys::{ed25519_kid, hmac_kid, Keyring, Signer};
+pub use keys::{ed25519_kid, hmac_kid, key_material_held, note_key_material_held, Keyring, Signer};
 pub use verify::{
     verify_stream, verify_stream_with, FailureKind, SignatureCheck, Verifier, VerifyFailure,
     VerifyReport,

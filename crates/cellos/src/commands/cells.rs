@@ -67,13 +67,14 @@ pub fn run(
     )
     .map_err(log_error)?;
 
-    forward_signals(supervisor.backend().clone(), cell_id.clone());
+    let forwarding = forward_signals(supervisor.backend().clone(), cell_id.clone());
     let result = supervisor.run(RunRequest {
         document: &document,
         policies: &policies,
         run_id: uuid::Uuid::new_v4().to_string(),
         stdout: Box::new(stdout),
         stderr: Box::new(stderr),
+        on_created: Some(Box::new(forwarding)),
     });
     match result {
         Ok(report) => {
@@ -95,20 +96,26 @@ pub fn run(
 }
 
 /// SIGTERM, SIGINT and SIGHUP sent to the supervisor are passed on to the workload, so the
-/// supervisor itself stays alive to finish export, teardown and evidence.
-fn forward_signals(backend: Arc<dyn CellBackend>, cell_id: String) {
+/// supervisor itself stays alive to finish export, teardown and evidence. The handlers are
+/// installed now (a signal that arrives before the cell exists is kept, and delivered once it
+/// does); the returned closure starts the forwarding thread, for when the cell exists, so
+/// that the supervisor is still single-threaded when it clones the cell's init.
+fn forward_signals(backend: Arc<dyn CellBackend>, cell_id: String) -> impl FnOnce() {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP]) else {
+    let signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP]);
+    if signals.is_err() {
         eprintln!(
             "cellos: cannot install signal forwarding; signals to cellos will not reach the cell"
         );
-        return;
-    };
-    std::thread::spawn(move || {
-        for signal in signals.forever() {
-            let _ = backend.signal(&cell_id, signal);
-        }
-    });
+    }
+    move || {
+        let Ok(mut signals) = signals else { return };
+        std::thread::spawn(move || {
+            for signal in signals.forever() {
+                let _ = backend.signal(&cell_id, signal);
+            }
+        });
+    }
 }
 
 pub fn ps(home: &Path, json: bool) -> Result<u8, Failure> {

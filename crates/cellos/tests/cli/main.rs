@@ -3,6 +3,7 @@
 
 mod documents;
 mod evidence;
+mod init;
 mod run;
 mod support;
 mod telemetry;

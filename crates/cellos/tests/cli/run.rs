@@ -4,36 +4,13 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::support::{events, events_of, residue_of, short_type, stderr, stdout, unique_id, Home};
-
-fn sh(script: &str) -> String {
-    format!(
-        "  run:\n    argv: [\"/bin/sh\", \"-c\", {}]\n",
-        serde_json::to_string(script).unwrap()
-    )
-}
+use crate::support::{
+    events, events_of, processes_of, residue_of, sh, short_type, stderr, stdout, unique_id, Home,
+};
 
 /// Lines in which `cellos` itself says why it exited.
 fn reason_lines(stderr: &str) -> usize {
     stderr.lines().filter(|l| l.starts_with("cellos:")).count()
-}
-
-/// Processes on the host that live in a cgroup of `cell`.
-fn processes_of(cell: &str) -> Vec<String> {
-    let needle = format!("/cellos/{cell}");
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let name = entry.file_name();
-        if !name.to_string_lossy().chars().all(|c| c.is_ascii_digit()) {
-            continue;
-        }
-        if let Ok(cg) = std::fs::read_to_string(entry.path().join("cgroup")) {
-            if cg.contains(&needle) {
-                found.push(name.to_string_lossy().into_owned());
-            }
-        }
-    }
-    found
 }
 
 #[test]

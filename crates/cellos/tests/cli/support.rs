@@ -52,6 +52,32 @@ impl Home {
     }
 }
 
+/// Processes on the host that live in a cgroup of `cell`.
+pub fn processes_of(cell: &str) -> Vec<String> {
+    let needle = format!("/cellos/{cell}");
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let name = entry.file_name();
+        if !name.to_string_lossy().chars().all(|c| c.is_ascii_digit()) {
+            continue;
+        }
+        if let Ok(cg) = std::fs::read_to_string(entry.path().join("cgroup")) {
+            if cg.contains(&needle) {
+                found.push(name.to_string_lossy().into_owned());
+            }
+        }
+    }
+    found
+}
+
+/// A spec body whose workload is `/bin/sh -c script`.
+pub fn sh(script: &str) -> String {
+    format!(
+        "  run:\n    argv: [\"/bin/sh\", \"-c\", {}]\n",
+        serde_json::to_string(script).unwrap()
+    )
+}
+
 pub fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
