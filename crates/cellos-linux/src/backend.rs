@@ -326,6 +326,10 @@ impl LinuxBackend {
             None
         };
 
+        // Opened before the clone (after the telemetry socket they bind exists), so init finds
+        // its config and trees waiting once released.
+        let trees = trees::open_all(&config)?;
+
         let pipe = || {
             rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
                 .map_err(|e| LinuxError::errno("pipe", e.raw_os_error()))
@@ -366,19 +370,15 @@ impl LinuxBackend {
         guard.pid = Some(pid);
         drop((control_r, status_w, out_w, err_w, devnull));
 
-        // The maps must exist before init's exec (or it would lose its capabilities); the
-        // rest overlaps with the exec. The child joined the cell's cgroups before it waits for
-        // release (or is moved into the v2 leaf below before it reads its config), so nothing
-        // it starts runs outside the cell's cgroup.
+        // The maps must exist before the child becomes the namespace's root (exec'd without
+        // them, it would lose its capabilities). The child joined the cell's cgroups before it
+        // waits for release (or is moved into the v2 leaf below before it reads its config),
+        // so nothing it starts runs outside the cell's cgroup.
         idmap::write_maps(pid, &self.id_map)?;
         let mut control = File::from(control_w);
         control
             .write_all(&[RELEASE])
             .map_err(|e| LinuxError::io("release cell init", e))?;
-        let trees = trees::open_all(&config)?;
-        rec.init_pid = Some(pid);
-        rec.init_start = record::process_start_time(pid);
-        record::update(state_dir, &rec)?;
         if !in_v2_leaf {
             cgroup.add_process_v2(pid)?;
         }
@@ -391,6 +391,11 @@ impl LinuxBackend {
             .map_err(|e| LinuxError::io("send mount trees to cell init", e))?;
         drop(tree_fds);
         drop(trees);
+        // Until this record names init, a crash of ours kills it (PDEATHSIG) and `gc` finds
+        // its cgroups by the cell's id.
+        rec.init_pid = Some(pid);
+        rec.init_start = record::process_start_time(pid);
+        record::update(state_dir, &rec)?;
 
         // The network scope is built while init builds the root; the workload cannot exec
         // before `start`, by which time the ruleset, DNS authority and gate are in place.
