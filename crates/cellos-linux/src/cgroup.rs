@@ -153,6 +153,15 @@ impl CellCgroup {
                 }
                 continue;
             };
+            // An unlimited cpu controller in a v1 hierarchy of its own would only add a cgroup
+            // to create and remove per cell: it enforces nothing, and the cell's processes are
+            // already held by its other leaves.
+            if version == CgroupVersion::V1
+                && controller == Controller::Cpu
+                && !limits.requests(controller)
+            {
+                continue;
+            }
             let path = root.join(&parent).join(cell_id);
             match leaves.iter_mut().find(|l| l.path == path) {
                 Some(leaf) => leaf.controllers.push(controller),
