@@ -17,7 +17,7 @@ rounds=${4:-5}
 
 scripts/setup.sh
 cargo build --release -q -p cellos
-cellos=${CARGO_TARGET_DIR:-$PWD/target}/release/cellos
+cellos=${CARGO_TARGET_DIR:-$PWD/target}/x86_64-unknown-linux-gnu/release/cellos
 
 # Index 254 of the test internets (crates/cellos/tests/egress/internet.rs): claiming its
 # namespace name keeps the egress tests from using the same addresses meanwhile.

@@ -8,7 +8,7 @@ runs=${1:-200}
 
 scripts/setup.sh
 cargo build --release -q
-cellos=$PWD/target/release/cellos
+cellos=$PWD/target/x86_64-unknown-linux-gnu/release/cellos
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 export CELLOS_HOME=$work/home

@@ -7,5 +7,5 @@ cd "$(dirname "$0")/.."
 
 scripts/setup.sh
 cargo build --release -q
-./target/release/cellos run "${1:-examples/specs/hello.yaml}"
-./target/release/cellos verify
+./target/x86_64-unknown-linux-gnu/release/cellos run "${1:-examples/specs/hello.yaml}"
+./target/x86_64-unknown-linux-gnu/release/cellos verify
