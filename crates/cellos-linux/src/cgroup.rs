@@ -776,17 +776,26 @@ fn read_keyed(path: &Path, key: &str) -> Option<u64> {
 
 /// Directories of `roots` and all their descendants (a cell may nest cgroups of its own).
 fn tree_dirs(roots: &[PathBuf]) -> Vec<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
     let mut dirs = Vec::new();
     let mut stack: Vec<PathBuf> = roots.to_vec();
     while let Some(dir) = stack.pop() {
-        if let Ok(entries) = fs::read_dir(&dir) {
-            for entry in entries.flatten() {
-                if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                    stack.push(entry.path());
+        let Ok(meta) = fs::metadata(&dir) else {
+            continue;
+        };
+        // A cgroup directory links two more than it has child cgroups: list only those
+        // that have some (a leaf holds dozens of control files, and listing is most of the
+        // cost of a teardown that finds nothing).
+        if meta.nlink() > 2 {
+            if let Ok(entries) = fs::read_dir(&dir) {
+                for entry in entries.flatten() {
+                    if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                        stack.push(entry.path());
+                    }
                 }
             }
-            dirs.push(dir);
         }
+        dirs.push(dir);
     }
     dirs
 }

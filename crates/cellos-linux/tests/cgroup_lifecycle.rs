@@ -132,6 +132,29 @@ fn kill_all_kills_every_process_of_the_cell() {
 }
 
 #[test]
+fn processes_in_nested_cgroups_are_killed_and_every_level_removed() {
+    let id = cell_id("nested");
+    let mut cg = CellCgroup::create(&id, &CgroupLimits::default()).expect("create");
+    // A child cgroup two levels down in every leaf, with a process held in the deepest one of
+    // the first leaf: teardown must find both by walking down.
+    let nested: Vec<_> = cg.paths().iter().map(|p| p.join("a/b")).collect();
+    for dir in &nested {
+        std::fs::create_dir_all(dir).expect("nested cgroup");
+    }
+    let mut child = spawn_held("sleep 1000");
+    std::fs::write(nested[0].join("cgroup.procs"), pid(&child).to_string()).expect("move");
+    release(&mut child);
+    assert!(cg.procs().expect("procs").contains(&pid(&child)));
+
+    cg.kill_all().expect("kill_all");
+    assert_eq!(child.wait().expect("wait").signal(), Some(libc::SIGKILL));
+    let paths = cg.paths().to_vec();
+    cg.remove().expect("remove");
+    assert!(paths.iter().all(|p| !p.exists()), "{paths:?}");
+    assert!(!CellCgroup::exists(&id));
+}
+
+#[test]
 fn memory_bomb_is_oom_killed_and_reported() {
     let id = cell_id("oom");
     let limits = CgroupLimits {
