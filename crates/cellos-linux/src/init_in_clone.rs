@@ -178,7 +178,7 @@ mod tests {
     }
 
     #[test]
-    fn the_test_harness_is_not_single_threaded_but_a_fresh_process_is() {
+    fn the_test_harness_is_not_single_threaded_and_one_thread_links_three_task_entries() {
         let _other = std::thread::spawn(|| std::thread::sleep(std::time::Duration::from_secs(1)));
         assert!(!single_threaded());
         let status = std::process::Command::new("sh")

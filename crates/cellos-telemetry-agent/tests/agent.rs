@@ -13,7 +13,9 @@ use cellos_core::events::ViolationKind;
 use cellos_core::spec::ExecutionCellSpec;
 use cellos_telemetry::hostprobe::Observation;
 use cellos_telemetry::receiver::{TelemetryItem, TelemetryReceiver};
-use cellos_telemetry::session::{CellTelemetry, CellTelemetryConfig, TelemetryEvent};
+use cellos_telemetry::session::{
+    CellTelemetry, CellTelemetryConfig, TelemetryEvent, TelemetryReport,
+};
 use cellos_telemetry::wire::ProbeSource;
 use common::*;
 
@@ -202,23 +204,31 @@ fn discrepancies(events: &[TelemetryEvent]) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn a_cells_children_are_observed_by_the_host_with_argv0_and_declared_by_the_agent() {
-    let cg = TestCgroup::create("spawn");
+/// Run `script` as cell `cell-<name>` under host telemetry that expects a process living
+/// 300 ms or more to be declared; the events and report once it is over.
+fn observe_cell(name: &str, script: &str) -> (Vec<TelemetryEvent>, TelemetryReport) {
+    let cg = TestCgroup::create(name);
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg =
-        CellTelemetryConfig::new(config(dir.path(), "cell-spawn"), spec(), vec![cg.0.clone()]);
+    let mut cfg = CellTelemetryConfig::new(
+        config(dir.path(), &format!("cell-{name}")),
+        spec(),
+        vec![cg.0.clone()],
+    );
     cfg.min_declared_lifetime = Duration::from_millis(300);
     let telemetry = CellTelemetry::start(cfg).unwrap();
     telemetry.workload_started();
+    run_cell(&cg, telemetry.socket_path(), script);
+    telemetry.workload_exited();
+    telemetry.finish()
+}
+
+#[test]
+fn a_cells_children_are_observed_by_the_host_with_argv0_and_declared_by_the_agent() {
     // pid 1 starts the agent, then two children that live well past the agent's poll interval.
-    run_cell(
-        &cg,
-        telemetry.socket_path(),
+    let (events, report) = observe_cell(
+        "spawn",
         "\"$AGENT\" & A=$!; sleep 0.5; sleep 1.1 & S=$!; sleep 1.2; wait $S; kill $A; true",
     );
-    telemetry.workload_exited();
-    let (events, report) = telemetry.finish();
 
     let observed = observed_execs(&events);
     let sleeps: Vec<_> = observed.iter().filter(|(_, a)| a == "sleep").collect();
@@ -252,21 +262,11 @@ fn a_cells_children_are_observed_by_the_host_with_argv0_and_declared_by_the_agen
 
 #[test]
 fn a_process_the_guest_hides_is_a_discrepancy() {
-    let cg = TestCgroup::create("hide");
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg =
-        CellTelemetryConfig::new(config(dir.path(), "cell-hide"), spec(), vec![cg.0.clone()]);
-    cfg.min_declared_lifetime = Duration::from_millis(300);
-    let telemetry = CellTelemetry::start(cfg).unwrap();
-    telemetry.workload_started();
     // No agent: the workload declares one thing and hides the process it spawns.
-    run_cell(
-        &cg,
-        telemetry.socket_path(),
+    let (events, _) = observe_cell(
+        "hide",
         "\"$AGENT\" declare custom.phase build; exec sleep 0.6",
     );
-    telemetry.workload_exited();
-    let (events, _) = telemetry.finish();
     let undeclared = discrepancies(&events);
     assert!(
         undeclared.iter().any(|d| d.contains("\"sleep\"")),

@@ -59,21 +59,22 @@ impl LogSigner {
                 format!("event log: cannot load the signing key: {reason}"),
             )
         };
-        match std::mem::replace(&mut *pending, Pending::Loaded) {
-            Pending::Loader(load) => match load() {
-                Ok(signer) => Ok(self.ready.get_or_init(|| signer)),
-                Err(reason) => {
-                    let err = failed(&reason);
-                    *pending = Pending::Failed(reason);
-                    Err(err)
-                }
-            },
+        let load = match std::mem::replace(&mut *pending, Pending::Loaded) {
+            Pending::Loader(load) => load,
             Pending::Failed(reason) => {
+                let err = failed(&reason);
+                *pending = Pending::Failed(reason);
+                return Err(err);
+            }
+            Pending::Loaded => return Err(failed("the signer vanished after loading")),
+        };
+        match load() {
+            Ok(signer) => Ok(self.ready.get_or_init(|| signer)),
+            Err(reason) => {
                 let err = failed(&reason);
                 *pending = Pending::Failed(reason);
                 Err(err)
             }
-            Pending::Loaded => Err(failed("the signer vanished after loading")),
         }
     }
 }

@@ -3,8 +3,9 @@
 //! so these tests prove from inside the cell that none of it can be read, and that init
 //! still forwards signals and reaps like an exec'd one.
 
-use std::io::{BufRead, BufReader};
-use std::process::Stdio;
+use std::io::{BufRead, BufReader, Lines};
+use std::path::Path;
+use std::process::{Child, ChildStdout, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::support::{processes_of, residue_of, sh, stderr, stdout, unique_id, Home};
@@ -54,13 +55,9 @@ fn init_in_the_clone_shows_the_cell_nothing_of_the_supervisor() {
     assert!(residue_of(&home, &id).is_empty());
 }
 
-#[test]
-fn sigterm_to_cellos_reaches_the_workload_through_init() {
-    let home = Home::new();
-    assert!(home.run(&["keygen"]).status.success());
-    let id = unique_id("sigterm");
-    let script = "trap 'echo got TERM; exit 3' TERM; echo ready; while :; do sleep 0.05; done";
-    let spec = home.spec(&id, &sh(script));
+/// Start `cellos run spec` and wait for the workload's first line, `ready`; the supervisor and
+/// the rest of the workload's output.
+fn run_until_ready(home: &Home, spec: &Path) -> (Child, Lines<BufReader<ChildStdout>>) {
     let mut child = home
         .cellos()
         .args(["run", spec.to_str().unwrap()])
@@ -70,6 +67,17 @@ fn sigterm_to_cellos_reaches_the_workload_through_init() {
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     assert_eq!(lines.next().unwrap().unwrap(), "ready");
+    (child, lines)
+}
+
+#[test]
+fn sigterm_to_cellos_reaches_the_workload_through_init() {
+    let home = Home::new();
+    assert!(home.run(&["keygen"]).status.success());
+    let id = unique_id("sigterm");
+    let script = "trap 'echo got TERM; exit 3' TERM; echo ready; while :; do sleep 0.05; done";
+    let spec = home.spec(&id, &sh(script));
+    let (mut child, mut lines) = run_until_ready(&home, &spec);
     let started = Instant::now();
     let kill = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -124,15 +132,7 @@ fn the_cells_init_holds_no_signing_key_while_the_supervisor_does() {
 
     let id = unique_id("keyless-init");
     let spec = home.spec(&id, &sh("echo ready; sleep 30"));
-    let mut child = home
-        .cellos()
-        .args(["run", spec.to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    assert_eq!(lines.next().unwrap().unwrap(), "ready");
+    let (mut child, _output) = run_until_ready(&home, &spec);
     let init = processes_of(&id)
         .into_iter()
         .find(|pid| {
