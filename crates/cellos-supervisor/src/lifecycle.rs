@@ -63,11 +63,10 @@ pub struct RunRequest<'a> {
     pub run_id: String,
     pub stdout: Box<dyn Write + Send>,
     pub stderr: Box<dyn Write + Send>,
-    /// Called once the workload has started, before the supervisor waits for it: where a
-    /// caller begins to forward signals to it, say. Threads started here, rather than before
-    /// `run`, let a Linux backend run the cell's init in its clone (it must be single-threaded
-    /// to do so), and cost nothing on the way to the workload's exec.
-    pub on_started: Option<Box<dyn FnOnce() + 'a>>,
+    /// Called once the cell exists, before it starts: where a caller begins to forward
+    /// signals to it, say. Threads started here, rather than before `run`, also let a Linux
+    /// backend run the cell's init in its clone (it must be single-threaded to do so).
+    pub on_created: Option<Box<dyn FnOnce() + 'a>>,
 }
 
 /// What happened to a cell that ran.
@@ -174,7 +173,7 @@ impl Supervisor {
             run_id,
             stdout,
             stderr,
-            on_started,
+            on_created,
         } = request;
         validate_execution_cell(document).map_err(SupervisorError::Invalid)?;
         let spec = &document.spec;
@@ -239,19 +238,15 @@ impl Supervisor {
                 return Err(err);
             }
         };
+        if let Some(on_created) = on_created {
+            on_created();
+        }
 
         let ttl_deadline = spec
             .lifetime
             .as_ref()
             .map(|l| created + Duration::from_secs(l.ttl_seconds));
-        let driven = self.drive(
-            cell.as_mut(),
-            spec,
-            &spec_hash,
-            ttl_deadline,
-            on_started,
-            &mut recorder,
-        );
+        let driven = self.drive(cell.as_mut(), spec, &spec_hash, ttl_deadline, &mut recorder);
 
         // Destroy and revoke run on every path once the cell exists.
         let teardown = cell.destroy().unwrap_or_else(|err| TeardownReport {
@@ -308,7 +303,6 @@ impl Supervisor {
         spec: &ExecutionCellSpec,
         spec_hash: &str,
         ttl_deadline: Option<Instant>,
-        on_started: Option<Box<dyn FnOnce() + '_>>,
         recorder: &mut Recorder<'_>,
     ) -> Result<(WorkloadOutcome, Vec<ExportReceipt>, Vec<String>), SupervisorError> {
         recorder
@@ -316,9 +310,6 @@ impl Supervisor {
             .map_err(SupervisorError::Events)?;
 
         let exec = cell.start().map_err(SupervisorError::Backend)?;
-        if let Some(on_started) = on_started {
-            on_started();
-        }
         let timeout_deadline = spec
             .run
             .timeout_ms

@@ -111,7 +111,7 @@ fn egress_beyond_the_pack_is_denied_before_the_backend_creates_anything() {
         run_id: "r1".into(),
         stdout: Box::new(std::io::sink()),
         stderr: Box::new(std::io::sink()),
-        on_started: None,
+        on_created: None,
     });
     let Err(SupervisorError::Denied(decision)) = result else {
         panic!("expected an admission denial, got {result:?}");
@@ -132,7 +132,7 @@ fn egress_beyond_the_pack_is_denied_before_the_backend_creates_anything() {
         run_id: "r2".into(),
         stdout: Box::new(std::io::sink()),
         stderr: Box::new(std::io::sink()),
-        on_started: None,
+        on_created: None,
     });
     assert!(matches!(result, Err(SupervisorError::Backend(_))));
     assert_eq!(backend.creates.load(Ordering::SeqCst), 1);

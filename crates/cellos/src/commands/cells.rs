@@ -74,7 +74,7 @@ pub fn run(
         run_id: uuid::Uuid::new_v4().to_string(),
         stdout: Box::new(stdout),
         stderr: Box::new(stderr),
-        on_started: Some(Box::new(forwarding)),
+        on_created: Some(Box::new(forwarding)),
     });
     match result {
         Ok(report) => {
@@ -97,10 +97,9 @@ pub fn run(
 
 /// SIGTERM, SIGINT and SIGHUP sent to the supervisor are passed on to the workload, so the
 /// supervisor itself stays alive to finish export, teardown and evidence. The handlers are
-/// installed now (a signal that arrives earlier is kept, and delivered once the workload
-/// runs); the returned closure starts the forwarding thread, for when the workload has
-/// started, so that the supervisor is still single-threaded when it clones the cell's init
-/// and the thread's start overlaps the workload's exec.
+/// installed now (a signal that arrives before the cell exists is kept, and delivered once it
+/// does); the returned closure starts the forwarding thread, for when the cell exists, so
+/// that the supervisor is still single-threaded when it clones the cell's init.
 fn forward_signals(backend: Arc<dyn CellBackend>, cell_id: String) -> impl FnOnce() {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP]);
