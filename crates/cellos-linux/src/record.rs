@@ -119,23 +119,17 @@ pub fn read(state_dir: &Path, cell_id: &str) -> Result<Option<RunRecord>, LinuxE
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(LinuxError::io(format!("read {}", path.display()), e)),
     };
-    let complete = bytes
-        .iter()
-        .rposition(|&b| b == b'\n')
-        .map_or(&bytes[..0], |end| &bytes[..end]);
-    let last = complete
-        .rsplit(|&b| b == b'\n')
-        .next()
-        .filter(|line| !line.is_empty())
-        .ok_or_else(|| LinuxError::Setup {
-            what: format!("parse {}", path.display()),
-            detail: "no complete record line (the file was cut short while being created)".into(),
-        })?;
+    // Records written before they were appended to are one object without a newline (and
+    // were always whole, being replaced by rename): read those as they are.
+    let last = match bytes.iter().rposition(|&b| b == b'\n') {
+        Some(end) => bytes[..end].rsplit(|&b| b == b'\n').next().unwrap_or(&[]),
+        None => &bytes[..],
+    };
     serde_json::from_slice(last)
         .map(Some)
         .map_err(|e| LinuxError::Setup {
             what: format!("parse {}", path.display()),
-            detail: e.to_string(),
+            detail: format!("{e} (a record cut short while being created is not usable)"),
         })
 }
 
@@ -246,8 +240,20 @@ mod tests {
 
         std::fs::write(&path, br#"{"cellId":"c2""#).unwrap();
         let err = read(dir.path(), "c2").unwrap_err().to_string();
-        assert!(err.contains("no complete record line"), "{err}");
+        assert!(err.contains("cut short while being created"), "{err}");
         assert!(list_records(dir.path()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_record_from_before_appends_is_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(run_dir(dir.path())).unwrap();
+        let mut rec = sample("c3");
+        rec.init_pid = Some(11);
+        let path = record_path(dir.path(), "c3");
+        std::fs::write(&path, serde_json::to_vec(&rec).unwrap()).unwrap();
+        assert_eq!(read(dir.path(), "c3").unwrap(), Some(rec.clone()));
+        assert_eq!(list_records(dir.path()).unwrap(), vec![rec]);
     }
 
     #[test]
