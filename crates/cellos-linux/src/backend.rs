@@ -31,9 +31,10 @@ use cellos_core::ports::{
     Residue, TeardownReport, WorkloadExit, WorkloadOutcome,
 };
 use cellos_core::spec::RootfsSpec;
+use zeroize::Zeroizing;
 
 use crate::cgroup::{self, CellCgroup, CgroupLimits};
-use crate::clone::{reap, InitCommand};
+use crate::clone::{reap, InitCommand, Spawned};
 use crate::error::LinuxError;
 use crate::etc_mask;
 use crate::idmap::{self, IdMap};
@@ -43,8 +44,8 @@ use crate::netscope::egress::{Egress, EgressSetup};
 use crate::netscope::{self, NetRecord, NetworkConfig};
 use crate::plan::{self, BpfInstruction, PlanContext, ResolvedRootfs, WORKLOAD_ID};
 use crate::protocol::{
-    encode_config, send_fds, StatusEvent, StatusMsg, StatusReader, CMD_KILL, CMD_START, CONTROL_FD,
-    INIT_ARG, RELEASE, STATUS_FD,
+    send_fds, Handoff, SecretFrame, StatusEvent, StatusMsg, StatusReader, CMD_KILL, CMD_START,
+    CONTROL_FD, INIT_ARG, RELEASE, STATUS_FD,
 };
 use crate::record::{self, RunRecord};
 use crate::safe_path;
@@ -284,17 +285,14 @@ impl LinuxBackend {
             guard.network = Some(net.clone());
             rec.network = Some(net);
         }
-        let json = serde_json::to_vec(&config).map_err(|e| LinuxError::Setup {
-            what: "encode cell config".into(),
-            detail: e.to_string(),
-        })?;
-        let secret_refs: Vec<(&str, &[u8])> = request
+        let secrets: Vec<SecretFrame> = request
             .secrets
             .iter()
-            .map(|s| (s.key.as_str(), s.value.expose()))
+            .map(|s| SecretFrame {
+                key: s.key.clone(),
+                value: Zeroizing::new(s.value.expose().to_vec()),
+            })
             .collect();
-        let frame = encode_config(&json, &secret_refs);
-        drop(secret_refs);
         drop(request.secrets);
 
         let limits = spec.run.limits.clone().unwrap_or_default();
@@ -329,6 +327,7 @@ impl LinuxBackend {
         // Opened before the clone (after the telemetry socket they bind exists), so init finds
         // its config and trees waiting once released.
         let trees = trees::open_all(&config)?;
+        let handoff = Handoff { config, secrets };
 
         let pipe = || {
             rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
@@ -365,8 +364,13 @@ impl LinuxBackend {
                 (status_w.as_fd(), STATUS_FD),
             ],
             cgroup.join_handles()?,
+            handoff,
         )?;
-        let (pid, in_v2_leaf) = command.spawn()?;
+        let Spawned {
+            pid,
+            in_v2_leaf,
+            handoff,
+        } = command.spawn()?;
         guard.pid = Some(pid);
         drop((control_r, status_w, out_w, err_w, devnull));
 
@@ -382,10 +386,15 @@ impl LinuxBackend {
         if !in_v2_leaf {
             cgroup.add_process_v2(pid)?;
         }
-        control
-            .write_all(&frame)
-            .map_err(|e| LinuxError::io("send config to cell init", e))?;
-        drop(frame);
+        // An exec'd init reads the plan from the socket; one in the clone already has it.
+        if let Some(handoff) = handoff {
+            let frame = handoff
+                .frame()
+                .map_err(|e| LinuxError::io("encode cell config", e))?;
+            control
+                .write_all(&frame)
+                .map_err(|e| LinuxError::io("send config to cell init", e))?;
+        }
         let tree_fds: Vec<_> = trees.iter().map(|t| t.as_fd()).collect();
         send_fds(control.as_fd(), &tree_fds)
             .map_err(|e| LinuxError::io("send mount trees to cell init", e))?;

@@ -23,7 +23,7 @@ use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use crate::cgroup::JoinHandles;
 use crate::error::LinuxError;
 use crate::init_in_clone::{self, ProcessStrings};
-use crate::protocol::{CONTROL_FD, RELEASE};
+use crate::protocol::{Handoff, CONTROL_FD, RELEASE};
 
 /// `CLONE_INTO_CGROUP` (linux/sched.h, 5.7+); not exported by the libc crate.
 const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
@@ -69,6 +69,19 @@ pub struct InitCommand {
     fds: Vec<(OwnedFd, RawFd)>,
     /// How the child enters the cell's cgroups (see module docs).
     cgroup: JoinHandles,
+    /// The plan and secrets, for an init run in the clone (see [`Spawned::handoff`]).
+    handoff: Handoff,
+}
+
+/// A cloned cell init.
+pub struct Spawned {
+    /// Its host pid.
+    pub pid: i32,
+    /// Whether it was born in the v2 leaf (if not, the caller must move it there).
+    pub in_v2_leaf: bool,
+    /// The plan, handed back when the child execs init: the caller then sends it as the
+    /// config frame. `None` when init runs in the clone, which took it from memory.
+    pub handoff: Option<Handoff>,
 }
 
 impl InitCommand {
@@ -78,6 +91,7 @@ impl InitCommand {
         args: &[String],
         fds: &[(BorrowedFd<'_>, RawFd)],
         cgroup: JoinHandles,
+        handoff: Handoff,
     ) -> Result<InitCommand, LinuxError> {
         use std::os::unix::ffi::OsStrExt;
         let cstr = |b: &[u8], what: &str| {
@@ -112,14 +126,14 @@ impl InitCommand {
             envp_ptrs: vec![std::ptr::null()],
             fds: staged,
             cgroup,
+            handoff,
         })
     }
 
     /// Clone the child in new namespaces and the cell's cgroups. It waits (blocked on the
     /// control pipe, which must be among the inherited fds as [`CONTROL_FD`]) for [`RELEASE`]
-    /// before exec'ing init; EOF on that pipe makes it exit. Returns the child's host pid and
-    /// whether it was born in the v2 leaf (if not, the caller must move it there).
-    pub fn spawn(self) -> Result<(i32, bool), LinuxError> {
+    /// before becoming init; EOF on that pipe makes it exit.
+    pub fn spawn(self) -> Result<Spawned, LinuxError> {
         debug_assert_eq!(self.argv.len() + 1, self.argv_ptrs.len());
         // Decided before the clone: a copy of a single-threaded process that has never held a
         // signing key may run init itself.
@@ -177,7 +191,11 @@ impl InitCommand {
         if pid < 0 {
             return Err(clone_error(std::io::Error::last_os_error()));
         }
-        Ok((pid as i32, into_v2))
+        Ok(Spawned {
+            pid: pid as i32,
+            in_v2_leaf: into_v2,
+            handoff: in_clone.is_none().then_some(self.handoff),
+        })
     }
 
     /// Child side of the clone. Only async-signal-safe calls from here on, up to init (which
@@ -221,7 +239,7 @@ impl InitCommand {
             libc::_exit(124);
         }
         if let Some(strings) = in_clone {
-            init_in_clone::become_init(strings);
+            init_in_clone::become_init(strings, &self.handoff);
         }
         libc::execve(
             self.exe.as_ptr(),

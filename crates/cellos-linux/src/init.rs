@@ -2,7 +2,8 @@
 //!
 //! It is the same binary re-executed with [`INIT_ARG`] (see [`run_if_init`]). Fds on entry:
 //! 0 `/dev/null`, 1/2 the workload's output pipes, [`CONTROL_FD`] and [`STATUS_FD`] (see
-//! [`crate::protocol`]). It reads the plan and the mount trees, builds the root and pivots,
+//! [`crate::protocol`]). It takes the plan (from the config frame, or from memory when it runs
+//! in the clone) and receives the mount trees, builds the root and pivots,
 //! forks the workload and lets it drop every privilege and confine itself up to just before
 //! `execve` (parked), reports `Ready`, and on the start command lets it exec. While the
 //! workload runs, init reaps orphans and forwards termination signals; when it ends, init
@@ -29,8 +30,8 @@ use crate::error::LinuxError;
 use crate::landlock_rules::{self, LandlockPlan};
 use crate::plan::{AgentPlan, InitConfig};
 use crate::protocol::{
-    decode_config, recv_fds, SecretFrame, StatusMsg, CMD_KILL, CMD_START, CONTROL_FD, INIT_ARG,
-    STATUS_FD,
+    decode_config, recv_fds, Handoff, SecretFrame, StatusMsg, CMD_KILL, CMD_START, CONTROL_FD,
+    INIT_ARG, STATUS_FD,
 };
 use crate::trees::Received;
 use crate::{caps, netns, rootfs};
@@ -51,12 +52,13 @@ pub fn run_if_init() {
     if std::env::args_os().nth(1).as_deref() != Some(OsStr::new(INIT_ARG)) {
         return;
     }
-    std::process::exit(init_main());
+    std::process::exit(init_main(None));
 }
 
-/// Init proper, from the descriptors on entry to its exit code. Exec'd via [`run_if_init`],
-/// or run in the clone by [`crate::init_in_clone`].
-pub(crate) fn init_main() -> i32 {
+/// Init proper, from the descriptors on entry to its exit code. Exec'd via [`run_if_init`]
+/// (the plan then comes as the config frame), or run in the clone by [`crate::init_in_clone`]
+/// with the plan it found in memory (`handoff`).
+pub(crate) fn init_main(handoff: Option<Handoff>) -> i32 {
     // Nothing but our five descriptors may reach the workload.
     // SAFETY: closes descriptors above STATUS_FD: an exec'd init owns none of them yet, and init
     // run in the clone never returns to the supervisor code that owns its copies.
@@ -76,7 +78,7 @@ pub(crate) fn init_main() -> i32 {
         unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
     }
 
-    let (config, secrets) = match setup(&mut control) {
+    let (config, secrets) = match setup(&mut control, handoff) {
         Ok(v) => v,
         Err(e) => {
             let _ = StatusMsg::Failed {
@@ -107,13 +109,23 @@ pub(crate) fn init_main() -> i32 {
 }
 
 /// Read the plan, enter the cgroup namespace, build the root, set hostname and loopback.
-fn setup(control: &mut File) -> Result<(InitConfig, Vec<SecretFrame>), LinuxError> {
-    let (json, secrets) = decode_config(control)
-        .map_err(|e| LinuxError::io("read cell config from supervisor", e))?;
-    let config: InitConfig = serde_json::from_slice(&json).map_err(|e| LinuxError::Setup {
-        what: "parse cell config".into(),
-        detail: e.to_string(),
-    })?;
+fn setup(
+    control: &mut File,
+    handoff: Option<Handoff>,
+) -> Result<(InitConfig, Vec<SecretFrame>), LinuxError> {
+    let (config, secrets) = match handoff {
+        Some(Handoff { config, secrets }) => (config, secrets),
+        None => {
+            let (json, secrets) = decode_config(control)
+                .map_err(|e| LinuxError::io("read cell config from supervisor", e))?;
+            let config: InitConfig =
+                serde_json::from_slice(&json).map_err(|e| LinuxError::Setup {
+                    what: "parse cell config".into(),
+                    detail: e.to_string(),
+                })?;
+            (config, secrets)
+        }
+    };
     let received = recv_fds(control.as_fd(), config.tree_count())
         .map_err(|e| LinuxError::io("receive mount trees from supervisor", e))?;
     let mut trees = Received::new(received);

@@ -23,6 +23,8 @@ use std::sync::OnceLock;
 
 use zeroize::Zeroize;
 
+use crate::protocol::Handoff;
+
 /// The name init shows in `/proc/1/comm` and `/proc/1/cmdline`, as if exec'd from
 /// `cellos-cell-init`.
 const INIT_NAME: &[u8] = b"cellos-cell-init\0";
@@ -88,12 +90,13 @@ impl ProcessStrings {
 }
 
 /// Become the cell's init in the clone and never return. Called by [`crate::clone`] in the
-/// freshly cloned child of a single-threaded process, once it holds its final ids.
+/// freshly cloned child of a single-threaded process, once it holds its final ids, with the
+/// plan in its copy of the supervisor's memory.
 ///
 /// # Safety
 /// Only in that child: the process must be single-threaded and a fork-like copy of the
 /// process that read `strings`.
-pub unsafe fn become_init(strings: &ProcessStrings) -> ! {
+pub unsafe fn become_init(strings: &ProcessStrings, handoff: &Handoff) -> ! {
     // SAFETY: prctl calls on this process only.
     unsafe {
         libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
@@ -106,7 +109,11 @@ pub unsafe fn become_init(strings: &ProcessStrings) -> ! {
         libc::clearenv();
     }
     reset_signal_handlers();
-    let code = std::panic::catch_unwind(crate::init::init_main).unwrap_or(1);
+    // SAFETY: our copy of the supervisor's plan, moved out by value: this process never
+    // returns to the frame that owns it (it ends in `_exit` below), so it is dropped once, by
+    // init, which zeroises the secrets in it.
+    let handoff = unsafe { std::ptr::read(handoff) };
+    let code = std::panic::catch_unwind(|| crate::init::init_main(Some(handoff))).unwrap_or(1);
     // SAFETY: end this process without the supervisor's exit handlers or buffered output.
     unsafe { libc::_exit(code) }
 }

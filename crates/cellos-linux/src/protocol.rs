@@ -1,9 +1,11 @@
 //! The wire between the supervisor and the cell's init: two inherited pipes.
 //!
 //! Control (supervisor → init, fd [`CONTROL_FD`], a unix stream socket): one release byte read
-//! before exec, then one config frame (length-prefixed JSON plus length-prefixed secret frames,
-//! so secret bytes never pass through serde or a log line), then the detached mount trees as
-//! `SCM_RIGHTS` (see [`send_fds`]), then single command bytes. EOF means "exit now".
+//! before exec, then (for an exec'd init only) one config frame (length-prefixed JSON plus
+//! length-prefixed secret frames, so secret bytes never pass through serde or a log line),
+//! then the detached mount trees as `SCM_RIGHTS` (see [`send_fds`]), then single command
+//! bytes. EOF means "exit now". An init run in the clone has the plan already: the
+//! [`Handoff`] in its copy of the supervisor's memory.
 //! Status (init → supervisor, fd [`STATUS_FD`]): newline-delimited JSON [`StatusMsg`]s, each
 //! written with one `write` (init is the only writer).
 
@@ -70,6 +72,7 @@ impl StatusMsg {
 }
 
 /// One secret as delivered to init; zeroised on drop.
+#[derive(Clone)]
 pub struct SecretFrame {
     pub key: String,
     pub value: Zeroizing<Vec<u8>>,
@@ -319,5 +322,27 @@ mod tests {
             StatusEvent::Msg(StatusMsg::Ready)
         );
         assert_eq!(reader.next(r.as_fd(), None).unwrap(), StatusEvent::Closed);
+    }
+}
+
+/// The plan and secrets for init, as the supervisor built them. An init run in the clone finds
+/// them in its copy of the supervisor's memory; an exec'd init reads them as the config frame
+/// ([`encode_config`]). Either way the mount trees follow over the control socket.
+#[derive(Clone)]
+pub struct Handoff {
+    pub config: crate::plan::InitConfig,
+    pub secrets: Vec<SecretFrame>,
+}
+
+impl Handoff {
+    /// The config frame for an exec'd init.
+    pub fn frame(&self) -> io::Result<Zeroizing<Vec<u8>>> {
+        let json = serde_json::to_vec(&self.config).map_err(io::Error::other)?;
+        let secrets: Vec<(&str, &[u8])> = self
+            .secrets
+            .iter()
+            .map(|s| (s.key.as_str(), s.value.as_slice()))
+            .collect();
+        Ok(encode_config(&json, &secrets))
     }
 }
