@@ -137,19 +137,9 @@ const NAMESPACE_FLAGS: [i32; 8] = [
 /// `personality` values allowed: plain Linux, 32-bit Linux, UNAME26 variants, and the query.
 const ALLOWED_PERSONALITIES: [u64; 5] = [0x0, 0x8, 0x20000, 0x20008, 0xffff_ffff];
 
-/// The `EPERM` deny program and the `clone3` → `ENOSYS` program, compiled by seccompiler.
-fn compile_parts() -> Result<(TargetArch, BpfProgram, BpfProgram), LinuxError> {
-    let arch = TargetArch::try_from(std::env::consts::ARCH).map_err(|_| {
-        LinuxError::missing(
-            format!("seccomp for architecture {}", std::env::consts::ARCH),
-            "CellOS seccomp profiles are built for x86_64 and aarch64; run on one of those",
-        )
-    })?;
-    let build_error = |e: seccompiler::BackendError| LinuxError::Setup {
-        what: format!("compile seccomp profile {DEFAULT_PROFILE_NAME}"),
-        detail: e.to_string(),
-    };
-
+/// Every `EPERM` rule of the profile: the plainly denied syscalls (no conditions) and the
+/// argument rules of `clone` and `personality`.
+fn deny_rules() -> Result<BTreeMap<i64, Vec<SeccompRule>>, LinuxError> {
     let mut eperm: BTreeMap<i64, Vec<SeccompRule>> = denied_syscalls()
         .into_iter()
         .map(|nr| (nr, Vec::new()))
@@ -178,7 +168,31 @@ fn compile_parts() -> Result<(TargetArch, BpfProgram, BpfProgram), LinuxError> {
     )
     .map_err(build_error)?;
     eperm.insert(libc::SYS_personality, vec![personality_rule]);
+    Ok(eperm)
+}
 
+fn build_error(e: seccompiler::BackendError) -> LinuxError {
+    LinuxError::Setup {
+        what: format!("compile seccomp profile {DEFAULT_PROFILE_NAME}"),
+        detail: e.to_string(),
+    }
+}
+
+fn target_arch() -> Result<TargetArch, LinuxError> {
+    TargetArch::try_from(std::env::consts::ARCH).map_err(|_| {
+        LinuxError::missing(
+            format!("seccomp for architecture {}", std::env::consts::ARCH),
+            "CellOS seccomp profiles are built for x86_64 and aarch64; run on one of those",
+        )
+    })
+}
+
+/// seccompiler's linear program for `eperm` (each rule's syscall fails with `EPERM`), followed
+/// by the `clone3` → `ENOSYS` rule (see [`chain`]).
+fn linear(
+    arch: TargetArch,
+    eperm: BTreeMap<i64, Vec<SeccompRule>>,
+) -> Result<BpfProgram, LinuxError> {
     let deny = SeccompFilter::new(
         eperm,
         SeccompAction::Allow,
@@ -193,16 +207,33 @@ fn compile_parts() -> Result<(TargetArch, BpfProgram, BpfProgram), LinuxError> {
         arch,
     )
     .map_err(build_error)?;
-
     let deny: BpfProgram = deny.try_into().map_err(build_error)?;
     let no_clone3: BpfProgram = no_clone3.try_into().map_err(build_error)?;
-    Ok((arch, deny, no_clone3))
+    Ok(chain(deny, no_clone3))
 }
 
+/// The x32 guard, then a binary search over the ruled syscalls: a plainly denied one returns
+/// `EPERM` at its leaf, and only `clone`, `personality` and `clone3` (and every foreign-arch
+/// call) run seccompiler's linear program, built from their rules alone. It decides exactly as
+/// the linear program of every rule does (see the tests), in far fewer instructions: the kernel
+/// evaluates a new filter for each syscall number when it installs it, so the shorter the
+/// paths, the cheaper each cell's install.
 fn compile_default() -> Result<SeccompProfile, LinuxError> {
-    let (arch, deny, no_clone3) = compile_parts()?;
+    let arch = target_arch()?;
+    let rules = deny_rules()?;
+    let plain: Vec<i64> = rules
+        .iter()
+        .filter(|(_, r)| r.is_empty())
+        .map(|(&nr, _)| nr)
+        .collect();
+    let argued = rules.into_iter().filter(|(_, r)| !r.is_empty()).collect();
     let mut program = x32_guard(arch);
-    program.extend(dispatch(arch, &ruled_syscalls(), chain(deny, no_clone3))?);
+    program.extend(dispatch(
+        arch,
+        &ruled_syscalls(),
+        &plain,
+        linear(arch, argued)?,
+    )?);
     Ok(SeccompProfile {
         name: DEFAULT_PROFILE_NAME.into(),
         sha256: program_sha256(&program),
@@ -228,14 +259,19 @@ fn audit_arch(arch: TargetArch) -> u32 {
 }
 
 /// Put a binary search over `ruled` in front of `full`: a native syscall with no rule is
-/// allowed after about log2(n) comparisons, and only the ruled ones (and every foreign-arch
-/// call) run `full`, seccompiler's linear program, which decides exactly as before.
+/// allowed after about log2(n) comparisons, one in `plain` gets `EPERM` there, and the other
+/// ruled ones (and every foreign-arch call) run `full`.
 ///
 /// The kernel evaluates a new filter for every syscall number when it is installed (to cache
-/// the ones it always allows), so the linear program made each install cost about 0.2 ms per
+/// the ones it always allows), so a linear program made each install cost about 0.2 ms per
 /// cell; the search makes that, and every ruled-out syscall at run time, a few comparisons.
 /// Hand-written because seccompiler emits one linear chain of comparisons.
-fn dispatch(arch: TargetArch, ruled: &[i64], full: BpfProgram) -> Result<BpfProgram, LinuxError> {
+fn dispatch(
+    arch: TargetArch,
+    ruled: &[i64],
+    plain: &[i64],
+    full: BpfProgram,
+) -> Result<BpfProgram, LinuxError> {
     const SECCOMP_DATA_ARCH_OFFSET: u32 = 4;
     let mut head = vec![
         Op::Ins(sock_filter {
@@ -260,8 +296,8 @@ fn dispatch(arch: TargetArch, ruled: &[i64], full: BpfProgram) -> Result<BpfProg
     ];
     let numbers = ruled
         .iter()
-        .map(|&nr| u32::try_from(nr))
-        .collect::<Result<Vec<_>, _>>()
+        .map(|&nr| Ok((u32::try_from(nr)?, plain.contains(&nr))))
+        .collect::<Result<Vec<_>, std::num::TryFromIntError>>()
         .map_err(|_| LinuxError::Setup {
             what: format!("compile seccomp profile {DEFAULT_PROFILE_NAME}"),
             detail: "a syscall number does not fit seccomp's 32 bits".into(),
@@ -292,9 +328,10 @@ enum Op {
     Full,
 }
 
-/// Search the sorted `numbers` for the syscall number in A: found → the full program, not
-/// found → allow. Leaves test up to three numbers in turn; inner nodes split on `jge`.
-fn search(numbers: &[u32]) -> Result<Vec<Op>, LinuxError> {
+/// Search the sorted `numbers` (each with whether it is plainly denied) for the syscall
+/// number in A: not found → allow; found → `EPERM` if plainly denied, else the full program.
+/// Leaves test up to three numbers in turn; inner nodes split on `jge`.
+fn search(numbers: &[(u32, bool)]) -> Result<Vec<Op>, LinuxError> {
     let jump = |n: usize| {
         u8::try_from(n).map_err(|_| LinuxError::Setup {
             what: format!("compile seccomp profile {DEFAULT_PROFILE_NAME}"),
@@ -302,24 +339,29 @@ fn search(numbers: &[u32]) -> Result<Vec<Op>, LinuxError> {
         })
     };
     if numbers.len() <= 3 {
-        let mut ops = Vec::with_capacity(numbers.len() + 2);
-        for (i, &nr) in numbers.iter().enumerate() {
-            // Matched: skip the remaining tests and the allow, to the jump to `full`.
-            let skip = numbers.len() - i;
+        // Tests, then `ret ALLOW`, then the targets this leaf needs: `ret EPERM`, `full`.
+        let tests = numbers.len();
+        let any_plain = numbers.iter().any(|&(_, plain)| plain);
+        let eperm_at = tests + 1;
+        let full_at = eperm_at + usize::from(any_plain);
+        let mut ops = Vec::with_capacity(tests + 3);
+        for (i, &(nr, plain)) in numbers.iter().enumerate() {
+            // `jt` counts from the next instruction.
+            let target = if plain { eperm_at } else { full_at };
             ops.push(Op::Ins(sock_filter {
                 code: BPF_JMP_JEQ_K,
-                jt: jump(skip)?,
+                jt: jump(target - i - 1)?,
                 jf: 0,
                 k: nr,
             }));
         }
-        ops.push(Op::Ins(sock_filter {
-            code: BPF_RET_K,
-            jt: 0,
-            jf: 0,
-            k: SECCOMP_RET_ALLOW,
-        }));
-        ops.push(Op::Full);
+        ops.push(Op::Ins(ret(SECCOMP_RET_ALLOW)));
+        if any_plain {
+            ops.push(Op::Ins(ret(SECCOMP_RET_ERRNO | libc::EPERM.unsigned_abs())));
+        }
+        if numbers.iter().any(|&(_, plain)| !plain) {
+            ops.push(Op::Full);
+        }
         return Ok(ops);
     }
     let (low, high) = numbers.split_at(numbers.len() / 2);
@@ -328,11 +370,20 @@ fn search(numbers: &[u32]) -> Result<Vec<Op>, LinuxError> {
         code: BPF_JMP_JGE_K,
         jt: jump(low.len())?,
         jf: 0,
-        k: high[0],
+        k: high[0].0,
     })];
     ops.extend(low);
     ops.extend(search(high)?);
     Ok(ops)
+}
+
+fn ret(k: u32) -> sock_filter {
+    sock_filter {
+        code: BPF_RET_K,
+        jt: 0,
+        jf: 0,
+        k,
+    }
 }
 
 /// `BPF_LD | BPF_W | BPF_ABS` (0x00 | 0x00 | 0x20).
@@ -462,12 +513,16 @@ mod tests {
 
     #[test]
     fn the_search_decides_every_syscall_as_the_linear_program_does() {
-        let (arch, deny, no_clone3) = compile_parts().expect("compile");
-        let linear = chain(deny, no_clone3);
+        let arch = target_arch().expect("arch");
         let mut guarded = x32_guard(arch);
-        guarded.extend(linear.clone());
+        guarded.extend(linear(arch, deny_rules().expect("rules")).expect("compile"));
         let fast = default_profile().expect("compile").program;
-        assert!(fast.len() > guarded.len());
+        assert!(
+            fast.len() < guarded.len(),
+            "{} vs {}",
+            fast.len(),
+            guarded.len()
+        );
         let native = audit_arch(arch);
         let arg_sets = [
             [0u64; 6],
@@ -521,7 +576,23 @@ mod tests {
 
     #[test]
     fn chain_turns_every_allow_of_the_deny_list_into_a_jump_to_the_clone3_rule() {
-        let (_, deny, no_clone3) = compile_parts().expect("compile");
+        let arch = target_arch().expect("arch");
+        let compile = |rules: BTreeMap<i64, Vec<SeccompRule>>, errno: i32| -> BpfProgram {
+            SeccompFilter::new(
+                rules,
+                SeccompAction::Allow,
+                SeccompAction::Errno(errno.unsigned_abs()),
+                arch,
+            )
+            .expect("filter")
+            .try_into()
+            .expect("compile")
+        };
+        let deny = compile(deny_rules().expect("rules"), libc::EPERM);
+        let no_clone3 = compile(
+            [(libc::SYS_clone3, Vec::new())].into_iter().collect(),
+            libc::ENOSYS,
+        );
         let chained = chain(deny.clone(), no_clone3.clone());
         assert_eq!(&chained[deny.len()..], no_clone3.as_slice());
         let mut jumps = 0;
