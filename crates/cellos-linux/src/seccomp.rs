@@ -221,33 +221,22 @@ fn linear(
 fn compile_default() -> Result<SeccompProfile, LinuxError> {
     let arch = target_arch()?;
     let rules = deny_rules()?;
-    let plain: Vec<i64> = rules
+    // Every ruled syscall, sorted, with whether it is plainly denied; `clone3` has its own
+    // (ENOSYS) rule in the linear program.
+    let mut ruled: Vec<(i64, bool)> = rules
         .iter()
-        .filter(|(_, r)| r.is_empty())
-        .map(|(&nr, _)| nr)
+        .map(|(&nr, conditions)| (nr, conditions.is_empty()))
         .collect();
+    ruled.push((libc::SYS_clone3, false));
+    ruled.sort_unstable();
     let argued = rules.into_iter().filter(|(_, r)| !r.is_empty()).collect();
     let mut program = x32_guard(arch);
-    program.extend(dispatch(
-        arch,
-        &ruled_syscalls(),
-        &plain,
-        linear(arch, argued)?,
-    )?);
+    program.extend(dispatch(arch, &ruled, linear(arch, argued)?)?);
     Ok(SeccompProfile {
         name: DEFAULT_PROFILE_NAME.into(),
         sha256: program_sha256(&program),
         program,
     })
-}
-
-/// Every syscall the profile has a rule for; all others are allowed.
-fn ruled_syscalls() -> Vec<i64> {
-    let mut calls = denied_syscalls();
-    calls.extend([libc::SYS_clone, libc::SYS_personality, libc::SYS_clone3]);
-    calls.sort_unstable();
-    calls.dedup();
-    calls
 }
 
 /// `AUDIT_ARCH_*` of `arch` (linux/audit.h), what `seccomp_data.arch` holds.
@@ -258,9 +247,10 @@ fn audit_arch(arch: TargetArch) -> u32 {
     }
 }
 
-/// Put a binary search over `ruled` in front of `full`: a native syscall with no rule is
-/// allowed after about log2(n) comparisons, one in `plain` gets `EPERM` there, and the other
-/// ruled ones (and every foreign-arch call) run `full`.
+/// Put a binary search over `ruled` (sorted syscall numbers, each with whether it is plainly
+/// denied) in front of `full`: a native syscall with no rule is allowed after about log2(n)
+/// comparisons, a plainly denied one gets `EPERM` there, and the other ruled ones (and every
+/// foreign-arch call) run `full`.
 ///
 /// The kernel evaluates a new filter for every syscall number when it is installed (to cache
 /// the ones it always allows), so a linear program made each install cost about 0.2 ms per
@@ -268,8 +258,7 @@ fn audit_arch(arch: TargetArch) -> u32 {
 /// Hand-written because seccompiler emits one linear chain of comparisons.
 fn dispatch(
     arch: TargetArch,
-    ruled: &[i64],
-    plain: &[i64],
+    ruled: &[(i64, bool)],
     full: BpfProgram,
 ) -> Result<BpfProgram, LinuxError> {
     const SECCOMP_DATA_ARCH_OFFSET: u32 = 4;
@@ -296,7 +285,7 @@ fn dispatch(
     ];
     let numbers = ruled
         .iter()
-        .map(|&nr| Ok((u32::try_from(nr)?, plain.contains(&nr))))
+        .map(|&(nr, plain)| Ok((u32::try_from(nr)?, plain)))
         .collect::<Result<Vec<_>, std::num::TryFromIntError>>()
         .map_err(|_| LinuxError::Setup {
             what: format!("compile seccomp profile {DEFAULT_PROFILE_NAME}"),
