@@ -111,10 +111,7 @@ pub fn supervisor(
     let keys = KeyStore::new(home);
     keys.check_signer()
         .map_err(|e| Failure::cellos(format!("signing key: {e}")))?;
-    let load = Box::new(move || {
-        keys.load_or_create_signer()
-            .map_err(|e| format!("signing key: {e}"))
-    });
+    let load = Box::new(move || keys.load_or_create_signer().map_err(|e| e.to_string()));
     let sink = JsonlEventLog::open_deferred(home, load, LogConfig::default())
         .map_err(|e| Failure::cellos(e.to_string()))?;
     let secrets_dir = secrets_dir.unwrap_or_else(|| home.join("secrets"));

@@ -12,69 +12,46 @@ use cellos_core::ports::{PortError, PortErrorKind};
 /// Loads the signer on first use; its error explains what is wrong with the key.
 pub type SignerLoader = Box<dyn FnOnce() -> Result<Signer, String> + Send>;
 
-enum Pending {
-    Loader(SignerLoader),
-    Failed(String),
-    Loaded,
-}
-
 pub(super) struct LogSigner {
-    ready: OnceLock<Signer>,
-    pending: Mutex<Pending>,
+    /// The outcome of the (one) load: a failed load is not retried.
+    loaded: OnceLock<Result<Signer, String>>,
+    loader: Mutex<Option<SignerLoader>>,
 }
 
 impl LogSigner {
     pub(super) fn ready(signer: Signer) -> Self {
         Self {
-            ready: OnceLock::from(signer),
-            pending: Mutex::new(Pending::Loaded),
+            loaded: OnceLock::from(Ok(signer)),
+            loader: Mutex::new(None),
         }
     }
 
     pub(super) fn deferred(loader: SignerLoader) -> Self {
         Self {
-            ready: OnceLock::new(),
-            pending: Mutex::new(Pending::Loader(loader)),
+            loaded: OnceLock::new(),
+            loader: Mutex::new(Some(loader)),
         }
     }
 
     /// The key id, once the signer is loaded.
     pub(super) fn kid(&self) -> Option<&str> {
-        self.ready.get().map(Signer::kid)
+        self.loaded.get()?.as_ref().ok().map(Signer::kid)
     }
 
-    /// The signer, loading it now if this is the first use. A failed load is not retried:
-    /// every later append reports the same error.
+    /// The signer, loading it now if this is the first use; after a failed load every call
+    /// reports the same error.
     pub(super) fn get(&self) -> Result<&Signer, PortError> {
-        if let Some(signer) = self.ready.get() {
-            return Ok(signer);
-        }
-        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(signer) = self.ready.get() {
-            return Ok(signer);
-        }
-        let failed = |reason: &str| {
-            PortError::new(
-                PortErrorKind::Refused,
-                format!("event log: cannot load the signing key: {reason}"),
-            )
-        };
-        let load = match std::mem::replace(&mut *pending, Pending::Loaded) {
-            Pending::Loader(load) => load,
-            Pending::Failed(reason) => {
-                let err = failed(&reason);
-                *pending = Pending::Failed(reason);
-                return Err(err);
-            }
-            Pending::Loaded => return Err(failed("the signer vanished after loading")),
-        };
-        match load() {
-            Ok(signer) => Ok(self.ready.get_or_init(|| signer)),
-            Err(reason) => {
-                let err = failed(&reason);
-                *pending = Pending::Failed(reason);
-                Err(err)
-            }
-        }
+        self.loaded
+            .get_or_init(|| {
+                let load = self.loader.lock().unwrap_or_else(|p| p.into_inner()).take();
+                load.map_or_else(|| Err("no signer to load".into()), |load| load())
+            })
+            .as_ref()
+            .map_err(|reason| {
+                PortError::new(
+                    PortErrorKind::Refused,
+                    format!("event log: cannot load the signing key: {reason}"),
+                )
+            })
     }
 }
