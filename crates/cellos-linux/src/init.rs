@@ -30,8 +30,7 @@ use crate::error::LinuxError;
 use crate::landlock_rules::{self, LandlockPlan};
 use crate::plan::{AgentPlan, InitConfig};
 use crate::protocol::{
-    decode_config, recv_fds, Handoff, SecretFrame, StatusMsg, CMD_KILL, CMD_START, CONTROL_FD,
-    INIT_ARG, STATUS_FD,
+    recv_fds, Handoff, SecretFrame, StatusMsg, CMD_KILL, CMD_START, CONTROL_FD, INIT_ARG, STATUS_FD,
 };
 use crate::trees::Received;
 use crate::{caps, netns, rootfs};
@@ -113,18 +112,9 @@ fn setup(
     control: &mut File,
     handoff: Option<Handoff>,
 ) -> Result<(InitConfig, Vec<SecretFrame>), LinuxError> {
-    let (config, secrets) = match handoff {
-        Some(Handoff { config, secrets }) => (config, secrets),
-        None => {
-            let (json, secrets) = decode_config(control)
-                .map_err(|e| LinuxError::io("read cell config from supervisor", e))?;
-            let config: InitConfig =
-                serde_json::from_slice(&json).map_err(|e| LinuxError::Setup {
-                    what: "parse cell config".into(),
-                    detail: e.to_string(),
-                })?;
-            (config, secrets)
-        }
+    let Handoff { config, secrets } = match handoff {
+        Some(handoff) => handoff,
+        None => Handoff::read_frame(control)?,
     };
     let received = recv_fds(control.as_fd(), config.tree_count())
         .map_err(|e| LinuxError::io("receive mount trees from supervisor", e))?;

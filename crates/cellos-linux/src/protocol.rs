@@ -16,6 +16,9 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
+use crate::error::LinuxError;
+use crate::plan::InitConfig;
+
 /// argv[1] that turns the re-executed binary into the cell's init.
 pub const INIT_ARG: &str = "__cell-init";
 /// Control pipe (read end) inside init.
@@ -71,15 +74,47 @@ impl StatusMsg {
     }
 }
 
+/// The plan and secrets for init, as the supervisor built them. An init run in the clone finds
+/// them in its copy of the supervisor's memory; an exec'd init reads them as the config frame
+/// ([`Handoff::frame`], [`Handoff::read_frame`]). Either way the mount trees follow over the
+/// control socket.
+pub struct Handoff {
+    pub config: InitConfig,
+    pub secrets: Vec<SecretFrame>,
+}
+
+impl Handoff {
+    /// The config frame for an exec'd init.
+    pub fn frame(&self) -> io::Result<Zeroizing<Vec<u8>>> {
+        let json = serde_json::to_vec(&self.config).map_err(io::Error::other)?;
+        let secrets: Vec<(&str, &[u8])> = self
+            .secrets
+            .iter()
+            .map(|s| (s.key.as_str(), s.value.as_slice()))
+            .collect();
+        Ok(encode_config(&json, &secrets))
+    }
+
+    /// Read the config frame the supervisor sent (see [`Handoff::frame`]).
+    pub fn read_frame(input: &mut impl Read) -> Result<Handoff, LinuxError> {
+        let (json, secrets) = decode_config(input)
+            .map_err(|e| LinuxError::io("read cell config from supervisor", e))?;
+        let config = serde_json::from_slice(&json).map_err(|e| LinuxError::Setup {
+            what: "parse cell config".into(),
+            detail: e.to_string(),
+        })?;
+        Ok(Handoff { config, secrets })
+    }
+}
+
 /// One secret as delivered to init; zeroised on drop.
-#[derive(Clone)]
 pub struct SecretFrame {
     pub key: String,
     pub value: Zeroizing<Vec<u8>>,
 }
 
 /// Encode the config frame: `u32 len, json, u32 count, (u32 len, key, u32 len, value)*`.
-pub fn encode_config(json: &[u8], secrets: &[(&str, &[u8])]) -> Zeroizing<Vec<u8>> {
+fn encode_config(json: &[u8], secrets: &[(&str, &[u8])]) -> Zeroizing<Vec<u8>> {
     let total = 8
         + json.len()
         + secrets
@@ -102,7 +137,7 @@ fn push_chunk(buf: &mut Vec<u8>, chunk: &[u8]) {
 }
 
 /// Decode what [`encode_config`] wrote, with bounds on every length.
-pub fn decode_config(input: &mut impl Read) -> io::Result<(Vec<u8>, Vec<SecretFrame>)> {
+fn decode_config(input: &mut impl Read) -> io::Result<(Vec<u8>, Vec<SecretFrame>)> {
     let json = read_chunk(input, MAX_CONFIG_BYTES)?;
     let count = read_u32(input)?;
     if count > MAX_SECRETS {
@@ -322,27 +357,5 @@ mod tests {
             StatusEvent::Msg(StatusMsg::Ready)
         );
         assert_eq!(reader.next(r.as_fd(), None).unwrap(), StatusEvent::Closed);
-    }
-}
-
-/// The plan and secrets for init, as the supervisor built them. An init run in the clone finds
-/// them in its copy of the supervisor's memory; an exec'd init reads them as the config frame
-/// ([`encode_config`]). Either way the mount trees follow over the control socket.
-#[derive(Clone)]
-pub struct Handoff {
-    pub config: crate::plan::InitConfig,
-    pub secrets: Vec<SecretFrame>,
-}
-
-impl Handoff {
-    /// The config frame for an exec'd init.
-    pub fn frame(&self) -> io::Result<Zeroizing<Vec<u8>>> {
-        let json = serde_json::to_vec(&self.config).map_err(io::Error::other)?;
-        let secrets: Vec<(&str, &[u8])> = self
-            .secrets
-            .iter()
-            .map(|s| (s.key.as_str(), s.value.as_slice()))
-            .collect();
-        Ok(encode_config(&json, &secrets))
     }
 }
