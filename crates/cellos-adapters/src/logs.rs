@@ -163,12 +163,14 @@ mod tests {
         log.write_all(b"second\n").unwrap();
         drop(log);
         assert_eq!(fs::read_to_string(&path).unwrap(), "second\n");
-        // An empty log stays as it is (no truncation needed).
+        // An empty log is left untouched: no truncation, which would stamp a new mtime (the
+        // pause outlasts the kernel's coarse file-time granularity).
+        let empty = cell_log_dir(home.path(), "c2").join("stdout");
         let (_log, _) = TeeLog::create(home.path(), "c2", Stream::Stdout, 1024, None).unwrap();
+        let stamped = fs::metadata(&empty).unwrap().modified().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(50));
         let (_log, _) = TeeLog::create(home.path(), "c2", Stream::Stdout, 1024, None).unwrap();
-        assert_eq!(
-            fs::read(cell_log_dir(home.path(), "c2").join("stdout")).unwrap(),
-            b""
-        );
+        assert_eq!(fs::metadata(&empty).unwrap().modified().unwrap(), stamped);
+        assert_eq!(fs::read(&empty).unwrap(), b"");
     }
 }
