@@ -3,8 +3,9 @@
 //! We call the raw `clone` system call with a null stack, which behaves like `fork` with
 //! namespace flags: the child continues on a copy-on-write copy of our stack and becomes init:
 //! in the clone itself when this process is single-threaded (see [`crate::init_in_clone`]),
-//! else by exec'ing the init binary. `nix::sched::clone` (and glibc's `clone`) instead need a separately allocated stack and
-//! run a closure on it, which buys nothing here and costs an allocation and a guard page per cell.
+//! else by exec'ing the init binary. `nix::sched::clone` (and glibc's `clone`) instead need a
+//! separately allocated stack and run a closure on it, which buys nothing here and costs an
+//! allocation and a guard page per cell.
 //! When the cell has a v2 leaf we use `clone3` with `CLONE_INTO_CGROUP` (same fork-like null
 //! stack), so the child is born in it; v1 leaves are joined by the child itself, writing `"0"`
 //! to their `tasks` files before anything else. Neither takes the kernel's global threadgroup
@@ -230,8 +231,9 @@ impl InitCommand {
         }
         // We still carry our host ids (root), which are not mapped in the new namespace; exec
         // would compute our capabilities from those and drop them all. Become the namespace's
-        // root first (init run in the clone wants those ids too). Raw system calls: glibc's set*id wrappers broadcast to every thread of the
-        // (copied) process through signals, which would hang in this single-threaded copy.
+        // root first (init run in the clone wants those ids too). Raw system calls: glibc's
+        // set*id wrappers broadcast to every thread of the (copied) process through signals,
+        // which would hang in this single-threaded copy.
         if libc::syscall(libc::SYS_setresgid, 0, 0, 0) != 0
             || libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) != 0
             || libc::syscall(libc::SYS_setresuid, 0, 0, 0) != 0
