@@ -2,6 +2,12 @@
 //! dependency graph cargo resolves for the workspace (`cargo metadata`), following normal
 //! dependencies only (dev- and build-dependencies are never linked into the binary), and
 //! asserts that none of the signing, MAC or host-side crates is reachable from the agent.
+//!
+//! The graph is filtered to the platform this test is built for, the same one the agent is
+//! built for: an unfiltered resolve names crates for every platform (Android, Windows, wasm),
+//! which a fresh cargo cache never downloaded. Cargo fetches anything the filtered graph still
+//! lacks from the registry instead of failing offline, so the test does not depend on what a
+//! developer's cache happens to hold.
 
 use std::collections::{BTreeSet, HashMap};
 use std::process::Command;
@@ -21,6 +27,16 @@ const FORBIDDEN: &[&str] = &[
     "digest",
 ];
 
+/// The Linux target triple this test (and so the agent) is compiled for.
+fn target_triple() -> String {
+    let libc = if cfg!(target_env = "musl") {
+        "musl"
+    } else {
+        "gnu"
+    };
+    format!("{}-unknown-linux-{libc}", std::env::consts::ARCH)
+}
+
 /// The resolved workspace graph: package id → name, and package id → its normal dependencies.
 struct Graph {
     names: HashMap<String, String>,
@@ -34,9 +50,11 @@ impl Graph {
                 "metadata",
                 "--format-version",
                 "1",
-                "--offline",
-                "--manifest-path",
+                "--locked",
+                "--filter-platform",
             ])
+            .arg(target_triple())
+            .arg("--manifest-path")
             .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
             .output()
             .expect("run cargo metadata");
@@ -136,4 +154,38 @@ fn the_walk_finds_the_signing_crates_the_host_side_links() {
     for name in ["cellos-core", "ed25519-dalek", "hmac", "sha2"] {
         assert!(found.contains(&name), "{name} not found in {reachable:?}");
     }
+}
+
+/// Crates of an async runtime, of sockets or of host system calls: the core is the pure domain
+/// (ARCHITECTURE.md, layer L1), so none of them may be linked into it.
+const IMPURE_FOR_CORE: &[&str] = &[
+    "tokio",
+    "mio",
+    "socket2",
+    "nix",
+    "rustix",
+    "cellos-linux",
+    "cellos-adapters",
+    "cellos-dataplane",
+    "cellos-supervisor",
+];
+
+#[test]
+fn the_core_reaches_no_runtime_socket_or_host_crate() {
+    let graph = Graph::load();
+    let reachable = graph.reachable_from("cellos-core");
+    assert!(
+        reachable.contains("ed25519-dalek"),
+        "the walk must see the core's own dependencies: {reachable:?}"
+    );
+    let impure: Vec<&str> = IMPURE_FOR_CORE
+        .iter()
+        .copied()
+        .filter(|name| reachable.contains(*name))
+        .collect();
+    assert_eq!(
+        impure,
+        Vec::<&str>::new(),
+        "the core's normal dependency graph: {reachable:?}"
+    );
 }
