@@ -10,8 +10,7 @@ packages=(
   bubblewrap     # the peer `cellos run` is benchmarked against
   hyperfine      # times whole commands in scripts/bench-run.sh
   dnsmasq-base   # upstream DNS server in egress tests
-  iperf3         # throughput through egress rules
-  nats-server    # JetStream event sink tests
+  iperf3         # throughput through egress rules in scripts/bench-egress.sh
   openssl        # TLS server and self-signed certificate of the egress tests' internet
 )
 
