@@ -12,6 +12,9 @@ packages=(
   dnsmasq-base   # upstream DNS server in egress tests
   iperf3         # throughput through egress rules in scripts/bench-egress.sh
   openssl        # TLS server and self-signed certificate of the egress tests' internet
+  qemu-system-x86  # boots Debian's own kernel for scripts/vm-test.sh (software emulation)
+  busybox-static   # the VM guest's userland
+  kmod             # depmod, for the modules.dep of the VM guest's kernel
 )
 
 missing=()

@@ -1,0 +1,113 @@
+#!/bin/sh
+# The guest battery: each check prints one machine-readable line,
+#   CELLOS-VM {"check":"NAME","ok":true|false,"detail":"..."}
+# which the host (scripts/vm-test.sh) asserts on. Usage: battery.sh CGROUP_MODE (v2 | hybrid).
+mode="$1"
+export CELLOS_HOME=/var/lib/cellos
+out=/tmp/out
+
+result() { # NAME OK(true|false) DETAIL
+  detail="$(printf '%s' "$3" | tr -d '"\\' | tr '\n\t' '  ' | cut -c1-1500)"
+  printf 'CELLOS-VM {"check":"%s","ok":%s,"detail":"%s"}\n' "$1" "$2" "$detail"
+}
+
+# Run a spec; $status is cellos's exit status, $out holds stdout+stderr.
+run() {
+  cellos run "/specs/$1.yaml" >"$out" 2>&1
+  status=$?
+}
+
+# The CloudEvents of one cell, one per line.
+events() { cellos events --json --cell "$1" 2>/dev/null; }
+
+expect_output() { # CHECK SPEC WORD
+  run "$2"
+  if [ "$status" = 0 ] && grep -q "$3" "$out"; then
+    result "$1" true "exit 0, printed $3"
+  else
+    result "$1" false "exit $status: $(cat "$out")"
+  fi
+}
+
+if [ "$mode" = v2 ]; then
+  mechanisms="memory.max memory.swap.max pids.max cpu.max"
+else
+  mechanisms="memory.limit_in_bytes pids.max cpu.cfs_quota_us"
+fi
+
+if ! grep -q landlock /sys/kernel/security/lsm 2>/dev/null; then
+  # Booted without Landlock: a cell, which needs it, is refused, and the refusal names it.
+  run host-cell
+  if [ "$status" = 125 ] && grep -qi landlock "$out"; then
+    result landlock-required true "exit 125: $(cat "$out")"
+  else
+    result landlock-required false "exit $status: $(cat "$out")"
+  fi
+  cellos verify >"$out" 2>&1
+  result log-verifies "$([ $? = 0 ] && echo true || echo false)" "$(cat "$out")"
+  exit 0
+fi
+
+cellos doctor >"$out" 2>&1
+result doctor "$([ $? = 0 ] && echo true || echo false)" "$(cat "$out")"
+
+expect_output rootfs-host host-cell host-ok
+expect_output rootfs-path path-cell path-ok
+expect_output rootfs-oci oci-cell oci-ok
+
+run limits-cell
+enforced="$(events limits-cell | grep isolation.v1.enforced)"
+missing=""
+for m in $mechanisms; do
+  printf '%s' "$enforced" | grep -q "$m" || missing="$missing $m"
+done
+if [ "$status" = 0 ] && grep -q limits-ok "$out" && [ -z "$missing" ]; then
+  result limits-enforced true "mechanisms: $mechanisms"
+else
+  result limits-enforced false "exit $status, missing:$missing; $(cat "$out")"
+fi
+
+run oom-cell
+if [ "$status" = 137 ] && events oom-cell | grep limit.v1.hit | grep -qi oom; then
+  result oom-reported true "exit 137, limit.v1.hit names the OOM kill"
+else
+  result oom-reported false "exit $status: $(cat "$out"); $(events oom-cell | grep limit.v1.hit)"
+fi
+
+run pids-cell
+if events pids-cell | grep limit.v1.hit | grep -qi pids; then
+  result pids-reported true "exit $status, limit.v1.hit names pids"
+else
+  result pids-reported false "exit $status: $(cat "$out")"
+fi
+
+run seccomp-cell
+if [ "$status" = 0 ] && grep -q denied "$out" && ! grep -q escaped "$out"; then
+  result seccomp-denies true "unshare -U refused inside the cell"
+else
+  result seccomp-denies false "exit $status: $(cat "$out")"
+fi
+
+# Residue: 50 cells, then the host holds no more mounts, cgroups, processes or records than before.
+snapshot() {
+  echo "mounts=$(wc -l </proc/self/mountinfo)"
+  echo "cgroups=$(find /sys/fs/cgroup -type d | wc -l)"
+  echo "procs=$(ls -d /proc/[0-9]* | wc -l)"
+  echo "records=$(ls "$CELLOS_HOME/run" 2>/dev/null | wc -l)"
+}
+before="$(snapshot)"
+failed=0
+i=0
+while [ $i -lt 50 ]; do
+  cellos run /specs/loop-cell.yaml >/dev/null 2>&1 || failed=$((failed + 1))
+  i=$((i + 1))
+done
+after="$(snapshot)"
+if [ "$failed" = 0 ] && [ "$before" = "$after" ]; then
+  result residue-after-50 true "$(echo $after)"
+else
+  result residue-after-50 false "$failed failed; before: $(echo $before); after: $(echo $after)"
+fi
+
+cellos verify >"$out" 2>&1
+result log-verifies "$([ $? = 0 ] && echo true || echo false)" "$(cat "$out")"
