@@ -3,7 +3,7 @@
 # pivoted away from, and every cell pivots), mounts what a host has (proc, sys, dev, the cgroup
 # layout named by `cellos.cgroup=` on the kernel command line), loads the modules cells need,
 # runs the battery and powers off.
-export PATH=/usr/local/bin:/bin
+export PATH=/usr/local/bin:/usr/sbin:/bin
 if [ ! -e /.in-tmpfs ]; then
   mount -t proc proc /proc
   mkdir /newroot
@@ -45,7 +45,7 @@ case "$mode" in
     mount -t cgroup2 cgroup2 /sys/fs/cgroup/unified
     ;;
 esac
-for m in overlay veth nf_tables; do modprobe "$m" 2>/dev/null; done
+for m in overlay veth nf_tables nft_ct nft_nat nft_masq nft_chain_nat nfnetlink_log; do modprobe "$m" 2>/dev/null; done
 ip link set lo up
 mkdir -p /var/lib/cellos
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the guest's initramfs: busybox-static, CellOS's release binaries, the kernel modules
+# Builds the guest's initramfs: busybox-static, CellOS's release binaries, nft and ip, the kernel modules
 # cells need (overlayfs and netfilter are modules in Debian's kernel), the battery and its specs,
 # a directory rootfs and an OCI layout for image cells.
 # Usage: initramfs.sh KERNEL_DIR BIN_DIR OUT_CPIO
@@ -9,10 +9,20 @@ here="$(cd "$(dirname "$0")" && pwd)"
 root="$(mktemp -d)"
 trap 'rm -rf "$root"' EXIT
 
-mkdir -p "$root"/{bin,sbin,usr/bin,usr/local/bin,etc,proc,sys,dev,tmp,run,var/lib,lib/modules,specs,images}
+mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,usr/local/bin,etc,proc,sys,dev,tmp,run,var/lib,lib/modules,specs,images}
 cp /bin/busybox "$root/bin/busybox"
 for applet in $(/bin/busybox --list); do
   [ -e "$root/bin/$applet" ] || ln -s busybox "$root/bin/$applet"
+done
+# nft and ip are dynamically linked: bring each with the libraries ldd names, at the same paths.
+mkdir -p "$root/usr/sbin"
+for tool in nft ip; do
+  path="$(command -v "$tool")"
+  install -m 0755 "$path" "$root/usr/sbin/$tool"
+  for lib in $(ldd "$path" | grep -o '/[^ ]*'); do
+    mkdir -p "$root$(dirname "$lib")"
+    cp -nL "$lib" "$root$lib"
+  done
 done
 for b in cellos cellos-cell-init cellos-telemetry-agent; do
   install -m 0755 "$bin/$b" "$root/usr/local/bin/$b"
