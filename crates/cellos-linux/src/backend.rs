@@ -754,6 +754,7 @@ pub fn reclaim(state_dir: &Path, cell_id: &str) -> Result<TeardownReport, LinuxE
         forced: init.is_some(),
         removed,
         residue,
+        unverified: Vec::new(),
     })
 }
 
@@ -923,6 +924,7 @@ impl LinuxCell {
                 forced: false,
                 removed: Vec::new(),
                 residue: common_residue(&self.state_dir, &self.id),
+                unverified: Vec::new(),
             });
         }
         let forced = !self.finished;
@@ -1003,6 +1005,7 @@ impl LinuxCell {
             forced,
             removed,
             residue,
+            unverified: Vec::new(),
         })
     }
 }
