@@ -21,6 +21,7 @@ use cellos_core::ports::{Cell, CellBackend, WorkloadExit};
 use cellos_core::spec::ExecutionCellSpec;
 use cellos_linux::backend::{LinuxBackend, LinuxBackendConfig};
 use cellos_linux::netscope::{residue, NetRecord};
+use cellos_linux::residue::HostSources;
 use serde_json::json;
 
 fn run_ok(program: &str, args: &[&str]) -> String {
@@ -580,7 +581,7 @@ fn reclaim_removes_the_network_scope_of_a_killed_supervisor() {
     assert!(!host_has_nft_table(&net.host_table));
     assert!(!residue::veth_exists(&net.veth));
     assert!(!net.lease.exists());
-    assert!(residue::check(&net).is_empty());
+    assert!(residue::check(&net, &HostSources::host()).is_clean());
 }
 
 #[test]
@@ -611,7 +612,7 @@ fn a_duplicate_cell_id_leaves_the_running_cells_network_alone() {
     assert!(net.lease.exists());
     let teardown = first.destroy().unwrap();
     assert!(teardown.residue.is_empty(), "{:?}", teardown.residue);
-    assert!(residue::check(&net).is_empty());
+    assert!(residue::check(&net, &HostSources::host()).is_clean());
 }
 
 #[test]
@@ -661,7 +662,9 @@ fn the_residue_check_reports_a_veth_host_table_route_and_lease_that_remain() {
     run_ok("ip", &["link", "set", &rec.veth, "up"]);
     run_ok("nft", &["add", "table", "ip", &rec.host_table]);
 
-    let classes: Vec<String> = residue::check(&rec).into_iter().map(|r| r.class).collect();
+    let found = residue::check(&rec, &HostSources::host());
+    assert!(found.unverified.is_empty(), "{:?}", found.unverified);
+    let classes: Vec<String> = found.residue.into_iter().map(|r| r.class).collect();
     for class in ["veth", "nftTable", "route", "file"] {
         assert!(
             classes.iter().any(|c| c == class),
@@ -673,7 +676,7 @@ fn the_residue_check_reports_a_veth_host_table_route_and_lease_that_remain() {
     assert!(removed.iter().any(|r| r.class == "veth"));
     assert!(removed.iter().any(|r| r.class == "nftTable"));
     std::fs::remove_file(&rec.lease).unwrap();
-    assert!(residue::check(&rec).is_empty());
+    assert!(residue::check(&rec, &HostSources::host()).is_clean());
 }
 
 #[test]
