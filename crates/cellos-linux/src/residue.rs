@@ -80,10 +80,12 @@ impl CheckError {
                 "run cellos where procfs, sysfs and the host mount table are mounted and \
                  readable (not in a chroot, not under a profile that hides /proc or /sys)",
             ),
+            // A tool that could not be started already names the package to install.
+            CheckError::Tool(LinuxError::MissingFeature { .. }) | CheckError::Config(_) => None,
             CheckError::Tool(_) => Some(
-                "install nftables (apt-get install nftables) and keep nft in the supervisor's PATH",
+                "the supervisor must be able to list nftables tables (root with CAP_NET_ADMIN, \
+                 the nf_tables module loaded)",
             ),
-            CheckError::Config(_) => None,
         }
     }
 }

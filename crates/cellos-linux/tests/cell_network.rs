@@ -346,11 +346,7 @@ fn networked_cell_gets_eth0_its_address_and_only_the_allowed_traffic() {
     assert!(summary[0].data["deniedRange"].as_u64().unwrap() >= 1);
 
     // Nothing left.
-    assert!(
-        run.teardown.residue.is_empty(),
-        "{:?}",
-        run.teardown.residue
-    );
+    assert!(run.teardown.residue_free(), "{:?}", run.teardown);
     assert!(!residue::veth_exists(&rec_names.veth));
     assert!(!host_has_nft_table(&rec_names.host_table));
 }
@@ -430,11 +426,7 @@ fn hostname_rules_resolve_through_the_dns_authority_and_the_gate_checks_the_host
     let summary = of_kind(&run.events, EventKind::NetworkSummary);
     assert!(summary[0].data["dnsRefused"].as_u64().unwrap() >= 1);
     assert!(summary[0].data["gateDenied"].as_u64().unwrap() >= 1);
-    assert!(
-        run.teardown.residue.is_empty(),
-        "{:?}",
-        run.teardown.residue
-    );
+    assert!(run.teardown.residue_free(), "{:?}", run.teardown);
 }
 
 #[test]
@@ -458,11 +450,7 @@ fn concurrent_networked_cells_get_distinct_addresses() {
                     }),
                 );
                 let run = run_networked(&backend, &spec);
-                assert!(
-                    run.teardown.residue.is_empty(),
-                    "{:?}",
-                    run.teardown.residue
-                );
+                assert!(run.teardown.residue_free(), "{:?}", run.teardown);
                 run.stdout
                     .split_whitespace()
                     .skip_while(|w| *w != "inet")
@@ -576,7 +564,7 @@ fn reclaim_removes_the_network_scope_of_a_killed_supervisor() {
     assert!(net.lease.exists());
 
     let report = backend.reclaim(&id).unwrap();
-    assert!(report.residue.is_empty(), "{:?}", report.residue);
+    assert!(report.residue_free(), "{report:?}");
     assert!(report.removed.iter().any(|r| r.class == "nftTable"));
     assert!(!host_has_nft_table(&net.host_table));
     assert!(!residue::veth_exists(&net.veth));
@@ -611,7 +599,7 @@ fn a_duplicate_cell_id_leaves_the_running_cells_network_alone() {
     assert!(host_has_nft_table(&net.host_table));
     assert!(net.lease.exists());
     let teardown = first.destroy().unwrap();
-    assert!(teardown.residue.is_empty(), "{:?}", teardown.residue);
+    assert!(teardown.residue_free(), "{teardown:?}");
     assert!(residue::check(&net, &HostSources::host()).is_clean());
 }
 
