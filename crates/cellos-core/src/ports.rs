@@ -261,7 +261,8 @@ pub struct WorkloadOutcome {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Residue {
-    /// `process`, `cgroup`, `mount`, `netns`, `veth`, `nftTable`, `route`, `listener`, `file`.
+    /// `process`, `cgroup`, `mount`, `netns`, `veth`, `nftTable`, `route`, `listener`, `file`,
+    /// `secret` (a broker could not revoke).
     pub class: String,
     pub detail: String,
 }
@@ -271,7 +272,7 @@ pub struct Residue {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct UnverifiedResidue {
-    /// The [`Residue::class`] that went unchecked.
+    /// The [`Residue::class`] that went unchecked, or `all` when destroy itself failed.
     pub class: String,
     /// Why the check could not run, naming the source or tool and the fix.
     pub reason: String,
