@@ -46,7 +46,11 @@ fn a_run_goes_through_every_step_in_order_each_event_durable_at_its_barrier() {
     let report = h.run(&spec_with("", &with_export(&["a", "b"]))).unwrap();
 
     let expected = concat(vec![
-        vec![Step::Resolve("API_TOKEN".into()), Step::Create],
+        vec![
+            Step::Resolve("API_TOKEN".into()),
+            Step::Create,
+            Step::Created,
+        ],
         // Admission, secrets, isolation and start are durable before the workload runs.
         durable(&[
             AdmissionDecided,
@@ -520,4 +524,20 @@ fn a_workload_that_fails_fails_the_cell_with_its_own_status() {
     assert_eq!(h.sink.data(CommandCompleted)["exitCode"], 3);
     assert_eq!(h.sink.data(ComplianceSummary)["outcome"], "failed");
     assert_eq!(h.sink.data(ComplianceSummary)["residueFree"], true);
+}
+
+#[test]
+fn an_invalid_spec_touches_no_port_and_records_nothing() {
+    let h = Harness::scripted(Script::default());
+    let mut document = cellos_core::spec::parse_execution_cell(&spec_with("", SECRET)).unwrap();
+    document.spec.run.argv.clear();
+    let result = h.run_document(&document, &[]);
+    let Err(SupervisorError::Invalid(problems)) = result else {
+        panic!("expected an invalid spec, got {result:?}");
+    };
+    assert!(
+        problems.iter().any(|p| p.path == "spec.run.argv"),
+        "{problems:?}"
+    );
+    assert_eq!(h.journal.steps(), []);
 }

@@ -15,7 +15,9 @@ use cellos_core::ports::{
     IsolationReport, PortError, PortErrorKind, SecretBroker, SecretValue, TeardownReport,
     UnverifiedResidue, WorkloadExit, WorkloadOutcome,
 };
-use cellos_core::spec::{parse_execution_cell, parse_policy_pack, ExportTarget, ExportTargetKind};
+use cellos_core::spec::{
+    parse_execution_cell, parse_policy_pack, ExecutionCellDocument, ExportTarget, ExportTargetKind,
+};
 use cellos_supervisor::{ExportRouter, RunReport, RunRequest, Supervisor, SupervisorError};
 
 /// One thing the supervisor did, as the doubles saw it.
@@ -25,6 +27,8 @@ pub enum Step {
     Durable(EventKind),
     Resolve(String),
     Create,
+    /// The caller's `on_created` hook ran.
+    Created,
     Start,
     Wait,
     OpenArtifact(String),
@@ -38,7 +42,7 @@ pub enum Step {
 pub struct Journal(Mutex<Vec<Step>>);
 
 impl Journal {
-    fn push(&self, step: Step) {
+    pub fn push(&self, step: Step) {
         self.0.lock().unwrap().push(step);
     }
 
@@ -450,6 +454,15 @@ impl Harness {
     /// Run `spec` (YAML) under the policy packs `packs` (YAML each).
     pub fn run_under(&self, spec: &str, packs: &[&str]) -> Result<RunReport, SupervisorError> {
         let document = parse_execution_cell(spec).expect("test spec parses");
+        self.run_document(&document, packs)
+    }
+
+    /// Run a parsed `document` under `packs`; the `on_created` hook journals [`Step::Created`].
+    pub fn run_document(
+        &self,
+        document: &ExecutionCellDocument,
+        packs: &[&str],
+    ) -> Result<RunReport, SupervisorError> {
         let policies: Vec<_> = packs
             .iter()
             .map(|p| parse_policy_pack(p).expect("test pack parses"))
@@ -467,12 +480,12 @@ impl Harness {
             Arc::new(Router(self.exports.clone())),
         );
         supervisor.run(RunRequest {
-            document: &document,
+            document,
             policies: &policies,
             run_id: "run-1".into(),
             stdout: Box::new(std::io::sink()),
             stderr: Box::new(std::io::sink()),
-            on_created: None,
+            on_created: Some(Box::new(|| self.journal.push(Step::Created))),
         })
     }
 }
