@@ -48,7 +48,7 @@ use crate::protocol::{
     CONTROL_FD, INIT_ARG, RELEASE, STATUS_FD,
 };
 use crate::record::{self, RunRecord};
-use crate::residue::{self, Findings, HostSources, Proc};
+use crate::residue::{self, CheckError, Findings, HostSources, Proc};
 use crate::safe_path;
 use crate::seccomp::{self, SeccompProfile};
 use crate::telemetry::{self, RunnerContext, TelemetryRunner, TelemetrySettings};
@@ -973,12 +973,16 @@ impl LinuxCell {
                 detail: format!("init pid {pid} could not be reaped"),
             });
         }
-        // Returns only once the cgroups are empty (or reports who is left).
-        if let Err(e) = self.cgroup.kill_all() {
-            residue.push(Residue {
+        // Returns only once the cgroups are empty (or reports who is left). A cgroup that
+        // cannot be listed says nothing about who is left.
+        let mut findings = Findings::default();
+        match self.cgroup.kill_all() {
+            Ok(()) => {}
+            Err(e @ LinuxError::Io { .. }) => findings.unverified("process", &CheckError::Host(e)),
+            Err(e) => residue.push(Residue {
                 class: "process".into(),
                 detail: format!("processes remain in the cell's cgroup: {e}"),
-            });
+            }),
         }
         // After the last process is gone, so its exit is observed and reported.
         if let Some(mut t) = self.telemetry.take() {
@@ -1005,7 +1009,6 @@ impl LinuxCell {
         if let Some(egress) = self.egress.take() {
             egress.stop();
         }
-        let mut findings = Findings::default();
         if self.network.is_some() {
             let (net_removed, net_failed) =
                 netscope::remove(&self.state_dir, &self.id, self.network.as_ref());

@@ -487,8 +487,8 @@ impl CellCgroup {
     /// of the mount table at `mountinfo`. The table is read afresh (a check must not trust a
     /// cached layout), and one without any cgroup hierarchy cannot rule anything out.
     pub fn leftover_dirs(cell_id: &str, mountinfo: &Path) -> Result<Vec<PathBuf>, CheckError> {
-        validate_cell_id(cell_id).map_err(CheckError::Config)?;
-        let parent = parent_path().map_err(CheckError::Config)?;
+        validate_cell_id(cell_id).map_err(CheckError::Host)?;
+        let parent = parent_path().map_err(CheckError::Host)?;
         let text = fs::read_to_string(mountinfo).map_err(|e| CheckError::read(mountinfo, e))?;
         let layout = Layout::from_mountinfo(&text);
         let roots = layout.all_roots();

@@ -60,9 +60,10 @@ pub enum CheckError {
     /// A tool the check runs could not run, or failed.
     #[error("{0}")]
     Tool(#[source] LinuxError),
-    /// The check's own configuration is invalid (the error names the fix).
+    /// A host operation the check relies on failed, or its configuration is invalid (the
+    /// error names what and the fix).
     #[error("{0}")]
-    Config(#[source] LinuxError),
+    Host(#[source] LinuxError),
 }
 
 impl CheckError {
@@ -81,7 +82,7 @@ impl CheckError {
                  readable (not in a chroot, not under a profile that hides /proc or /sys)",
             ),
             // A tool that could not be started already names the package to install.
-            CheckError::Tool(LinuxError::MissingFeature { .. }) | CheckError::Config(_) => None,
+            CheckError::Tool(LinuxError::MissingFeature { .. }) | CheckError::Host(_) => None,
             CheckError::Tool(_) => Some(
                 "the supervisor must be able to list nftables tables (root with CAP_NET_ADMIN, \
                  the nf_tables module loaded)",
