@@ -274,3 +274,20 @@ fn found_residue_outranks_unverified_and_forced() {
     });
     assert_eq!(forced.terminal_state, Some(TerminalState::Forced));
 }
+
+#[test]
+fn a_reclaim_whose_check_could_not_run_projects_its_unverified_classes() {
+    let teardown = TeardownReport {
+        cell_id: "c".to_owned(),
+        destroyed: true,
+        unverified: vec![UnverifiedResidue {
+            class: "process".to_owned(),
+            reason: "procfs unreadable".to_owned(),
+        }],
+        ..TeardownReport::default()
+    };
+    let event = factory().gc_reclaimed(datetime!(2025-01-02 03:04:05 UTC), &[], &teardown);
+    let cell = project([&event]).remove("c").unwrap();
+    assert_eq!(cell.phase, Phase::Destroyed);
+    assert_eq!(cell.unverified, teardown.unverified);
+}
