@@ -261,9 +261,21 @@ pub struct WorkloadOutcome {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Residue {
-    /// `process`, `cgroup`, `mount`, `netns`, `veth`, `nftTable`, `route`, `listener`, `file`.
+    /// `process`, `cgroup`, `mount`, `netns`, `veth`, `nftTable`, `route`, `listener`, `file`,
+    /// `secret` (a broker could not revoke).
     pub class: String,
     pub detail: String,
+}
+
+/// A kind of residue the check could not look for (its source could not be read, its tool
+/// could not run). The host may still hold it, so the cell is not clean: fail closed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UnverifiedResidue {
+    /// The [`Residue::class`] that went unchecked, or `all` when destroy itself failed.
+    pub class: String,
+    /// Why the check could not run, naming the source or tool and the fix.
+    pub reason: String,
 }
 
 /// Result of destroy or reclaim: what was removed and what (if anything) remains.
@@ -277,8 +289,18 @@ pub struct TeardownReport {
     pub forced: bool,
     /// What teardown found and removed (processes, cgroups, records, ...).
     pub removed: Vec<Residue>,
-    /// What the residue check still found. Empty means nothing is left.
+    /// What the residue check still found.
     pub residue: Vec<Residue>,
+    /// Residue classes the check could not look for.
+    #[serde(default)]
+    pub unverified: Vec<UnverifiedResidue>,
+}
+
+impl TeardownReport {
+    /// Whether the check ran completely and found nothing: only then is the cell clean.
+    pub fn residue_free(&self) -> bool {
+        self.residue.is_empty() && self.unverified.is_empty()
+    }
 }
 
 /// A running cell, owned by the supervisor.

@@ -16,7 +16,9 @@ use crate::events::{
     ProcessObservedData, TelemetryReportData, TerminalState, ViolationData,
 };
 use crate::policy::Verdict;
-use crate::ports::{ExportReceipt, IsolationReport, LimitEnforcement, LimitHit, Residue};
+use crate::ports::{
+    ExportReceipt, IsolationReport, LimitEnforcement, LimitHit, Residue, UnverifiedResidue,
+};
 
 /// Where a cell is in its life. Ordered: a cell only moves forward, so replaying an older
 /// event never moves it back.
@@ -87,6 +89,8 @@ pub struct CellState {
     pub terminal_state: Option<TerminalState>,
     /// What the last residue check (teardown or reclaim) still found.
     pub residue: Vec<Residue>,
+    /// Residue classes the last check could not look for.
+    pub unverified: Vec<UnverifiedResidue>,
     pub counts: ComplianceCounts,
     pub summary: Option<ComplianceSummaryData>,
     /// Events applied to this cell.
@@ -123,6 +127,7 @@ impl CellState {
             outcome: None,
             terminal_state: None,
             residue: Vec::new(),
+            unverified: Vec::new(),
             counts: ComplianceCounts::default(),
             summary: None,
             events: 0,
@@ -189,12 +194,14 @@ impl CellState {
                 self.outcome = Some(data.outcome);
                 self.terminal_state = Some(data.terminal_state);
                 self.residue = data.residue;
+                self.unverified = data.unverified;
                 self.timings.destroyed = time();
                 self.advance(Phase::Destroyed);
             }
             EventKind::GcReclaimed => {
                 let data: GcReclaimedData = decode(event)?;
                 self.residue = data.residue;
+                self.unverified = data.unverified;
                 if self.timings.destroyed.is_none() {
                     self.timings.destroyed = time();
                 }

@@ -68,6 +68,7 @@ fn one_of_each(factory: &EventFactory, t: OffsetDateTime) -> Vec<CloudEvent> {
         forced: true,
         removed: vec![],
         residue: vec![],
+        unverified: vec![],
     };
     let secrets = SecretsData {
         keys: vec!["API_TOKEN".to_owned()],

@@ -8,8 +8,8 @@ use std::time::Duration;
 use cellos_core::events::*;
 use cellos_core::policy::{AdmissionDecision, Verdict};
 use cellos_core::ports::{
-    ExportReceipt, IsolationReport, LimitEnforcement, LimitHit, TeardownReport, WorkloadExit,
-    WorkloadOutcome,
+    ExportReceipt, IsolationReport, LimitEnforcement, LimitHit, Residue, TeardownReport,
+    UnverifiedResidue, WorkloadExit, WorkloadOutcome,
 };
 use cellos_core::projection::{project, Phase, Projector};
 use cellos_core::spec::ExportTargetKind;
@@ -90,6 +90,7 @@ fn run_of(factory: &EventFactory, cell: &str, verdict: Verdict) -> Vec<CloudEven
                 forced: false,
                 removed: vec![],
                 residue: vec![],
+                unverified: vec![],
             },
             None,
         ),
@@ -218,4 +219,75 @@ fn telemetry_events_project_per_cell() {
     assert_eq!(a.undecodable_events, 0);
     assert_eq!(cells["b"].telemetry.spawned, ["other"]);
     assert_eq!(cells["b"].counts.processes_spawned, 1);
+}
+
+/// The teardown of cell `c` as `lifecycle.v1.destroyed`, projected.
+fn destroyed_as(teardown: TeardownReport) -> cellos_core::projection::CellState {
+    let event = factory().lifecycle_destroyed(
+        datetime!(2025-01-02 03:04:05 UTC),
+        "run-1",
+        Outcome::Failed,
+        &teardown,
+        None,
+    );
+    project([&event]).remove("c").unwrap()
+}
+
+#[test]
+fn a_teardown_whose_check_could_not_run_projects_as_unverified_not_clean() {
+    let unverified = vec![UnverifiedResidue {
+        class: "nftTable".to_owned(),
+        reason: "cannot run nft".to_owned(),
+    }];
+    let cell = destroyed_as(TeardownReport {
+        cell_id: "c".to_owned(),
+        destroyed: true,
+        unverified: unverified.clone(),
+        ..TeardownReport::default()
+    });
+    assert_eq!(cell.terminal_state, Some(TerminalState::Unverified));
+    assert_eq!(cell.unverified, unverified);
+}
+
+#[test]
+fn found_residue_outranks_unverified_and_forced() {
+    let cell = destroyed_as(TeardownReport {
+        cell_id: "c".to_owned(),
+        destroyed: true,
+        forced: true,
+        residue: vec![Residue {
+            class: "cgroup".to_owned(),
+            detail: "left".to_owned(),
+        }],
+        unverified: vec![UnverifiedResidue {
+            class: "mount".to_owned(),
+            reason: "unreadable".to_owned(),
+        }],
+        ..TeardownReport::default()
+    });
+    assert_eq!(cell.terminal_state, Some(TerminalState::Residue));
+    let forced = destroyed_as(TeardownReport {
+        cell_id: "c".to_owned(),
+        destroyed: true,
+        forced: true,
+        ..TeardownReport::default()
+    });
+    assert_eq!(forced.terminal_state, Some(TerminalState::Forced));
+}
+
+#[test]
+fn a_reclaim_whose_check_could_not_run_projects_its_unverified_classes() {
+    let teardown = TeardownReport {
+        cell_id: "c".to_owned(),
+        destroyed: true,
+        unverified: vec![UnverifiedResidue {
+            class: "process".to_owned(),
+            reason: "procfs unreadable".to_owned(),
+        }],
+        ..TeardownReport::default()
+    };
+    let event = factory().gc_reclaimed(datetime!(2025-01-02 03:04:05 UTC), &[], &teardown);
+    let cell = project([&event]).remove("c").unwrap();
+    assert_eq!(cell.phase, Phase::Destroyed);
+    assert_eq!(cell.unverified, teardown.unverified);
 }

@@ -48,6 +48,7 @@ use crate::protocol::{
     CONTROL_FD, INIT_ARG, RELEASE, STATUS_FD,
 };
 use crate::record::{self, RunRecord};
+use crate::residue::{self, CheckError, Findings, HostSources, Proc};
 use crate::safe_path;
 use crate::seccomp::{self, SeccompProfile};
 use crate::telemetry::{self, RunnerContext, TelemetryRunner, TelemetrySettings};
@@ -82,6 +83,8 @@ pub struct LinuxBackendConfig {
     pub telemetry: TelemetrySettings,
     /// Address pool and DNS upstream of networked cells.
     pub network: NetworkConfig,
+    /// Where the residue check after destroy and reclaim reads the host.
+    pub residue_sources: HostSources,
 }
 
 impl LinuxBackendConfig {
@@ -95,6 +98,7 @@ impl LinuxBackendConfig {
             uid_base: DEFAULT_UID_BASE,
             telemetry: TelemetrySettings::default(),
             network: NetworkConfig::default(),
+            residue_sources: HostSources::host(),
         }
     }
 }
@@ -470,6 +474,7 @@ impl LinuxBackend {
         Ok(LinuxCell {
             id: spec.id.clone(),
             state_dir: state_dir.clone(),
+            residue_sources: self.config.residue_sources.clone(),
             init_pid: Some(pid),
             control: Some(control),
             status: status_r,
@@ -632,7 +637,11 @@ impl CellBackend for LinuxBackend {
     }
 
     fn reclaim(&self, cell_id: &str) -> Result<TeardownReport, PortError> {
-        Ok(reclaim(&self.config.state_dir, cell_id)?)
+        Ok(reclaim(
+            &self.config.state_dir,
+            cell_id,
+            &self.config.residue_sources,
+        )?)
     }
 
     /// Cells of this state directory whose supervisor is gone. Only records count: every
@@ -695,8 +704,13 @@ impl CellBackend for LinuxBackend {
 }
 
 /// Reclaim what a dead supervisor left of `cell_id`: kill its init (only if the recorded pid
-/// still has the recorded start time), remove its cgroups and its record, then verify.
-pub fn reclaim(state_dir: &Path, cell_id: &str) -> Result<TeardownReport, LinuxError> {
+/// still has the recorded start time), remove its cgroups and its record, then verify against
+/// `sources`.
+pub fn reclaim(
+    state_dir: &Path,
+    cell_id: &str,
+    sources: &HostSources,
+) -> Result<TeardownReport, LinuxError> {
     cgroup::validate_cell_id(cell_id)?;
     let rec = record::read(state_dir, cell_id)?;
     let mut removed = Vec::new();
@@ -719,25 +733,34 @@ pub fn reclaim(state_dir: &Path, cell_id: &str) -> Result<TeardownReport, LinuxE
         });
     }
     // A killed init is reaped by its own parent (or the subreaper); wait until it is gone.
-    let mut residue = Vec::new();
     if let Some((pid, start)) = init {
         let until = Instant::now() + KILL_GRACE;
         while record::process_start_time(pid) == start && Instant::now() < until {
             std::thread::sleep(Duration::from_millis(1));
         }
-        if record::process_start_time(pid) == start {
-            residue.push(Residue {
-                class: "process".into(),
-                detail: format!("init pid {pid} still running"),
-            });
-        }
+    }
+    let mut report = TeardownReport {
+        cell_id: cell_id.to_owned(),
+        forced: init.is_some(),
+        ..TeardownReport::default()
+    };
+    let mut findings = Findings::default();
+    // Checked whether or not it looked alive above: a /proc that cannot be read makes every
+    // process look dead.
+    if let Some((Some(pid), Some(start))) = rec.as_ref().map(|r| (r.init_pid, r.init_start)) {
+        findings.check(
+            "process",
+            Proc::open(&sources.proc)
+                .and_then(|proc| proc.runs(pid, start))
+                .map(|runs| runs.then(|| format!("init pid {pid} still running"))),
+        );
     }
     removed.extend(telemetry::reclaim(state_dir, cell_id));
     let network = rec.as_ref().and_then(|r| r.network.as_ref());
     let (net_removed, net_failed) = netscope::remove(state_dir, cell_id, network);
     removed.extend(net_removed);
-    residue.extend(net_failed);
-    residue.extend(netscope::residue(state_dir, cell_id, network));
+    report.residue.extend(net_failed);
+    findings.extend(netscope::residue(state_dir, cell_id, network, sources));
     if rec.is_some() {
         record::remove(state_dir, cell_id)?;
         removed.push(Residue {
@@ -747,34 +770,38 @@ pub fn reclaim(state_dir: &Path, cell_id: &str) -> Result<TeardownReport, LinuxE
                 .to_string(),
         });
     }
-    residue.extend(common_residue(state_dir, cell_id));
-    Ok(TeardownReport {
-        cell_id: cell_id.to_owned(),
-        destroyed: !removed.is_empty(),
-        forced: init.is_some(),
-        removed,
-        residue,
-    })
+    findings.extend(common_residue(state_dir, cell_id, sources));
+    report.destroyed = !removed.is_empty();
+    report.removed = removed;
+    findings.into_report(&mut report);
+    Ok(report)
 }
 
-/// Residue checks shared by destroy and reclaim: cgroup directories, the telemetry socket and
-/// the run record.
-fn common_residue(state_dir: &Path, cell_id: &str) -> Vec<Residue> {
-    let mut residue: Vec<Residue> = telemetry::residue(state_dir, cell_id).into_iter().collect();
-    if CellCgroup::exists(cell_id) {
-        residue.push(Residue {
-            class: "cgroup".into(),
-            detail: format!("cgroup directories of '{cell_id}' still exist"),
-        });
-    }
-    let path = record::record_path(state_dir, cell_id);
-    if path.exists() {
-        residue.push(Residue {
-            class: "file".into(),
-            detail: format!("run record {} still exists", path.display()),
-        });
-    }
-    residue
+/// Residue checks shared by destroy and reclaim: cgroup directories, the telemetry socket, the
+/// run record and mounts on the cell's host paths.
+fn common_residue(state_dir: &Path, cell_id: &str, sources: &HostSources) -> Findings {
+    let mut findings = Findings::default();
+    let socket_dir = telemetry::socket_dir(state_dir, cell_id);
+    let record_path = record::record_path(state_dir, cell_id);
+    findings.check(
+        "mount",
+        residue::mounts_on(sources, &[socket_dir, record_path.clone()]),
+    );
+    findings.check("file", telemetry::residue(state_dir, cell_id));
+    findings.check(
+        "cgroup",
+        CellCgroup::leftover_dirs(cell_id, &sources.mountinfo).map(|dirs| {
+            let dirs: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+            (!dirs.is_empty())
+                .then(|| format!("cgroup directories still exist: {}", dirs.join(", ")))
+        }),
+    );
+    findings.check(
+        "file",
+        residue::file_exists(&record_path)
+            .map(|left| left.then(|| format!("run record {} still exists", record_path.display()))),
+    );
+    findings
 }
 
 /// Records of every cell known to `state_dir` (for `ps` and `gc`).
@@ -786,6 +813,8 @@ pub fn list_records(state_dir: &Path) -> Result<Vec<RunRecord>, LinuxError> {
 pub struct LinuxCell {
     id: String,
     state_dir: PathBuf,
+    /// Where destroy's residue check reads the host.
+    residue_sources: HostSources,
     /// Host pid of init until reaped.
     init_pid: Option<i32>,
     control: Option<File>,
@@ -917,13 +946,13 @@ impl LinuxCell {
 
     fn destroy_inner(&mut self) -> Result<TeardownReport, LinuxError> {
         if self.destroyed {
-            return Ok(TeardownReport {
+            let mut report = TeardownReport {
                 cell_id: self.id.clone(),
-                destroyed: false,
-                forced: false,
-                removed: Vec::new(),
-                residue: common_residue(&self.state_dir, &self.id),
-            });
+                ..TeardownReport::default()
+            };
+            common_residue(&self.state_dir, &self.id, &self.residue_sources)
+                .into_report(&mut report);
+            return Ok(report);
         }
         let forced = !self.finished;
         let mut removed = Vec::new();
@@ -944,12 +973,16 @@ impl LinuxCell {
                 detail: format!("init pid {pid} could not be reaped"),
             });
         }
-        // Returns only once the cgroups are empty (or reports who is left).
-        if let Err(e) = self.cgroup.kill_all() {
-            residue.push(Residue {
+        // Returns only once the cgroups are empty (or reports who is left). A cgroup that
+        // cannot be listed says nothing about who is left.
+        let mut findings = Findings::default();
+        match self.cgroup.kill_all() {
+            Ok(()) => {}
+            Err(e @ LinuxError::Io { .. }) => findings.unverified("process", &CheckError::Host(e)),
+            Err(e) => residue.push(Residue {
                 class: "process".into(),
                 detail: format!("processes remain in the cell's cgroup: {e}"),
-            });
+            }),
         }
         // After the last process is gone, so its exit is observed and reported.
         if let Some(mut t) = self.telemetry.take() {
@@ -981,10 +1014,11 @@ impl LinuxCell {
                 netscope::remove(&self.state_dir, &self.id, self.network.as_ref());
             removed.extend(net_removed);
             residue.extend(net_failed);
-            residue.extend(netscope::residue(
+            findings.extend(netscope::residue(
                 &self.state_dir,
                 &self.id,
                 self.network.as_ref(),
+                &self.residue_sources,
             ));
         }
         record::remove(&self.state_dir, &self.id)?;
@@ -995,15 +1029,21 @@ impl LinuxCell {
                 .to_string(),
         });
         self.destroyed = true;
-        residue.extend(common_residue(&self.state_dir, &self.id));
-        residue.dedup();
-        Ok(TeardownReport {
+        findings.extend(common_residue(
+            &self.state_dir,
+            &self.id,
+            &self.residue_sources,
+        ));
+        let mut report = TeardownReport {
             cell_id: self.id.clone(),
             destroyed: true,
             forced,
             removed,
             residue,
-        })
+            unverified: Vec::new(),
+        };
+        findings.into_report(&mut report);
+        Ok(report)
     }
 }
 

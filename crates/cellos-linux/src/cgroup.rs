@@ -9,7 +9,7 @@
 //! names another relative path. The cell also gets a leaf in the v2 tree even when that tree has
 //! no controllers: it tracks every process and offers `cgroup.kill`.
 
-mod layout;
+pub(crate) mod layout;
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -23,6 +23,7 @@ use cellos_core::ports::{LimitEnforcement, LimitHit};
 pub use layout::{Controller, Hierarchy, Layout};
 
 use crate::error::LinuxError;
+use crate::residue::CheckError;
 
 /// Environment variable naming the parent cgroup (relative to each hierarchy root).
 pub const PARENT_ENV: &str = "CELLOS_CGROUP_PARENT";
@@ -475,18 +476,39 @@ impl CellCgroup {
         ids.into_iter().collect()
     }
 
-    /// Whether any hierarchy still has a directory for `cell_id` (residue check).
+    /// Whether any hierarchy may still have a directory for `cell_id`: true unless the host's
+    /// mount table rules it out.
     pub fn exists(cell_id: &str) -> bool {
-        if validate_cell_id(cell_id).is_err() {
-            return false;
+        Self::leftover_dirs(cell_id, Path::new("/proc/self/mountinfo"))
+            .map_or(true, |dirs| !dirs.is_empty())
+    }
+
+    /// Residue check: the directories of `cell_id` that still exist in the cgroup hierarchies
+    /// of the mount table at `mountinfo`. The table is read afresh (a check must not trust a
+    /// cached layout), and one without any cgroup hierarchy cannot rule anything out.
+    pub fn leftover_dirs(cell_id: &str, mountinfo: &Path) -> Result<Vec<PathBuf>, CheckError> {
+        validate_cell_id(cell_id).map_err(CheckError::Host)?;
+        let parent = parent_path().map_err(CheckError::Host)?;
+        let text = fs::read_to_string(mountinfo).map_err(|e| CheckError::read(mountinfo, e))?;
+        let layout = Layout::from_mountinfo(&text);
+        let roots = layout.all_roots();
+        if roots.is_empty() {
+            return Err(CheckError::NotTheSource {
+                path: mountinfo.to_owned(),
+                what: "lists no cgroup hierarchy",
+            });
         }
-        let Ok(parent) = parent_path() else {
-            return false;
-        };
-        Layout::host()
-            .all_roots()
-            .into_iter()
-            .any(|(_, root)| root.join(&parent).join(cell_id).is_dir())
+        let mut left = Vec::new();
+        for (_, root) in roots {
+            let dir = root.join(&parent).join(cell_id);
+            match fs::metadata(&dir) {
+                Ok(meta) if meta.is_dir() => left.push(dir),
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(CheckError::read(dir, e)),
+            }
+        }
+        Ok(left)
     }
 }
 

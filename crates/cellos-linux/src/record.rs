@@ -173,7 +173,11 @@ pub fn list_records(state_dir: &Path) -> Result<Vec<RunRecord>, LinuxError> {
 /// Start time of `pid` in clock ticks since boot (field 22 of `/proc/<pid>/stat`); `None` when
 /// the process does not exist (or is a zombie being reaped).
 pub fn process_start_time(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    start_time_of_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// Start time (field 22) of a `/proc/<pid>/stat` line; `None` for a zombie or dead process.
+pub fn start_time_of_stat(stat: &str) -> Option<u64> {
     // The command name (field 2) may contain spaces and parentheses: fields after the last ')'.
     let rest = &stat[stat.rfind(')')? + 1..];
     let mut fields = rest.split_ascii_whitespace();

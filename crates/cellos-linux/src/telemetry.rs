@@ -30,6 +30,7 @@ use time::OffsetDateTime;
 use crate::error::LinuxError;
 use crate::plan::{AgentPlan, MountPlan, DEFAULT_PATH};
 use crate::record;
+use crate::residue::CheckError;
 
 pub use cellos_telemetry::receiver::IN_CELL_SOCKET_PATH;
 
@@ -321,12 +322,10 @@ fn drive(
 }
 
 /// Residue check: the cell's telemetry directory (and socket) must be gone after teardown.
-pub fn residue(state_dir: &Path, cell_id: &str) -> Option<Residue> {
+pub fn residue(state_dir: &Path, cell_id: &str) -> Result<Option<String>, CheckError> {
     let dir = socket_dir(state_dir, cell_id);
-    dir.exists().then(|| Residue {
-        class: "file".into(),
-        detail: format!("telemetry socket directory {} still exists", dir.display()),
-    })
+    Ok(crate::residue::file_exists(&dir)?
+        .then(|| format!("telemetry socket directory {} still exists", dir.display())))
 }
 
 /// Crash reconciliation: remove a dead cell's telemetry directory. Returns what was removed.

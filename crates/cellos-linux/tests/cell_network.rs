@@ -21,6 +21,7 @@ use cellos_core::ports::{Cell, CellBackend, WorkloadExit};
 use cellos_core::spec::ExecutionCellSpec;
 use cellos_linux::backend::{LinuxBackend, LinuxBackendConfig};
 use cellos_linux::netscope::{residue, NetRecord};
+use cellos_linux::residue::HostSources;
 use serde_json::json;
 
 fn run_ok(program: &str, args: &[&str]) -> String {
@@ -345,11 +346,7 @@ fn networked_cell_gets_eth0_its_address_and_only_the_allowed_traffic() {
     assert!(summary[0].data["deniedRange"].as_u64().unwrap() >= 1);
 
     // Nothing left.
-    assert!(
-        run.teardown.residue.is_empty(),
-        "{:?}",
-        run.teardown.residue
-    );
+    assert!(run.teardown.residue_free(), "{:?}", run.teardown);
     assert!(!residue::veth_exists(&rec_names.veth));
     assert!(!host_has_nft_table(&rec_names.host_table));
 }
@@ -429,11 +426,7 @@ fn hostname_rules_resolve_through_the_dns_authority_and_the_gate_checks_the_host
     let summary = of_kind(&run.events, EventKind::NetworkSummary);
     assert!(summary[0].data["dnsRefused"].as_u64().unwrap() >= 1);
     assert!(summary[0].data["gateDenied"].as_u64().unwrap() >= 1);
-    assert!(
-        run.teardown.residue.is_empty(),
-        "{:?}",
-        run.teardown.residue
-    );
+    assert!(run.teardown.residue_free(), "{:?}", run.teardown);
 }
 
 #[test]
@@ -457,11 +450,7 @@ fn concurrent_networked_cells_get_distinct_addresses() {
                     }),
                 );
                 let run = run_networked(&backend, &spec);
-                assert!(
-                    run.teardown.residue.is_empty(),
-                    "{:?}",
-                    run.teardown.residue
-                );
+                assert!(run.teardown.residue_free(), "{:?}", run.teardown);
                 run.stdout
                     .split_whitespace()
                     .skip_while(|w| *w != "inet")
@@ -577,12 +566,12 @@ fn reclaim_removes_the_network_scope_of_a_killed_supervisor() {
     assert!(net.lease.exists());
 
     let report = backend.reclaim(&id).unwrap();
-    assert!(report.residue.is_empty(), "{:?}", report.residue);
+    assert!(report.residue_free(), "{report:?}");
     assert!(report.removed.iter().any(|r| r.class == "nftTable"));
     assert!(!host_has_nft_table(&net.host_table));
     assert!(!residue::veth_exists(&net.veth));
     assert!(!net.lease.exists());
-    assert!(residue::check(&net).is_empty());
+    assert!(residue::check(&net, &HostSources::host()).is_clean());
 }
 
 #[test]
@@ -612,8 +601,8 @@ fn a_duplicate_cell_id_leaves_the_running_cells_network_alone() {
     assert!(host_has_nft_table(&net.host_table));
     assert!(net.lease.exists());
     let teardown = first.destroy().unwrap();
-    assert!(teardown.residue.is_empty(), "{:?}", teardown.residue);
-    assert!(residue::check(&net).is_empty());
+    assert!(teardown.residue_free(), "{teardown:?}");
+    assert!(residue::check(&net, &HostSources::host()).is_clean());
 }
 
 #[test]
@@ -663,7 +652,9 @@ fn the_residue_check_reports_a_veth_host_table_route_and_lease_that_remain() {
     run_ok("ip", &["link", "set", &rec.veth, "up"]);
     run_ok("nft", &["add", "table", "ip", &rec.host_table]);
 
-    let classes: Vec<String> = residue::check(&rec).into_iter().map(|r| r.class).collect();
+    let found = residue::check(&rec, &HostSources::host());
+    assert!(found.unverified.is_empty(), "{:?}", found.unverified);
+    let classes: Vec<String> = found.residue.into_iter().map(|r| r.class).collect();
     for class in ["veth", "nftTable", "route", "file"] {
         assert!(
             classes.iter().any(|c| c == class),
@@ -675,7 +666,7 @@ fn the_residue_check_reports_a_veth_host_table_route_and_lease_that_remain() {
     assert!(removed.iter().any(|r| r.class == "veth"));
     assert!(removed.iter().any(|r| r.class == "nftTable"));
     std::fs::remove_file(&rec.lease).unwrap();
-    assert!(residue::check(&rec).is_empty());
+    assert!(residue::check(&rec, &HostSources::host()).is_clean());
 }
 
 #[test]

@@ -64,7 +64,7 @@ fn sequential_and_concurrent_cells_leave_nothing() {
             &spec(&format!("{prefix}{i}"), &["/bin/true"], json!({})),
         );
         assert_eq!(r.outcome.exit, WorkloadExit::Exited { code: 0 });
-        assert!(r.teardown.residue.is_empty(), "{:?}", r.teardown.residue);
+        assert!(r.teardown.residue_free(), "{:?}", r.teardown);
     }
     std::thread::scope(|s| {
         for i in 0..20 {
@@ -79,7 +79,7 @@ fn sequential_and_concurrent_cells_leave_nothing() {
                     r.stderr
                 );
                 assert_eq!(r.stdout, "2\n");
-                assert!(r.teardown.residue.is_empty(), "{:?}", r.teardown.residue);
+                assert!(r.teardown.residue_free(), "{:?}", r.teardown);
             });
         }
     });
@@ -110,7 +110,7 @@ fn destroy_of_a_running_cell_kills_everything() {
     assert!(CellCgroup::exists(&id));
     let report = cell.destroy().unwrap();
     assert!(report.destroyed && report.forced);
-    assert!(report.residue.is_empty(), "{:?}", report.residue);
+    assert!(report.residue_free(), "{report:?}");
     assert!(!CellCgroup::exists(&id));
     assert!(cellos_linux::record::read(fx.state.path(), &id)
         .unwrap()
@@ -179,7 +179,7 @@ fn reclaim_after_the_creating_process_is_killed() {
     assert!(fx.backend.orphans().unwrap().contains(&id));
     let report = fx.backend.reclaim(&id).unwrap();
     assert!(report.destroyed);
-    assert!(report.residue.is_empty(), "{:?}", report.residue);
+    assert!(report.residue_free(), "{report:?}");
     assert!(!CellCgroup::exists(&id));
     assert!(!Path::new(&cellos_linux::record::record_path(fx.state.path(), &id)).exists());
     let init = record.init_pid.unwrap();
@@ -190,5 +190,5 @@ fn reclaim_after_the_creating_process_is_killed() {
     assert!(!fx.backend.orphans().unwrap().contains(&id));
     // Idempotent.
     let again = fx.backend.reclaim(&id).unwrap();
-    assert!(!again.destroyed && again.residue.is_empty());
+    assert!(!again.destroyed && again.residue_free(), "{again:?}");
 }

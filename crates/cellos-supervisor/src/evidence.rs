@@ -230,7 +230,7 @@ impl<'a> Recorder<'a> {
                     run_id: run_id.to_string(),
                     outcome,
                     counts: tally.counts.clone(),
-                    residue_free: teardown.residue.is_empty(),
+                    residue_free: teardown.residue_free(),
                     event_count: tally.emitted + 1,
                 }
             };

@@ -1,8 +1,9 @@
 //! CellOS lifecycle: one linear, evidence-first path from spec to a destroyed cell.
 //!
 //! The supervisor talks to the host only through the core ports (backend, event sink, secret
-//! brokers, export sinks); the composition root injects the adapters. Every step emits its event
-//! durably before the next step begins, so a log always shows how far a cell got.
+//! brokers, export sinks); the composition root injects the adapters. Events become durable at
+//! barriers: before the workload's exec, before and after each export, and before a run
+//! returns, so a log always shows how far a cell got (see `evidence`).
 
 mod evidence;
 mod exports;

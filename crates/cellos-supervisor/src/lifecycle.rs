@@ -9,7 +9,8 @@ use cellos_core::events::{EventFactory, Outcome};
 use cellos_core::policy::{admit, AdmissionDecision, Verdict};
 use cellos_core::ports::{
     Cell, CellBackend, CellRequest, DeliveredSecret, EventSink, ExportReceipt, LimitHit, PortError,
-    PortErrorKind, Residue, SecretBroker, TeardownReport, WorkloadExit, WorkloadOutcome,
+    PortErrorKind, Residue, SecretBroker, TeardownReport, UnverifiedResidue, WorkloadExit,
+    WorkloadOutcome,
 };
 use cellos_core::spec::{
     canonical_spec_hash, validate_execution_cell, ExecutionCellDocument, ExecutionCellSpec,
@@ -114,13 +115,17 @@ impl RunReport {
         for residue in &self.teardown.residue {
             line.push_str(&format!("; RESIDUE {} {}", residue.class, residue.detail));
         }
+        for unverified in &self.teardown.unverified {
+            line.push_str(&format!(
+                "; UNVERIFIED {}: {}",
+                unverified.class, unverified.reason
+            ));
+        }
         line
     }
 
     fn outcome(&self) -> Outcome {
-        if self.exit_code() == 0
-            && self.export_failures.is_empty()
-            && self.teardown.residue.is_empty()
+        if self.exit_code() == 0 && self.export_failures.is_empty() && self.teardown.residue_free()
         {
             Outcome::Succeeded
         } else {
@@ -193,12 +198,13 @@ impl Supervisor {
         let secrets = match self.resolve_secrets(cell_id, &spec.authority.secret_refs) {
             Ok(secrets) => secrets,
             Err(err) => {
-                self.revoke_all(cell_id);
+                let mut teardown = never_created(cell_id);
+                teardown.residue = self.revoke_all(cell_id).residue();
                 let _ = recorder.finished(
                     &[],
                     delivery,
                     Outcome::Failed,
-                    &never_created(cell_id),
+                    &teardown,
                     Some(&err.to_string()),
                 );
                 return Err(err);
@@ -226,13 +232,15 @@ impl Supervisor {
         let mut cell = match cell {
             Ok(cell) => cell,
             Err(err) => {
-                self.revoke_all(cell_id);
+                let unrevoked = self.revoke_all(cell_id);
+                let mut teardown = never_created(cell_id);
+                teardown.residue = unrevoked.residue();
                 let err = SupervisorError::Backend(err);
                 let _ = recorder.finished(
-                    &delivered,
+                    &unrevoked.revoked(&delivered),
                     delivery,
                     Outcome::Failed,
-                    &never_created(cell_id),
+                    &teardown,
                     Some(&err.to_string()),
                 );
                 return Err(err);
@@ -249,23 +257,18 @@ impl Supervisor {
         let driven = self.drive(cell.as_mut(), spec, &spec_hash, ttl_deadline, &mut recorder);
 
         // Destroy and revoke run on every path once the cell exists.
-        let teardown = cell.destroy().unwrap_or_else(|err| TeardownReport {
-            cell_id: cell_id.to_string(),
-            destroyed: false,
-            forced: true,
-            removed: Vec::new(),
-            residue: vec![Residue {
-                class: "unknown".into(),
-                detail: format!("destroy failed: {err}"),
-            }],
-        });
-        self.revoke_all(cell_id);
+        let mut teardown = cell
+            .destroy()
+            .unwrap_or_else(|err| destroy_failed(cell_id, &err));
+        let unrevoked = self.revoke_all(cell_id);
+        teardown.residue.extend(unrevoked.residue());
+        let revoked = unrevoked.revoked(&delivered);
 
         let (outcome, exports, export_failures) = match driven {
             Ok(driven) => driven,
             Err(err) => {
                 let _ = recorder.finished(
-                    &delivered,
+                    &revoked,
                     delivery,
                     Outcome::Failed,
                     &teardown,
@@ -285,13 +288,7 @@ impl Supervisor {
             teardown,
         };
         recorder
-            .finished(
-                &delivered,
-                delivery,
-                report.outcome(),
-                &report.teardown,
-                None,
-            )
+            .finished(&revoked, delivery, report.outcome(), &report.teardown, None)
             .map_err(SupervisorError::Events)?;
         Ok(report)
     }
@@ -423,13 +420,58 @@ impl Supervisor {
         Ok(out)
     }
 
-    /// Revoke on every broker; a failing broker is logged and never stops the others.
-    fn revoke_all(&self, cell_id: &str) {
+    /// Revoke on every broker; a failing broker never stops the others. Returns the brokers
+    /// that may still hold the cell's secrets, with why.
+    fn revoke_all(&self, cell_id: &str) -> Unrevoked {
+        let mut failed = Vec::new();
         for broker in &self.brokers {
             if let Err(err) = broker.revoke_for_cell(cell_id) {
                 tracing::warn!(broker = broker.name(), %err, "secret revocation failed");
+                failed.push((broker.name(), err));
             }
         }
+        Unrevoked(failed)
+    }
+}
+
+/// Brokers whose revocation failed, with their errors.
+struct Unrevoked(Vec<(&'static str, PortError)>);
+
+impl Unrevoked {
+    /// Each failed broker as residue of class `secret`: a grant that may still stand.
+    fn residue(&self) -> Vec<Residue> {
+        self.0
+            .iter()
+            .map(|(broker, err)| Residue {
+                class: "secret".into(),
+                detail: format!("broker {broker} could not revoke the cell's secrets: {err}"),
+            })
+            .collect()
+    }
+
+    /// The delivered secrets whose broker did revoke them: no `secrets.v1.revoked` claims a
+    /// grant that may still stand.
+    fn revoked(&self, delivered: &[(String, &'static str)]) -> Vec<(String, &'static str)> {
+        delivered
+            .iter()
+            .filter(|(_, broker)| !self.0.iter().any(|(failed, _)| failed == broker))
+            .cloned()
+            .collect()
+    }
+}
+
+/// Teardown report for a cell whose destroy failed: nothing of the residue check ran, so
+/// every class is unverified.
+fn destroy_failed(cell_id: &str, err: &PortError) -> TeardownReport {
+    TeardownReport {
+        cell_id: cell_id.to_string(),
+        destroyed: false,
+        forced: true,
+        unverified: vec![UnverifiedResidue {
+            class: "all".into(),
+            reason: format!("destroy failed, nothing was verified: {err}"),
+        }],
+        ..TeardownReport::default()
     }
 }
 

@@ -1,71 +1,11 @@
 //! A spec asking for more egress than its policy pack allows is denied before the backend is
 //! asked to create anything (no network scope, no address lease, no veth ever exists).
 
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+mod support;
 
-use cellos_core::events::{CloudEvent, EventFactory, EventKind};
-use cellos_core::ports::{
-    Cell, CellBackend, CellRequest, CellSummary, EventSink, ExportSink, PortError, PortErrorKind,
-    TeardownReport,
-};
-use cellos_core::spec::{parse_execution_cell, parse_policy_pack, ExportTarget};
-use cellos_supervisor::{ExportRouter, RunRequest, Supervisor, SupervisorError};
-
-/// Counts `create` calls and creates nothing.
-#[derive(Default)]
-struct CountingBackend {
-    creates: AtomicU32,
-}
-
-impl CellBackend for CountingBackend {
-    fn name(&self) -> &'static str {
-        "counting"
-    }
-    fn create(&self, _request: CellRequest<'_>) -> Result<Box<dyn Cell>, PortError> {
-        self.creates.fetch_add(1, Ordering::SeqCst);
-        Err(PortError::new(
-            PortErrorKind::Refused,
-            "test backend creates nothing",
-        ))
-    }
-    fn reclaim(&self, cell_id: &str) -> Result<TeardownReport, PortError> {
-        Ok(TeardownReport {
-            cell_id: cell_id.into(),
-            ..Default::default()
-        })
-    }
-    fn orphans(&self) -> Result<Vec<String>, PortError> {
-        Ok(Vec::new())
-    }
-    fn list(&self) -> Result<Vec<CellSummary>, PortError> {
-        Ok(Vec::new())
-    }
-    fn signal(&self, _cell_id: &str, _signal: i32) -> Result<(), PortError> {
-        Ok(())
-    }
-}
-
-#[derive(Default)]
-struct MemorySink(Mutex<Vec<CloudEvent>>);
-
-impl EventSink for MemorySink {
-    fn emit(&self, event: CloudEvent) -> Result<CloudEvent, PortError> {
-        self.0.lock().unwrap().push(event.clone());
-        Ok(event)
-    }
-}
-
-struct NoExports;
-
-impl ExportRouter for NoExports {
-    fn sink_for(&self, _target: Option<&ExportTarget>) -> Result<Arc<dyn ExportSink>, PortError> {
-        Err(PortError::new(
-            PortErrorKind::Refused,
-            "no exports in this test",
-        ))
-    }
-}
+use cellos_core::events::EventKind;
+use cellos_supervisor::SupervisorError;
+use support::{Harness, Script, Step};
 
 const PACK: &str = "apiVersion: cellos.io/v1
 kind: PolicyPack
@@ -94,25 +34,8 @@ spec:
 
 #[test]
 fn egress_beyond_the_pack_is_denied_before_the_backend_creates_anything() {
-    let backend = Arc::new(CountingBackend::default());
-    let sink = Arc::new(MemorySink::default());
-    let supervisor = Supervisor::new(
-        backend.clone(),
-        sink.clone(),
-        EventFactory::new("h", "test", Arc::new(|| "id".to_owned())),
-        Vec::new(),
-        Arc::new(NoExports),
-    );
-    let packs = vec![parse_policy_pack(PACK).unwrap()];
-    let document = parse_execution_cell(&spec("evil.test")).unwrap();
-    let result = supervisor.run(RunRequest {
-        document: &document,
-        policies: &packs,
-        run_id: "r1".into(),
-        stdout: Box::new(std::io::sink()),
-        stderr: Box::new(std::io::sink()),
-        on_created: None,
-    });
+    let denied = Harness::scripted(Script::default());
+    let result = denied.run_under(&spec("evil.test"), &[PACK]);
     let Err(SupervisorError::Denied(decision)) = result else {
         panic!("expected an admission denial, got {result:?}");
     };
@@ -120,20 +43,13 @@ fn egress_beyond_the_pack_is_denied_before_the_backend_creates_anything() {
         .violations
         .iter()
         .any(|v| v.rule == "allowedEgressHosts" && v.path == "spec.authority.egressRules[0].host"));
-    assert_eq!(backend.creates.load(Ordering::SeqCst), 0);
-    let kinds: Vec<_> = sink.0.lock().unwrap().iter().map(|e| e.kind()).collect();
-    assert_eq!(kinds, [Some(EventKind::AdmissionDecided)]);
+    assert!(!denied.journal.contains(&Step::Create));
+    assert_eq!(denied.sink.kinds(), [EventKind::AdmissionDecided]);
 
     // The same spec within the pack reaches the backend.
-    let allowed = parse_execution_cell(&spec("api.allowed.test")).unwrap();
-    let result = supervisor.run(RunRequest {
-        document: &allowed,
-        policies: &packs,
-        run_id: "r2".into(),
-        stdout: Box::new(std::io::sink()),
-        stderr: Box::new(std::io::sink()),
-        on_created: None,
-    });
-    assert!(matches!(result, Err(SupervisorError::Backend(_))));
-    assert_eq!(backend.creates.load(Ordering::SeqCst), 1);
+    let allowed = Harness::scripted(Script::default());
+    allowed
+        .run_under(&spec("api.allowed.test"), &[PACK])
+        .unwrap();
+    assert!(allowed.journal.contains(&Step::Create));
 }

@@ -7,7 +7,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::authority::AuthorityKind;
 use crate::policy::AdmissionDecision;
-use crate::ports::{IsolationReport, Residue, WorkloadExit, WorkloadOutcome};
+use crate::ports::{
+    IsolationReport, Residue, TeardownReport, UnverifiedResidue, WorkloadExit, WorkloadOutcome,
+};
 use crate::spec::{ExportTargetKind, SecretDeliveryMode};
 
 use super::ComplianceCounts;
@@ -66,17 +68,40 @@ pub enum Outcome {
     Failed,
 }
 
-/// How the cell's processes ended at teardown.
+/// How teardown left the cell. Only `Clean` and `Forced` mean the residue check ran in full
+/// and found nothing; the other two say why the host may still hold part of the cell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum TerminalState {
-    /// Every process had exited before teardown.
+    /// Every process had exited before teardown, and nothing is left.
     Clean,
-    /// Teardown had to kill processes.
+    /// Teardown had to kill processes, and nothing is left.
     Forced,
+    /// Part of the residue check could not run (see `unverified`); nothing it could check
+    /// is left.
+    Unverified,
+    /// The residue check found something left (see `residue`).
+    Residue,
 }
 
-/// `lifecycle.v1.destroyed`: teardown finished; `residue` lists what the check still found.
+impl TerminalState {
+    /// The state `teardown` left: found residue outranks unchecked classes, which outrank
+    /// how the processes ended.
+    pub fn of(teardown: &TeardownReport) -> Self {
+        if !teardown.residue.is_empty() {
+            TerminalState::Residue
+        } else if !teardown.unverified.is_empty() {
+            TerminalState::Unverified
+        } else if teardown.forced {
+            TerminalState::Forced
+        } else {
+            TerminalState::Clean
+        }
+    }
+}
+
+/// `lifecycle.v1.destroyed`: teardown finished; `residue` lists what the check still found,
+/// `unverified` the classes it could not check.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LifecycleDestroyedData {
@@ -84,6 +109,8 @@ pub struct LifecycleDestroyedData {
     pub outcome: Outcome,
     pub terminal_state: TerminalState,
     pub residue: Vec<Residue>,
+    #[serde(default)]
+    pub unverified: Vec<UnverifiedResidue>,
     /// Why a cell ended before its workload ran (admission passed but secrets, create or
     /// evidence failed); absent for cells that ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -279,7 +306,7 @@ pub struct ComplianceSummaryData {
     pub run_id: String,
     pub outcome: Outcome,
     pub counts: ComplianceCounts,
-    /// True when the residue check after teardown found nothing.
+    /// True when the residue check after teardown ran in full and found nothing.
     pub residue_free: bool,
     /// Events emitted for this cell before the summary.
     pub event_count: u64,
@@ -291,4 +318,6 @@ pub struct ComplianceSummaryData {
 pub struct GcReclaimedData {
     pub removed: Vec<Residue>,
     pub residue: Vec<Residue>,
+    #[serde(default)]
+    pub unverified: Vec<UnverifiedResidue>,
 }

@@ -120,12 +120,9 @@ impl EventFactory {
         let data = LifecycleDestroyedData {
             run_id: run_id.to_owned(),
             outcome,
-            terminal_state: if teardown.forced {
-                TerminalState::Forced
-            } else {
-                TerminalState::Clean
-            },
+            terminal_state: TerminalState::of(teardown),
             residue: teardown.residue.clone(),
+            unverified: teardown.unverified.clone(),
             reason: reason.map(str::to_owned),
         };
         self.build(
@@ -360,6 +357,7 @@ impl EventFactory {
         let data = GcReclaimedData {
             removed: removed.to_vec(),
             residue: teardown.residue.clone(),
+            unverified: teardown.unverified.clone(),
         };
         self.build(EventKind::GcReclaimed, time, &teardown.cell_id, &data)
     }

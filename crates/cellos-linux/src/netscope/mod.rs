@@ -30,6 +30,8 @@ use cellos_core::spec::ExecutionCellSpec;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::residue::{Findings, HostSources};
+
 pub use pool::AddressPool;
 
 /// Host-side network settings of the backend.
@@ -153,17 +155,24 @@ pub fn remove(
     (removed, failed)
 }
 
-/// What is left of `cell_id`'s network scope.
-pub fn residue(state_dir: &Path, cell_id: &str, rec: Option<&NetRecord>) -> Vec<Residue> {
-    let mut out = rec.map(residue::check).unwrap_or_default();
-    for lease in pool::held_by(state_dir, cell_id) {
-        if rec.is_some_and(|r| r.lease == lease) {
-            continue;
-        }
-        out.push(Residue {
-            class: "file".into(),
-            detail: format!("address lease {} still exists", lease.display()),
-        });
-    }
+/// What is left of `cell_id`'s network scope, and what could not be checked.
+pub fn residue(
+    state_dir: &Path,
+    cell_id: &str,
+    rec: Option<&NetRecord>,
+    sources: &HostSources,
+) -> Findings {
+    let mut out = rec.map(|r| residue::check(r, sources)).unwrap_or_default();
+    out.check(
+        "file",
+        pool::held_by(state_dir, cell_id).map(|leases| {
+            let other: Vec<String> = leases
+                .into_iter()
+                .filter(|lease| rec.is_none_or(|r| r.lease != *lease))
+                .map(|lease| format!("address lease {} still exists", lease.display()))
+                .collect();
+            (!other.is_empty()).then(|| other.join("; "))
+        }),
+    );
     out
 }

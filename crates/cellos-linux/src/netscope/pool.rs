@@ -16,6 +16,7 @@ use cellos_core::spec::Cidr;
 use sha2::{Digest, Sha256};
 
 use crate::error::LinuxError;
+use crate::residue::CheckError;
 
 /// Default pool of cell links.
 pub const DEFAULT_POOL: &str = "10.213.0.0/16";
@@ -166,16 +167,27 @@ pub fn release_all(state_dir: &Path, cell_id: &str) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Leases still held by `cell_id`.
-pub fn held_by(state_dir: &Path, cell_id: &str) -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir(lease_dir(state_dir)) else {
-        return Vec::new();
+/// Leases still held by `cell_id`. A lease directory that does not exist holds nothing; one
+/// that cannot be read cannot say.
+pub fn held_by(state_dir: &Path, cell_id: &str) -> Result<Vec<PathBuf>, CheckError> {
+    let dir = lease_dir(state_dir);
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(CheckError::read(dir, e)),
     };
-    entries
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| std::fs::read(p).is_ok_and(|owner| owner == cell_id.as_bytes()))
-        .collect()
+    let mut held = Vec::new();
+    for entry in entries {
+        let path = entry.map_err(|e| CheckError::read(&dir, e))?.path();
+        match std::fs::read(&path) {
+            Ok(owner) if owner == cell_id.as_bytes() => held.push(path),
+            Ok(_) => {}
+            // Released by its owner while we looked.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(CheckError::read(path, e)),
+        }
+    }
+    Ok(held)
 }
 
 /// IPv4 addresses already in use on the host: every interface address and every route's
@@ -237,9 +249,9 @@ mod tests {
         let (b, _) = lease(dir.path(), &pool, "cell-b").unwrap();
         assert_ne!(a, b);
         assert!(lease(dir.path(), &pool, "cell-c").is_err());
-        assert_eq!(held_by(dir.path(), "cell-a"), vec![pa.clone()]);
+        assert_eq!(held_by(dir.path(), "cell-a").unwrap(), vec![pa.clone()]);
         assert_eq!(release_all(dir.path(), "cell-a"), vec![pa]);
-        assert!(held_by(dir.path(), "cell-a").is_empty());
+        assert!(held_by(dir.path(), "cell-a").unwrap().is_empty());
         let (c, _) = lease(dir.path(), &pool, "cell-c").unwrap();
         assert_eq!(c, a);
     }

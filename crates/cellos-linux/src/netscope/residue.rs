@@ -2,38 +2,42 @@
 //! DNS listeners and network namespace.
 //!
 //! All read from `/sys`, `/proc` and `nft list`, so the checks see what the kernel has, not
-//! what the backend believes it created.
+//! what the backend believes it created. A source that cannot be read leaves its class
+//! unverified (see [`crate::residue`]).
 
 use std::net::Ipv4Addr;
 use std::path::Path;
 
-use cellos_core::ports::Residue;
-
 use crate::netscope::link::{run_tool, HOST_TABLE_FAMILY};
 use crate::netscope::NetRecord;
+use crate::residue::{entry_exists, file_exists, CheckError, Findings, HostSources, Proc};
 
 /// Whether a network interface of this name exists in the host namespace.
 pub fn veth_exists(name: &str) -> bool {
     Path::new("/sys/class/net").join(name).exists()
 }
 
-/// Whether the host has an nftables table `ip <name>`.
-pub fn host_table_exists(name: &str) -> bool {
-    run_tool(
-        "nft",
-        &["list", "table", HOST_TABLE_FAMILY, name],
-        None,
-        None,
-    )
-    .is_ok()
+/// Whether the host has an nftables table `ip <name>`, from the list of the family's tables
+/// (a listing that fails says nothing about the table, unlike `nft list table` of one name).
+fn host_table_present(nft: &str, name: &str) -> Result<bool, CheckError> {
+    let tables = run_tool(nft, &["list", "tables", HOST_TABLE_FAMILY], None, None)
+        .map_err(CheckError::Tool)?;
+    let wanted = format!("table {HOST_TABLE_FAMILY} {name}");
+    Ok(tables.lines().any(|l| l.trim() == wanted))
 }
 
-/// IPv4 routes of the main table as (destination, interface), from `/proc/net/route`.
+/// IPv4 routes of the main table as (destination, interface), from `/proc/net/route`; none
+/// when it cannot be read.
 pub fn routes() -> Vec<(Ipv4Addr, String)> {
-    let Ok(text) = std::fs::read_to_string("/proc/net/route") else {
-        return Vec::new();
-    };
-    text.lines()
+    Proc::open(Path::new("/proc"))
+        .and_then(|proc| routes_in(&proc))
+        .unwrap_or_default()
+}
+
+fn routes_in(proc: &Proc<'_>) -> Result<Vec<(Ipv4Addr, String)>, CheckError> {
+    let text = proc.read("net/route")?;
+    Ok(text
+        .lines()
         .skip(1)
         .filter_map(|l| {
             let mut f = l.split_whitespace();
@@ -41,7 +45,7 @@ pub fn routes() -> Vec<(Ipv4Addr, String)> {
             let dst = proc_net_ipv4(f.next()?)?;
             Some((dst, iface))
         })
-        .collect()
+        .collect())
 }
 
 /// An address as `/proc/net/*` prints it: the raw network-order word as a native integer.
@@ -53,11 +57,10 @@ fn proc_net_ipv4(hex: &str) -> Option<Ipv4Addr> {
 
 /// Listening sockets of the host namespace bound to `addr:port`: TCP in state LISTEN (a
 /// closed connection's TIME_WAIT entry is not a listener), every bound UDP socket.
-fn listeners(proto: &str, addr: Ipv4Addr, port: u16) -> usize {
-    let Ok(text) = std::fs::read_to_string(format!("/proc/net/{proto}")) else {
-        return 0;
-    };
-    text.lines()
+fn listeners(proc: &Proc<'_>, proto: &str, addr: Ipv4Addr, port: u16) -> Result<usize, CheckError> {
+    let text = proc.read(format!("net/{proto}"))?;
+    Ok(text
+        .lines()
         .skip(1)
         .filter(|l| {
             let fields: Vec<&str> = l.split_whitespace().collect();
@@ -72,7 +75,7 @@ fn listeners(proto: &str, addr: Ipv4Addr, port: u16) -> usize {
             };
             proc_net_ipv4(a) == Some(addr) && u16::from_str_radix(p, 16).ok() == Some(port)
         })
-        .count()
+        .count())
 }
 
 /// `st` of a listening TCP socket in `/proc/net/tcp`.
@@ -86,75 +89,94 @@ pub fn netns_inode(link: &Path) -> Option<u64> {
 }
 
 /// Whether any process is in the namespace, or any descriptor of this process refers to it.
-fn netns_in_use(inode: u64) -> bool {
-    let Ok(procs) = std::fs::read_dir("/proc") else {
-        return false;
-    };
+/// A process that exits while we look is simply not in it.
+fn netns_in_use(proc: &Proc<'_>, inode: u64) -> Result<bool, CheckError> {
+    let root = proc.path("");
+    let procs = std::fs::read_dir(&root).map_err(|e| CheckError::read(&root, e))?;
     let by_process = procs.flatten().any(|e| {
         e.file_name()
             .to_str()
             .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
             && netns_inode(&e.path().join("ns/net")) == Some(inode)
     });
-    let by_fd = std::fs::read_dir("/proc/self/fd")
-        .map(|fds| fds.flatten().any(|e| netns_inode(&e.path()) == Some(inode)))
-        .unwrap_or(false);
-    by_process || by_fd
+    let fd_dir = proc.path("self/fd");
+    let by_fd = std::fs::read_dir(&fd_dir)
+        .map_err(|e| CheckError::read(&fd_dir, e))?
+        .flatten()
+        .any(|e| netns_inode(&e.path()) == Some(inode));
+    Ok(by_process || by_fd)
 }
 
-/// Everything of `rec` the host still has.
-pub fn check(rec: &NetRecord) -> Vec<Residue> {
-    let mut out = Vec::new();
-    let mut push = |class: &str, detail: String| {
-        out.push(Residue {
-            class: class.into(),
-            detail,
-        })
-    };
-    if veth_exists(&rec.veth) {
-        push("veth", format!("host end {} still exists", rec.veth));
-    }
-    if host_table_exists(&rec.host_table) {
-        push(
-            "nftTable",
-            format!(
-                "host table {HOST_TABLE_FAMILY} {} still exists",
-                rec.host_table
-            ),
-        );
-    }
+/// Everything of `rec` the host still has, and what could not be checked.
+pub fn check(rec: &NetRecord, sources: &HostSources) -> Findings {
+    let mut out = Findings::default();
+    out.check(
+        "veth",
+        entry_exists(&sources.sys_class_net, &rec.veth)
+            .map(|left| left.then(|| format!("host end {} still exists", rec.veth))),
+    );
+    out.check(
+        "nftTable",
+        host_table_present(&sources.nft, &rec.host_table).map(|left| {
+            left.then(|| {
+                format!(
+                    "host table {HOST_TABLE_FAMILY} {} still exists",
+                    rec.host_table
+                )
+            })
+        }),
+    );
+    // Opened per check: each class that cannot read procfs is unverified with its own error.
+    let proc = || Proc::open(&sources.proc);
     let link = u32::from(rec.host_addr) & !3;
-    for (dst, iface) in routes() {
-        if u32::from(dst) == link {
-            push(
-                "route",
-                format!("route to {dst}/30 via {iface} still exists"),
-            );
-        }
-    }
-    for proto in ["udp", "tcp"] {
-        let n = listeners(proto, rec.host_addr, 53);
-        if n > 0 {
-            push(
-                "listener",
-                format!("{n} {proto} socket(s) still bound to {}:53", rec.host_addr),
-            );
-        }
-    }
+    out.check(
+        "route",
+        proc().and_then(|proc| routes_in(&proc)).map(|routes| {
+            let via: Vec<String> = routes
+                .into_iter()
+                .filter(|(dst, _)| u32::from(*dst) == link)
+                .map(|(dst, iface)| format!("route to {dst}/30 via {iface} still exists"))
+                .collect();
+            (!via.is_empty()).then(|| via.join("; "))
+        }),
+    );
+    out.check(
+        "listener",
+        proc().and_then(|proc| {
+            let mut bound = Vec::new();
+            for proto in ["udp", "tcp"] {
+                let n = listeners(&proc, proto, rec.host_addr, 53)?;
+                if n > 0 {
+                    bound.push(format!(
+                        "{n} {proto} socket(s) still bound to {}:53",
+                        rec.host_addr
+                    ));
+                }
+            }
+            Ok((!bound.is_empty()).then(|| bound.join("; ")))
+        }),
+    );
     if let Some(inode) = rec.netns_inode {
-        if netns_in_use(inode) {
-            push(
-                "netns",
-                format!("network namespace net:[{inode}] is still held by a process or descriptor"),
-            );
-        }
-    }
-    if rec.lease.exists() {
-        push(
-            "file",
-            format!("address lease {} still exists", rec.lease.display()),
+        out.check(
+            "netns",
+            proc()
+                .and_then(|proc| netns_in_use(&proc, inode))
+                .map(|held| {
+                    held.then(|| {
+                        format!(
+                            "network namespace net:[{inode}] is still held by a process or \
+                             descriptor"
+                        )
+                    })
+                }),
         );
     }
+    out.check(
+        "file",
+        file_exists(&rec.lease).map(|left| {
+            left.then(|| format!("address lease {} still exists", rec.lease.display()))
+        }),
+    );
     out
 }
 
@@ -180,22 +202,25 @@ mod tests {
         let port = listener.local_addr().unwrap().port();
         let _client = std::net::TcpStream::connect((lo, port)).unwrap();
         let (accepted, _) = listener.accept().unwrap();
-        assert_eq!(listeners("tcp", lo, port), 1);
+        let proc = Proc::open(Path::new("/proc")).unwrap();
+        let count = |proto, port| listeners(&proc, proto, lo, port).unwrap();
+        assert_eq!(count("tcp", port), 1);
         drop(listener);
         // The accepted connection still has the same local address, but listens no more.
-        assert_eq!(listeners("tcp", lo, port), 0);
+        assert_eq!(count("tcp", port), 0);
         drop(accepted);
         let udp = std::net::UdpSocket::bind((lo, 0)).unwrap();
         let udp_port = udp.local_addr().unwrap().port();
-        assert_eq!(listeners("udp", lo, udp_port), 1);
+        assert_eq!(count("udp", udp_port), 1);
         drop(udp);
-        assert_eq!(listeners("udp", lo, udp_port), 0);
+        assert_eq!(count("udp", udp_port), 0);
     }
 
     #[test]
     fn our_own_namespace_is_in_use() {
+        let proc = Proc::open(Path::new("/proc")).unwrap();
         let inode = netns_inode(Path::new("/proc/self/ns/net")).unwrap();
-        assert!(netns_in_use(inode));
-        assert!(!netns_in_use(1));
+        assert!(netns_in_use(&proc, inode).unwrap());
+        assert!(!netns_in_use(&proc, 1).unwrap());
     }
 }

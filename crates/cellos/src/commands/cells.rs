@@ -217,6 +217,9 @@ pub fn gc(home: &Path) -> Result<u8, Failure> {
         for residue in &teardown.residue {
             println!("  still present: {} {}", residue.class, residue.detail);
         }
+        for unverified in &teardown.unverified {
+            println!("  unverified: {}: {}", unverified.class, unverified.reason);
+        }
     }
     for (cell_id, err) in &report.failed {
         eprintln!("cellos: could not reclaim {cell_id}: {err}");
@@ -224,7 +227,8 @@ pub fn gc(home: &Path) -> Result<u8, Failure> {
     if report.reclaimed.is_empty() && report.failed.is_empty() {
         println!("nothing to reclaim");
     }
-    Ok(if report.failed.is_empty() { 0 } else { 1 })
+    let clean = report.failed.is_empty() && report.reclaimed.iter().all(|t| t.residue_free());
+    Ok(if clean { 0 } else { 1 })
 }
 
 pub fn doctor(json: bool) -> Result<u8, Failure> {
