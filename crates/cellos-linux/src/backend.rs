@@ -34,8 +34,8 @@ use cellos_core::spec::RootfsSpec;
 use zeroize::Zeroizing;
 
 use crate::cgroup::{self, CellCgroup, CgroupLimits};
-use crate::clone::{reap, InitCommand, InitExe, Spawned};
 pub use crate::clone::InitMode;
+use crate::clone::{reap, InitCommand, InitExe, Spawned};
 use crate::error::LinuxError;
 use crate::etc_mask;
 use crate::idmap::{self, IdMap};

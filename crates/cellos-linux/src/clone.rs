@@ -35,8 +35,7 @@ use crate::cgroup::JoinHandles;
 use crate::error::LinuxError;
 use crate::init_in_clone::{self, ProcessStrings};
 use crate::protocol::{
-    start_failure_line, Handoff, StartStep, CONTROL_FD, RELEASE, START_FAILURE_LINE_MAX,
-    STATUS_FD,
+    start_failure_line, Handoff, StartStep, CONTROL_FD, RELEASE, START_FAILURE_LINE_MAX, STATUS_FD,
 };
 
 /// `CLONE_INTO_CGROUP` (linux/sched.h, 5.7+); not exported by the libc crate.
@@ -75,10 +74,7 @@ impl InitExe {
             rustix::fs::Mode::empty(),
         )
         .map_err(|e| {
-            LinuxError::io(
-                format!("open init executable {}", path.display()),
-                e.into(),
-            )
+            LinuxError::io(format!("open init executable {}", path.display()), e.into())
         })?;
         let st = rustix::fs::fstat(&fd).map_err(|e| {
             LinuxError::io(format!("stat init executable {}", path.display()), e.into())
@@ -138,7 +134,8 @@ const STAGING_MIN_FD: RawFd = 64;
 
 /// Everything the child needs, prepared before the clone so the child does not allocate.
 pub struct InitCommand {
-    exe: RawFd,
+    /// Staging copy of the init binary's descriptor: its own number may be a dup target.
+    exe: OwnedFd,
     argv: Vec<CString>,
     argv_ptrs: Vec<*const libc::c_char>,
     envp_ptrs: Vec<*const libc::c_char>,
@@ -168,7 +165,6 @@ pub struct Spawned {
 
 impl InitCommand {
     /// `fds` are dup'ed onto their targets in the child; everything else is closed on exec.
-    /// `exe` must outlive the spawn (the child execs its descriptor).
     pub fn new(
         exe: &InitExe,
         mode: InitMode,
@@ -198,12 +194,14 @@ impl InitCommand {
             })?;
             staged.push((copy, *target));
         }
+        let exe = rustix::io::fcntl_dupfd_cloexec(&exe.fd, min)
+            .map_err(|e| LinuxError::errno("stage init executable descriptor", e.raw_os_error()))?;
         let status = staged
             .iter()
             .find(|(_, target)| *target == STATUS_FD)
             .map_or(-1, |(copy, _)| copy.as_raw_fd());
         Ok(InitCommand {
-            exe: exe.fd.as_raw_fd(),
+            exe,
             argv,
             argv_ptrs,
             envp_ptrs: vec![std::ptr::null()],
@@ -342,7 +340,7 @@ impl InitCommand {
         // only matters for scripts: init is an ELF binary.
         libc::syscall(
             libc::SYS_execveat,
-            self.exe,
+            self.exe.as_raw_fd(),
             c"".as_ptr(),
             self.argv_ptrs.as_ptr(),
             self.envp_ptrs.as_ptr(),
@@ -370,7 +368,8 @@ pub fn start_failure(step: StartStep, errno: i32, exe: &Path, host_root: u32) ->
     let (what, fix) = match step {
         StartStep::JoinCgroupV1 => (
             "join the cell's cgroup v1 leaves (write to their tasks files)",
-            "check that the cgroup v1 hierarchies under /sys/fs/cgroup are mounted read-write              and the cellos cgroups are below their pids limit (`cellos doctor`)"
+            "check that the cgroup v1 hierarchies under /sys/fs/cgroup are mounted read-write \
+             and the cellos cgroups are below their pids limit (`cellos doctor`)"
                 .to_owned(),
         ),
         StartStep::InheritFds => (
@@ -384,19 +383,24 @@ pub fn start_failure(step: StartStep, errno: i32, exe: &Path, host_root: u32) ->
         StartStep::BecomeRoot => (
             "become the cell's root (setresgid, setgroups, setresuid to 0 in its user namespace)",
             format!(
-                "the cell's uid/gid maps (host ids from {host_root}) were not accepted: check that                  no LSM policy denies setgroups or id changes in user namespaces (`cellos doctor`)"
+                "the cell's uid/gid maps (host ids from {host_root}) were not accepted: check that \
+                 no LSM policy denies setgroups or id changes in user namespaces (`cellos doctor`)"
             ),
         ),
         StartStep::ExecInit => {
             let fix = match errno {
                 libc::EACCES => format!(
-                    "the cell's root (host uid {host_root}) may not execute {exe}: make it                      executable by others (chmod o+x {exe}) on a mount without noexec; the                      directories on its way need no permission, the supervisor opened it"
+                    "the cell's root (host uid {host_root}) may not execute {exe}: make it \
+                     executable by others (chmod o+x {exe}) on a mount without noexec; the \
+                     directories on its way need no permission, the supervisor opened it"
                 ),
                 libc::ENOENT => format!(
-                    "{exe} or its ELF interpreter is missing: install cellos-cell-init (a static                      binary) next to cellos"
+                    "{exe} or its ELF interpreter is missing: install cellos-cell-init (a static \
+                     binary) next to cellos"
                 ),
                 libc::ENOEXEC | libc::ELIBBAD => format!(
-                    "{exe} is not an executable for this machine: rebuild it for this                      architecture"
+                    "{exe} is not an executable for this machine: rebuild it for this \
+                     architecture"
                 ),
                 libc::ENOSYS => {
                     return LinuxError::missing(

@@ -31,7 +31,12 @@ pub fn open_verified(pid: i32, start: u64) -> Result<Option<OwnedFd>, LinuxError
                 "run on Linux 5.3 or newer (cells are signalled through pidfds only)",
             ))
         }
-        Err(e) => return Err(LinuxError::errno(format!("pidfd_open {pid}"), e.raw_os_error())),
+        Err(e) => {
+            return Err(LinuxError::errno(
+                format!("pidfd_open {pid}"),
+                e.raw_os_error(),
+            ))
+        }
     };
     Ok((process_start_time(pid) == Some(start)).then_some(pidfd))
 }
@@ -89,7 +94,9 @@ mod tests {
         let start = process_start_time(pid).unwrap();
         assert!(open_verified(pid, start + 1).unwrap().is_none());
         assert!(still_running(&mut child));
-        let pidfd = open_verified(pid, start).unwrap().expect("the recorded process");
+        let pidfd = open_verified(pid, start)
+            .unwrap()
+            .expect("the recorded process");
         signal(&pidfd, libc::SIGKILL).unwrap();
         assert!(wait_exit(&pidfd, Duration::from_secs(5)));
         child.wait().unwrap();

@@ -35,8 +35,8 @@ fn init_in_the_clone_shows_the_cell_nothing_of_the_supervisor() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let text = stdout(&out);
     let (cmdline, rest) = text.split_once("---\n").expect(&text);
-    // Exec'd, init's command line would name a host path (the init binary); run in the clone
-    // it names only itself, and nothing of `cellos run <host path of the spec>`.
+    // Exec'd, init's command line would also hold its argument (`__cell-init`); run in the
+    // clone it names only itself, and nothing of `cellos run <host path of the spec>`.
     assert_eq!(cmdline.trim(), "cellos-cell-init", "{text}");
     assert!(!text.contains(home.path().to_str().unwrap()), "{text}");
     let lines: Vec<&str> = rest.lines().collect();
