@@ -389,7 +389,11 @@ impl LinuxBackend {
         let mut reader = StatusReader::new();
         self.hand_over(pid, in_v2_leaf, &cgroup, &mut control, handoff, &trees)
             .map_err(|e| {
-                // A child that could not become init said why before it exited.
+                // A child that could not become init said why before it exited; one still
+                // alive is killed first, so its status pipe closes at once.
+                if let Some((_, fd)) = &guard.init {
+                    let _ = pidfd::signal(fd, libc::SIGKILL);
+                }
                 match reader.next(status_r.as_fd(), Some(Instant::now() + KILL_GRACE)) {
                     Ok(StatusEvent::Msg(StatusMsg::StartFailed { step, errno })) => {
                         self.start_failure(step, errno)

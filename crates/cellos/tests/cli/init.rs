@@ -91,6 +91,25 @@ fn sigterm_to_cellos_reaches_the_workload_through_init() {
     assert!(residue_of(&home, &id).is_empty());
 }
 
+#[test]
+fn cellos_kill_reaches_the_workload_through_init() {
+    let home = Home::new();
+    assert!(home.run(&["keygen"]).status.success());
+    let id = unique_id("cellos-kill");
+    let script = "trap 'echo got USR1; exit 4' USR1; echo ready; while :; do sleep 0.05; done";
+    let spec = home.spec(&id, &sh(script));
+    let (mut child, mut lines) = run_until_ready(&home, &spec);
+    let kill = home.run(&["kill", "--signal", "USR1", &id]);
+    assert!(kill.status.success(), "{}", stderr(&kill));
+    assert_eq!(lines.next().unwrap().unwrap(), "got USR1");
+    assert_eq!(child.wait().unwrap().code(), Some(4));
+    // Once the cell is gone, its id names nothing to signal.
+    let again = home.run(&["kill", "--signal", "USR1", &id]);
+    assert!(!again.status.success());
+    assert!(stderr(&again).contains(&id), "{}", stderr(&again));
+    assert!(residue_of(&home, &id).is_empty());
+}
+
 /// Whether `needle` occurs in any readable mapping of process `pid` (read as host root).
 fn memory_contains(pid: &str, needle: &[u8]) -> bool {
     use std::io::{Read, Seek, SeekFrom};
