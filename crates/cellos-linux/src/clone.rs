@@ -2,8 +2,9 @@
 //!
 //! We call the raw `clone` system call with a null stack, which behaves like `fork` with
 //! namespace flags: the child continues on a copy-on-write copy of our stack and becomes init:
-//! in the clone itself when this process is single-threaded (see [`crate::init_in_clone`]),
-//! else by exec'ing the init binary. `nix::sched::clone` (and glibc's `clone`) instead need a
+//! in the clone itself when the backend's [`InitMode`] allows it and this process is
+//! single-threaded and has never held a signing key (see [`crate::init_in_clone`]), else by
+//! exec'ing the init binary. `nix::sched::clone` (and glibc's `clone`) instead need a
 //! separately allocated stack and run a closure on it, which buys nothing here and costs an
 //! allocation and a guard page per cell.
 //! When the cell has a v2 leaf we use `clone3` with `CLONE_INTO_CGROUP` (same fork-like null
