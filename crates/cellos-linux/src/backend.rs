@@ -880,8 +880,9 @@ impl LinuxCell {
     }
 
     /// Init closed its status pipe before `Started` without saying why: name what its wait
-    /// status shows (a step's exit code, a signal) and the failed start command, if any.
-    fn vanished_before_start(&mut self, send_error: Option<LinuxError>) -> LinuxError {
+    /// status shows (a step's exit code, a signal). A failed start command only says that init
+    /// is gone, so it is not repeated.
+    fn vanished_before_start(&mut self) -> LinuxError {
         let status = match self.kill_init() {
             Some(Ok(status)) if libc::WIFEXITED(status) => {
                 let code = libc::WEXITSTATUS(status);
@@ -895,10 +896,9 @@ impl LinuxCell {
             }
             _ => "exited".to_owned(),
         };
-        let sent = send_error.map_or(String::new(), |e| format!(" ({e})"));
         LinuxError::Setup {
             what: "start workload".into(),
-            detail: format!("the cell's init {status} before starting the workload{sent}"),
+            detail: format!("the cell's init {status} before starting the workload"),
         }
     }
 
@@ -1090,7 +1090,9 @@ impl Cell for LinuxCell {
             ));
         }
         // If init already failed and exited, the write fails; its status message says why.
-        let sent = self.send(CMD_START);
+        if let Err(e @ LinuxError::NotFound { .. }) = self.send(CMD_START) {
+            return Err(e.into());
+        }
         loop {
             let event = self
                 .reader
@@ -1124,7 +1126,7 @@ impl Cell for LinuxCell {
                 }
                 StatusEvent::Msg(_) => continue,
                 StatusEvent::Closed | StatusEvent::TimedOut => {
-                    return Err(self.vanished_before_start(sent.err()).into());
+                    return Err(self.vanished_before_start().into());
                 }
             }
         }
