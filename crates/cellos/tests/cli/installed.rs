@@ -50,16 +50,12 @@ impl Install {
         cmd
     }
 
-    /// `cellos run` of a cell `id` whose workload is `/bin/sh -c script`.
-    fn run(&self, id: &str, script: &str, telemetry: bool) -> Output {
+    /// `cellos run` of a cell `id` whose workload is `/bin/sh -c script`; `extra` is more of
+    /// the spec (YAML indented by two spaces).
+    fn run(&self, id: &str, script: &str, extra: &str) -> Output {
         let spec = self.private.path().join(format!("{id}.yaml"));
-        let telemetry = if telemetry {
-            "  telemetry:\n    enabled: true\n"
-        } else {
-            ""
-        };
         let text = format!(
-            "apiVersion: cellos.io/v1\nkind: ExecutionCell\nspec:\n  id: {id}\n{telemetry}  \
+            "apiVersion: cellos.io/v1\nkind: ExecutionCell\nspec:\n  id: {id}\n{extra}  \
              run:\n    argv: [\"/bin/sh\", \"-c\", {}]\n",
             serde_json::to_string(script).unwrap()
         );
@@ -78,6 +74,8 @@ impl Install {
         })
     }
 }
+
+const TELEMETRY: &str = "  telemetry:\n    enabled: true\n";
 
 /// Init's command line as the cell sees it, the workload's uid, and (with `agent`) whether
 /// the telemetry agent runs beside it; then exit 7.
@@ -111,20 +109,38 @@ fn cells_start_from_an_install_under_a_0700_directory_by_both_init_paths() {
     );
     assert!(!install.key_exists());
 
-    // First run: the signing key is created, so init is exec'd.
+    // First run: the signing key is created, so init is exec'd. A directory from under the
+    // 0700 one is bound in read-only, and readable by the workload.
+    let data = install.private.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("hello"), "from the host\n").unwrap();
+    std::fs::set_permissions(data.join("hello"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mount = format!(
+        "  filesystem:\n    mounts:\n      - source: {}\n        target: /data\n        \
+         readOnly: true\n",
+        data.display()
+    );
     let first = unique_id("p700-exec");
-    let out = install.run(&first, &probe(false), false);
+    let out = install.run(
+        &first,
+        &format!("cat /data/hello; {}", probe(false)),
+        &mount,
+    );
     assert!(install.key_exists(), "{}", stderr(&out));
     assert_eq!(
         lines(&out),
-        ["init: cellos-cell-init __cell-init", "uid: 1000"],
+        [
+            "from the host",
+            "init: cellos-cell-init __cell-init",
+            "uid: 1000"
+        ],
         "{}",
         stderr(&out)
     );
 
     // The key exists: init runs in the clone (its command line shows only its name).
     let second = unique_id("p700-clone");
-    let out = install.run(&second, &probe(false), false);
+    let out = install.run(&second, &probe(false), "");
     assert_eq!(
         lines(&out),
         ["init: cellos-cell-init", "uid: 1000"],
@@ -135,7 +151,7 @@ fn cells_start_from_an_install_under_a_0700_directory_by_both_init_paths() {
     // A telemetry cell: the supervisor's telemetry thread runs before the clone, so init is
     // exec'd as by a multi-threaded supervisor, and the agent runs beside the workload.
     let third = unique_id("p700-tel");
-    let out = install.run(&third, &probe(true), true);
+    let out = install.run(&third, &probe(true), TELEMETRY);
     assert_eq!(
         lines(&out),
         [
@@ -161,7 +177,7 @@ fn an_init_binary_the_cell_may_not_execute_is_named_with_the_errno_and_the_fix()
     let init = install.bin.join("cellos-cell-init");
     std::fs::set_permissions(&init, std::fs::Permissions::from_mode(0o700)).unwrap();
     // No key yet: init is exec'd.
-    let out = install.run(&unique_id("p700-noexec"), "exit 0", false);
+    let out = install.run(&unique_id("p700-noexec"), "exit 0", "");
     assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(err.contains("exec the cell's init"), "{err}");
