@@ -451,3 +451,44 @@ pub fn reap(pid: i32) -> Option<i32> {
         return None;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_failed_step_is_named_with_its_errno_and_a_fix() {
+        for step in StartStep::ALL {
+            let msg = start_failure(step, libc::EPERM, Path::new("/x/init"), 7).to_string();
+            assert!(msg.starts_with("start cell init: "), "{msg}");
+            assert!(msg.contains("(os error 1)"), "{msg}");
+            assert!(msg.contains("; fix: "), "{msg}");
+            assert!(!msg.contains("Broken pipe"), "{msg}");
+        }
+    }
+
+    #[test]
+    fn an_init_the_cell_may_not_execute_is_named_with_its_path_and_the_cells_uid() {
+        let msg = start_failure(StartStep::ExecInit, libc::EACCES, Path::new("/x/init"), 7);
+        let msg = msg.to_string();
+        assert!(msg.contains("exec the cell's init"), "{msg}");
+        assert!(msg.contains("host uid 7"), "{msg}");
+        assert!(msg.contains("chmod o+x /x/init"), "{msg}");
+        let missing = start_failure(StartStep::ExecInit, libc::ENOSYS, Path::new("/x/init"), 7);
+        assert!(
+            matches!(missing, LinuxError::MissingFeature { .. }),
+            "{missing}"
+        );
+    }
+
+    #[test]
+    fn the_init_binary_is_named_by_its_file_name_and_must_be_a_regular_file() {
+        let exe = InitExe::open(Path::new("/bin/sh")).unwrap();
+        assert_eq!(exe.name.to_bytes(), b"sh");
+        assert_eq!(exe.path(), Path::new("/bin/sh"));
+        let dir = InitExe::open(Path::new("/")).unwrap_err();
+        assert!(matches!(dir, LinuxError::Refused { .. }), "{dir}");
+        let gone = InitExe::open(Path::new("/nonexistent/init")).unwrap_err();
+        assert!(gone.to_string().contains("/nonexistent/init"), "{gone}");
+    }
+}
