@@ -34,7 +34,8 @@ use cellos_core::spec::RootfsSpec;
 use zeroize::Zeroizing;
 
 use crate::cgroup::{self, CellCgroup, CgroupLimits};
-use crate::clone::{reap, InitCommand, Spawned};
+pub use crate::clone::InitMode;
+use crate::clone::{reap, InitCommand, InitExe, Spawned};
 use crate::error::LinuxError;
 use crate::etc_mask;
 use crate::idmap::{self, IdMap};
@@ -42,10 +43,11 @@ use crate::init::FORWARDED_SIGNALS;
 use crate::landlock_rules;
 use crate::netscope::egress::{Egress, EgressSetup};
 use crate::netscope::{self, NetRecord, NetworkConfig};
+use crate::pidfd;
 use crate::plan::{self, BpfInstruction, PlanContext, ResolvedRootfs, WORKLOAD_ID};
 use crate::protocol::{
-    send_fds, Handoff, SecretFrame, StatusEvent, StatusMsg, StatusReader, CMD_KILL, CMD_START,
-    CONTROL_FD, INIT_ARG, RELEASE, STATUS_FD,
+    send_fds, Handoff, SecretFrame, StartStep, StatusEvent, StatusMsg, StatusReader, CMD_KILL,
+    CMD_START, CONTROL_FD, INIT_ARG, RELEASE, STATUS_FD,
 };
 use crate::record::{self, RunRecord};
 use crate::residue::{self, CheckError, Findings, HostSources, Proc};
@@ -77,6 +79,8 @@ pub struct LinuxBackendConfig {
     /// Arguments after the executable; `["__cell-init"]` for binaries calling
     /// [`crate::init::run_if_init`].
     pub init_args: Vec<String>,
+    /// Whether init may run in the clone or is always exec'd (see [`InitMode`]).
+    pub init_mode: InitMode,
     /// Host uid/gid that cell id 0 maps to (65536 ids are mapped).
     pub uid_base: u32,
     /// In-cell telemetry: the agent binary, the keep-alive window, the sampling interval.
@@ -95,6 +99,7 @@ impl LinuxBackendConfig {
             state_dir: state_dir.into(),
             init_exe: init_exe.into(),
             init_args: vec![INIT_ARG.to_owned()],
+            init_mode: InitMode::default(),
             uid_base: DEFAULT_UID_BASE,
             telemetry: TelemetrySettings::default(),
             network: NetworkConfig::default(),
@@ -106,6 +111,8 @@ impl LinuxBackendConfig {
 /// The Linux cell backend.
 pub struct LinuxBackend {
     config: LinuxBackendConfig,
+    /// `config.init_exe`, opened once (see [`InitExe`]).
+    init_exe: InitExe,
     id_map: IdMap,
     seccomp: OnceLock<(SeccompProfile, Vec<BpfInstruction>)>,
     landlock_abi: OnceLock<Option<u32>>,
@@ -130,6 +137,7 @@ impl LinuxBackend {
                 ),
             });
         }
+        let init_exe = InitExe::open(&config.init_exe)?;
         let mut config = config;
         let runs = record::run_dir(&config.state_dir);
         std::fs::create_dir_all(&runs)
@@ -140,6 +148,7 @@ impl LinuxBackend {
             .map_err(|e| LinuxError::io(format!("resolve {}", config.state_dir.display()), e))?;
         Ok(LinuxBackend {
             config,
+            init_exe,
             id_map,
             seccomp: OnceLock::new(),
             landlock_abi: OnceLock::new(),
@@ -274,7 +283,7 @@ impl LinuxBackend {
         let mut guard = CreateGuard {
             state_dir,
             cell_id: &spec.id,
-            pid: None,
+            init: None,
             network: None,
             armed: true,
         };
@@ -358,7 +367,8 @@ impl LinuxBackend {
         }
         let devnull = File::open("/dev/null").map_err(|e| LinuxError::io("open /dev/null", e))?;
         let command = InitCommand::new(
-            &self.config.init_exe,
+            &self.init_exe,
+            self.config.init_mode,
             &self.config.init_args,
             &[
                 (devnull.as_fd(), 0),
@@ -372,37 +382,29 @@ impl LinuxBackend {
         )?;
         let Spawned {
             pid,
+            pidfd,
             in_v2_leaf,
             handoff,
         } = command.spawn()?;
-        guard.pid = Some(pid);
+        guard.init = Some((pid, pidfd));
         drop((control_r, status_w, out_w, err_w, devnull));
 
-        // The maps must exist before the child becomes the namespace's root (exec'd without
-        // them, it would lose its capabilities). The child joined the cell's cgroups before it
-        // waits for release (or is moved into the v2 leaf below before it reads its config),
-        // so nothing it starts runs outside the cell's cgroup.
-        idmap::write_maps(pid, &self.id_map)?;
         let mut control = File::from(control_w);
-        control
-            .write_all(&[RELEASE])
-            .map_err(|e| LinuxError::io("release cell init", e))?;
-        if !in_v2_leaf {
-            cgroup.add_process_v2(pid)?;
-        }
-        // An exec'd init reads the plan from the socket; one in the clone already has it.
-        if let Some(handoff) = handoff {
-            let frame = handoff
-                .frame()
-                .map_err(|e| LinuxError::io("encode cell config", e))?;
-            control
-                .write_all(&frame)
-                .map_err(|e| LinuxError::io("send config to cell init", e))?;
-        }
-        let tree_fds: Vec<_> = trees.iter().map(|t| t.as_fd()).collect();
-        send_fds(control.as_fd(), &tree_fds)
-            .map_err(|e| LinuxError::io("send mount trees to cell init", e))?;
-        drop(tree_fds);
+        let mut reader = StatusReader::new();
+        self.hand_over(pid, in_v2_leaf, &cgroup, &mut control, handoff, &trees)
+            .map_err(|e| {
+                // A child that could not become init said why before it exited; one still
+                // alive is killed first, so its status pipe closes at once.
+                if let Some((_, fd)) = &guard.init {
+                    let _ = pidfd::signal(fd, libc::SIGKILL);
+                }
+                match reader.next(status_r.as_fd(), Some(Instant::now() + KILL_GRACE)) {
+                    Ok(StatusEvent::Msg(StatusMsg::StartFailed { step, errno })) => {
+                        self.start_failure(step, errno)
+                    }
+                    _ => e,
+                }
+            })?;
         drop(trees);
         // Until this record names init, a crash of ours kills it (PDEATHSIG) and `gc` finds
         // its cgroups by the cell's id.
@@ -426,7 +428,6 @@ impl LinuxBackend {
         // Init builds the root while the caller goes on (typically recording evidence); a setup
         // failure surfaces from `start`, before anything of the workload runs.
         let outputs = vec![copy_outputs(out_r, request.stdout, err_r, request.stderr)];
-        let reader = StatusReader::new();
 
         let isolation = IsolationReport {
             backend: "linux".into(),
@@ -475,7 +476,9 @@ impl LinuxBackend {
             id: spec.id.clone(),
             state_dir: state_dir.clone(),
             residue_sources: self.config.residue_sources.clone(),
-            init_pid: Some(pid),
+            init: guard.init.take(),
+            init_exe: self.init_exe.path().to_path_buf(),
+            host_root: self.id_map.to_host(0).unwrap_or(self.config.uid_base),
             control: Some(control),
             status: status_r,
             reader,
@@ -491,6 +494,52 @@ impl LinuxBackend {
             network: rec.network,
             egress,
         })
+    }
+
+    /// Give the cloned child `pid` what it needs to become init: its id maps, the release
+    /// byte, its cgroup (if it was not born there), the plan (an exec'd init reads it from the
+    /// socket; one in the clone already has it) and the mount trees. The maps must exist
+    /// before the child becomes the namespace's root (exec'd without them, it would lose its
+    /// capabilities). The child joined the cell's cgroups before it waits for release (or is
+    /// moved into the v2 leaf here before it reads its config), so nothing it starts runs
+    /// outside the cell's cgroup.
+    fn hand_over(
+        &self,
+        pid: i32,
+        in_v2_leaf: bool,
+        cgroup: &CellCgroup,
+        control: &mut File,
+        handoff: Option<Handoff>,
+        trees: &[OwnedFd],
+    ) -> Result<(), LinuxError> {
+        idmap::write_maps(pid, &self.id_map)?;
+        control
+            .write_all(&[RELEASE])
+            .map_err(|e| LinuxError::io("release cell init", e))?;
+        if !in_v2_leaf {
+            cgroup.add_process_v2(pid)?;
+        }
+        if let Some(handoff) = handoff {
+            let frame = handoff
+                .frame()
+                .map_err(|e| LinuxError::io("encode cell config", e))?;
+            control
+                .write_all(&frame)
+                .map_err(|e| LinuxError::io("send config to cell init", e))?;
+        }
+        let tree_fds: Vec<_> = trees.iter().map(|t| t.as_fd()).collect();
+        send_fds(control.as_fd(), &tree_fds)
+            .map_err(|e| LinuxError::io("send mount trees to cell init", e))
+    }
+
+    /// What the child reported when a step on its way to init failed.
+    fn start_failure(&self, step: StartStep, errno: i32) -> LinuxError {
+        crate::clone::start_failure(
+            step,
+            errno,
+            self.init_exe.path(),
+            self.id_map.to_host(0).unwrap_or(self.config.uid_base),
+        )
     }
 
     /// Links the cell's namespace (init `pid`) to the host and starts its egress dataplane.
@@ -546,7 +595,8 @@ fn classify_init_failure(message: String) -> LinuxError {
 struct CreateGuard<'a> {
     state_dir: &'a Path,
     cell_id: &'a str,
-    pid: Option<i32>,
+    /// The cloned child's pid and pidfd.
+    init: Option<(i32, OwnedFd)>,
     network: Option<NetRecord>,
     armed: bool,
 }
@@ -556,10 +606,9 @@ impl Drop for CreateGuard<'_> {
         if !self.armed {
             return;
         }
-        if let Some(pid) = self.pid {
-            // SAFETY: our own unreaped child; its pid cannot have been recycled.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            let _ = reap(pid);
+        if let Some((pid, fd)) = &self.init {
+            let _ = pidfd::signal(fd, libc::SIGKILL);
+            let _ = reap(*pid);
         }
         let _ = netscope::remove(self.state_dir, self.cell_id, self.network.as_ref());
         let _ = record::remove(self.state_dir, self.cell_id);
@@ -676,7 +725,7 @@ impl CellBackend for LinuxBackend {
                 format!("no running cell '{cell_id}'"),
             )
         })?;
-        let (Some(pid), true) = (rec.init_pid, rec.init_alive()) else {
+        let (Some(pid), Some(init)) = (rec.init_pid, rec.open_init()?) else {
             return Err(PortError::new(
                 PortErrorKind::NotFound,
                 format!("cell '{cell_id}' has no running init"),
@@ -693,13 +742,12 @@ impl CellBackend for LinuxBackend {
             ));
         }
         // Init forwards the catchable ones to the workload; SIGKILL ends the whole cell.
-        // SAFETY: plain kill(2) on a pid whose start time we just matched.
-        if unsafe { libc::kill(pid, signal) } < 0 {
-            return Err(
-                LinuxError::last_os_error(format!("signal cell '{cell_id}' init {pid}")).into(),
-            );
-        }
-        Ok(())
+        pidfd::signal(&init, signal).map_err(|e| {
+            PortError::from(LinuxError::io(
+                format!("signal cell '{cell_id}' init {pid}"),
+                e,
+            ))
+        })
     }
 }
 
@@ -716,10 +764,9 @@ pub fn reclaim(
     let mut removed = Vec::new();
     let mut init = None;
     if let Some(rec) = &rec {
-        if let (Some(pid), true) = (rec.init_pid, rec.init_alive()) {
-            // SAFETY: plain kill(2) on a pid whose start time matches our record.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            init = Some((pid, rec.init_start));
+        if let (Some(pid), Some(fd)) = (rec.init_pid, rec.open_init()?) {
+            let _ = pidfd::signal(&fd, libc::SIGKILL);
+            init = Some((pid, fd));
             removed.push(Residue {
                 class: "process".into(),
                 detail: format!("init pid {pid} (SIGKILL; its pid namespace dies with it)"),
@@ -733,11 +780,9 @@ pub fn reclaim(
         });
     }
     // A killed init is reaped by its own parent (or the subreaper); wait until it is gone.
-    if let Some((pid, start)) = init {
-        let until = Instant::now() + KILL_GRACE;
-        while record::process_start_time(pid) == start && Instant::now() < until {
-            std::thread::sleep(Duration::from_millis(1));
-        }
+    if let Some((_, fd)) = &init {
+        // Whether it exited in time is what the process check below decides, from /proc.
+        let _ = pidfd::wait_exit(fd, KILL_GRACE);
     }
     let mut report = TeardownReport {
         cell_id: cell_id.to_owned(),
@@ -815,8 +860,11 @@ pub struct LinuxCell {
     state_dir: PathBuf,
     /// Where destroy's residue check reads the host.
     residue_sources: HostSources,
-    /// Host pid of init until reaped.
-    init_pid: Option<i32>,
+    /// Host pid of init and its pidfd, until reaped.
+    init: Option<(i32, OwnedFd)>,
+    /// The init binary and the host uid of the cell's root, to explain a failed start.
+    init_exe: PathBuf,
+    host_root: u32,
     control: Option<File>,
     status: OwnedFd,
     reader: StatusReader,
@@ -852,16 +900,36 @@ impl LinuxCell {
         }
     }
 
-    /// SIGKILL and reap init (the kernel then kills the rest of the pid namespace; init's
-    /// exit completes only once every process in it is gone). Returns a pid that could not be
-    /// reaped.
-    fn kill_init(&mut self) -> Option<i32> {
-        let pid = self.init_pid.take()?;
-        // SAFETY: our own unreaped child; its pid cannot have been recycled.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
-        match reap(pid) {
-            Some(_) => None,
-            None => Some(pid),
+    /// SIGKILL (through its pidfd) and reap init: the kernel then kills the rest of the pid
+    /// namespace, and init's exit completes only once every process in it is gone. Returns
+    /// init's wait status, or the pid that could not be reaped; `None` if init was reaped
+    /// before.
+    fn kill_init(&mut self) -> Option<Result<i32, i32>> {
+        let (pid, fd) = self.init.take()?;
+        let _ = pidfd::signal(&fd, libc::SIGKILL);
+        Some(reap(pid).ok_or(pid))
+    }
+
+    /// Init closed its status pipe before `Started` without saying why: name what its wait
+    /// status shows (a step's exit code, a signal). A failed start command only says that init
+    /// is gone, so it is not repeated.
+    fn vanished_before_start(&mut self) -> LinuxError {
+        let status = match self.kill_init() {
+            Some(Ok(status)) if libc::WIFEXITED(status) => {
+                let code = libc::WEXITSTATUS(status);
+                match StartStep::from_exit_code(code) {
+                    Some(step) => format!("exited with code {code} at step {step:?}"),
+                    None => format!("exited with code {code}"),
+                }
+            }
+            Some(Ok(status)) if libc::WIFSIGNALED(status) => {
+                format!("was killed by signal {}", libc::WTERMSIG(status))
+            }
+            _ => "exited".to_owned(),
+        };
+        LinuxError::Setup {
+            what: "start workload".into(),
+            detail: format!("the cell's init {status} before starting the workload"),
         }
     }
 
@@ -956,7 +1024,7 @@ impl LinuxCell {
         }
         let forced = !self.finished;
         let mut removed = Vec::new();
-        if let Some(pid) = self.init_pid {
+        if let Some((pid, _)) = &self.init {
             removed.push(Residue {
                 class: "process".into(),
                 detail: format!("init pid {pid} and its pid namespace"),
@@ -964,7 +1032,7 @@ impl LinuxCell {
         }
         // Closing the control pipe lets init exit by itself; SIGKILL makes it immediate.
         self.control = None;
-        let unreaped = self.kill_init();
+        let unreaped = self.kill_init().and_then(Result::err);
         self.join_outputs();
         let mut residue = Vec::new();
         if let Some(pid) = unreaped {
@@ -1064,7 +1132,9 @@ impl Cell for LinuxCell {
             ));
         }
         // If init already failed and exited, the write fails; its status message says why.
-        let sent = self.send(CMD_START);
+        if let Err(e @ LinuxError::NotFound { .. }) = self.send(CMD_START) {
+            return Err(e.into());
+        }
         loop {
             let event = self
                 .reader
@@ -1087,16 +1157,18 @@ impl Cell for LinuxCell {
                 StatusEvent::Msg(StatusMsg::Failed { message }) => {
                     return Err(classify_init_failure(message).into())
                 }
+                StatusEvent::Msg(StatusMsg::StartFailed { step, errno }) => {
+                    return Err(crate::clone::start_failure(
+                        step,
+                        errno,
+                        &self.init_exe,
+                        self.host_root,
+                    )
+                    .into())
+                }
                 StatusEvent::Msg(_) => continue,
                 StatusEvent::Closed | StatusEvent::TimedOut => {
-                    sent?;
-                    return Err(LinuxError::Setup {
-                        what: "start workload".into(),
-                        detail: "the cell's init exited before starting the workload (see the \
-                                 supervisor's log for a clone or exec failure)"
-                            .into(),
-                    }
-                    .into());
+                    return Err(self.vanished_before_start().into());
                 }
             }
         }
@@ -1107,7 +1179,7 @@ impl Cell for LinuxCell {
     }
 
     fn open_artifact(&self, path: &str) -> Result<Box<dyn Read + Send>, PortError> {
-        let Some(pid) = self.init_pid else {
+        let Some((pid, _)) = &self.init else {
             return Err(PortError::new(
                 PortErrorKind::NotFound,
                 format!("cell '{}' no longer runs; artifacts are gone", self.id),

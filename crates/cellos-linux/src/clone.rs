@@ -2,8 +2,9 @@
 //!
 //! We call the raw `clone` system call with a null stack, which behaves like `fork` with
 //! namespace flags: the child continues on a copy-on-write copy of our stack and becomes init:
-//! in the clone itself when this process is single-threaded (see [`crate::init_in_clone`]),
-//! else by exec'ing the init binary. `nix::sched::clone` (and glibc's `clone`) instead need a
+//! in the clone itself when the backend's [`InitMode`] allows it and this process is
+//! single-threaded and has never held a signing key (see [`crate::init_in_clone`]), else by
+//! exec'ing the init binary. `nix::sched::clone` (and glibc's `clone`) instead need a
 //! separately allocated stack and run a closure on it, which buys nothing here and costs an
 //! allocation and a guard page per cell.
 //! When the cell has a v2 leaf we use `clone3` with `CLONE_INTO_CGROUP` (same fork-like null
@@ -13,21 +14,93 @@
 //!
 //! Until it becomes init the child runs in a copy of a possibly multi-threaded process, so it
 //! only makes async-signal-safe calls on data prepared before the clone: `prctl`, `write`,
-//! `dup2`, `read`, `execve`, `_exit`.
+//! `dup2`, `read`, `execveat`, `_exit`. A step that fails writes a
+//! [`StatusMsg::StartFailed`](crate::protocol::StatusMsg) line (formatted on the stack) to the
+//! status pipe and exits with the step's code, so the supervisor can name it.
+//!
+//! An exec'd init is exec'd from a descriptor ([`InitExe`]) that the supervisor, as host root,
+//! opened: the child already holds the cell's ids, and a directory on the way to the binary
+//! that only host root may search (`/root` is 0700 on Debian) would refuse a path lookup.
+//!
+//! The clone also returns a pidfd for the child (`CLONE_PIDFD`): every signal the supervisor
+//! sends init goes through it.
 //!
 //! `PR_SET_PDEATHSIG` fires when the *thread* that cloned exits, not the process: the thread
 //! that calls [`spawn`] must outlive the cell (the supervisor runs each cell from one thread).
 
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
 
 use crate::cgroup::JoinHandles;
 use crate::error::LinuxError;
 use crate::init_in_clone::{self, ProcessStrings};
-use crate::protocol::{Handoff, CONTROL_FD, RELEASE};
+use crate::protocol::{
+    start_failure_line, Handoff, StartStep, CONTROL_FD, RELEASE, START_FAILURE_LINE_MAX, STATUS_FD,
+};
 
 /// `CLONE_INTO_CGROUP` (linux/sched.h, 5.7+); not exported by the libc crate.
 const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// How the cell's init starts: a choice of the composition root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum InitMode {
+    /// Run init in the clone itself (no exec, most of a millisecond saved per cell) when that
+    /// is safe: the cloning process is single-threaded and has never held a signing key (see
+    /// [`crate::init_in_clone`]); exec the init binary otherwise.
+    #[default]
+    InCloneWhenSafe,
+    /// Always exec the init binary (a long-lived, multi-threaded supervisor; or to keep the
+    /// supervisor's memory out of every cell by construction).
+    Exec,
+}
+
+/// The init binary, opened once by the supervisor (host root) and exec'd by descriptor.
+#[derive(Debug)]
+pub struct InitExe {
+    fd: OwnedFd,
+    path: PathBuf,
+    /// `argv[0]`: the binary's file name, so the cell's `/proc/1/cmdline` shows no host path.
+    name: CString,
+}
+
+impl InitExe {
+    /// Open `path` (`O_PATH`, close-on-exec): one lookup, by the supervisor, whatever the
+    /// modes of the directories on the way.
+    pub fn open(path: &Path) -> Result<InitExe, LinuxError> {
+        use std::os::unix::ffi::OsStrExt;
+        let fd = rustix::fs::open(
+            path,
+            rustix::fs::OFlags::PATH | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .map_err(|e| {
+            LinuxError::io(format!("open init executable {}", path.display()), e.into())
+        })?;
+        let st = rustix::fs::fstat(&fd).map_err(|e| {
+            LinuxError::io(format!("stat init executable {}", path.display()), e.into())
+        })?;
+        if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
+            return Err(LinuxError::Refused {
+                what: format!("init executable '{}' is not a regular file", path.display()),
+            });
+        }
+        let name = path.file_name().unwrap_or(path.as_os_str()).as_bytes();
+        let name = CString::new(name).map_err(|_| LinuxError::Refused {
+            what: "init executable path contains a NUL byte".into(),
+        })?;
+        Ok(InitExe {
+            fd,
+            path: path.to_path_buf(),
+            name,
+        })
+    }
+
+    /// Where it was opened (for messages: the exec itself never looks the path up).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
 
 /// `struct clone_args` as of Linux 5.7 (`CLONE_ARGS_SIZE_VER2`). Written by hand: neither
 /// libc, nix nor rustix expose `clone3` with a fork-like null stack.
@@ -62,7 +135,8 @@ const STAGING_MIN_FD: RawFd = 64;
 
 /// Everything the child needs, prepared before the clone so the child does not allocate.
 pub struct InitCommand {
-    exe: CString,
+    /// Staging copy of the init binary's descriptor: its own number may be a dup target.
+    exe: OwnedFd,
     argv: Vec<CString>,
     argv_ptrs: Vec<*const libc::c_char>,
     envp_ptrs: Vec<*const libc::c_char>,
@@ -72,12 +146,17 @@ pub struct InitCommand {
     cgroup: JoinHandles,
     /// The plan and secrets, for an init run in the clone (see [`Spawned::handoff`]).
     handoff: Handoff,
+    /// Staging copy of the status pipe, where a failed step is reported (-1: none).
+    status: RawFd,
+    mode: InitMode,
 }
 
 /// A cloned cell init.
 pub struct Spawned {
     /// Its host pid.
     pub pid: i32,
+    /// A pidfd for it: the only way the supervisor signals it.
+    pub pidfd: OwnedFd,
     /// Whether it was born in the v2 leaf (if not, the caller must move it there).
     pub in_v2_leaf: bool,
     /// The plan, handed back when the child execs init: the caller then sends it as the
@@ -88,22 +167,18 @@ pub struct Spawned {
 impl InitCommand {
     /// `fds` are dup'ed onto their targets in the child; everything else is closed on exec.
     pub fn new(
-        exe: &std::path::Path,
+        exe: &InitExe,
+        mode: InitMode,
         args: &[String],
         fds: &[(BorrowedFd<'_>, RawFd)],
         cgroup: JoinHandles,
         handoff: Handoff,
     ) -> Result<InitCommand, LinuxError> {
-        use std::os::unix::ffi::OsStrExt;
-        let cstr = |b: &[u8], what: &str| {
-            CString::new(b).map_err(|_| LinuxError::Refused {
-                what: format!("{what} contains a NUL byte"),
-            })
-        };
-        let exe_c = cstr(exe.as_os_str().as_bytes(), "init executable path")?;
-        let mut argv = vec![exe_c.clone()];
+        let mut argv = vec![exe.name.clone()];
         for a in args {
-            argv.push(cstr(a.as_bytes(), "init argument")?);
+            argv.push(CString::new(a.as_bytes()).map_err(|_| LinuxError::Refused {
+                what: "init argument contains a NUL byte".into(),
+            })?);
         }
         let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
         argv_ptrs.push(std::ptr::null());
@@ -120,14 +195,22 @@ impl InitCommand {
             })?;
             staged.push((copy, *target));
         }
+        let exe = rustix::io::fcntl_dupfd_cloexec(&exe.fd, min)
+            .map_err(|e| LinuxError::errno("stage init executable descriptor", e.raw_os_error()))?;
+        let status = staged
+            .iter()
+            .find(|(_, target)| *target == STATUS_FD)
+            .map_or(-1, |(copy, _)| copy.as_raw_fd());
         Ok(InitCommand {
-            exe: exe_c,
+            exe,
             argv,
             argv_ptrs,
             envp_ptrs: vec![std::ptr::null()],
             fds: staged,
             cgroup,
             handoff,
+            status,
+            mode,
         })
     }
 
@@ -138,15 +221,18 @@ impl InitCommand {
         debug_assert_eq!(self.argv.len() + 1, self.argv_ptrs.len());
         // Decided before the clone: a copy of a single-threaded process that has never held a
         // signing key may run init itself.
-        let in_clone = (init_in_clone::single_threaded()
+        let in_clone = (self.mode == InitMode::InCloneWhenSafe
+            && init_in_clone::single_threaded()
             && !cellos_core::integrity::key_material_held())
         .then(ProcessStrings::of_self)
         .flatten();
         let mut into_v2 = false;
         let mut pid = -1;
+        let mut pidfd: RawFd = -1;
         if let Some(leaf) = &self.cgroup.v2_leaf {
             let args = CloneArgs {
-                flags: CLONE_NAMESPACES as u64 | CLONE_INTO_CGROUP,
+                flags: (CLONE_NAMESPACES | libc::CLONE_PIDFD) as u64 | CLONE_INTO_CGROUP,
+                pidfd: &mut pidfd as *mut RawFd as u64,
                 exit_signal: libc::SIGCHLD as u64,
                 cgroup: leaf.as_raw_fd() as u64,
                 ..CloneArgs::default()
@@ -172,14 +258,15 @@ impl InitCommand {
             }
         }
         if pid < 0 {
-            let flags = (CLONE_NAMESPACES | libc::SIGCHLD) as libc::c_ulong;
-            // SAFETY: as above, with the classic fork-like clone.
+            let flags = (CLONE_NAMESPACES | libc::CLONE_PIDFD | libc::SIGCHLD) as libc::c_ulong;
+            // SAFETY: as above, with the classic fork-like clone; with CLONE_PIDFD the kernel
+            // stores the pidfd where the parent-tid argument points.
             pid = unsafe {
                 libc::syscall(
                     libc::SYS_clone,
                     flags,
                     std::ptr::null_mut::<libc::c_void>(),
-                    std::ptr::null_mut::<libc::c_void>(),
+                    &mut pidfd as *mut RawFd,
                     std::ptr::null_mut::<libc::c_void>(),
                     0usize,
                 )
@@ -192,8 +279,11 @@ impl InitCommand {
         if pid < 0 {
             return Err(clone_error(std::io::Error::last_os_error()));
         }
+        // SAFETY: the kernel installed this descriptor for us (close-on-exec) with the child.
+        let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
         Ok(Spawned {
             pid: pid as i32,
+            pidfd,
             in_v2_leaf: into_v2,
             handoff: in_clone.is_none().then_some(self.handoff),
         })
@@ -207,12 +297,12 @@ impl InitCommand {
         // Join the v1 leaves ourselves: "0" is the writing thread, and we are single-threaded.
         for tasks in &self.cgroup.v1_tasks {
             if libc::write(tasks.as_raw_fd(), b"0".as_ptr().cast(), 1) != 1 {
-                libc::_exit(123);
+                self.fail(StartStep::JoinCgroupV1);
             }
         }
         for (staged, target) in &self.fds {
             if libc::dup2(staged.as_raw_fd(), *target) < 0 {
-                libc::_exit(126);
+                self.fail(StartStep::InheritFds);
             }
         }
         // Block until the parent has written our id maps and moved us into the cgroup. EOF
@@ -227,7 +317,11 @@ impl InitCommand {
             if n < 0 && *libc::__errno_location() == libc::EINTR {
                 continue;
             }
-            libc::_exit(125);
+            if n == 0 {
+                // The supervisor gave up on us: it knows why, there is nothing to report.
+                libc::_exit(StartStep::AwaitRelease.exit_code());
+            }
+            self.fail(StartStep::AwaitRelease);
         }
         // We still carry our host ids (root), which are not mapped in the new namespace; exec
         // would compute our capabilities from those and drop them all. Become the namespace's
@@ -238,17 +332,91 @@ impl InitCommand {
             || libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) != 0
             || libc::syscall(libc::SYS_setresuid, 0, 0, 0) != 0
         {
-            libc::_exit(124);
+            self.fail(StartStep::BecomeRoot);
         }
         if let Some(strings) = in_clone {
             init_in_clone::become_init(strings, &self.handoff);
         }
-        libc::execve(
-            self.exe.as_ptr(),
+        // By descriptor, not by path (see module docs). The descriptor is close-on-exec, which
+        // only matters for scripts: init is an ELF binary.
+        libc::syscall(
+            libc::SYS_execveat,
+            self.exe.as_raw_fd(),
+            c"".as_ptr(),
             self.argv_ptrs.as_ptr(),
             self.envp_ptrs.as_ptr(),
+            libc::AT_EMPTY_PATH,
         );
-        libc::_exit(127);
+        self.fail(StartStep::ExecInit);
+    }
+
+    /// Report that `step` failed (with the current errno) on the status pipe and exit with
+    /// its code. Async-signal-safe: the line is formatted on the stack.
+    unsafe fn fail(&self, step: StartStep) -> ! {
+        let errno = *libc::__errno_location();
+        let mut line = [0u8; START_FAILURE_LINE_MAX];
+        let len = start_failure_line(step, errno, &mut line);
+        libc::write(self.status, line.as_ptr().cast(), len);
+        libc::_exit(step.exit_code());
+    }
+}
+
+/// The error for a child that reported `step` failing with `errno`: the step, the errno and
+/// what to change. `exe` is the init binary, `host_root` the host uid the cell's root maps to.
+pub fn start_failure(step: StartStep, errno: i32, exe: &Path, host_root: u32) -> LinuxError {
+    let err = std::io::Error::from_raw_os_error(errno);
+    let exe = exe.display();
+    let (what, fix) = match step {
+        StartStep::JoinCgroupV1 => (
+            "join the cell's cgroup v1 leaves (write to their tasks files)",
+            "check that the cgroup v1 hierarchies under /sys/fs/cgroup are mounted read-write \
+             and the cellos cgroups are below their pids limit (`cellos doctor`)"
+                .to_owned(),
+        ),
+        StartStep::InheritFds => (
+            "install the cell's inherited descriptors (dup2)",
+            "raise the open-file limit of the cellos process (ulimit -n)".to_owned(),
+        ),
+        StartStep::AwaitRelease => (
+            "wait for the supervisor's release byte",
+            "the control socket between supervisor and cell failed; run the cell again".to_owned(),
+        ),
+        StartStep::BecomeRoot => (
+            "become the cell's root (setresgid, setgroups, setresuid to 0 in its user namespace)",
+            format!(
+                "the cell's uid/gid maps (host ids from {host_root}) were not accepted: check that \
+                 no LSM policy denies setgroups or id changes in user namespaces (`cellos doctor`)"
+            ),
+        ),
+        StartStep::ExecInit => {
+            let fix = match errno {
+                libc::EACCES => format!(
+                    "the cell's root (host uid {host_root}) may not execute {exe}: make it \
+                     executable by others (chmod o+x {exe}) on a mount without noexec; the \
+                     directories on its way need no permission, the supervisor opened it"
+                ),
+                libc::ENOENT => format!(
+                    "{exe} or its ELF interpreter is missing: install cellos-cell-init (a static \
+                     binary) next to cellos"
+                ),
+                libc::ENOEXEC | libc::ELIBBAD => format!(
+                    "{exe} is not an executable for this machine: rebuild it for this \
+                     architecture"
+                ),
+                libc::ENOSYS => {
+                    return LinuxError::missing(
+                        "execveat(2)",
+                        format!("run on Linux 3.19 or newer to start cells from {exe} ({err})"),
+                    )
+                }
+                _ => format!("execveat of {exe} failed; see execve(2) for this errno"),
+            };
+            ("exec the cell's init", fix)
+        }
+    };
+    LinuxError::Setup {
+        what: format!("start cell init: {what}"),
+        detail: format!("{err}; fix: {fix}"),
     }
 }
 
@@ -281,5 +449,46 @@ pub fn reap(pid: i32) -> Option<i32> {
             continue;
         }
         return None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_failed_step_is_named_with_its_errno_and_a_fix() {
+        for step in StartStep::ALL {
+            let msg = start_failure(step, libc::EPERM, Path::new("/x/init"), 7).to_string();
+            assert!(msg.starts_with("start cell init: "), "{msg}");
+            assert!(msg.contains("(os error 1)"), "{msg}");
+            assert!(msg.contains("; fix: "), "{msg}");
+            assert!(!msg.contains("Broken pipe"), "{msg}");
+        }
+    }
+
+    #[test]
+    fn an_init_the_cell_may_not_execute_is_named_with_its_path_and_the_cells_uid() {
+        let msg = start_failure(StartStep::ExecInit, libc::EACCES, Path::new("/x/init"), 7);
+        let msg = msg.to_string();
+        assert!(msg.contains("exec the cell's init"), "{msg}");
+        assert!(msg.contains("host uid 7"), "{msg}");
+        assert!(msg.contains("chmod o+x /x/init"), "{msg}");
+        let missing = start_failure(StartStep::ExecInit, libc::ENOSYS, Path::new("/x/init"), 7);
+        assert!(
+            matches!(missing, LinuxError::MissingFeature { .. }),
+            "{missing}"
+        );
+    }
+
+    #[test]
+    fn the_init_binary_is_named_by_its_file_name_and_must_be_a_regular_file() {
+        let exe = InitExe::open(Path::new("/bin/sh")).unwrap();
+        assert_eq!(exe.name.to_bytes(), b"sh");
+        assert_eq!(exe.path(), Path::new("/bin/sh"));
+        let dir = InitExe::open(Path::new("/")).unwrap_err();
+        assert!(matches!(dir, LinuxError::Refused { .. }), "{dir}");
+        let gone = InitExe::open(Path::new("/nonexistent/init")).unwrap_err();
+        assert!(gone.to_string().contains("/nonexistent/init"), "{gone}");
     }
 }

@@ -14,7 +14,7 @@
 use std::ffi::{CString, OsStr};
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -248,6 +248,8 @@ fn resolve_program(argv0: &str, path_var: &str) -> Result<PathBuf, String> {
 /// A forked and confined child, blocked before its `execve`.
 struct ParkedChild {
     pid: Pid,
+    /// Signals forwarded to it go through this pidfd (as every signal to a cell's process).
+    pidfd: OwnedFd,
     /// Writing one byte lets it exec.
     go: File,
     /// Close-on-exec pipe: EOF means the exec happened, a message is the reason it did not.
@@ -256,12 +258,12 @@ struct ParkedChild {
 
 impl ParkedChild {
     /// Let it exec; the reason it could not, if any.
-    fn release(mut self) -> (Pid, String) {
+    fn release(mut self) -> (Pid, OwnedFd, String) {
         // A child that already failed has closed its end: the write fails, the reason is below.
         let _ = self.go.write_all(&[1]);
         let mut reason = String::new();
         let _ = self.err.read_to_string(&mut reason);
-        (self.pid, reason)
+        (self.pid, self.pidfd, reason)
     }
 }
 
@@ -319,11 +321,21 @@ fn park(config: &InitConfig, exec: &Exec) -> Result<ParkedChild, String> {
             // SAFETY: terminate the failed child without running init's destructors.
             unsafe { libc::_exit(127) }
         }
-        Ok(ForkResult::Parent { child }) => Ok(ParkedChild {
-            pid: child,
-            go: File::from(go_w),
-            err: File::from(err_r),
-        }),
+        Ok(ForkResult::Parent { child }) => {
+            // Our unreaped child: the pid cannot name anyone else yet.
+            let pidfd = rustix::process::Pid::from_raw(child.as_raw())
+                .ok_or_else(|| format!("fork returned pid {child}"))
+                .and_then(|pid| {
+                    rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())
+                        .map_err(|e| format!("pidfd_open of the forked child: {e}"))
+                })?;
+            Ok(ParkedChild {
+                pid: child,
+                pidfd,
+                go: File::from(go_w),
+                err: File::from(err_r),
+            })
+        }
     }
 }
 
@@ -345,7 +357,7 @@ fn supervise(
     if let Some(agent) = parked.agent {
         let _ = agent.release();
     }
-    let (workload, reason) = parked.workload.release();
+    let (workload, workload_fd, reason) = parked.workload.release();
     if !reason.is_empty() {
         let _ = waitpid(workload, None);
         let _ = StatusMsg::SpawnFailed { reason }.send(status);
@@ -393,10 +405,7 @@ fn supervise(
             if let Ok(Some(info)) = sigfd.read_signal() {
                 let signo = info.ssi_signo as i32;
                 if signo != libc::SIGCHLD {
-                    let _ = nix::sys::signal::kill(
-                        workload,
-                        Signal::try_from(signo).unwrap_or(Signal::SIGTERM),
-                    );
+                    let _ = crate::pidfd::signal(&workload_fd, signo);
                 }
             }
             if let Some(exit) = reap_until(workload) {

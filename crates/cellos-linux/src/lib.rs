@@ -14,6 +14,7 @@ pub mod landlock_rules;
 pub mod netns;
 pub mod netscope;
 pub mod oci;
+pub mod pidfd;
 pub mod plan;
 pub mod protocol;
 pub mod record;

@@ -63,6 +63,106 @@ pub enum StatusMsg {
     Signaled {
         signal: i32,
     },
+    /// The cloned child could not become init; it exits after sending this (see
+    /// [`StartStep`]). Written by hand in the child ([`start_failure_line`]), which may not
+    /// allocate.
+    StartFailed {
+        step: StartStep,
+        errno: i32,
+    },
+}
+
+/// The child's steps from the clone to init, in order. Each failure exits with its own code
+/// ([`StartStep::exit_code`]), so a wait status alone still names the step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum StartStep {
+    /// Writing `0` to the cell's cgroup v1 `tasks` files.
+    JoinCgroupV1,
+    /// `dup2` of the inherited descriptors onto their numbers.
+    InheritFds,
+    /// Reading the release byte (EOF: the supervisor gave up on the cell).
+    AwaitRelease,
+    /// `setresgid`/`setgroups`/`setresuid` to the namespace's root.
+    BecomeRoot,
+    /// `execveat` of the init binary's descriptor.
+    ExecInit,
+}
+
+impl StartStep {
+    pub const ALL: [StartStep; 5] = [
+        StartStep::JoinCgroupV1,
+        StartStep::InheritFds,
+        StartStep::AwaitRelease,
+        StartStep::BecomeRoot,
+        StartStep::ExecInit,
+    ];
+
+    /// The child's exit code when this step fails.
+    pub const fn exit_code(self) -> i32 {
+        match self {
+            StartStep::JoinCgroupV1 => 123,
+            StartStep::BecomeRoot => 124,
+            StartStep::AwaitRelease => 125,
+            StartStep::InheritFds => 126,
+            StartStep::ExecInit => 127,
+        }
+    }
+
+    /// The step a child's exit code names, if any.
+    pub fn from_exit_code(code: i32) -> Option<StartStep> {
+        StartStep::ALL.into_iter().find(|s| s.exit_code() == code)
+    }
+
+    /// Its name on the wire (serde's, spelled out for [`start_failure_line`]).
+    const fn wire_name(self) -> &'static [u8] {
+        match self {
+            StartStep::JoinCgroupV1 => b"joinCgroupV1",
+            StartStep::InheritFds => b"inheritFds",
+            StartStep::AwaitRelease => b"awaitRelease",
+            StartStep::BecomeRoot => b"becomeRoot",
+            StartStep::ExecInit => b"execInit",
+        }
+    }
+}
+
+/// Room for the longest [`start_failure_line`].
+pub const START_FAILURE_LINE_MAX: usize = 80;
+
+/// The [`StatusMsg::StartFailed`] line for `step` and `errno`, formatted into `buf` without
+/// allocating (the cloned child of a multi-threaded process may not); returns its length.
+pub fn start_failure_line(
+    step: StartStep,
+    errno: i32,
+    buf: &mut [u8; START_FAILURE_LINE_MAX],
+) -> usize {
+    let mut digits = [0u8; 10];
+    let mut n = 0;
+    let mut value = errno.unsigned_abs();
+    loop {
+        digits[n] = b'0' + (value % 10) as u8;
+        n += 1;
+        value /= 10;
+        if value == 0 {
+            break;
+        }
+    }
+    let mut len = 0;
+    let mut put = |bytes: &[u8]| {
+        buf[len..len + bytes.len()].copy_from_slice(bytes);
+        len += bytes.len();
+    };
+    put(b"{\"msg\":\"startFailed\",\"step\":\"");
+    put(step.wire_name());
+    put(b"\",\"errno\":");
+    if errno < 0 {
+        put(b"-");
+    }
+    for d in digits[..n].iter().rev() {
+        put(std::slice::from_ref(d));
+    }
+    put(b"}\n");
+    len
 }
 
 impl StatusMsg {
@@ -357,5 +457,30 @@ mod tests {
             StatusEvent::Msg(StatusMsg::Ready)
         );
         assert_eq!(reader.next(r.as_fd(), None).unwrap(), StatusEvent::Closed);
+    }
+
+    #[test]
+    fn every_hand_written_start_failure_line_parses_as_its_step_and_errno() {
+        for step in StartStep::ALL {
+            for errno in [0, 1, 13, 133, i32::MAX, -7] {
+                let mut buf = [0u8; START_FAILURE_LINE_MAX];
+                let len = start_failure_line(step, errno, &mut buf);
+                assert_eq!(buf[len - 1], b'\n');
+                let msg: StatusMsg = serde_json::from_slice(&buf[..len - 1]).unwrap();
+                assert_eq!(msg, StatusMsg::StartFailed { step, errno });
+                let mut serde_line = serde_json::to_vec(&msg).unwrap();
+                serde_line.push(b'\n');
+                assert_eq!(&buf[..len], &serde_line[..]);
+            }
+        }
+    }
+
+    #[test]
+    fn each_step_has_its_own_exit_code() {
+        for step in StartStep::ALL {
+            assert_eq!(StartStep::from_exit_code(step.exit_code()), Some(step));
+        }
+        assert_eq!(StartStep::from_exit_code(0), None);
+        assert_eq!(StartStep::from_exit_code(1), None);
     }
 }

@@ -13,6 +13,7 @@
 //! crash cut short leaves a line without its newline, which readers ignore.
 
 use std::io::Write;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -45,11 +46,21 @@ impl RunRecord {
         process_start_time(self.supervisor_pid) == Some(self.supervisor_start)
     }
 
-    /// Whether the recorded init still runs (same pid and start time).
+    /// Whether the recorded init still runs (same pid and start time). For display only:
+    /// to signal it, use [`RunRecord::open_init`].
     pub fn init_alive(&self) -> bool {
         match (self.init_pid, self.init_start) {
             (Some(pid), Some(start)) => process_start_time(pid) == Some(start),
             _ => false,
+        }
+    }
+
+    /// A pidfd for the recorded init if that very process still runs (see
+    /// [`crate::pidfd::open_verified`]); the only handle through which it is signalled.
+    pub fn open_init(&self) -> Result<Option<OwnedFd>, LinuxError> {
+        match (self.init_pid, self.init_start) {
+            (Some(pid), Some(start)) => crate::pidfd::open_verified(pid, start),
+            _ => Ok(None),
         }
     }
 }

@@ -6,6 +6,9 @@
 //! [`IN_CELL_SOCKET_PATH`] and the agent binary, read-only, at [`IN_CELL_AGENT_PATH`]; init
 //! starts the agent beside the workload, as the workload's uid, confined like it. The host
 //! trusts only which socket the bytes came from: the socket file is this cell's alone.
+//! Both binds are detached trees the supervisor (host root) opens (see [`crate::trees`]), so
+//! neither the agent's install directory nor the state directory needs to be searchable by
+//! the cell's ids: the cell only ever looks up its own `/run/cellos`.
 //!
 //! One thread per cell ([`TelemetryRunner`]) drives the session: it polls every
 //! [`POLL_INTERVAL`], turns every result into a catalogue event built with the run's factory

@@ -15,7 +15,7 @@ use cellos_adapters::secrets::{EnvSecretBroker, FileSecretBroker};
 use cellos_core::events::EventFactory;
 use cellos_core::ports::{ExportSink, PortError, PortErrorKind, SecretBroker};
 use cellos_core::spec::{ExportTarget, ExportTargetKind};
-use cellos_linux::backend::{LinuxBackend, LinuxBackendConfig};
+use cellos_linux::backend::{InitMode, LinuxBackend, LinuxBackendConfig};
 use cellos_linux::netscope::NetworkConfig;
 use cellos_linux::telemetry;
 use cellos_supervisor::{ExportRouter, Supervisor};
@@ -46,6 +46,11 @@ const INIT_BINARY: &str = "cellos-cell-init";
 /// re-executed as `cellos __cell-init`. The in-cell telemetry agent is
 /// `cellos-telemetry-agent` next to this binary (cells with `telemetry.enabled` are refused
 /// without it); `CELLOS_TELEMETRY_SILENCE_MS` overrides its keep-alive window.
+///
+/// Every command here runs one cell from one thread, so init may run in the clone
+/// ([`InitMode::InCloneWhenSafe`], most of a millisecond per cell); the backend still execs it
+/// when this process holds a signing key or has other threads. A long-lived multi-threaded
+/// server would choose [`InitMode::Exec`].
 pub fn backend(home: &Path, network: NetworkConfig) -> Result<Arc<LinuxBackend>, Failure> {
     let exe = std::env::current_exe()
         .map_err(|e| Failure::cellos(format!("cannot locate the cellos executable: {e}")))?;
@@ -56,6 +61,7 @@ pub fn backend(home: &Path, network: NetworkConfig) -> Result<Arc<LinuxBackend>,
     };
     let mut config = LinuxBackendConfig::new(home, installed(INIT_BINARY).unwrap_or(exe.clone()));
     config.network = network;
+    config.init_mode = InitMode::InCloneWhenSafe;
     config.telemetry.agent_exe = installed(telemetry::AGENT_BINARY);
     if let Some(ms) = std::env::var_os(telemetry::SILENCE_ENV) {
         let ms: u64 = ms.to_str().and_then(|s| s.parse().ok()).ok_or_else(|| {

@@ -35,8 +35,8 @@ fn init_in_the_clone_shows_the_cell_nothing_of_the_supervisor() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let text = stdout(&out);
     let (cmdline, rest) = text.split_once("---\n").expect(&text);
-    // Exec'd, init's command line would name a host path (the init binary); run in the clone
-    // it names only itself, and nothing of `cellos run <host path of the spec>`.
+    // Exec'd, init's command line would also hold its argument (`__cell-init`); run in the
+    // clone it names only itself, and nothing of `cellos run <host path of the spec>`.
     assert_eq!(cmdline.trim(), "cellos-cell-init", "{text}");
     assert!(!text.contains(home.path().to_str().unwrap()), "{text}");
     let lines: Vec<&str> = rest.lines().collect();
@@ -88,6 +88,25 @@ fn sigterm_to_cellos_reaches_the_workload_through_init() {
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(3), "the workload's own exit status");
     assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(residue_of(&home, &id).is_empty());
+}
+
+#[test]
+fn cellos_kill_reaches_the_workload_through_init() {
+    let home = Home::new();
+    assert!(home.run(&["keygen"]).status.success());
+    let id = unique_id("cellos-kill");
+    let script = "trap 'echo got USR1; exit 4' USR1; echo ready; while :; do sleep 0.05; done";
+    let spec = home.spec(&id, &sh(script));
+    let (mut child, mut lines) = run_until_ready(&home, &spec);
+    let kill = home.run(&["kill", "--signal", "USR1", &id]);
+    assert!(kill.status.success(), "{}", stderr(&kill));
+    assert_eq!(lines.next().unwrap().unwrap(), "got USR1");
+    assert_eq!(child.wait().unwrap().code(), Some(4));
+    // Once the cell is gone, its id names nothing to signal.
+    let again = home.run(&["kill", "--signal", "USR1", &id]);
+    assert!(!again.status.success());
+    assert!(stderr(&again).contains(&id), "{}", stderr(&again));
     assert!(residue_of(&home, &id).is_empty());
 }
 

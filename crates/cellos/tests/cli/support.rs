@@ -1,9 +1,11 @@
 //! Shared helpers for the CLI end-to-end tests: a private CELLOS_HOME per test and specs with
 //! ids unique on this host (cgroups and run records are host-wide).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
 
 pub struct Home {
     pub dir: tempfile::TempDir,
@@ -50,6 +52,39 @@ impl Home {
         std::fs::write(&path, text).expect("write spec");
         path
     }
+}
+
+/// The binary `name` of workspace package `package`, next to `cellos` (where the composition
+/// root looks for init and the telemetry agent). A workspace test run builds it already; a
+/// run of this test target alone builds it here, once per binary.
+pub fn built_binary(name: &str, package: &str) -> PathBuf {
+    static BUILT: Mutex<Option<HashMap<String, Result<(), String>>>> = Mutex::new(None);
+    let path = PathBuf::from(env!("CARGO_BIN_EXE_cellos")).with_file_name(name);
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    let result = built
+        .get_or_insert_with(HashMap::new)
+        .entry(name.to_owned())
+        .or_insert_with(|| {
+            if path.is_file() {
+                return Ok(());
+            }
+            let status = Command::new(env!("CARGO"))
+                .args(["build", "-p", package, "--bin", name])
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .status()
+                .map_err(|e| format!("run cargo: {e}"))?;
+            if !status.success() || !path.is_file() {
+                return Err(format!(
+                    "building {name} failed ({status}) or it is not at {}",
+                    path.display()
+                ));
+            }
+            Ok(())
+        });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+    path
 }
 
 /// Processes on the host that live in a cgroup of `cell`.

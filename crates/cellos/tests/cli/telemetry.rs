@@ -3,40 +3,17 @@
 //! land sealed in the real event log, which verifies afterwards. Hostile workloads write raw
 //! frames to `/run/cellos/telemetry.sock` themselves (python3, from the host rootfs).
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
-use std::sync::OnceLock;
+use std::process::Output;
 
 use serde_json::Value;
 
-use crate::support::{events, events_of, residue_of, short_type, stderr, stdout, unique_id, Home};
+use crate::support::{
+    built_binary, events, events_of, residue_of, short_type, stderr, stdout, unique_id, Home,
+};
 
-/// The agent binary next to `cellos`, where the composition root looks for it. A workspace
-/// test run builds it already; a run of this test target alone builds it here once.
+/// The agent binary next to `cellos`, where the composition root looks for it.
 fn agent_installed() {
-    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
-    let result = BUILT.get_or_init(|| {
-        let agent =
-            PathBuf::from(env!("CARGO_BIN_EXE_cellos")).with_file_name("cellos-telemetry-agent");
-        if agent.is_file() {
-            return Ok(());
-        }
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "-p", "cellos-telemetry-agent"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .map_err(|e| format!("run cargo: {e}"))?;
-        if !status.success() || !agent.is_file() {
-            return Err(format!(
-                "building cellos-telemetry-agent failed ({status}) or it is not at {}",
-                agent.display()
-            ));
-        }
-        Ok(())
-    });
-    if let Err(e) = result {
-        panic!("{e}");
-    }
+    built_binary("cellos-telemetry-agent", "cellos-telemetry-agent");
 }
 
 /// A telemetry cell running `argv`, with `extra` YAML (indented two spaces) after `run`.
