@@ -17,6 +17,7 @@ pub mod oci;
 pub mod plan;
 pub mod protocol;
 pub mod record;
+pub mod refusal;
 pub mod rootfs;
 pub mod safe_path;
 pub mod seccomp;

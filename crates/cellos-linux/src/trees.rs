@@ -21,6 +21,7 @@ use rustix::mount::{
 };
 
 use crate::error::LinuxError;
+use crate::refusal::{Refusal, Step};
 use crate::plan::{InitConfig, MountPlan, RootEntry};
 use crate::safe_path;
 
@@ -72,14 +73,8 @@ pub fn mount_setattr(
         )
     };
     if r < 0 {
-        let err = std::io::Error::last_os_error();
-        if err.raw_os_error() == Some(libc::ENOSYS) {
-            return Err(LinuxError::missing(
-                "mount_setattr(2)",
-                "run on Linux 5.12 or newer (needed to make the cell's mounts read-only)",
-            ));
-        }
-        return Err(LinuxError::io(format!("mount_setattr {what}"), err));
+        let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+        return Err(Refusal::new(Step::MountSetattr, format!("on {what}"), errno).into());
     }
     Ok(())
 }
@@ -98,9 +93,10 @@ pub fn clone_tree(source: &Path, attrs: u64, what: &str) -> Result<OwnedFd, Linu
             | OpenTreeFlags::AT_EMPTY_PATH,
     )
     .map_err(|e| {
-        LinuxError::errno(
-            format!("open_tree {} for {what}", source.display()),
-            e.raw_os_error(),
+        LinuxError::kernel(
+            Step::OpenTree,
+            format!("of {} for {what}", source.display()),
+            e,
         )
     })?;
     mount_setattr(tree.as_fd(), "", attrs, what)?;
@@ -117,22 +113,13 @@ pub fn etc_overlay(
     etc: &Path,
     resolv_conf: Option<&str>,
 ) -> Result<OwnedFd, LinuxError> {
-    let fs_err = |what: &str| {
-        let what = what.to_owned();
-        move |e: rustix::io::Errno| {
-            LinuxError::errno(format!("/etc overlay: {what}"), e.raw_os_error())
-        }
-    };
-    let tmp = fsopen("tmpfs", FsOpenFlags::FSOPEN_CLOEXEC).map_err(fs_err("fsopen tmpfs"))?;
-    fsconfig_set_string(tmp.as_fd(), "size", "64k").map_err(fs_err("tmpfs size"))?;
-    fsconfig_set_string(tmp.as_fd(), "mode", "0755").map_err(fs_err("tmpfs mode"))?;
-    fsconfig_create(tmp.as_fd()).map_err(fs_err("create tmpfs"))?;
+    let tmp = new_fs("tmpfs", &[("size", "64k"), ("mode", "0755")])?;
     let layer = fsmount(
         tmp.as_fd(),
         FsMountFlags::FSMOUNT_CLOEXEC,
         MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_NODEV,
     )
-    .map_err(fs_err("mount tmpfs"))?;
+    .map_err(|e| fs_refusal(Step::Fsmount { fstype: "tmpfs" }, "of the /etc layer", e, &tmp))?;
     let hosts =
         format!("127.0.0.1\tlocalhost {cell_id}\n::1\tlocalhost ip6-localhost ip6-loopback\n");
     write_at(layer.as_fd(), "hostname", format!("{cell_id}\n").as_bytes())?;
@@ -149,18 +136,7 @@ pub fn etc_overlay(
         lower.push(safe_path::fd_path(&fd));
         held.push(fd);
     }
-    let ovl = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC).map_err(|e| {
-        if e == rustix::io::Errno::NODEV {
-            LinuxError::missing(
-                "overlayfs",
-                "load the overlay module (modprobe overlay); the cell's /etc is an overlay",
-            )
-        } else {
-            fs_err("fsopen overlay")(e)
-        }
-    })?;
-    fsconfig_set_string(ovl.as_fd(), "lowerdir", lower.join(":")).map_err(fs_err("lowerdir"))?;
-    fsconfig_create(ovl.as_fd()).map_err(fs_err("create overlay"))?;
+    let ovl = new_fs("overlay", &[("lowerdir", &lower.join(":"))])?;
     let mounted = fsmount(
         ovl.as_fd(),
         FsMountFlags::FSMOUNT_CLOEXEC,
@@ -168,9 +144,33 @@ pub fn etc_overlay(
             | MountAttrFlags::MOUNT_ATTR_NOSUID
             | MountAttrFlags::MOUNT_ATTR_NODEV,
     )
-    .map_err(fs_err("mount overlay"))?;
+    .map_err(|e| fs_refusal(Step::Fsmount { fstype: "overlay" }, "of the cell's /etc", e, &ovl))?;
     drop(held);
     Ok(mounted)
+}
+
+/// A created filesystem context of `fstype` with `options` set (`fsopen`, `fsconfig`s and
+/// `FSCONFIG_CMD_CREATE`); a refusal carries the kernel's log of the context.
+fn new_fs(fstype: &'static str, options: &[(&str, &str)]) -> Result<OwnedFd, LinuxError> {
+    let fs = fsopen(fstype, FsOpenFlags::FSOPEN_CLOEXEC)
+        .map_err(|e| LinuxError::kernel(Step::Fsopen { fstype }, "for the cell's /etc", e))?;
+    for (key, value) in options {
+        fsconfig_set_string(fs.as_fd(), *key, *value).map_err(|e| {
+            fs_refusal(Step::Fsconfig { fstype }, format!("{key}={value}"), e, &fs)
+        })?;
+    }
+    fsconfig_create(fs.as_fd())
+        .map_err(|e| fs_refusal(Step::FsconfigCreate { fstype }, "for the cell's /etc", e, &fs))?;
+    Ok(fs)
+}
+
+fn fs_refusal(
+    step: Step,
+    target: impl Into<String>,
+    e: rustix::io::Errno,
+    fs: &OwnedFd,
+) -> LinuxError {
+    Refusal::with_fs_log(step, target, e.raw_os_error(), fs.as_fd()).into()
 }
 
 /// The host trees of one plan, opened in [`InitConfig::number_trees`] order.
