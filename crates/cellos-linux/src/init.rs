@@ -123,7 +123,11 @@ fn setup(
     let mut trees = Received::new(received);
     // The supervisor moved us into the cell's cgroup before releasing us: make it our root.
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP).map_err(|e| {
-        Refusal::new(Step::Unshare(Namespace::Cgroup), "for the cell's init", e as i32)
+        Refusal::new(
+            Step::Unshare(Namespace::Cgroup),
+            "for the cell's init",
+            e as i32,
+        )
     })?;
     rootfs::build_and_pivot(&config, &secrets, &mut trees)?;
     let hostname: String = config.cell_id.chars().take(64).collect();

@@ -145,7 +145,8 @@ impl Step {
 /// How this process is confined, read when a step is refused: it decides which cause is likely.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Confinement {
-    /// A seccomp filter is installed on this process (`Seccomp: 2` in `/proc/self/status`).
+    /// A seccomp filter is installed on the calling thread (`Seccomp: 2`; filters are per
+    /// thread, so this reads `/proc/thread-self/status`).
     pub seccomp_filtered: bool,
     /// The LSM label of this process when it is confined (an AppArmor profile, an SELinux
     /// domain); `None` when unconfined or unknown.
@@ -153,19 +154,22 @@ pub struct Confinement {
 }
 
 impl Confinement {
-    /// The confinement of the calling process right now.
+    /// The confinement of the calling thread right now.
     pub fn of_self() -> Self {
-        let seccomp_filtered = std::fs::read_to_string("/proc/self/status")
+        let seccomp_filtered = std::fs::read_to_string("/proc/thread-self/status")
             .map(|s| {
                 s.lines()
                     .any(|l| l.strip_prefix("Seccomp:").map(str::trim) == Some("2"))
             })
             .unwrap_or(false);
-        let lsm_label = ["/proc/self/attr/apparmor/current", "/proc/self/attr/current"]
-            .iter()
-            .find_map(|p| std::fs::read_to_string(p).ok())
-            .map(|s| s.trim_end_matches(['\n', '\0']).to_owned())
-            .filter(|l| !l.is_empty() && l != "unconfined" && !l.starts_with("unconfined_u:"));
+        let lsm_label = [
+            "/proc/thread-self/attr/apparmor/current",
+            "/proc/thread-self/attr/current",
+        ]
+        .iter()
+        .find_map(|p| std::fs::read_to_string(p).ok())
+        .map(|s| s.trim_end_matches(['\n', '\0']).to_owned())
+        .filter(|l| !l.is_empty() && l != "unconfined" && !l.starts_with("unconfined_u:"));
         Confinement {
             seccomp_filtered,
             lsm_label,
@@ -323,7 +327,10 @@ pub fn diagnose(step: Step, errno: i32, conf: &Confinement, kernel_log: &[String
             };
             diag(
                 format!("the namespace limit {limit} is reached (or 0)"),
-                format!("raise it: sysctl -w {}=15000", limit.split(' ').next().unwrap_or(limit)),
+                format!(
+                    "raise it: sysctl -w {}=15000",
+                    limit.split(' ').next().unwrap_or(limit)
+                ),
             )
         }
         libc::EINVAL => einval(step, kernel_log),
@@ -392,12 +399,9 @@ fn einval(step: Step, kernel_log: &[String]) -> Diagnosis {
             )
         }
         Step::Fsconfig { .. } | Step::FsconfigCreate { .. } | Step::Fsmount { .. } => diag(
-            if said.is_empty() {
-                "the kernel rejected the filesystem's configuration".to_owned()
-            } else {
-                format!("the kernel rejected the filesystem's configuration ({said})")
-            },
-            "check the option the kernel names; an old kernel may not know it",
+            "the kernel rejected the filesystem's configuration",
+            "check the option the kernel names (dmesg when it says nothing here); an old kernel \
+             may not know it",
         ),
         Step::OpenTree => diag(
             "the source is not a tree the kernel will copy (an unbindable mount, or a mount of \
@@ -481,4 +485,272 @@ pub fn errno_name(errno: i32) -> String {
         _ => return format!("errno {errno}"),
     };
     name.to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::LinuxError;
+    use cellos_core::ports::PortErrorKind;
+
+    const MOUNT_STEPS: &[Step] = &[
+        Step::OpenTree,
+        Step::MountSetattr,
+        Step::Fsopen { fstype: "overlay" },
+        Step::Fsconfig { fstype: "overlay" },
+        Step::FsconfigCreate { fstype: "overlay" },
+        Step::Fsmount { fstype: "tmpfs" },
+        Step::MoveMount,
+        Step::Mount { fstype: "tmpfs" },
+        Step::BindMount,
+        Step::MakePrivate,
+        Step::Umount,
+        Step::PivotRoot,
+    ];
+    const NAMESPACE_STEPS: &[Step] = &[
+        Step::CloneNamespaces,
+        Step::Unshare(Namespace::Cgroup),
+        Step::Sethostname,
+    ];
+
+    fn refusal(step: Step, errno: i32, conf: Confinement) -> Refusal {
+        Refusal {
+            step,
+            target: "of /usr for /usr".into(),
+            errno,
+            kernel_log: Vec::new(),
+            confinement: conf,
+        }
+    }
+
+    fn filtered() -> Confinement {
+        Confinement {
+            seccomp_filtered: true,
+            lsm_label: None,
+        }
+    }
+
+    fn all_steps() -> impl Iterator<Item = Step> {
+        MOUNT_STEPS.iter().chain(NAMESPACE_STEPS).copied()
+    }
+
+    #[test]
+    fn eperm_under_a_seccomp_filter_names_the_call_the_outer_profile_and_the_fix() {
+        for step in all_steps() {
+            let text = refusal(step, libc::EPERM, filtered()).to_string();
+            assert!(text.starts_with(&step.call()), "{text}");
+            assert!(
+                text.contains("refused with EPERM (Operation not permitted)"),
+                "{text}"
+            );
+            assert!(text.contains("likely cause: this process runs under a seccomp filter"));
+            assert!(text.contains("Docker's default profile"), "{text}");
+            assert!(
+                text.contains("fix: run cellos outside that container"),
+                "{text}"
+            );
+            assert!(text.contains("seccomp=unconfined"), "{text}");
+            assert!(!text.contains('\n'), "one line: {text}");
+        }
+    }
+
+    #[test]
+    fn eperm_without_a_filter_names_the_missing_privilege() {
+        for step in MOUNT_STEPS
+            .iter()
+            .copied()
+            .filter(|s| *s != Step::Mount { fstype: "proc" })
+        {
+            let d = refusal(step, libc::EPERM, Confinement::default()).diagnosis();
+            assert!(d.cause.contains("lacks CAP_SYS_ADMIN"), "{step:?}: {d:?}");
+            assert!(d.cause.contains(&step.call()), "{step:?}: {d:?}");
+            assert!(d.fix.contains("run cellos as root"), "{step:?}: {d:?}");
+        }
+        let d = diagnose(
+            Step::CloneNamespaces,
+            libc::EPERM,
+            &Confinement::default(),
+            &[],
+        );
+        assert!(
+            d.cause
+                .contains("unprivileged user namespaces are disabled"),
+            "{d:?}"
+        );
+        assert!(
+            d.fix.contains("kernel.unprivileged_userns_clone=1"),
+            "{d:?}"
+        );
+        assert!(
+            d.fix.contains("apparmor_restrict_unprivileged_userns=0"),
+            "{d:?}"
+        );
+        let d = diagnose(
+            Step::Mount { fstype: "proc" },
+            libc::EPERM,
+            &Confinement::default(),
+            &[],
+        );
+        assert!(
+            d.cause.contains("/proc has paths hidden by over-mounts"),
+            "{d:?}"
+        );
+        assert!(d.fix.contains("systempaths=unconfined"), "{d:?}");
+    }
+
+    #[test]
+    fn lsm_denials_name_the_profile_and_how_to_allow_the_call() {
+        let conf = Confinement {
+            seccomp_filtered: false,
+            lsm_label: Some("docker-default (enforce)".into()),
+        };
+        for step in all_steps() {
+            for errno in [libc::EPERM, libc::EACCES] {
+                let d = diagnose(step, errno, &conf, &[]);
+                assert!(d.cause.contains("'docker-default (enforce)'"), "{d:?}");
+                assert!(d.cause.contains(&step.call()), "{d:?}");
+                assert!(d.fix.contains("AppArmor"), "{d:?}");
+                assert!(d.fix.contains(&format!("allow {}", step.call())), "{d:?}");
+            }
+        }
+        let d = diagnose(Step::PivotRoot, libc::EACCES, &Confinement::default(), &[]);
+        assert!(d
+            .cause
+            .contains("an LSM (AppArmor, SELinux) policy denies pivot_root"));
+    }
+
+    #[test]
+    fn enosys_names_the_kernel_that_added_the_call() {
+        for step in MOUNT_STEPS.iter().copied().filter(|s| s.since().is_some()) {
+            let r = refusal(step, libc::ENOSYS, Confinement::default());
+            let want = if step == Step::MountSetattr {
+                "5.12"
+            } else {
+                "5.2"
+            };
+            let d = r.diagnosis();
+            assert!(d.cause.contains(&format!("added in Linux {want}")), "{d:?}");
+            assert!(d.fix.contains(&format!("Linux {want} or newer")), "{d:?}");
+            assert!(r.is_missing_feature());
+            assert_eq!(LinuxError::from(r).kind(), PortErrorKind::MissingFeature);
+        }
+        let d = diagnose(Step::PivotRoot, libc::ENOSYS, &filtered(), &[]);
+        assert!(d.cause.contains("seccomp filter"), "{d:?}");
+    }
+
+    #[test]
+    fn enodev_names_the_module_to_load() {
+        let d = diagnose(
+            Step::Fsopen { fstype: "overlay" },
+            libc::ENODEV,
+            &Confinement::default(),
+            &[],
+        );
+        assert_eq!(d.cause, "the kernel has no overlay filesystem");
+        assert!(
+            d.fix.contains("modprobe overlay") && d.fix.contains("CONFIG_OVERLAY_FS"),
+            "{d:?}"
+        );
+        let r = refusal(
+            Step::Fsopen { fstype: "overlay" },
+            libc::ENODEV,
+            Confinement::default(),
+        );
+        assert_eq!(LinuxError::from(r).kind(), PortErrorKind::MissingFeature);
+        let r = refusal(Step::PivotRoot, libc::EPERM, Confinement::default());
+        assert_eq!(LinuxError::from(r).kind(), PortErrorKind::Io);
+    }
+
+    #[test]
+    fn einval_is_explained_per_step() {
+        let none = Confinement::default();
+        let cases: &[(Step, &str, &str)] = &[
+            (Step::OpenTree, "unbindable mount", "mount --make-private"),
+            (Step::MoveMount, "no longer detached", "private"),
+            (
+                Step::MountSetattr,
+                "does not know these mount attributes",
+                "5.12",
+            ),
+            (Step::PivotRoot, "initramfs rootfs", "switch_root"),
+            (
+                Step::Unshare(Namespace::Cgroup),
+                "without CLONE_NEWCGROUP",
+                "CONFIG_CGROUPS",
+            ),
+            (
+                Step::CloneNamespaces,
+                "without one of the namespaces",
+                "CONFIG_USER_NS",
+            ),
+            (
+                Step::Mount { fstype: "devpts" },
+                "devpts does not accept",
+                "newer kernel",
+            ),
+        ];
+        for (step, cause, fix) in cases {
+            let d = diagnose(*step, libc::EINVAL, &none, &[]);
+            assert!(d.cause.contains(cause), "{step:?}: {d:?}");
+            assert!(d.fix.contains(fix), "{step:?}: {d:?}");
+        }
+    }
+
+    #[test]
+    fn overlay_einval_carries_the_kernel_log_and_names_detached_layers() {
+        let mut r = refusal(
+            Step::FsconfigCreate { fstype: "overlay" },
+            libc::EINVAL,
+            Confinement::default(),
+        );
+        r.target = "for the cell's /etc".into();
+        r.kernel_log = vec!["e overlay: failed to clone lowerpath".into()];
+        let text = r.to_string();
+        assert!(
+            text.starts_with(
+                "fsconfig(overlay, FSCONFIG_CMD_CREATE) for the cell's /etc refused with EINVAL"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("kernel says: e overlay: failed to clone lowerpath;"),
+            "{text}"
+        );
+        assert!(
+            text.contains("accepts only attached mounts as overlay lower layers"),
+            "{text}"
+        );
+        assert!(text.contains("fix: run on Linux 6.15 or newer"), "{text}");
+
+        r.kernel_log = vec!["e overlay: Unknown parameter 'bogus'".into()];
+        let d = r.diagnosis();
+        assert_eq!(d.cause, "the kernel rejected the filesystem's configuration");
+        assert!(d.fix.starts_with("check the option the kernel names"), "{d:?}");
+    }
+
+    #[test]
+    fn namespace_limits_name_the_sysctl_to_raise() {
+        for errno in [libc::ENOSPC, libc::EUSERS] {
+            let d = diagnose(
+                Step::Unshare(Namespace::Cgroup),
+                errno,
+                &Confinement::default(),
+                &[],
+            );
+            assert!(d.cause.contains("user.max_cgroup_namespaces"), "{d:?}");
+            assert_eq!(
+                d.fix,
+                "raise it: sysctl -w user.max_cgroup_namespaces=15000"
+            );
+            let d = diagnose(Step::CloneNamespaces, errno, &Confinement::default(), &[]);
+            assert_eq!(d.fix, "raise it: sysctl -w user.max_user_namespaces=15000");
+        }
+    }
+
+    #[test]
+    fn the_calling_thread_is_unconfined_here() {
+        // The test host runs no filter or LSM profile on the test threads: the EPERM
+        // diagnosis depends on telling that apart from a filtered thread.
+        assert_eq!(Confinement::of_self(), Confinement::default());
+    }
 }

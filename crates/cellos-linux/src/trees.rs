@@ -21,8 +21,8 @@ use rustix::mount::{
 };
 
 use crate::error::LinuxError;
-use crate::refusal::{Refusal, Step};
 use crate::plan::{InitConfig, MountPlan, RootEntry};
+use crate::refusal::{Refusal, Step};
 use crate::safe_path;
 
 pub const MOUNT_ATTR_RDONLY: u64 = 0x1;
@@ -119,7 +119,14 @@ pub fn etc_overlay(
         FsMountFlags::FSMOUNT_CLOEXEC,
         MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_NODEV,
     )
-    .map_err(|e| fs_refusal(Step::Fsmount { fstype: "tmpfs" }, "of the /etc layer", e, &tmp))?;
+    .map_err(|e| {
+        fs_refusal(
+            Step::Fsmount { fstype: "tmpfs" },
+            "of the /etc layer",
+            e,
+            &tmp,
+        )
+    })?;
     let hosts =
         format!("127.0.0.1\tlocalhost {cell_id}\n::1\tlocalhost ip6-localhost ip6-loopback\n");
     write_at(layer.as_fd(), "hostname", format!("{cell_id}\n").as_bytes())?;
@@ -144,7 +151,14 @@ pub fn etc_overlay(
             | MountAttrFlags::MOUNT_ATTR_NOSUID
             | MountAttrFlags::MOUNT_ATTR_NODEV,
     )
-    .map_err(|e| fs_refusal(Step::Fsmount { fstype: "overlay" }, "of the cell's /etc", e, &ovl))?;
+    .map_err(|e| {
+        fs_refusal(
+            Step::Fsmount { fstype: "overlay" },
+            "of the cell's /etc",
+            e,
+            &ovl,
+        )
+    })?;
     drop(held);
     Ok(mounted)
 }
@@ -155,12 +169,17 @@ fn new_fs(fstype: &'static str, options: &[(&str, &str)]) -> Result<OwnedFd, Lin
     let fs = fsopen(fstype, FsOpenFlags::FSOPEN_CLOEXEC)
         .map_err(|e| LinuxError::kernel(Step::Fsopen { fstype }, "for the cell's /etc", e))?;
     for (key, value) in options {
-        fsconfig_set_string(fs.as_fd(), *key, *value).map_err(|e| {
-            fs_refusal(Step::Fsconfig { fstype }, format!("{key}={value}"), e, &fs)
-        })?;
+        fsconfig_set_string(fs.as_fd(), *key, *value)
+            .map_err(|e| fs_refusal(Step::Fsconfig { fstype }, format!("{key}={value}"), e, &fs))?;
     }
-    fsconfig_create(fs.as_fd())
-        .map_err(|e| fs_refusal(Step::FsconfigCreate { fstype }, "for the cell's /etc", e, &fs))?;
+    fsconfig_create(fs.as_fd()).map_err(|e| {
+        fs_refusal(
+            Step::FsconfigCreate { fstype },
+            "for the cell's /etc",
+            e,
+            &fs,
+        )
+    })?;
     Ok(fs)
 }
 
@@ -240,4 +259,36 @@ fn write_at(dir: BorrowedFd<'_>, name: &str, content: &[u8]) -> Result<(), Linux
     std::fs::File::from(fd)
         .write_all(content)
         .map_err(|e| LinuxError::io(format!("write /etc/{name} for the cell"), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::refusal::Refusal;
+
+    #[test]
+    fn a_refused_overlay_option_carries_the_kernels_own_message() {
+        let err = new_fs("overlay", &[("cellos-bogus", "1")]).unwrap_err();
+        let LinuxError::Kernel(Refusal {
+            step, kernel_log, ..
+        }) = &err
+        else {
+            panic!("not a kernel refusal: {err:?}");
+        };
+        assert_eq!(*step, Step::Fsconfig { fstype: "overlay" });
+        assert_eq!(
+            kernel_log,
+            &["e overlay: Unknown parameter 'cellos-bogus'".to_owned()]
+        );
+        let text = err.to_string();
+        assert!(
+            text.starts_with(
+                "fsconfig(overlay, FSCONFIG_SET_STRING) cellos-bogus=1 refused with EINVAL \
+                 (Invalid argument); kernel says: e overlay: Unknown parameter 'cellos-bogus'; \
+                 likely cause: the kernel rejected the filesystem's configuration; fix: check \
+                 the option the kernel names"
+            ),
+            "{text}"
+        );
+    }
 }
