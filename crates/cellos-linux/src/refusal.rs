@@ -724,8 +724,14 @@ mod tests {
 
         r.kernel_log = vec!["e overlay: Unknown parameter 'bogus'".into()];
         let d = r.diagnosis();
-        assert_eq!(d.cause, "the kernel rejected the filesystem's configuration");
-        assert!(d.fix.starts_with("check the option the kernel names"), "{d:?}");
+        assert_eq!(
+            d.cause,
+            "the kernel rejected the filesystem's configuration"
+        );
+        assert!(
+            d.fix.starts_with("check the option the kernel names"),
+            "{d:?}"
+        );
     }
 
     #[test]
