@@ -214,7 +214,10 @@ fn attach(root: BorrowedFd<'_>, rel: &str, kind: Kind, tree: OwnedFd) -> Result<
         "",
         MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
     )
-    .map_err(|e| LinuxError::kernel(Step::MoveMount, format!("of {rel} into the cell"), e))
+    .map_err(|e| {
+        let rel = rel.trim_start_matches('/');
+        LinuxError::kernel(Step::MoveMount, format!("of /{rel} into the cell"), e)
+    })
 }
 
 /// `/etc`: the supervisor's detached overlay, or (image without `/etc`) just the two files.

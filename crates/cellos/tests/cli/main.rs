@@ -4,6 +4,7 @@
 mod documents;
 mod evidence;
 mod init;
+mod refusal;
 mod run;
 mod support;
 mod telemetry;
