@@ -6,6 +6,7 @@ pub mod cgroup;
 pub mod clone;
 pub mod doctor;
 pub mod error;
+pub mod etc_attached;
 pub mod etc_mask;
 pub mod idmap;
 pub mod init;

@@ -21,6 +21,7 @@ use rustix::mount::{
 };
 
 use crate::error::LinuxError;
+use crate::etc_attached;
 use crate::plan::{InitConfig, MountPlan, RootEntry};
 use crate::refusal::{Refusal, Step};
 use crate::safe_path;
@@ -107,12 +108,33 @@ pub fn clone_tree(source: &Path, attrs: u64, what: &str) -> Result<OwnedFd, Linu
 /// on a small private tmpfs) over the optional `mask` (whiteouts of host secrets) over
 /// `etc`. Layers are named through `/proc/self/fd`, so no path of ours needs escaping.
 /// A networked cell's `resolv.conf` lives in the per-cell layer too, hiding the host's.
+/// A kernel that refuses the detached layer gets the same overlay built over attached layers
+/// ([`etc_attached`]).
 pub fn etc_overlay(
     cell_id: &str,
     mask: Option<&Path>,
     etc: &Path,
     resolv_conf: Option<&str>,
 ) -> Result<OwnedFd, LinuxError> {
+    let layer = cell_layer(cell_id, resolv_conf)?;
+    let mut lowers = Vec::new();
+    for dir in mask.into_iter().chain(std::iter::once(etc)) {
+        let fd = safe_path::open_host_path(dir)
+            .map_err(|e| LinuxError::io(format!("open {} for /etc", dir.display()), e))?;
+        lowers.push(fd);
+    }
+    match detached_overlay(&layer, &lowers) {
+        Err(e) if refuses_detached_layer(&e) => {
+            let paths: Vec<&Path> = mask.into_iter().chain(std::iter::once(etc)).collect();
+            etc_attached::overlay(&layer, &paths)
+        }
+        built => built,
+    }
+}
+
+/// The per-cell layer: `hostname`, `hosts` and (networked cells) `resolv.conf` on a small
+/// detached tmpfs.
+pub fn cell_layer(cell_id: &str, resolv_conf: Option<&str>) -> Result<OwnedFd, LinuxError> {
     let tmp = new_fs("tmpfs", &[("size", "64k"), ("mode", "0755")])?;
     let layer = fsmount(
         tmp.as_fd(),
@@ -134,17 +156,16 @@ pub fn etc_overlay(
     if let Some(text) = resolv_conf {
         write_at(layer.as_fd(), "resolv.conf", text.as_bytes())?;
     }
+    Ok(layer)
+}
 
-    let mut lower = vec![safe_path::fd_path(&layer)];
-    let mut held = Vec::new();
-    for dir in mask.into_iter().chain(std::iter::once(etc)) {
-        let fd = safe_path::open_host_path(dir)
-            .map_err(|e| LinuxError::io(format!("open {} for /etc", dir.display()), e))?;
-        lower.push(safe_path::fd_path(&fd));
-        held.push(fd);
-    }
+/// The overlay built straight from the detached `layer` (Linux 6.15+ accepts it).
+fn detached_overlay(layer: &OwnedFd, lowers: &[OwnedFd]) -> Result<OwnedFd, LinuxError> {
+    let lower: Vec<String> = std::iter::once(safe_path::fd_path(layer))
+        .chain(lowers.iter().map(safe_path::fd_path))
+        .collect();
     let ovl = new_fs("overlay", &[("lowerdir", &lower.join(":"))])?;
-    let mounted = fsmount(
+    fsmount(
         ovl.as_fd(),
         FsMountFlags::FSMOUNT_CLOEXEC,
         MountAttrFlags::MOUNT_ATTR_RDONLY
@@ -158,9 +179,19 @@ pub fn etc_overlay(
             e,
             &ovl,
         )
-    })?;
-    drop(held);
-    Ok(mounted)
+    })
+}
+
+/// Creating the overlay failed the way kernels before 6.15 refuse a detached lower layer.
+fn refuses_detached_layer(err: &LinuxError) -> bool {
+    matches!(
+        err,
+        LinuxError::Kernel(Refusal {
+            step: Step::FsconfigCreate { fstype: "overlay" },
+            errno: libc::EINVAL,
+            ..
+        })
+    )
 }
 
 /// A created filesystem context of `fstype` with `options` set (`fsopen`, `fsconfig`s and
@@ -290,5 +321,17 @@ mod tests {
             ),
             "{text}"
         );
+    }
+
+    #[test]
+    fn only_an_overlay_create_einval_takes_the_attached_fallback() {
+        let refusal = |step, errno| LinuxError::Kernel(Refusal::new(step, "for /etc", errno));
+        let create = Step::FsconfigCreate { fstype: "overlay" };
+        assert!(refuses_detached_layer(&refusal(create, libc::EINVAL)));
+        assert!(!refuses_detached_layer(&refusal(create, libc::EPERM)));
+        let tmpfs = Step::FsconfigCreate { fstype: "tmpfs" };
+        assert!(!refuses_detached_layer(&refusal(tmpfs, libc::EINVAL)));
+        let option = Step::Fsconfig { fstype: "overlay" };
+        assert!(!refuses_detached_layer(&refusal(option, libc::EINVAL)));
     }
 }
