@@ -223,10 +223,15 @@ impl Refusal {
         diagnose(self.step, self.errno, &self.confinement, &self.kernel_log)
     }
 
-    /// Whether the host lacks the feature outright (old kernel, missing module), as opposed to
-    /// a policy refusing it.
+    /// Whether this host cannot give the cell the feature: an old kernel, a missing module or
+    /// namespace type, a seccomp or LSM policy that blocks it, a namespace limit. Anything else
+    /// (a busy target, a missing path) is a plain I/O failure.
     pub fn is_missing_feature(&self) -> bool {
-        matches!(self.errno, libc::ENOSYS | libc::ENODEV)
+        match self.errno {
+            libc::ENOSYS | libc::ENODEV | libc::EPERM | libc::EACCES => true,
+            libc::ENOSPC | libc::EUSERS | libc::EINVAL => self.step.is_namespace(),
+            _ => false,
+        }
     }
 }
 
@@ -657,7 +662,13 @@ mod tests {
             Confinement::default(),
         );
         assert_eq!(LinuxError::from(r).kind(), PortErrorKind::MissingFeature);
-        let r = refusal(Step::PivotRoot, libc::EPERM, Confinement::default());
+        let r = refusal(Step::PivotRoot, libc::EPERM, filtered());
+        assert_eq!(LinuxError::from(r).kind(), PortErrorKind::MissingFeature);
+        let r = refusal(Step::CloneNamespaces, libc::EINVAL, Confinement::default());
+        assert_eq!(LinuxError::from(r).kind(), PortErrorKind::MissingFeature);
+        let r = refusal(Step::MoveMount, libc::EBUSY, Confinement::default());
+        assert_eq!(LinuxError::from(r).kind(), PortErrorKind::Io);
+        let r = refusal(Step::OpenTree, libc::EINVAL, Confinement::default());
         assert_eq!(LinuxError::from(r).kind(), PortErrorKind::Io);
     }
 
