@@ -235,11 +235,11 @@ impl Refusal {
     }
 }
 
-impl fmt::Display for Refusal {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let Diagnosis { cause, fix } = self.diagnosis();
-        write!(
-            f,
+impl Refusal {
+    /// The call, errno, the kernel's message and the likely cause, without the fix (for
+    /// reports that print the fix on its own).
+    pub fn summary(&self) -> String {
+        let mut text = format!(
             "{} {} refused with {} ({})",
             self.step.call(),
             self.target,
@@ -247,11 +247,18 @@ impl fmt::Display for Refusal {
             std::io::Error::from_raw_os_error(self.errno)
                 .to_string()
                 .trim_end_matches(&format!(" (os error {})", self.errno)),
-        )?;
+        );
         if !self.kernel_log.is_empty() {
-            write!(f, "; kernel says: {}", self.kernel_log.join(" | "))?;
+            text.push_str(&format!("; kernel says: {}", self.kernel_log.join(" | ")));
         }
-        write!(f, "; likely cause: {cause}; fix: {fix}")
+        text.push_str(&format!("; likely cause: {}", self.diagnosis().cause));
+        text
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}; fix: {}", self.summary(), self.diagnosis().fix)
     }
 }
 

@@ -2,13 +2,16 @@
 //! and how to enable the missing ones.
 //!
 //! Each check exercises the feature the way a cell would (a real `unshare`, a real `pidfd_open`,
-//! a real `nft` call) rather than trusting configuration files, so "available" means usable.
+//! a real `nft` call, the cell's own mount and namespace steps) rather than trusting
+//! configuration files, so "ok" means usable. A check that could not run says so
+//! ([`CheckStatus::Unverified`]); it is never reported as ok.
 
 use std::process::{Command, Stdio};
 
 use serde::Serialize;
 
 use crate::cgroup::{CgroupVersion, Controller, Layout};
+use crate::error::LinuxError;
 use crate::landlock_rules;
 
 pub mod cell_steps;
@@ -92,10 +95,9 @@ pub const CELL_STEPS: &str = "cell namespaces and root";
 /// The supervisor's mount-API steps, then the cell's namespace and root steps, each reported
 /// with the refusal a cell would print.
 pub fn cell_setup() -> [FeatureCheck; 2] {
-    let fix = "see the cause and fix in the message";
     match cell_steps::supervisor_side() {
         Err(e) => [
-            FeatureCheck::new(MOUNT_API, false, e.to_string(), fix),
+            refused(MOUNT_API, e),
             FeatureCheck::unverified(
                 CELL_STEPS,
                 "it attaches the detached trees that the mount API could not make".into(),
@@ -121,9 +123,22 @@ pub fn cell_setup() -> [FeatureCheck; 2] {
                         .into(),
                     "",
                 ),
-                Err(e) => FeatureCheck::new(CELL_STEPS, false, e.to_string(), fix),
+                Err(e) => refused(CELL_STEPS, e),
             },
         ],
+    }
+}
+
+/// A failed step: a kernel refusal's cause in the detail and its fix as the fix.
+fn refused(feature: &str, err: LinuxError) -> FeatureCheck {
+    match err {
+        LinuxError::Kernel(r) => FeatureCheck::new(feature, false, r.summary(), &r.diagnosis().fix),
+        other => FeatureCheck::new(
+            feature,
+            false,
+            other.to_string(),
+            "run cellos doctor as root on the host that runs cells",
+        ),
     }
 }
 
