@@ -142,6 +142,9 @@ impl Step {
     }
 }
 
+/// `CAP_SYS_ADMIN` (linux/capability.h); libc does not export capability numbers.
+const CAP_SYS_ADMIN: u32 = 21;
+
 /// How this process is confined, read when a step is refused: it decides which cause is likely.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Confinement {
@@ -151,17 +154,24 @@ pub struct Confinement {
     /// The LSM label of this process when it is confined (an AppArmor profile, an SELinux
     /// domain); `None` when unconfined or unknown.
     pub lsm_label: Option<String>,
+    /// `CAP_SYS_ADMIN` is in the calling thread's effective set (in its own user namespace).
+    pub cap_sys_admin: bool,
 }
 
 impl Confinement {
     /// The confinement of the calling thread right now.
     pub fn of_self() -> Self {
-        let seccomp_filtered = std::fs::read_to_string("/proc/thread-self/status")
-            .map(|s| {
-                s.lines()
-                    .any(|l| l.strip_prefix("Seccomp:").map(str::trim) == Some("2"))
-            })
-            .unwrap_or(false);
+        let status = std::fs::read_to_string("/proc/thread-self/status").unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(str::trim)
+        };
+        let seccomp_filtered = field("Seccomp:") == Some("2");
+        let cap_sys_admin = field("CapEff:")
+            .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+            .is_some_and(|caps| caps & (1 << CAP_SYS_ADMIN) != 0);
         let lsm_label = [
             "/proc/thread-self/attr/apparmor/current",
             "/proc/thread-self/attr/current",
@@ -173,6 +183,7 @@ impl Confinement {
         Confinement {
             seccomp_filtered,
             lsm_label,
+            cap_sys_admin,
         }
     }
 }
@@ -301,7 +312,7 @@ pub fn diagnose(step: Step, errno: i32, conf: &Confinement, kernel_log: &[String
             format!("an LSM (AppArmor, SELinux) policy denies {call}"),
             lsm_fix(step),
         ),
-        libc::EPERM => eperm(step),
+        libc::EPERM => eperm(step, conf),
         libc::ENOSYS => match step.since() {
             Some(version) => diag(
                 format!(
@@ -361,8 +372,9 @@ pub fn diagnose(step: Step, errno: i32, conf: &Confinement, kernel_log: &[String
     }
 }
 
-/// `EPERM` without a seccomp filter: a missing privilege or a sysctl.
-fn eperm(step: Step) -> Diagnosis {
+/// `EPERM` without a seccomp filter or LSM label: a missing privilege or a sysctl.
+fn eperm(step: Step, conf: &Confinement) -> Diagnosis {
+    let call = step.call();
     match step {
         Step::CloneNamespaces | Step::Unshare(Namespace::User) => diag(
             "unprivileged user namespaces are disabled, or an LSM restricts them",
@@ -375,13 +387,22 @@ fn eperm(step: Step) -> Diagnosis {
             "run cellos on a host (or container) whose /proc is not partly masked (e.g. docker \
              run --security-opt systempaths=unconfined)",
         ),
+        _ if !conf.cap_sys_admin => diag(
+            format!(
+                "the caller lacks CAP_SYS_ADMIN, which {call} needs (cellos is not running as \
+                 root, or an outer container dropped the capability)"
+            ),
+            "run cellos as root with CAP_SYS_ADMIN (in a container: --cap-add SYS_ADMIN or \
+             --privileged)",
+        ),
         _ => diag(
             format!(
-                "the caller lacks CAP_SYS_ADMIN over this mount namespace (cellos is not real \
-                 root, or runs in a user namespace that does not own the mounts) for {}",
-                step.call()
+                "{call} needs privilege over mounts that this user namespace does not own: cellos \
+                 runs in a user namespace itself (a rootless or user-namespaced container), or \
+                 the mount's flags are locked"
             ),
-            "run cellos as root in the host's initial user namespace",
+            "run cellos as root in the host's initial user namespace (on the host, or in a \
+             rootful container)",
         ),
     }
 }
@@ -538,7 +559,15 @@ mod tests {
     fn filtered() -> Confinement {
         Confinement {
             seccomp_filtered: true,
-            lsm_label: None,
+            ..root()
+        }
+    }
+
+    /// Root with every capability, no filter, no LSM label: how the tests run here.
+    fn root() -> Confinement {
+        Confinement {
+            cap_sys_admin: true,
+            ..Confinement::default()
         }
     }
 
@@ -576,7 +605,11 @@ mod tests {
             let d = refusal(step, libc::EPERM, Confinement::default()).diagnosis();
             assert!(d.cause.contains("lacks CAP_SYS_ADMIN"), "{step:?}: {d:?}");
             assert!(d.cause.contains(&step.call()), "{step:?}: {d:?}");
-            assert!(d.fix.contains("run cellos as root"), "{step:?}: {d:?}");
+            assert!(d.fix.contains("--cap-add SYS_ADMIN"), "{step:?}: {d:?}");
+            let d = refusal(step, libc::EPERM, root()).diagnosis();
+            assert!(d.cause.contains("does not own"), "{step:?}: {d:?}");
+            assert!(d.cause.contains("rootless"), "{step:?}: {d:?}");
+            assert!(d.fix.contains("initial user namespace"), "{step:?}: {d:?}");
         }
         let d = diagnose(
             Step::CloneNamespaces,
@@ -613,8 +646,8 @@ mod tests {
     #[test]
     fn lsm_denials_name_the_profile_and_how_to_allow_the_call() {
         let conf = Confinement {
-            seccomp_filtered: false,
             lsm_label: Some("docker-default (enforce)".into()),
+            ..root()
         };
         for step in all_steps() {
             for errno in [libc::EPERM, libc::EACCES] {
@@ -775,6 +808,6 @@ mod tests {
     fn the_calling_thread_is_unconfined_here() {
         // The test host runs no filter or LSM profile on the test threads: the EPERM
         // diagnosis depends on telling that apart from a filtered thread.
-        assert_eq!(Confinement::of_self(), Confinement::default());
+        assert_eq!(Confinement::of_self(), root());
     }
 }

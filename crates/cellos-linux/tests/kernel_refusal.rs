@@ -87,3 +87,36 @@ fn the_same_steps_succeed_without_the_filter() {
     clone_tree(Path::new("/etc"), MOUNT_ATTR_RDONLY, "/etc").expect("open_tree");
     etc_overlay("refusal-test", None, Path::new("/etc"), None).expect("overlay");
 }
+
+#[test]
+fn open_tree_without_cap_sys_admin_names_the_missing_capability() {
+    // Capabilities are per thread too: drop CAP_SYS_ADMIN from this thread's effective set,
+    // as an outer container that withholds it would.
+    let err = std::thread::spawn(|| {
+        use rustix::thread::{capabilities, set_capabilities, CapabilityFlags};
+        let mut sets = capabilities(None).expect("capget");
+        sets.effective.remove(CapabilityFlags::SYS_ADMIN);
+        set_capabilities(None, sets).expect("capset");
+        clone_tree(Path::new("/etc"), MOUNT_ATTR_RDONLY, "/etc").map(drop)
+    })
+    .join()
+    .expect("thread")
+    .unwrap_err();
+    let text = err.to_string();
+    let r = refusal(err);
+    assert_eq!((r.step, r.errno), (Step::OpenTree, libc::EPERM));
+    assert!(
+        !r.confinement.cap_sys_admin && !r.confinement.seccomp_filtered,
+        "{r:?}"
+    );
+    assert!(
+        text.contains(
+            "likely cause: the caller lacks CAP_SYS_ADMIN, which open_tree(OPEN_TREE_CLONE) needs"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("fix: run cellos as root with CAP_SYS_ADMIN"),
+        "{text}"
+    );
+}
