@@ -165,6 +165,10 @@ impl Helper {
     }
 
     /// Report `[0, fd]` on success or `[step index + 1, errno]`, then exit.
+    ///
+    /// # Safety
+    /// Only in the freshly cloned helper: it makes raw system calls on `self` (prepared before
+    /// the clone) and never allocates, since the supervisor may be multi-threaded.
     unsafe fn main(&self, report: i32) -> ! {
         let message = match self.steps() {
             Ok(fd) => {
@@ -180,6 +184,10 @@ impl Helper {
         libc::_exit(0)
     }
 
+    /// The steps; the tree's descriptor, or the index into [`STEPS`] and the errno.
+    ///
+    /// # Safety
+    /// As [`Helper::main`]: pointers are to `self`'s C strings and to locals.
     unsafe fn steps(&self) -> Result<i32, (u8, i32)> {
         let errno = || *libc::__errno_location();
         let null = std::ptr::null::<libc::c_char>();

@@ -149,7 +149,10 @@ impl Child {
     }
 
     /// The child: wait for the id maps, become the namespace's root, take [`CHILD_STEPS`].
-    /// Only raw system calls (the parent may be multi-threaded).
+    ///
+    /// # Safety
+    /// Only in the freshly cloned child: it makes raw system calls on `self` (prepared before
+    /// the clone) and never allocates, since the parent may be multi-threaded.
     unsafe fn child_main(&self, release: i32, result: i32) -> ! {
         let mut byte = 0u8;
         if libc::read(release, (&mut byte as *mut u8).cast(), 1) != 1 || byte != RELEASE {
@@ -172,6 +175,9 @@ impl Child {
     }
 
     /// The steps; on failure the index into [`CHILD_STEPS`] and the errno.
+    ///
+    /// # Safety
+    /// As [`Child::child_main`]: pointers are to `self`'s C strings and to locals.
     unsafe fn steps(&self) -> Result<(), (u8, i32)> {
         let check = |index: u8, rc: libc::c_long| {
             if rc < 0 {
@@ -227,6 +233,7 @@ impl Child {
             );
             check(index, rc)?;
         }
+        // `struct mount_attr { attr_set, attr_clr, propagation, userns_fd }`.
         let attr = [
             MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
             0u64,
