@@ -192,7 +192,7 @@ impl Confinement {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
     pub step: Step,
-    /// What the step acted on (`/usr for /usr`, `the cell's /etc overlay`).
+    /// What the step acted on, as it reads after the call (`of /usr for /usr`, `for /proc`).
     pub target: String,
     /// The raw errno.
     pub errno: i32,
@@ -224,7 +224,7 @@ impl Refusal {
         }
     }
 
-    /// The errno as a `rustix` result error.
+    /// [`Refusal::new`] from a `rustix` errno.
     pub fn from_errno(step: Step, target: impl Into<String>, e: rustix::io::Errno) -> Self {
         Refusal::new(step, target, e.raw_os_error())
     }
@@ -244,9 +244,7 @@ impl Refusal {
             _ => false,
         }
     }
-}
 
-impl Refusal {
     /// The call, errno, the kernel's message and the likely cause, without the fix (for
     /// reports that print the fix on its own).
     pub fn summary(&self) -> String {
