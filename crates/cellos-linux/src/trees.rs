@@ -116,6 +116,25 @@ pub fn etc_overlay(
     etc: &Path,
     resolv_conf: Option<&str>,
 ) -> Result<OwnedFd, LinuxError> {
+    etc_overlay_built(cell_id, mask, etc, resolv_conf).map(|(tree, _)| tree)
+}
+
+/// How [`etc_overlay`] built the overlay on this kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EtcBuild {
+    /// Straight from the detached per-cell layer.
+    Detached,
+    /// Over attached layers, the kernel having refused the detached one.
+    AttachedFallback,
+}
+
+/// [`etc_overlay`], saying which way it was built (for `cellos doctor`).
+pub fn etc_overlay_built(
+    cell_id: &str,
+    mask: Option<&Path>,
+    etc: &Path,
+    resolv_conf: Option<&str>,
+) -> Result<(OwnedFd, EtcBuild), LinuxError> {
     let layer = cell_layer(cell_id, resolv_conf)?;
     let mut lowers = Vec::new();
     for dir in mask.into_iter().chain(std::iter::once(etc)) {
@@ -126,9 +145,10 @@ pub fn etc_overlay(
     match detached_overlay(&layer, &lowers) {
         Err(e) if refuses_detached_layer(&e) => {
             let paths: Vec<&Path> = mask.into_iter().chain(std::iter::once(etc)).collect();
-            etc_attached::overlay(&layer, &paths)
+            let tree = etc_attached::overlay(&layer, &paths)?;
+            Ok((tree, EtcBuild::AttachedFallback))
         }
-        built => built,
+        built => Ok((built?, EtcBuild::Detached)),
     }
 }
 

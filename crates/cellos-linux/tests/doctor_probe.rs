@@ -7,9 +7,10 @@ use std::process::Command;
 
 use cellos_linux::cgroup::{Controller, Layout};
 use cellos_linux::doctor::{
-    cell_setup, forward, probe, CheckStatus, FeatureCheck, CELL_STEPS, MOUNT_API,
+    cell_setup, cell_steps, forward, probe, CheckStatus, FeatureCheck, CELL_STEPS, MOUNT_API,
 };
 use cellos_linux::landlock_rules::kernel_abi;
+use cellos_linux::trees::EtcBuild;
 use seccompiler::{SeccompAction, SeccompFilter, TargetArch};
 
 fn check<'a>(checks: &'a [FeatureCheck], feature: &str) -> &'a FeatureCheck {
@@ -99,6 +100,9 @@ fn cell_steps_pass_here_and_report_a_seccomp_refusal_of_move_mount() {
     let [api, cell] = cell_setup();
     assert_eq!(api.status, CheckStatus::Ok, "{api:?}");
     assert_eq!(cell.status, CheckStatus::Ok, "{cell:?}");
+    // This kernel (6.18) takes the detached /etc layer; the fallback is for older ones.
+    let trees = cell_steps::supervisor_side().expect("supervisor side");
+    assert_eq!(trees.etc_build, EtcBuild::Detached);
 
     let [api, cell] = cell_setup_filtered(libc::SYS_move_mount);
     assert_eq!(api.status, CheckStatus::Ok, "{api:?}");

@@ -18,7 +18,7 @@ use crate::clone::{reap, CLONE_NAMESPACES};
 use crate::error::LinuxError;
 use crate::idmap::{write_maps, IdMap};
 use crate::refusal::{Namespace, Refusal, Step};
-use crate::trees::{self, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY};
+use crate::trees::{self, EtcBuild, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY};
 
 /// The cell-side steps in the order the child takes them; the child reports the index of the
 /// one that failed. `None`: a plain file operation, reported as I/O.
@@ -43,18 +43,31 @@ const CHILD_STEPS: &[(Option<Step>, &str)] = &[
 /// Byte the parent sends once the child's id maps are written.
 const RELEASE: u8 = b'r';
 
+/// The detached trees the supervisor side made, for [`cell_side`].
+pub struct Trees {
+    tree: OwnedFd,
+    etc: OwnedFd,
+    /// How this kernel let the `/etc` overlay be built.
+    pub etc_build: EtcBuild,
+}
+
 /// The supervisor-side steps: a detached read-only copy of a host tree and the `/etc`
 /// overlay (`fsopen`/`fsconfig`/`fsmount` of tmpfs and overlay), as for every cell.
-pub fn supervisor_side() -> Result<(OwnedFd, OwnedFd), LinuxError> {
+pub fn supervisor_side() -> Result<Trees, LinuxError> {
     let read_only = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
     let tree = trees::clone_tree(Path::new("/etc"), read_only, "/etc")?;
-    let etc = trees::etc_overlay("cellos-doctor", None, Path::new("/etc"), None)?;
-    Ok((tree, etc))
+    let (etc, etc_build) =
+        trees::etc_overlay_built("cellos-doctor", None, Path::new("/etc"), None)?;
+    Ok(Trees {
+        tree,
+        etc,
+        etc_build,
+    })
 }
 
 /// The cell-side steps, in a child in the cell's namespaces, with `trees` from
 /// [`supervisor_side`].
-pub fn cell_side(trees: (OwnedFd, OwnedFd)) -> Result<(), LinuxError> {
+pub fn cell_side(trees: Trees) -> Result<(), LinuxError> {
     let dir = tempfile::tempdir().map_err(|e| LinuxError::io("create a probe directory", e))?;
     let child = Child::new(dir.path(), trees)?;
     let (release_r, release_w) = pipe()?;
@@ -103,7 +116,7 @@ struct Child {
 }
 
 impl Child {
-    fn new(dir: &Path, (tree, etc): (OwnedFd, OwnedFd)) -> Result<Self, LinuxError> {
+    fn new(dir: &Path, Trees { tree, etc, .. }: Trees) -> Result<Self, LinuxError> {
         let c = |p: &Path| {
             CString::new(p.as_os_str().as_bytes()).map_err(|_| LinuxError::Refused {
                 what: format!("probe path {} contains NUL", p.display()),

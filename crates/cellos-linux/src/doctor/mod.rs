@@ -13,6 +13,7 @@ use serde::Serialize;
 use crate::cgroup::{CgroupVersion, Controller, Layout};
 use crate::error::LinuxError;
 use crate::landlock_rules;
+use crate::trees::EtcBuild;
 
 pub mod cell_steps;
 pub mod forward;
@@ -108,9 +109,17 @@ pub fn cell_setup() -> [FeatureCheck; 2] {
             FeatureCheck::new(
                 MOUNT_API,
                 true,
-                "open_tree(OPEN_TREE_CLONE), mount_setattr, fsopen/fsconfig/fsmount of tmpfs \
-                 and of the /etc overlay work"
-                    .into(),
+                format!(
+                    "open_tree(OPEN_TREE_CLONE), mount_setattr, fsopen/fsconfig/fsmount of tmpfs \
+                     and of the /etc overlay work{}",
+                    match trees.etc_build {
+                        EtcBuild::Detached => "",
+                        EtcBuild::AttachedFallback => {
+                            " (this kernel refuses a detached overlay layer: /etc is built over \
+                             attached layers instead)"
+                        }
+                    }
+                ),
                 "",
             ),
             match cell_steps::cell_side(trees) {
