@@ -574,22 +574,6 @@ impl LinuxBackend {
     }
 }
 
-/// Failures init reports are setup errors, except missing kernel features, which keep their
-/// kind so the supervisor fails closed with the fix.
-fn classify_init_failure(message: String) -> LinuxError {
-    if message.contains("not available:") {
-        LinuxError::MissingFeature {
-            feature: "cell setup".into(),
-            fix: message,
-        }
-    } else {
-        LinuxError::Setup {
-            what: "cell init".into(),
-            detail: message,
-        }
-    }
-}
-
 /// Undoes a half-made cell: kills and reaps init, removes the record (the cgroup cleans itself
 /// up when its `CellCgroup` drops).
 struct CreateGuard<'a> {
@@ -1154,8 +1138,15 @@ impl Cell for LinuxCell {
                     self.started = Some(now);
                     return Ok(now);
                 }
-                StatusEvent::Msg(StatusMsg::Failed { message }) => {
-                    return Err(classify_init_failure(message).into())
+                StatusEvent::Msg(StatusMsg::Failed {
+                    message,
+                    missing_feature,
+                }) => {
+                    return Err(LinuxError::InitFailed {
+                        message,
+                        missing_feature,
+                    }
+                    .into())
                 }
                 StatusEvent::Msg(StatusMsg::StartFailed { step, errno }) => {
                     return Err(crate::clone::start_failure(

@@ -38,6 +38,7 @@ use crate::init_in_clone::{self, ProcessStrings};
 use crate::protocol::{
     start_failure_line, Handoff, StartStep, CONTROL_FD, RELEASE, START_FAILURE_LINE_MAX, STATUS_FD,
 };
+use crate::refusal::{Refusal, Step};
 
 /// `CLONE_INTO_CGROUP` (linux/sched.h, 5.7+); not exported by the libc crate.
 const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
@@ -421,19 +422,8 @@ pub fn start_failure(step: StartStep, errno: i32, exe: &Path, host_root: u32) ->
 }
 
 fn clone_error(err: std::io::Error) -> LinuxError {
-    match err.raw_os_error() {
-        Some(libc::EPERM) | Some(libc::EINVAL) | Some(libc::ENOSPC) | Some(libc::EUSERS) => {
-            LinuxError::missing(
-                "user/pid/mount/net/ipc/uts namespaces",
-                format!(
-                    "clone with new namespaces failed ({err}); check user.max_user_namespaces > 0 \
-                     and kernel.unprivileged_userns_clone, and that no seccomp or LSM policy \
-                     blocks namespace creation"
-                ),
-            )
-        }
-        _ => LinuxError::io("clone cell init", err),
-    }
+    let errno = err.raw_os_error().unwrap_or(0);
+    Refusal::new(Step::CloneNamespaces, "for the cell's init", errno).into()
 }
 
 /// Reap `pid` (blocking), retrying on EINTR. Returns the raw wait status.

@@ -8,6 +8,8 @@ use std::path::PathBuf;
 
 use cellos_core::ports::{PortError, PortErrorKind};
 
+use crate::refusal::{Refusal, Step};
+
 #[derive(Debug, thiserror::Error)]
 pub enum LinuxError {
     /// The host lacks a kernel feature a requested protection needs; we fail closed.
@@ -41,6 +43,18 @@ pub enum LinuxError {
     /// A protection could not be set up for a reason other than a missing feature.
     #[error("{what}: {detail}")]
     Setup { what: String, detail: String },
+
+    /// The cell's init could not set the cell up; `missing_feature` keeps the kind of the
+    /// error it had in init (the message is its text).
+    #[error("cell init: {message}")]
+    InitFailed {
+        message: String,
+        missing_feature: bool,
+    },
+
+    /// The kernel refused a mount-API or namespace step (call, cause and fix in the message).
+    #[error(transparent)]
+    Kernel(#[from] Refusal),
 }
 
 impl LinuxError {
@@ -68,6 +82,11 @@ impl LinuxError {
         }
     }
 
+    /// Shorthand for [`LinuxError::Kernel`]: `step` on `target` refused with `errno`.
+    pub fn kernel(step: Step, target: impl Into<String>, errno: rustix::io::Errno) -> Self {
+        LinuxError::Kernel(Refusal::from_errno(step, target, errno))
+    }
+
     /// Shorthand for [`LinuxError::MissingFeature`].
     pub fn missing(feature: impl Into<String>, fix: impl Into<String>) -> Self {
         LinuxError::MissingFeature {
@@ -80,6 +99,11 @@ impl LinuxError {
     pub fn kind(&self) -> PortErrorKind {
         match self {
             LinuxError::MissingFeature { .. } => PortErrorKind::MissingFeature,
+            LinuxError::Kernel(r) if r.is_missing_feature() => PortErrorKind::MissingFeature,
+            LinuxError::InitFailed {
+                missing_feature: true,
+                ..
+            } => PortErrorKind::MissingFeature,
             LinuxError::Refused { .. } => PortErrorKind::Refused,
             LinuxError::NotFound { .. } => PortErrorKind::NotFound,
             LinuxError::Io { source, .. } | LinuxError::Cgroup { source, .. }
@@ -87,9 +111,11 @@ impl LinuxError {
             {
                 PortErrorKind::NotFound
             }
-            LinuxError::Io { .. } | LinuxError::Cgroup { .. } | LinuxError::Setup { .. } => {
-                PortErrorKind::Io
-            }
+            LinuxError::Io { .. }
+            | LinuxError::Cgroup { .. }
+            | LinuxError::Setup { .. }
+            | LinuxError::InitFailed { .. }
+            | LinuxError::Kernel(_) => PortErrorKind::Io,
         }
     }
 }

@@ -32,6 +32,7 @@ use crate::plan::{AgentPlan, InitConfig};
 use crate::protocol::{
     recv_fds, Handoff, SecretFrame, StatusMsg, CMD_KILL, CMD_START, CONTROL_FD, INIT_ARG, STATUS_FD,
 };
+use crate::refusal::{Namespace, Refusal, Step};
 use crate::trees::Received;
 use crate::{caps, netns, rootfs};
 
@@ -82,6 +83,7 @@ pub(crate) fn init_main(handoff: Option<Handoff>) -> i32 {
         Err(e) => {
             let _ = StatusMsg::Failed {
                 message: e.to_string(),
+                missing_feature: e.kind() == cellos_core::ports::PortErrorKind::MissingFeature,
             }
             .send(&mut status);
             return 1;
@@ -120,11 +122,17 @@ fn setup(
         .map_err(|e| LinuxError::io("receive mount trees from supervisor", e))?;
     let mut trees = Received::new(received);
     // The supervisor moved us into the cell's cgroup before releasing us: make it our root.
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
-        .map_err(|e| LinuxError::errno("unshare(CLONE_NEWCGROUP)", e as i32))?;
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP).map_err(|e| {
+        Refusal::new(
+            Step::Unshare(Namespace::Cgroup),
+            "for the cell's init",
+            e as i32,
+        )
+    })?;
     rootfs::build_and_pivot(&config, &secrets, &mut trees)?;
     let hostname: String = config.cell_id.chars().take(64).collect();
-    nix::unistd::sethostname(&hostname).map_err(|e| LinuxError::errno("sethostname", e as i32))?;
+    nix::unistd::sethostname(&hostname)
+        .map_err(|e| Refusal::new(Step::Sethostname, "in the cell", e as i32))?;
     netns::loopback_up()?;
     Ok((config, secrets))
 }

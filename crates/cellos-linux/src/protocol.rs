@@ -49,6 +49,10 @@ pub enum StatusMsg {
     /// Setting the cell up failed; init exits after sending this.
     Failed {
         message: String,
+        /// The host lacks a kernel feature (as opposed to a refusal or an I/O error), so the
+        /// supervisor keeps the error's kind across the pipe.
+        #[serde(default)]
+        missing_feature: bool,
     },
     /// The workload's execve succeeded.
     Started,
@@ -376,6 +380,7 @@ impl StatusReader {
                 let msg = serde_json::from_slice(&line[..line.len() - 1]).unwrap_or_else(|e| {
                     StatusMsg::Failed {
                         message: format!("unreadable status message from cell init: {e}"),
+                        missing_feature: false,
                     }
                 });
                 return Ok(StatusEvent::Msg(msg));

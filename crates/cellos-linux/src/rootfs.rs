@@ -24,6 +24,7 @@ use rustix::fs::{Mode, OFlags};
 use crate::error::LinuxError;
 use crate::plan::{InitConfig, MountPlan, RootEntry};
 use crate::protocol::SecretFrame;
+use crate::refusal::{Refusal, Step};
 use crate::safe_path::{self, fd_path, Kind};
 use crate::trees::{
     mount_setattr, Received, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY,
@@ -39,16 +40,22 @@ fn setup(what: &str, detail: impl std::fmt::Display) -> LinuxError {
     }
 }
 
+/// `mount(2)`; `fstype: None` is a bind (`MS_BIND`) or a propagation change.
 fn do_mount(
     source: Option<&str>,
     target: &str,
-    fstype: Option<&str>,
+    fstype: Option<&'static str>,
     flags: MsFlags,
     data: Option<&str>,
     what: &str,
 ) -> Result<(), LinuxError> {
+    let step = match fstype {
+        Some(fstype) => Step::Mount { fstype },
+        None if flags.contains(MsFlags::MS_BIND) => Step::BindMount,
+        None => Step::MakePrivate,
+    };
     mount(source, target, fstype, flags, data)
-        .map_err(|e| LinuxError::errno(format!("mount {what}"), e as i32))
+        .map_err(|e| Refusal::new(step, format!("for {what}"), e as i32).into())
 }
 
 /// Build the root described by `config` and pivot into it. On return the process's root and
@@ -109,7 +116,7 @@ pub fn build_and_pivot(
         root,
         "",
         MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
-        "new root read-only",
+        "the cell's root (read-only)",
     )?;
 
     dev_mounts(root, build)?;
@@ -207,7 +214,10 @@ fn attach(root: BorrowedFd<'_>, rel: &str, kind: Kind, tree: OwnedFd) -> Result<
         "",
         MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
     )
-    .map_err(|e| LinuxError::errno(format!("attach {rel}"), e.raw_os_error()))
+    .map_err(|e| {
+        let rel = rel.trim_start_matches('/');
+        LinuxError::kernel(Step::MoveMount, format!("of /{rel} into the cell"), e)
+    })
 }
 
 /// `/etc`: the supervisor's detached overlay, or (image without `/etc`) just the two files.
@@ -372,8 +382,9 @@ fn user_mount(
 /// and a lazy unmount drops it, with no `put_old` directory left behind.
 fn pivot(build: &str) -> Result<(), LinuxError> {
     nix::unistd::chdir(build).map_err(|e| LinuxError::errno("chdir new root", e as i32))?;
-    nix::unistd::pivot_root(".", ".").map_err(|e| LinuxError::errno("pivot_root", e as i32))?;
+    nix::unistd::pivot_root(".", ".")
+        .map_err(|e| Refusal::new(Step::PivotRoot, "into the cell's root", e as i32))?;
     umount2(".", MntFlags::MNT_DETACH)
-        .map_err(|e| LinuxError::errno("detach old root", e as i32))?;
+        .map_err(|e| Refusal::new(Step::Umount, "of the host's root", e as i32))?;
     nix::unistd::chdir("/").map_err(|e| LinuxError::errno("chdir /", e as i32))
 }

@@ -21,7 +21,9 @@ use rustix::mount::{
 };
 
 use crate::error::LinuxError;
+use crate::etc_attached;
 use crate::plan::{InitConfig, MountPlan, RootEntry};
+use crate::refusal::{Refusal, Step};
 use crate::safe_path;
 
 pub const MOUNT_ATTR_RDONLY: u64 = 0x1;
@@ -72,14 +74,8 @@ pub fn mount_setattr(
         )
     };
     if r < 0 {
-        let err = std::io::Error::last_os_error();
-        if err.raw_os_error() == Some(libc::ENOSYS) {
-            return Err(LinuxError::missing(
-                "mount_setattr(2)",
-                "run on Linux 5.12 or newer (needed to make the cell's mounts read-only)",
-            ));
-        }
-        return Err(LinuxError::io(format!("mount_setattr {what}"), err));
+        let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+        return Err(Refusal::new(Step::MountSetattr, format!("on {what}"), errno).into());
     }
     Ok(())
 }
@@ -98,9 +94,10 @@ pub fn clone_tree(source: &Path, attrs: u64, what: &str) -> Result<OwnedFd, Linu
             | OpenTreeFlags::AT_EMPTY_PATH,
     )
     .map_err(|e| {
-        LinuxError::errno(
-            format!("open_tree {} for {what}", source.display()),
-            e.raw_os_error(),
+        LinuxError::kernel(
+            Step::OpenTree,
+            format!("of {} for {what}", source.display()),
+            e,
         )
     })?;
     mount_setattr(tree.as_fd(), "", attrs, what)?;
@@ -111,28 +108,67 @@ pub fn clone_tree(source: &Path, attrs: u64, what: &str) -> Result<OwnedFd, Linu
 /// on a small private tmpfs) over the optional `mask` (whiteouts of host secrets) over
 /// `etc`. Layers are named through `/proc/self/fd`, so no path of ours needs escaping.
 /// A networked cell's `resolv.conf` lives in the per-cell layer too, hiding the host's.
+/// A kernel that refuses the detached layer gets the same overlay built over attached layers
+/// ([`etc_attached`]).
 pub fn etc_overlay(
     cell_id: &str,
     mask: Option<&Path>,
     etc: &Path,
     resolv_conf: Option<&str>,
 ) -> Result<OwnedFd, LinuxError> {
-    let fs_err = |what: &str| {
-        let what = what.to_owned();
-        move |e: rustix::io::Errno| {
-            LinuxError::errno(format!("/etc overlay: {what}"), e.raw_os_error())
+    etc_overlay_built(cell_id, mask, etc, resolv_conf).map(|(tree, _)| tree)
+}
+
+/// How [`etc_overlay`] built the overlay on this kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EtcBuild {
+    /// Straight from the detached per-cell layer.
+    Detached,
+    /// Over attached layers, the kernel having refused the detached one.
+    AttachedFallback,
+}
+
+/// [`etc_overlay`], saying which way it was built (for `cellos doctor`).
+pub fn etc_overlay_built(
+    cell_id: &str,
+    mask: Option<&Path>,
+    etc: &Path,
+    resolv_conf: Option<&str>,
+) -> Result<(OwnedFd, EtcBuild), LinuxError> {
+    let layer = cell_layer(cell_id, resolv_conf)?;
+    let mut lowers = Vec::new();
+    for dir in mask.into_iter().chain(std::iter::once(etc)) {
+        let fd = safe_path::open_host_path(dir)
+            .map_err(|e| LinuxError::io(format!("open {} for /etc", dir.display()), e))?;
+        lowers.push(fd);
+    }
+    match detached_overlay(&layer, &lowers) {
+        Err(e) if refuses_detached_layer(&e) => {
+            let paths: Vec<&Path> = mask.into_iter().chain(std::iter::once(etc)).collect();
+            let tree = etc_attached::overlay(&layer, &paths)?;
+            Ok((tree, EtcBuild::AttachedFallback))
         }
-    };
-    let tmp = fsopen("tmpfs", FsOpenFlags::FSOPEN_CLOEXEC).map_err(fs_err("fsopen tmpfs"))?;
-    fsconfig_set_string(tmp.as_fd(), "size", "64k").map_err(fs_err("tmpfs size"))?;
-    fsconfig_set_string(tmp.as_fd(), "mode", "0755").map_err(fs_err("tmpfs mode"))?;
-    fsconfig_create(tmp.as_fd()).map_err(fs_err("create tmpfs"))?;
+        built => Ok((built?, EtcBuild::Detached)),
+    }
+}
+
+/// The per-cell layer: `hostname`, `hosts` and (networked cells) `resolv.conf` on a small
+/// detached tmpfs.
+pub fn cell_layer(cell_id: &str, resolv_conf: Option<&str>) -> Result<OwnedFd, LinuxError> {
+    let tmp = new_fs("tmpfs", &[("size", "64k"), ("mode", "0755")])?;
     let layer = fsmount(
         tmp.as_fd(),
         FsMountFlags::FSMOUNT_CLOEXEC,
         MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_NODEV,
     )
-    .map_err(fs_err("mount tmpfs"))?;
+    .map_err(|e| {
+        fs_refusal(
+            Step::Fsmount { fstype: "tmpfs" },
+            "of the /etc layer",
+            e,
+            &tmp,
+        )
+    })?;
     let hosts =
         format!("127.0.0.1\tlocalhost {cell_id}\n::1\tlocalhost ip6-localhost ip6-loopback\n");
     write_at(layer.as_fd(), "hostname", format!("{cell_id}\n").as_bytes())?;
@@ -140,37 +176,71 @@ pub fn etc_overlay(
     if let Some(text) = resolv_conf {
         write_at(layer.as_fd(), "resolv.conf", text.as_bytes())?;
     }
+    Ok(layer)
+}
 
-    let mut lower = vec![safe_path::fd_path(&layer)];
-    let mut held = Vec::new();
-    for dir in mask.into_iter().chain(std::iter::once(etc)) {
-        let fd = safe_path::open_host_path(dir)
-            .map_err(|e| LinuxError::io(format!("open {} for /etc", dir.display()), e))?;
-        lower.push(safe_path::fd_path(&fd));
-        held.push(fd);
-    }
-    let ovl = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC).map_err(|e| {
-        if e == rustix::io::Errno::NODEV {
-            LinuxError::missing(
-                "overlayfs",
-                "load the overlay module (modprobe overlay); the cell's /etc is an overlay",
-            )
-        } else {
-            fs_err("fsopen overlay")(e)
-        }
-    })?;
-    fsconfig_set_string(ovl.as_fd(), "lowerdir", lower.join(":")).map_err(fs_err("lowerdir"))?;
-    fsconfig_create(ovl.as_fd()).map_err(fs_err("create overlay"))?;
-    let mounted = fsmount(
+/// The overlay built straight from the detached `layer` (Linux 6.15+ accepts it).
+fn detached_overlay(layer: &OwnedFd, lowers: &[OwnedFd]) -> Result<OwnedFd, LinuxError> {
+    let lower: Vec<String> = std::iter::once(safe_path::fd_path(layer))
+        .chain(lowers.iter().map(safe_path::fd_path))
+        .collect();
+    let ovl = new_fs("overlay", &[("lowerdir", &lower.join(":"))])?;
+    fsmount(
         ovl.as_fd(),
         FsMountFlags::FSMOUNT_CLOEXEC,
         MountAttrFlags::MOUNT_ATTR_RDONLY
             | MountAttrFlags::MOUNT_ATTR_NOSUID
             | MountAttrFlags::MOUNT_ATTR_NODEV,
     )
-    .map_err(fs_err("mount overlay"))?;
-    drop(held);
-    Ok(mounted)
+    .map_err(|e| {
+        fs_refusal(
+            Step::Fsmount { fstype: "overlay" },
+            "of the cell's /etc",
+            e,
+            &ovl,
+        )
+    })
+}
+
+/// Creating the overlay failed the way kernels before 6.15 refuse a detached lower layer.
+fn refuses_detached_layer(err: &LinuxError) -> bool {
+    matches!(
+        err,
+        LinuxError::Kernel(Refusal {
+            step: Step::FsconfigCreate { fstype: "overlay" },
+            errno: libc::EINVAL,
+            ..
+        })
+    )
+}
+
+/// A created filesystem context of `fstype` with `options` set (`fsopen`, `fsconfig`s and
+/// `FSCONFIG_CMD_CREATE`); a refusal carries the kernel's log of the context.
+fn new_fs(fstype: &'static str, options: &[(&str, &str)]) -> Result<OwnedFd, LinuxError> {
+    let fs = fsopen(fstype, FsOpenFlags::FSOPEN_CLOEXEC)
+        .map_err(|e| LinuxError::kernel(Step::Fsopen { fstype }, "for the cell's /etc", e))?;
+    for (key, value) in options {
+        fsconfig_set_string(fs.as_fd(), *key, *value)
+            .map_err(|e| fs_refusal(Step::Fsconfig { fstype }, format!("{key}={value}"), e, &fs))?;
+    }
+    fsconfig_create(fs.as_fd()).map_err(|e| {
+        fs_refusal(
+            Step::FsconfigCreate { fstype },
+            "for the cell's /etc",
+            e,
+            &fs,
+        )
+    })?;
+    Ok(fs)
+}
+
+fn fs_refusal(
+    step: Step,
+    target: impl Into<String>,
+    e: rustix::io::Errno,
+    fs: &OwnedFd,
+) -> LinuxError {
+    Refusal::with_fs_log(step, target, e.raw_os_error(), fs.as_fd()).into()
 }
 
 /// The host trees of one plan, opened in [`InitConfig::number_trees`] order.
@@ -240,4 +310,48 @@ fn write_at(dir: BorrowedFd<'_>, name: &str, content: &[u8]) -> Result<(), Linux
     std::fs::File::from(fd)
         .write_all(content)
         .map_err(|e| LinuxError::io(format!("write /etc/{name} for the cell"), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::refusal::Refusal;
+
+    #[test]
+    fn a_refused_overlay_option_carries_the_kernels_own_message() {
+        let err = new_fs("overlay", &[("cellos-bogus", "1")]).unwrap_err();
+        let LinuxError::Kernel(Refusal {
+            step, kernel_log, ..
+        }) = &err
+        else {
+            panic!("not a kernel refusal: {err:?}");
+        };
+        assert_eq!(*step, Step::Fsconfig { fstype: "overlay" });
+        assert_eq!(
+            kernel_log,
+            &["e overlay: Unknown parameter 'cellos-bogus'".to_owned()]
+        );
+        let text = err.to_string();
+        assert!(
+            text.starts_with(
+                "fsconfig(overlay, FSCONFIG_SET_STRING) cellos-bogus=1 refused with EINVAL \
+                 (Invalid argument); kernel says: e overlay: Unknown parameter 'cellos-bogus'; \
+                 likely cause: the kernel rejected the filesystem's configuration; fix: check \
+                 the option the kernel names"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn only_an_overlay_create_einval_takes_the_attached_fallback() {
+        let refusal = |step, errno| LinuxError::Kernel(Refusal::new(step, "for /etc", errno));
+        let create = Step::FsconfigCreate { fstype: "overlay" };
+        assert!(refuses_detached_layer(&refusal(create, libc::EINVAL)));
+        assert!(!refuses_detached_layer(&refusal(create, libc::EPERM)));
+        let tmpfs = Step::FsconfigCreate { fstype: "tmpfs" };
+        assert!(!refuses_detached_layer(&refusal(tmpfs, libc::EINVAL)));
+        let option = Step::Fsconfig { fstype: "overlay" };
+        assert!(!refuses_detached_layer(&refusal(option, libc::EINVAL)));
+    }
 }

@@ -1,8 +1,17 @@
-//! The host probe reports what this machine really offers, with fixes only for what is missing.
+//! The host probe reports what this machine really offers. This host has every feature
+//! (user namespaces, cgroups, seccomp, Landlock, overlayfs, nftables), so every check must say
+//! so; refusals and a FORWARD drop policy are provoked for real and must be reported.
+
+use std::collections::BTreeMap;
+use std::process::Command;
 
 use cellos_linux::cgroup::{Controller, Layout};
-use cellos_linux::doctor::{probe, FeatureCheck};
+use cellos_linux::doctor::{
+    cell_setup, cell_steps, forward, probe, CheckStatus, FeatureCheck, CELL_STEPS, MOUNT_API,
+};
 use cellos_linux::landlock_rules::kernel_abi;
+use cellos_linux::trees::EtcBuild;
+use seccompiler::{SeccompAction, SeccompFilter, TargetArch};
 
 fn check<'a>(checks: &'a [FeatureCheck], feature: &str) -> &'a FeatureCheck {
     checks
@@ -12,24 +21,34 @@ fn check<'a>(checks: &'a [FeatureCheck], feature: &str) -> &'a FeatureCheck {
 }
 
 #[test]
-fn probe_reports_userns_seccomp_and_landlock_available() {
+fn every_check_reports_ok_on_this_capable_host() {
     let checks = probe();
     for feature in [
         "user namespaces",
         "seccomp filter",
         "landlock",
+        "overlayfs",
         "pidfd",
+        "nftables",
         "egress forwarding",
+        forward::FEATURE,
+        MOUNT_API,
+        CELL_STEPS,
     ] {
-        let c = check(&checks, feature);
-        assert!(c.available, "{c:?}");
-        assert_eq!(c.fix, None);
+        check(&checks, feature);
+    }
+    for c in &checks {
+        assert_eq!(c.status, CheckStatus::Ok, "{c:?}");
+        assert_eq!(c.fix, None, "{c:?}");
     }
     let abi = kernel_abi().expect("Landlock ABI");
     assert_eq!(
         check(&checks, "landlock").detail,
         format!("Landlock ABI {abi}")
     );
+    assert!(check(&checks, "user namespaces")
+        .detail
+        .starts_with("unshare(CLONE_NEWUSER) works"));
 }
 
 #[test]
@@ -40,20 +59,157 @@ fn probe_reports_each_cgroup_controller_with_the_version_that_serves_it() {
         let (version, root) = Layout::host()
             .locate(controller)
             .expect("controller available on this host");
-        assert!(c.available, "{c:?}");
+        assert_eq!(c.status, CheckStatus::Ok, "{c:?}");
         assert!(c.detail.starts_with(version.as_str()), "{c:?}");
         assert!(c.detail.contains(&root.display().to_string()), "{c:?}");
     }
 }
 
 #[test]
-fn missing_features_carry_a_fix_and_checks_serialize_in_camel_case() {
-    let checks = probe();
-    for c in &checks {
-        assert_eq!(c.fix.is_some(), !c.available, "{c:?}");
-    }
-    let json = serde_json::to_value(&checks).expect("serialize");
+fn checks_serialize_their_status_in_camel_case() {
+    let json = serde_json::to_value(probe()).expect("serialize");
     let first = &json[0];
-    assert!(first.get("feature").is_some() && first.get("available").is_some());
-    assert!(first.get("detail").is_some() && first.get("fix").is_some());
+    assert_eq!(first["status"], "ok", "{first}");
+    assert!(first.get("feature").is_some() && first.get("detail").is_some());
+    assert!(first["fix"].is_null(), "{first}");
+}
+
+/// `cell_setup` on a thread whose seccomp filter answers EPERM to `syscall`, as an outer
+/// container's profile does (the probe's child inherits the filter, as a cell would).
+fn cell_setup_filtered(syscall: libc::c_long) -> [FeatureCheck; 2] {
+    let rules: BTreeMap<i64, Vec<seccompiler::SeccompRule>> =
+        [(syscall, Vec::new())].into_iter().collect();
+    let filter = SeccompFilter::new(
+        rules,
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::EPERM as u32),
+        TargetArch::x86_64,
+    )
+    .expect("filter");
+    let program: seccompiler::BpfProgram = filter.try_into().expect("compile");
+    std::thread::spawn(move || {
+        seccompiler::apply_filter(&program).expect("install filter on this thread");
+        cell_setup()
+    })
+    .join()
+    .expect("filtered thread")
+}
+
+#[test]
+fn cell_steps_pass_here_and_report_a_seccomp_refusal_of_move_mount() {
+    let [api, cell] = cell_setup();
+    assert_eq!(api.status, CheckStatus::Ok, "{api:?}");
+    assert_eq!(cell.status, CheckStatus::Ok, "{cell:?}");
+    // This kernel (6.18) takes the detached /etc layer; the fallback is for older ones.
+    let trees = cell_steps::supervisor_side().expect("supervisor side");
+    assert_eq!(trees.etc_build, EtcBuild::Detached);
+
+    let [api, cell] = cell_setup_filtered(libc::SYS_move_mount);
+    assert_eq!(api.status, CheckStatus::Ok, "{api:?}");
+    assert_eq!(cell.status, CheckStatus::Missing, "{cell:?}");
+    assert!(
+        cell.detail.starts_with(
+            "move_mount of /etc (a host tree) into the cell refused with EPERM (Operation not \
+             permitted); likely cause: this process runs under a seccomp filter"
+        ),
+        "{cell:?}"
+    );
+    let fix = cell.fix.as_deref().expect("fix");
+    assert!(
+        fix.starts_with("run cellos outside that container"),
+        "{fix}"
+    );
+    assert!(!cell.detail.contains("fix:"), "said once: {cell:?}");
+}
+
+#[test]
+fn a_refused_open_tree_fails_the_mount_api_check_and_leaves_the_cell_steps_unchecked() {
+    let [api, cell] = cell_setup_filtered(libc::SYS_open_tree);
+    assert_eq!(api.status, CheckStatus::Missing, "{api:?}");
+    assert!(
+        api.detail
+            .starts_with("open_tree(OPEN_TREE_CLONE) of /etc for /etc refused with EPERM"),
+        "{api:?}"
+    );
+    assert!(api.detail.contains("seccomp filter"), "{api:?}");
+    assert!(
+        api.fix.as_deref().unwrap().contains("seccomp=unconfined"),
+        "{api:?}"
+    );
+    assert_eq!(cell.status, CheckStatus::Unverified, "{cell:?}");
+    assert!(cell.detail.starts_with("could not check:"), "{cell:?}");
+}
+
+#[test]
+fn a_refused_pivot_root_is_reported_by_the_cell_steps() {
+    let [_, cell] = cell_setup_filtered(libc::SYS_pivot_root);
+    assert_eq!(cell.status, CheckStatus::Missing, "{cell:?}");
+    assert!(
+        cell.detail
+            .starts_with("pivot_root into the cell's root refused with EPERM"),
+        "{cell:?}"
+    );
+}
+
+/// A network namespace of this test, removed on drop.
+struct Netns(String);
+
+impl Netns {
+    fn new(tag: &str) -> Self {
+        let name = format!("cellos-doctor-{tag}-{}", std::process::id());
+        let ok = Command::new("ip").args(["netns", "add", &name]).status();
+        assert!(ok.is_ok_and(|s| s.success()), "ip netns add {name}");
+        Netns(name)
+    }
+
+    fn nft(&self, script: &str) {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.0, "nft", script])
+            .output()
+            .expect("run nft");
+        assert!(out.status.success(), "nft {script}: {out:?}");
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+#[test]
+fn a_forward_chain_with_policy_drop_is_reported_until_cells_are_accepted() {
+    let ns = Netns::new("fwd");
+    let clean = forward::check(Some(&ns.0));
+    assert_eq!(clean.status, CheckStatus::Ok, "{clean:?}");
+    assert_eq!(clean.detail, "no IPv4 forward chain with policy drop");
+
+    ns.nft(
+        "add table ip filter; \
+         add chain ip filter FORWARD { type filter hook forward priority 0; policy drop; }",
+    );
+    let dropped = forward::check(Some(&ns.0));
+    assert_eq!(dropped.status, CheckStatus::Missing, "{dropped:?}");
+    assert!(
+        dropped.detail.starts_with(
+            "ip filter FORWARD has policy drop and accepts no traffic from cv* or to cv*"
+        ),
+        "{dropped:?}"
+    );
+    let fix = dropped.fix.expect("fix");
+    assert!(
+        fix.contains("nft insert rule ip filter FORWARD iifname \"cv*\" accept"),
+        "{fix}"
+    );
+
+    ns.nft(
+        "add rule ip filter FORWARD iifname \"cv*\" accept; \
+         add rule ip filter FORWARD oifname \"cv*\" ct state established,related accept",
+    );
+    let accepted = forward::check(Some(&ns.0));
+    assert_eq!(accepted.status, CheckStatus::Ok, "{accepted:?}");
+    assert!(
+        accepted.detail.contains("accept cv* both ways"),
+        "{accepted:?}"
+    );
 }

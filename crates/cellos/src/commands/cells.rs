@@ -232,6 +232,7 @@ pub fn gc(home: &Path) -> Result<u8, Failure> {
 }
 
 pub fn doctor(json: bool) -> Result<u8, Failure> {
+    use cellos_linux::doctor::CheckStatus;
     let checks = cellos_linux::doctor::probe();
     if json {
         let text = serde_json::to_string_pretty(&checks)
@@ -239,14 +240,18 @@ pub fn doctor(json: bool) -> Result<u8, Failure> {
         println!("{text}");
     } else {
         for check in &checks {
-            let mark = if check.available { "ok  " } else { "MISSING" };
-            println!("{mark:<8} {:<28} {}", check.feature, check.detail);
-            if let (false, Some(fix)) = (check.available, check.fix.as_deref()) {
-                println!("{:<8} {:<28} fix: {fix}", "", "");
+            let mark = match check.status {
+                CheckStatus::Ok => "ok",
+                CheckStatus::Missing => "MISSING",
+                CheckStatus::Unverified => "UNCHECKED",
+            };
+            println!("{mark:<9} {:<28} {}", check.feature, check.detail);
+            if let Some(fix) = &check.fix {
+                println!("{:<9} {:<28} fix: {fix}", "", "");
             }
         }
     }
-    Ok(if checks.iter().all(|c| c.available) {
+    Ok(if checks.iter().all(|c| c.available()) {
         0
     } else {
         1

@@ -1,10 +1,12 @@
 //! End-to-end tests of the `cellos` binary: real cells (root, real namespaces and cgroups),
 //! real event logs, real exit codes.
 
+mod doctor;
 mod documents;
 mod evidence;
 mod init;
 mod installed;
+mod refusal;
 mod run;
 mod support;
 mod telemetry;

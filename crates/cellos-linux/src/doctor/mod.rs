@@ -2,24 +2,43 @@
 //! and how to enable the missing ones.
 //!
 //! Each check exercises the feature the way a cell would (a real `unshare`, a real `pidfd_open`,
-//! a real `nft` call) rather than trusting configuration files, so "available" means usable.
+//! a real `nft` call, the cell's own mount and namespace steps) rather than trusting
+//! configuration files, so "ok" means usable. A check that could not run says so
+//! ([`CheckStatus::Unverified`]); it is never reported as ok.
 
 use std::process::{Command, Stdio};
 
 use serde::Serialize;
 
 use crate::cgroup::{CgroupVersion, Controller, Layout};
+use crate::error::LinuxError;
 use crate::landlock_rules;
+use crate::trees::EtcBuild;
+
+pub mod cell_steps;
+pub mod forward;
+
+/// What a check found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum CheckStatus {
+    /// The feature works here.
+    Ok,
+    /// The feature is missing or refused; `fix` says what to change.
+    Missing,
+    /// The check itself could not run, so nothing is known; `fix` says what it needs.
+    Unverified,
+}
 
 /// Result of probing one feature.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct FeatureCheck {
     pub feature: String,
-    pub available: bool,
+    pub status: CheckStatus,
     /// What was found (version, location, error).
     pub detail: String,
-    /// How to enable the feature when it is missing.
+    /// How to enable the feature when it is missing, or to let the check run.
     pub fix: Option<String>,
 }
 
@@ -27,10 +46,29 @@ impl FeatureCheck {
     fn new(feature: &str, available: bool, detail: String, fix: &str) -> Self {
         FeatureCheck {
             feature: feature.into(),
-            available,
+            status: if available {
+                CheckStatus::Ok
+            } else {
+                CheckStatus::Missing
+            },
             detail,
             fix: (!available).then(|| fix.to_owned()),
         }
+    }
+
+    /// A check that could not run: never reported as available.
+    fn unverified(feature: &str, why: String, fix: &str) -> Self {
+        FeatureCheck {
+            feature: feature.into(),
+            status: CheckStatus::Unverified,
+            detail: format!("could not check: {why}"),
+            fix: Some(fix.to_owned()),
+        }
+    }
+
+    /// Whether the feature was found to work.
+    pub fn available(&self) -> bool {
+        self.status == CheckStatus::Ok
     }
 }
 
@@ -45,31 +83,107 @@ pub fn probe() -> Vec<FeatureCheck> {
         pidfd(),
         nftables(),
         egress_forwarding(),
+        forward::check(None),
     ]);
+    checks.extend(cell_setup());
     checks
+}
+
+/// Feature names of the two checks that take a cell's kernel steps.
+pub const MOUNT_API: &str = "mount API (supervisor side)";
+pub const CELL_STEPS: &str = "cell namespaces and root";
+
+/// The supervisor's mount-API steps, then the cell's namespace and root steps, each reported
+/// with the refusal a cell would print.
+pub fn cell_setup() -> [FeatureCheck; 2] {
+    match cell_steps::supervisor_side() {
+        Err(e) => [
+            refused(MOUNT_API, e),
+            FeatureCheck::unverified(
+                CELL_STEPS,
+                "it attaches the detached trees that the mount API could not make".into(),
+                "fix the mount API check first",
+            ),
+        ],
+        Ok(trees) => [
+            FeatureCheck::new(
+                MOUNT_API,
+                true,
+                format!(
+                    "open_tree(OPEN_TREE_CLONE), mount_setattr, fsopen/fsconfig/fsmount of tmpfs \
+                     and of the /etc overlay work{}",
+                    match trees.etc_build {
+                        EtcBuild::Detached => "",
+                        EtcBuild::AttachedFallback => {
+                            " (this kernel refuses a detached overlay layer: /etc is built over \
+                             attached layers instead)"
+                        }
+                    }
+                ),
+                "",
+            ),
+            match cell_steps::cell_side(trees) {
+                Ok(()) => FeatureCheck::new(
+                    CELL_STEPS,
+                    true,
+                    "clone into user/pid/mount/net/ipc/uts namespaces, unshare(CLONE_NEWCGROUP), \
+                     move_mount, mount_setattr, mount of tmpfs and proc, sethostname, \
+                     pivot_root work with the cell's id map"
+                        .into(),
+                    "",
+                ),
+                Err(e) => refused(CELL_STEPS, e),
+            },
+        ],
+    }
+}
+
+/// A failed step: a kernel refusal's cause in the detail and its fix as the fix.
+fn refused(feature: &str, err: LinuxError) -> FeatureCheck {
+    match err {
+        LinuxError::Kernel(r) => FeatureCheck::new(feature, false, r.summary(), &r.diagnosis().fix),
+        other => FeatureCheck::new(
+            feature,
+            false,
+            other.to_string(),
+            "run cellos doctor as root on the host that runs cells",
+        ),
+    }
 }
 
 fn user_namespaces() -> FeatureCheck {
     let limit = std::fs::read_to_string("/proc/sys/user/max_user_namespaces")
         .map(|s| s.trim().to_owned())
         .unwrap_or_else(|_| "unknown".into());
-    let (available, outcome) = match try_unshare_user() {
-        Ok(()) => (true, "unshare(CLONE_NEWUSER) works".to_owned()),
-        Err(e) => (false, format!("unshare(CLONE_NEWUSER) failed: {e}")),
-    };
-    FeatureCheck::new(
-        "user namespaces",
-        available,
-        format!("{outcome}; user.max_user_namespaces={limit}"),
+    let fix =
         "enable user namespaces: sysctl -w user.max_user_namespaces=15000 (and on Debian/Ubuntu \
          kernel.unprivileged_userns_clone=1; on Ubuntu 24.04+ also \
-         kernel.apparmor_restrict_unprivileged_userns=0 or an AppArmor profile for cellos)",
-    )
+         kernel.apparmor_restrict_unprivileged_userns=0 or an AppArmor profile for cellos)";
+    match try_unshare_user() {
+        Ok(Ok(())) => FeatureCheck::new(
+            "user namespaces",
+            true,
+            format!("unshare(CLONE_NEWUSER) works; user.max_user_namespaces={limit}"),
+            fix,
+        ),
+        Ok(Err(e)) => FeatureCheck::new(
+            "user namespaces",
+            false,
+            format!("unshare(CLONE_NEWUSER) failed: {e}; user.max_user_namespaces={limit}"),
+            fix,
+        ),
+        Err(why) => FeatureCheck::unverified(
+            "user namespaces",
+            why,
+            "run cellos doctor where it can fork",
+        ),
+    }
 }
 
 /// `unshare(CLONE_NEWUSER)` refuses multi-threaded callers, so it runs in a forked child that
-/// only makes async-signal-safe calls and reports through its exit status.
-fn try_unshare_user() -> Result<(), String> {
+/// only makes async-signal-safe calls and reports through its exit status. The outer error:
+/// the probe itself could not run.
+fn try_unshare_user() -> Result<Result<(), String>, String> {
     // SAFETY: the child calls only unshare and _exit, both async-signal-safe.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
@@ -93,8 +207,8 @@ fn try_unshare_user() -> Result<(), String> {
         return Err(format!("waitpid: {}", std::io::Error::last_os_error()));
     }
     match libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status)) {
-        Some(0) => Ok(()),
-        Some(errno) => Err(std::io::Error::from_raw_os_error(errno).to_string()),
+        Some(0) => Ok(Ok(())),
+        Some(errno) => Ok(Err(std::io::Error::from_raw_os_error(errno).to_string())),
         None => Err(format!("probe child ended abnormally (status {status})")),
     }
 }
@@ -197,22 +311,25 @@ fn landlock() -> FeatureCheck {
 }
 
 fn overlayfs() -> FeatureCheck {
-    let listed = std::fs::read_to_string("/proc/filesystems")
-        .map(|s| {
-            s.lines()
-                .any(|l| l.split_whitespace().last() == Some("overlay"))
-        })
-        .unwrap_or(false);
-    FeatureCheck::new(
-        "overlayfs",
-        listed,
-        if listed {
-            "overlay listed in /proc/filesystems".into()
-        } else {
-            "overlay not in /proc/filesystems".into()
-        },
-        "load the module (modprobe overlay) or build the kernel with CONFIG_OVERLAY_FS",
-    )
+    let fix = "load the module (modprobe overlay) or build the kernel with CONFIG_OVERLAY_FS";
+    match std::fs::read_to_string("/proc/filesystems") {
+        Ok(list) => {
+            let listed = list
+                .lines()
+                .any(|l| l.split_whitespace().last() == Some("overlay"));
+            let detail = if listed {
+                "overlay listed in /proc/filesystems"
+            } else {
+                "overlay not in /proc/filesystems"
+            };
+            FeatureCheck::new("overlayfs", listed, detail.into(), fix)
+        }
+        Err(e) => FeatureCheck::unverified(
+            "overlayfs",
+            format!("/proc/filesystems unreadable: {e}"),
+            "run cellos doctor with /proc mounted",
+        ),
+    }
 }
 
 fn pidfd() -> FeatureCheck {

@@ -1,0 +1,122 @@
+//! A real kernel refusal, provoked the way an outer container's seccomp profile provokes it,
+//! arrives named: the blocked call, the seccomp cause and the fix.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use cellos_linux::error::LinuxError;
+use cellos_linux::refusal::{Refusal, Step};
+use cellos_linux::trees::{clone_tree, etc_overlay, MOUNT_ATTR_RDONLY};
+use seccompiler::{SeccompAction, SeccompFilter, TargetArch};
+
+/// Run `f` on a new thread whose seccomp filter answers `EPERM` to `syscalls` (as Docker's
+/// default profile does for the mount API); filters are per thread, so nothing else is touched.
+fn under_eperm_filter<T: Send + 'static>(
+    syscalls: &[libc::c_long],
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let rules: BTreeMap<i64, Vec<seccompiler::SeccompRule>> =
+        syscalls.iter().map(|nr| (*nr, Vec::new())).collect();
+    let filter = SeccompFilter::new(
+        rules,
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::EPERM as u32),
+        TargetArch::x86_64,
+    )
+    .expect("filter");
+    let program: seccompiler::BpfProgram = filter.try_into().expect("compile filter");
+    std::thread::spawn(move || {
+        seccompiler::apply_filter(&program).expect("install filter on this thread");
+        f()
+    })
+    .join()
+    .expect("filtered thread")
+}
+
+fn refusal(err: LinuxError) -> Refusal {
+    match err {
+        LinuxError::Kernel(r) => r,
+        other => panic!("not a kernel refusal: {other:?}"),
+    }
+}
+
+#[test]
+fn open_tree_blocked_by_seccomp_names_the_call_the_filter_and_the_fix() {
+    let err = under_eperm_filter(&[libc::SYS_open_tree], || {
+        clone_tree(Path::new("/etc"), MOUNT_ATTR_RDONLY, "/etc").map(drop)
+    })
+    .unwrap_err();
+    let text = err.to_string();
+    let r = refusal(err);
+    assert_eq!(r.step, Step::OpenTree);
+    assert_eq!(r.errno, libc::EPERM);
+    assert!(r.confinement.seccomp_filtered, "{r:?}");
+    assert!(
+        text.starts_with(
+            "open_tree(OPEN_TREE_CLONE) of /etc for /etc refused with EPERM (Operation not \
+             permitted); likely cause: this process runs under a seccomp filter"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("fix: run cellos outside that container"),
+        "{text}"
+    );
+    assert!(!text.contains('\n'), "{text}");
+}
+
+#[test]
+fn fsopen_blocked_by_seccomp_names_the_filesystem_and_the_filter() {
+    let err = under_eperm_filter(&[libc::SYS_fsopen], || {
+        etc_overlay("refusal-test", None, Path::new("/etc"), None).map(drop)
+    })
+    .unwrap_err();
+    let text = err.to_string();
+    let r = refusal(err);
+    assert_eq!(r.step, Step::Fsopen { fstype: "tmpfs" });
+    assert!(
+        text.starts_with("fsopen(tmpfs) for the cell's /etc refused with EPERM"),
+        "{text}"
+    );
+    assert!(text.contains("seccomp filter"), "{text}");
+}
+
+#[test]
+fn the_same_steps_succeed_without_the_filter() {
+    // The refusals above come from the filter, not from this host.
+    clone_tree(Path::new("/etc"), MOUNT_ATTR_RDONLY, "/etc").expect("open_tree");
+    etc_overlay("refusal-test", None, Path::new("/etc"), None).expect("overlay");
+}
+
+#[test]
+fn open_tree_without_cap_sys_admin_names_the_missing_capability() {
+    // Capabilities are per thread too: drop CAP_SYS_ADMIN from this thread's effective set,
+    // as an outer container that withholds it would.
+    let err = std::thread::spawn(|| {
+        use rustix::thread::{capabilities, set_capabilities, CapabilityFlags};
+        let mut sets = capabilities(None).expect("capget");
+        sets.effective.remove(CapabilityFlags::SYS_ADMIN);
+        set_capabilities(None, sets).expect("capset");
+        clone_tree(Path::new("/etc"), MOUNT_ATTR_RDONLY, "/etc").map(drop)
+    })
+    .join()
+    .expect("thread")
+    .unwrap_err();
+    let text = err.to_string();
+    let r = refusal(err);
+    assert_eq!((r.step, r.errno), (Step::OpenTree, libc::EPERM));
+    assert!(
+        !r.confinement.cap_sys_admin && !r.confinement.seccomp_filtered,
+        "{r:?}"
+    );
+    assert!(
+        text.contains(
+            "likely cause: the caller lacks CAP_SYS_ADMIN, which open_tree(OPEN_TREE_CLONE) needs"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("fix: run cellos as root with CAP_SYS_ADMIN"),
+        "{text}"
+    );
+}
