@@ -130,6 +130,36 @@ PY
     assert_eq!(inside(script, json!({})), "done\n");
 }
 
+/// The profile is an allow-list: `kcmp` (which works unfiltered, as the host half shows) is
+/// named nowhere and fails with EPERM; a number above the reviewed table (a real call of newer
+/// kernels, `getxattrat`, and one no kernel has) fails with ENOSYS, so libc would fall back.
+#[test]
+fn calls_the_allow_list_does_not_name_are_refused() {
+    let probe = format!(
+        r#"
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+def errno(nr, *args):
+    ctypes.set_errno(0)
+    return 0 if libc.syscall(nr, *args) == 0 else ctypes.get_errno()
+pid = os.getpid()
+print(errno({kcmp}, pid, pid, 0, 1, 1), errno(464, -1, b"x", 0, b"user.x", 0, 0), errno(1000))
+"#,
+        kcmp = libc::SYS_kcmp
+    );
+    let host = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", &probe])
+        .output()
+        .expect("run the probe on the host");
+    let host = String::from_utf8_lossy(&host.stdout);
+    assert!(host.starts_with("0 "), "kcmp unusable on this host: {host}");
+    let cell = inside(&format!("python3 -c '{probe}'"), json!({}));
+    assert_eq!(
+        cell,
+        format!("{} {} {}\n", libc::EPERM, libc::ENOSYS, libc::ENOSYS)
+    );
+}
+
 #[test]
 fn network_is_loopback_only() {
     let script = r#"
