@@ -14,7 +14,7 @@
 //!   `ENOSYS`, as on a kernel that lacks it, so libc falls back to the older call it uses there.
 //!
 //! The program is a binary search over ranges of syscall numbers with one verdict each (see
-//! [`dispatch`]); only `clone` and `personality`, whose arguments decide, and calls from a
+//! [`dispatch`]); only `clone`, `personality` and `socket`, whose arguments decide, and calls from a
 //! foreign architecture run the program seccompiler compiles from their rules. The tests check
 //! the search against seccompiler's program for the whole policy, call by call.
 
@@ -170,8 +170,8 @@ const ALLOWED: &[i64] = &[
     libc::SYS_io_submit,
     libc::SYS_io_cancel,
     libc::SYS_io_getevents,
-    // Sockets (the network namespace and nftables decide what they reach).
-    libc::SYS_socket,
+    // Sockets (the network namespace and nftables decide what they reach; `socket` is ruled
+    // by its family, see `allow_rules`).
     libc::SYS_socketpair,
     libc::SYS_bind,
     libc::SYS_connect,
@@ -414,8 +414,13 @@ const NAMESPACE_FLAGS: u64 = (libc::CLONE_NEWNS
 /// `personality` values allowed: plain Linux, 32-bit Linux, UNAME26 variants, and the query.
 const ALLOWED_PERSONALITIES: [u64; 5] = [0x0, 0x8, 0x20000, 0x20008, 0xffff_ffff];
 
+/// `AF_VSOCK` (not exported by libc for every target): vsock is not network-namespaced, so
+/// such a socket would reach the host's (or hypervisor's) vsock services past the cell's
+/// network namespace and nftables.
+const AF_VSOCK: u64 = 40;
+
 /// Every allow rule of the profile: the plainly allowed calls (no conditions), `clone` without
-/// namespace flags and `personality` with an allowed persona.
+/// namespace flags, `personality` with an allowed persona and `socket` of any family but vsock.
 fn allow_rules() -> Result<BTreeMap<i64, Vec<SeccompRule>>, LinuxError> {
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> = ALLOWED
         .iter()
@@ -440,6 +445,10 @@ fn allow_rules() -> Result<BTreeMap<i64, Vec<SeccompRule>>, LinuxError> {
         .collect::<Result<Vec<_>, _>>()
         .map_err(build_error)?;
     rules.insert(libc::SYS_personality, personas);
+    let not_vsock = SeccompCondition::new(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Ne, AF_VSOCK)
+        .and_then(|cond| SeccompRule::new(vec![cond]))
+        .map_err(build_error)?;
+    rules.insert(libc::SYS_socket, vec![not_vsock]);
     Ok(rules)
 }
 
@@ -840,6 +849,8 @@ mod tests {
             [0x80 | libc::SIGCHLD as u64, 0, 0, 0, 0, 0],
             [0x8, 0, 0, 0, 0, 0],
             [0x0040_0000, 0, 0, 0, 0, 0],
+            [AF_VSOCK, libc::SOCK_STREAM as u64, 0, 0, 0, 0],
+            [libc::AF_UNIX as u64, libc::SOCK_STREAM as u64, 0, 0, 0, 0],
             [u64::MAX; 6],
         ];
         let (mut allowed, mut eperm, mut enosys) = (0, 0, 0);
@@ -885,6 +896,9 @@ mod tests {
             verdict(libc::SYS_personality, 0xffff_ffff),
             SECCOMP_RET_ALLOW
         );
+        assert_eq!(verdict(libc::SYS_socket, AF_VSOCK), EPERM);
+        let inet = libc::AF_INET as u64;
+        assert_eq!(verdict(libc::SYS_socket, inet), SECCOMP_RET_ALLOW);
         for &nr in ALLOWED.iter().chain(ALLOWED_ARCH) {
             assert_eq!(verdict(nr, 0), SECCOMP_RET_ALLOW, "syscall {nr}");
         }

@@ -118,6 +118,7 @@ def check(name, rc):
 check("unshare(NEWUSER)", libc.unshare(0x10000000))
 check("unshare(NEWNS)", libc.unshare(0x00020000))
 check("bpf", libc.syscall(321, 0, 0, 0))
+check("socket(AF_VSOCK)", libc.socket(40, 1, 0))
 check("ptrace(ATTACH, 1)", libc.ptrace(16, 1, 0, 0))
 pid = os.fork()
 if pid == 0:

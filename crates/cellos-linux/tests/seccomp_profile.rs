@@ -104,6 +104,12 @@ fn getxattrat_bad_fd() -> libc::c_long {
     // Linux 6.13's getxattrat (464), above the reviewed table.
     unsafe { libc::syscall(464, -1, c"x".as_ptr(), 0, c"user.x".as_ptr(), 0, 0) }
 }
+fn socket_vsock() -> libc::c_long {
+    unsafe { libc::syscall(libc::SYS_socket, 40, libc::SOCK_STREAM, 0) }
+}
+fn socket_unix() -> libc::c_long {
+    unsafe { libc::syscall(libc::SYS_socket, libc::AF_UNIX, libc::SOCK_STREAM, 0) }
+}
 fn getpid() -> libc::c_long {
     unsafe { libc::syscall(libc::SYS_getpid) }
 }
@@ -111,7 +117,7 @@ fn getpid() -> libc::c_long {
 #[test]
 fn denied_syscalls_fail_with_eperm_only_under_the_filter() {
     let profile = default_profile().expect("profile");
-    let cases: [(&str, Probe); 9] = [
+    let cases: [(&str, Probe); 10] = [
         ("unshare(CLONE_NEWUSER)", unshare_user),
         ("mount", mount_tmpfs),
         ("bpf", bpf_prog_load),
@@ -121,6 +127,7 @@ fn denied_syscalls_fail_with_eperm_only_under_the_filter() {
         ("keyctl", keyctl_get_keyring),
         ("clone(CLONE_NEWNS)", clone_newns_with_fs),
         ("personality(ADDR_NO_RANDOMIZE)", personality_no_aslr),
+        ("socket(AF_VSOCK)", socket_vsock),
     ];
     for (name, call) in cases {
         let unfiltered = errno_in_child(None, call);
@@ -162,6 +169,7 @@ fn ordinary_syscalls_are_allowed() {
     let profile = default_profile().expect("profile");
     assert_eq!(errno_in_child(Some(&profile), getpid), 0);
     assert_eq!(errno_in_child(Some(&profile), personality_query), 0);
+    assert_eq!(errno_in_child(Some(&profile), socket_unix), 0);
 }
 
 #[test]
