@@ -14,9 +14,9 @@
 //!   `ENOSYS`, as on a kernel that lacks it, so libc falls back to the older call it uses there.
 //!
 //! The program is a binary search over ranges of syscall numbers with one verdict each (see
-//! [`dispatch`]); only `clone`, `personality` and `socket`, whose arguments decide, and calls from a
-//! foreign architecture run the program seccompiler compiles from their rules. The tests check
-//! the search against seccompiler's program for the whole policy, call by call.
+//! [`dispatch`]); only `clone`, `personality` and `socket`, whose arguments decide, and calls
+//! from a foreign architecture run the program seccompiler compiles from their rules. The tests
+//! check the search against seccompiler's program for the whole policy, call by call.
 
 use std::collections::BTreeMap;
 use std::sync::OnceLock;

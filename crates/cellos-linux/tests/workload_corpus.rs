@@ -140,7 +140,8 @@ import base64, hashlib, zipfile
 files = {
     "tinycell/__init__.py": b"VALUE = 'from the wheel'\n",
     "tinycell-0.1.dist-info/METADATA": b"Metadata-Version: 2.1\nName: tinycell\nVersion: 0.1\n",
-    "tinycell-0.1.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: hand\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    "tinycell-0.1.dist-info/WHEEL":
+        b"Wheel-Version: 1.0\nGenerator: hand\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
 }
 def digest(data):
     return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
