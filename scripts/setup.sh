@@ -7,6 +7,10 @@ packages=(
   nftables       # egress enforcement inside each cell's network namespace
   iproute2       # veth pairs and network namespaces for networked cells and tests
   python3        # example workloads and isolation probes run inside cells
+  python3-pip    # workload corpus: pip installs a local wheel inside a cell
+  gcc            # workload corpus: a cell builds a C program and runs it
+  libc6-dev      # headers and crt files gcc links that program with
+  git            # workload corpus: git init and commit inside a cell
   bubblewrap     # the peer `cellos run` is benchmarked against
   hyperfine      # times whole commands in scripts/bench-run.sh
   dnsmasq-base   # upstream DNS server in egress tests

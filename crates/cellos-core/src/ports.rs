@@ -210,6 +210,11 @@ pub struct IsolationReport {
     pub seccomp_profile_sha256: String,
     /// Landlock ABI version applied, `None` when the kernel has no Landlock.
     pub landlock_abi: Option<u32>,
+    /// Whether the workload may execute files where it can write (`/tmp`, the workspace,
+    /// read-write mounts); `false` under `filesystem.noExecWritable`. Absent in events written
+    /// before the field existed, when writable places were never executable.
+    #[serde(default)]
+    pub writable_exec: bool,
     pub capabilities: Vec<String>,
     pub no_new_privs: bool,
     /// `v2` or `v1`, as detected at run time.

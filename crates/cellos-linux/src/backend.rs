@@ -261,6 +261,7 @@ impl LinuxBackend {
             },
         )?;
         config.number_trees();
+        let writable_exec = config.landlock.writable_exec();
         let state_dir = &self.config.state_dir;
         let me = std::process::id() as i32;
         let mut rec = RunRecord {
@@ -442,6 +443,7 @@ impl LinuxBackend {
             seccomp_profile: profile.name.clone(),
             seccomp_profile_sha256: profile.sha256.clone(),
             landlock_abi,
+            writable_exec,
             capabilities: Vec::new(),
             no_new_privs: true,
             cgroup_version: cgroup.version_summary(),

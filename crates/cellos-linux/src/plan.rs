@@ -169,6 +169,14 @@ pub struct LandlockPaths {
     pub read_write: Vec<String>,
 }
 
+impl LandlockPaths {
+    /// Whether any writable path is also executable: what the isolation report records, read
+    /// from the rules init applies rather than from the spec.
+    pub fn writable_exec(&self) -> bool {
+        self.read_write.iter().any(|p| self.read_exec.contains(p))
+    }
+}
+
 impl InitConfig {
     /// Number each host tree the plan needs (root entries, binds, `/etc`), in the order
     /// [`Self::tree_sources`] lists them. Returns how many there are.
@@ -326,7 +334,7 @@ pub fn build(spec: &ExecutionCellSpec, ctx: PlanContext<'_>) -> Result<InitConfi
         env.push(format!("HOME={home}"));
     }
 
-    let landlock = landlock_paths(&root, &mounts);
+    let landlock = landlock_paths(&root, &mounts, !fs.no_exec_writable);
     Ok(InitConfig {
         cell_id: spec.id.clone(),
         build_dir: ctx.build_dir.to_path_buf(),
@@ -357,24 +365,14 @@ pub fn build(spec: &ExecutionCellSpec, ctx: PlanContext<'_>) -> Result<InitConfi
 }
 
 /// Landlock sets: the whole tree readable, system directories and read-only mounts executable,
-/// only scratch areas, the workspace and read-write mounts writable.
-fn landlock_paths(root: &[RootEntry], mounts: &[MountPlan]) -> LandlockPaths {
+/// only scratch areas, the workspace and read-write mounts writable. With `writable_exec`
+/// (the default, as in Docker and bubblewrap) `/tmp`, the workspace and read-write mounts are
+/// executable too, so a workload can run what it builds; without it nothing it can write is
+/// executable (`filesystem.noExecWritable`).
+fn landlock_paths(root: &[RootEntry], mounts: &[MountPlan], writable_exec: bool) -> LandlockPaths {
     let mut paths = LandlockPaths {
         read_only: vec!["/".into()],
-        read_write: [
-            "/tmp",
-            "/dev/shm",
-            "/dev/pts",
-            "/dev/null",
-            "/dev/zero",
-            "/dev/full",
-            "/dev/random",
-            "/dev/urandom",
-            "/dev/tty",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect(),
+        read_write: WRITABLE_DEVICES.iter().map(|s| s.to_string()).collect(),
         ..Default::default()
     };
     for entry in root {
@@ -382,6 +380,7 @@ fn landlock_paths(root: &[RootEntry], mounts: &[MountPlan]) -> LandlockPaths {
             paths.read_exec.push(format!("/{name}"));
         }
     }
+    let mut scratch = vec!["/tmp".to_owned()];
     for m in mounts {
         match m {
             MountPlan::Bind {
@@ -389,11 +388,28 @@ fn landlock_paths(root: &[RootEntry], mounts: &[MountPlan]) -> LandlockPaths {
                 read_only: true,
                 ..
             } => paths.read_exec.push(target.clone()),
-            other => paths.read_write.push(other.target().to_owned()),
+            other => scratch.push(other.target().to_owned()),
         }
     }
+    if writable_exec {
+        paths.read_exec.extend(scratch.iter().cloned());
+    }
+    paths.read_write.extend(scratch);
     paths
 }
+
+/// Devices and device-backed scratch areas the workload may write; never executable (`/dev`
+/// and `/dev/pts` are mounted noexec, `/dev/shm` holds shared memory, not programs).
+const WRITABLE_DEVICES: &[&str] = &[
+    "/dev/shm",
+    "/dev/pts",
+    "/dev/null",
+    "/dev/zero",
+    "/dev/full",
+    "/dev/random",
+    "/dev/urandom",
+    "/dev/tty",
+];
 
 /// Root entries of a `rootfs: host` cell: the system directories that exist on this host.
 fn host_root_entries() -> Result<Vec<RootEntry>, LinuxError> {
@@ -691,6 +707,42 @@ mod tests {
             err.to_string().contains("unknown field `futureProtection`"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn writable_places_are_executable_unless_the_spec_asks_for_w_xor_x() {
+        let root = vec![RootEntry::Dir {
+            name: "usr".into(),
+            source: "/usr".into(),
+            fd: 0,
+        }];
+        let bind = |target: &str, read_only| MountPlan::Bind {
+            source: "/srv".into(),
+            target: target.into(),
+            read_only,
+            is_dir: true,
+            fd: 1,
+        };
+        let mounts = vec![
+            MountPlan::Tmpfs {
+                target: "/work".into(),
+                size_bytes: 1 << 20,
+            },
+            bind("/data", false),
+            bind("/inputs", true),
+        ];
+        let default = landlock_paths(&root, &mounts, true);
+        for place in ["/tmp", "/work", "/data"] {
+            assert!(default.read_write.iter().any(|p| p == place), "{place}");
+            assert!(default.read_exec.iter().any(|p| p == place), "{place}");
+        }
+        assert!(default.read_exec.iter().all(|p| !p.starts_with("/dev")));
+        assert!(default.writable_exec());
+
+        let w_xor_x = landlock_paths(&root, &mounts, false);
+        assert_eq!(w_xor_x.read_write, default.read_write);
+        assert_eq!(w_xor_x.read_exec, ["/usr", "/inputs"]);
+        assert!(!w_xor_x.writable_exec());
     }
 
     #[test]

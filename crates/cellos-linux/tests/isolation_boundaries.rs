@@ -118,6 +118,7 @@ def check(name, rc):
 check("unshare(NEWUSER)", libc.unshare(0x10000000))
 check("unshare(NEWNS)", libc.unshare(0x00020000))
 check("bpf", libc.syscall(321, 0, 0, 0))
+check("socket(AF_VSOCK)", libc.socket(40, 1, 0))
 check("ptrace(ATTACH, 1)", libc.ptrace(16, 1, 0, 0))
 pid = os.fork()
 if pid == 0:
@@ -128,6 +129,36 @@ print("done")
 PY
 "#;
     assert_eq!(inside(script, json!({})), "done\n");
+}
+
+/// The profile is an allow-list: `kcmp` (which works unfiltered, as the host half shows) is
+/// named nowhere and fails with EPERM; a number above the reviewed table (a real call of newer
+/// kernels, `getxattrat`, and one no kernel has) fails with ENOSYS, so libc would fall back.
+#[test]
+fn calls_the_allow_list_does_not_name_are_refused() {
+    let probe = format!(
+        r#"
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+def errno(nr, *args):
+    ctypes.set_errno(0)
+    return 0 if libc.syscall(nr, *args) == 0 else ctypes.get_errno()
+pid = os.getpid()
+print(errno({kcmp}, pid, pid, 0, 1, 1), errno(464, -1, b"x", 0, b"user.x", 0, 0), errno(1000))
+"#,
+        kcmp = libc::SYS_kcmp
+    );
+    let host = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", &probe])
+        .output()
+        .expect("run the probe on the host");
+    let host = String::from_utf8_lossy(&host.stdout);
+    assert!(host.starts_with("0 "), "kcmp unusable on this host: {host}");
+    let cell = inside(&format!("python3 -c '{probe}'"), json!({}));
+    assert_eq!(
+        cell,
+        format!("{} {} {}\n", libc::EPERM, libc::ENOSYS, libc::ENOSYS)
+    );
 }
 
 #[test]

@@ -1,4 +1,5 @@
-//! The default seccomp profile, applied for real in a child process just before exec.
+//! The default seccomp profile (an allow-list), applied for real in a child process just before
+//! exec.
 //!
 //! Each probe runs in the `pre_exec` hook of a child: the filter is installed, one raw system
 //! call is made, and its errno is handed back to the parent as the spawn error. Programs are then
@@ -91,6 +92,24 @@ fn personality_no_aslr() -> libc::c_long {
 fn personality_query() -> libc::c_long {
     unsafe { libc::syscall(libc::SYS_personality, 0xffff_ffffu32) }
 }
+fn kcmp_self() -> libc::c_long {
+    // KCMP_FILE of fd 1 with itself: 0 ("same file") without the filter.
+    let pid = std::process::id();
+    unsafe { libc::syscall(libc::SYS_kcmp, pid, pid, 0, 1, 1) }
+}
+fn syscall_1000() -> libc::c_long {
+    unsafe { libc::syscall(1000, 0, 0, 0) }
+}
+fn getxattrat_bad_fd() -> libc::c_long {
+    // Linux 6.13's getxattrat (464), above the reviewed table.
+    unsafe { libc::syscall(464, -1, c"x".as_ptr(), 0, c"user.x".as_ptr(), 0, 0) }
+}
+fn socket_vsock() -> libc::c_long {
+    unsafe { libc::syscall(libc::SYS_socket, 40, libc::SOCK_STREAM, 0) }
+}
+fn socket_unix() -> libc::c_long {
+    unsafe { libc::syscall(libc::SYS_socket, libc::AF_UNIX, libc::SOCK_STREAM, 0) }
+}
 fn getpid() -> libc::c_long {
     unsafe { libc::syscall(libc::SYS_getpid) }
 }
@@ -98,7 +117,7 @@ fn getpid() -> libc::c_long {
 #[test]
 fn denied_syscalls_fail_with_eperm_only_under_the_filter() {
     let profile = default_profile().expect("profile");
-    let cases: [(&str, Probe); 9] = [
+    let cases: [(&str, Probe); 10] = [
         ("unshare(CLONE_NEWUSER)", unshare_user),
         ("mount", mount_tmpfs),
         ("bpf", bpf_prog_load),
@@ -108,6 +127,7 @@ fn denied_syscalls_fail_with_eperm_only_under_the_filter() {
         ("keyctl", keyctl_get_keyring),
         ("clone(CLONE_NEWNS)", clone_newns_with_fs),
         ("personality(ADDR_NO_RANDOMIZE)", personality_no_aslr),
+        ("socket(AF_VSOCK)", socket_vsock),
     ];
     for (name, call) in cases {
         let unfiltered = errno_in_child(None, call);
@@ -128,10 +148,28 @@ fn clone3_fails_with_enosys_so_libc_falls_back_to_clone() {
 }
 
 #[test]
+fn a_call_the_list_does_not_name_fails_with_eperm() {
+    let profile = default_profile().expect("profile");
+    assert_eq!(errno_in_child(None, kcmp_self), 0, "kcmp works unfiltered");
+    assert_eq!(errno_in_child(Some(&profile), kcmp_self), libc::EPERM);
+}
+
+#[test]
+fn numbers_above_the_reviewed_table_fail_with_enosys() {
+    let profile = default_profile().expect("profile");
+    assert_eq!(errno_in_child(Some(&profile), syscall_1000), libc::ENOSYS);
+    assert_eq!(
+        errno_in_child(Some(&profile), getxattrat_bad_fd),
+        libc::ENOSYS
+    );
+}
+
+#[test]
 fn ordinary_syscalls_are_allowed() {
     let profile = default_profile().expect("profile");
     assert_eq!(errno_in_child(Some(&profile), getpid), 0);
     assert_eq!(errno_in_child(Some(&profile), personality_query), 0);
+    assert_eq!(errno_in_child(Some(&profile), socket_unix), 0);
 }
 
 #[test]
@@ -212,7 +250,7 @@ fn foreign_arch_syscalls_kill_the_process() {
 fn profile_identity_is_the_digest_of_its_program() {
     use sha2::{Digest, Sha256};
     let profile = default_profile().expect("profile");
-    assert_eq!(profile.name, "cellos-default-v1");
+    assert_eq!(profile.name, "cellos-default-v2");
     let mut hasher = Sha256::new();
     for ins in profile.program() {
         hasher.update(ins.code.to_le_bytes());

@@ -126,6 +126,11 @@ pub struct FilesystemSpec {
     pub mounts: Vec<MountSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workspace: Option<WorkspaceSpec>,
+    /// Write-xor-execute: the workload may not execute files in the places it can write
+    /// (`/tmp`, the workspace, read-write mounts). By default it may, so it can run what it
+    /// builds.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_exec_writable: bool,
 }
 
 /// `rootfs: host`, `rootfs: {path}` or `rootfs: {ociLayout, ref}`.
