@@ -89,7 +89,7 @@ fn workspace_needs_a_nonzero_size_and_a_safe_target() {
     assert_eq!(
         found,
         [
-            "spec.filesystem.workspace.target: must not be '/' or inside /proc, /dev, /sys or /run/secrets",
+            "spec.filesystem.workspace.target: must not be '/' or inside /proc, /dev, /sys, /run/secrets or /run/cellos (the cell's init provides them); choose another target",
             "spec.filesystem.workspace.sizeBytes: must be greater than 0 (a tmpfs of size 0 would be unlimited)",
         ]
     );
