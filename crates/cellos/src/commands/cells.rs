@@ -25,8 +25,11 @@ pub fn run(
     network: NetworkConfig,
 ) -> Result<u8, Failure> {
     let text = read_text(spec_path)?;
-    let document = parse_execution_cell(&text)
-        .map_err(|e| Failure::cellos(format!("{}: {e}", spec_path.display())))?;
+    // Printed as `cellos validate` prints it, so both commands refuse a spec in the same words.
+    let document = parse_execution_cell(&text).map_err(|e| {
+        eprintln!("{}: {e}", spec_path.display());
+        Failure::cellos(format!("{}: not a valid document", spec_path.display()))
+    })?;
     let policies = load_policies(policies).map_err(|e| Failure::cellos(e.to_string()))?;
     let supervisor = compose::supervisor(home, secrets_dir, network)?;
 

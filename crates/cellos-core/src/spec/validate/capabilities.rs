@@ -60,10 +60,9 @@ pub(crate) fn check_capabilities(
             p.push(
                 format!("{at}.export.targets[{i}].kind"),
                 format!(
-                    "this build cannot push to {} targets (it serves: {}); use a target of a served kind or a build with a {} sink",
+                    "this build cannot push to {} targets (it serves: {}); declare a target of a kind it serves",
                     target.kind.as_str(),
                     if served.is_empty() { "none".to_owned() } else { served.join(", ") },
-                    target.kind.as_str(),
                 ),
             );
         }
