@@ -115,10 +115,10 @@ fn tree(text: &str, format: Format) -> Result<Value, ParseError> {
     let tree = match format {
         Format::Json => serde_json::from_str::<serde_json::Value>(text)
             .map_err(|e| json_error(&e))
-            .map(|v| serde_value::to_value(v)),
+            .map(serde_value::to_value),
         Format::Yaml => serde_yaml::from_str::<serde_yaml::Value>(text)
             .map_err(|e| yaml_error(&e))
-            .map(|v| serde_value::to_value(v)),
+            .map(serde_value::to_value),
     }?;
     tree.map_err(|e| ParseError::Invalid {
         format,

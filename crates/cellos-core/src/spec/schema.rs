@@ -11,7 +11,7 @@
 
 use schemars::gen::SchemaSettings;
 use schemars::schema::{InstanceType, RootSchema, Schema, SchemaObject};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use super::document::{ExecutionCellDocument, API_VERSION};
 use super::formation::FormationDocument;
@@ -72,17 +72,13 @@ fn read_scalars_as_text(schema: &mut Value) {
         Value::Object(object) => {
             let exact = object.contains_key("enum") || object.contains_key("const");
             if let Some(types) = object.get_mut("type").filter(|_| !exact) {
-                let widened = match types {
-                    Value::String(t) if t == "string" => {
-                        Some(vec!["string", "number", "boolean", "null"])
-                    }
-                    Value::Array(ts) if ts.iter().any(|t| t == "string") => {
-                        Some(vec!["string", "number", "boolean", "null"])
-                    }
-                    _ => None,
+                let names_string = match types {
+                    Value::String(t) => t == "string",
+                    Value::Array(ts) => ts.iter().any(|t| t == "string"),
+                    _ => false,
                 };
-                if let Some(widened) = widened {
-                    *types = widened.into();
+                if names_string {
+                    *types = json!(["string", "number", "boolean", "null"]);
                 }
             }
             object.values_mut().for_each(read_scalars_as_text);

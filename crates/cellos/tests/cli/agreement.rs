@@ -8,8 +8,7 @@ use std::process::Output;
 
 use crate::support::{processes_of, stderr, Home};
 
-#[path = "../../../cellos-core/tests/support/examples.rs"]
-mod shipped;
+use crate::documents::shipped;
 
 /// What a corpus file's header announces.
 struct Header {
