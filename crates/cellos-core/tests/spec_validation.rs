@@ -231,3 +231,31 @@ fn a_member_cannot_authorise_itself() {
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].path, "spec.members[0].authorizedBy");
 }
+
+#[test]
+fn a_build_capability_refusal_names_each_field_that_asks_for_more() {
+    use cellos_core::spec::{check_capabilities, Capabilities, ExportTargetKind};
+    let doc = parse_execution_cell(
+        "apiVersion: cellos.io/v1\nkind: ExecutionCell\nspec:\n  id: a\n  run: {argv: [x]}\n  telemetry: {enabled: true}\n  export:\n    targets:\n      - {name: l, kind: localPath, path: /out}\n      - {name: h, kind: http, url: 'https://a.test'}\n      - {name: s, kind: s3, bucket: abc}\n",
+    )
+    .expect("parses");
+    assert_eq!(validate_execution_cell(&doc), Ok(()), "valid as a spec");
+    assert_eq!(check_capabilities(&doc.spec, &Capabilities::all()), Ok(()));
+    let local_only = Capabilities {
+        export_kinds: [ExportTargetKind::LocalPath].into_iter().collect(),
+        telemetry_agent: false,
+    };
+    let found: Vec<String> = check_capabilities(&doc.spec, &local_only)
+        .expect_err("asks for more than local exports")
+        .iter()
+        .map(|p| p.path.clone())
+        .collect();
+    assert_eq!(
+        found,
+        [
+            "spec.export.targets[1].kind",
+            "spec.export.targets[2].kind",
+            "spec.telemetry.enabled"
+        ]
+    );
+}

@@ -1,5 +1,6 @@
-//! A spec asking for more egress than its policy pack allows is denied before the backend is
-//! asked to create anything (no network scope, no address lease, no veth ever exists).
+//! A spec asking for more egress than its policy pack allows, or for an export kind the build
+//! cannot serve, is refused before the backend is asked to create anything (no network scope,
+//! no address lease, no veth ever exists).
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -9,7 +10,9 @@ use cellos_core::ports::{
     Cell, CellBackend, CellRequest, CellSummary, EventSink, ExportSink, PortError, PortErrorKind,
     TeardownReport,
 };
-use cellos_core::spec::{parse_execution_cell, parse_policy_pack, ExportTarget};
+use cellos_core::spec::{
+    parse_execution_cell, parse_policy_pack, Capabilities, ExportTarget, ExportTargetKind,
+};
 use cellos_supervisor::{ExportRouter, RunRequest, Supervisor, SupervisorError};
 
 /// Counts `create` calls and creates nothing.
@@ -136,4 +139,58 @@ fn egress_beyond_the_pack_is_denied_before_the_backend_creates_anything() {
     });
     assert!(matches!(result, Err(SupervisorError::Backend(_))));
     assert_eq!(backend.creates.load(Ordering::SeqCst), 1);
+}
+
+const S3_EXPORT: &str = "apiVersion: cellos.io/v1
+kind: ExecutionCell
+spec:
+  id: admission-s3
+  run: { argv: [/bin/true] }
+  export:
+    targets:
+      - { name: bucket, kind: s3, bucket: cellos-artifacts }
+";
+
+#[test]
+fn an_export_kind_the_build_cannot_serve_is_refused_before_anything_is_created() {
+    let backend = Arc::new(CountingBackend::default());
+    let sink = Arc::new(MemorySink::default());
+    let local_only = Capabilities {
+        export_kinds: [ExportTargetKind::LocalPath].into_iter().collect(),
+        telemetry_agent: false,
+    };
+    let supervisor = Supervisor::new(
+        backend.clone(),
+        sink.clone(),
+        EventFactory::new("h", "test", Arc::new(|| "id".to_owned())),
+        Vec::new(),
+        Arc::new(NoExports),
+    )
+    .with_capabilities(local_only);
+    let document = parse_execution_cell(S3_EXPORT).unwrap();
+    let result = supervisor.run(RunRequest {
+        document: &document,
+        policies: &[],
+        run_id: "r1".into(),
+        stdout: Box::new(std::io::sink()),
+        stderr: Box::new(std::io::sink()),
+        on_created: None,
+    });
+    let Err(SupervisorError::Unsupported(problems)) = result else {
+        panic!("expected a capability refusal, got {result:?}");
+    };
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].path, "spec.export.targets[0].kind");
+    assert!(
+        problems[0]
+            .message
+            .starts_with("this build cannot push to s3 targets (it serves: localPath)"),
+        "{}",
+        problems[0].message
+    );
+    assert_eq!(backend.creates.load(Ordering::SeqCst), 0);
+    assert!(
+        sink.0.lock().unwrap().is_empty(),
+        "nothing is recorded either"
+    );
 }
