@@ -225,6 +225,26 @@ fn a_missing_required_field_is_named_by_its_own_path() {
 }
 
 #[test]
+fn the_leaf_is_named_past_scalars_yaml_reads_as_text_and_in_any_key_order() {
+    // `id: 123` and `PORT: 8080` are text to YAML but numbers to the replay.
+    assert!(message(&format!(
+        "{CELL_HEADER}spec:\n  id: 123\n  run:\n    env: {{PORT: 8080}}\n    argv: [x]\n    limits: {{memoryMaxBytes: lots}}\n"
+    ))
+    .starts_with("spec.run.limits.memoryMaxBytes: \"lots\" is not a size"));
+    assert!(message(&format!(
+        "{CELL_HEADER}spec:\n  run:\n    env: {{PORT: 8080}}\n    argv: [x]\n"
+    ))
+    .starts_with("spec.id: required"));
+    // `run` comes before `id` in key order; the text's first mistake is still the one named.
+    let json = r#"{"apiVersion":"cellos.io/v1","kind":"ExecutionCell","spec":{"run":{"argv":"x"},"id":5}}"#;
+    assert!(
+        message(json).starts_with("spec.run.argv: invalid type: string \"x\", expected a sequence"),
+        "{}",
+        message(json)
+    );
+}
+
+#[test]
 fn a_wrong_type_inside_a_mapping_names_the_leaf_field() {
     assert!(message(&format!(
         "{CELL_HEADER}spec:\n  id: a\n  run:\n    argv: [x]\n    limits:\n      pidsMax: lots\n"

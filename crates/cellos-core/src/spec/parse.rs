@@ -7,7 +7,8 @@ use std::fmt;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use serde_value::{DeserializerError, Value};
+use serde_path_to_error::Segment;
+use serde_value::{DeserializerError, Unexpected, Value};
 
 use super::document::ExecutionCellDocument;
 use super::formation::FormationDocument;
@@ -70,7 +71,8 @@ impl fmt::Display for Format {
 pub enum ParseError {
     /// Syntax error or structure mismatch. `message` names the field path and the unknown,
     /// missing or mistyped field and ends with its line and column, as in
-    /// ``spec.run: unknown field `argvv`, expected one of ... at line 6 column 5``.
+    /// ``spec.run.argvv: unknown field, expected one of `argv`, ... at line 6 column 5`` or
+    /// `spec.id: required at line 3 column 1`.
     #[error("invalid {format} document: {message}")]
     Invalid {
         format: Format,
@@ -150,16 +152,16 @@ fn peek_kind(tree: &Value, format: Format) -> Result<String, ParseError> {
 /// The format's own deserializer knows where in the text the mistake is, but its errors are
 /// text naming the enclosing mapping. So a failure is replayed over the untyped tree, whose
 /// errors are typed: a missing field becomes `spec.id: required`, a bad value the path of its
-/// own field. The replay is used when it fails at the same place as the first pass (YAML reads
-/// any scalar where a string is expected, the tree does not, so they can part ways).
+/// own field. The replay's error is used only when it is about the same place as the first
+/// pass's (see [`replay`]); otherwise the first pass's own message stands.
 fn parse_as<T: DeserializeOwned>(text: &str, format: Format, tree: Value) -> Result<T, ParseError> {
     let located = match format {
         Format::Yaml => serde_path_to_error::deserialize(serde_yaml::Deserializer::from_str(text))
-            .map_err(|e| (e.path().clone(), yaml_error(e.inner()))),
+            .map_err(|e| (e.path().to_string(), yaml_error(e.inner()))),
         Format::Json => {
             let mut de = serde_json::Deserializer::from_str(text);
             serde_path_to_error::deserialize(&mut de)
-                .map_err(|e| (e.path().clone(), json_error(e.inner())))
+                .map_err(|e| (e.path().to_string(), json_error(e.inner())))
         }
     };
     let (path, first) = match located {
@@ -169,24 +171,67 @@ fn parse_as<T: DeserializeOwned>(text: &str, format: Format, tree: Value) -> Res
     let ParseError::Invalid { line, column, .. } = first else {
         return Err(first);
     };
-    match serde_path_to_error::deserialize::<_, T>(tree) {
-        // Paths have no equality of their own; their rendering is unique per place.
-        Err(replay) if replay.path().to_string() == path.to_string() => {
-            let at = |line: usize, column: usize| format!(" at line {line} column {column}");
-            let message = format!(
-                "{}{}",
-                leaf_message(&path, replay.inner()),
-                line.zip(column).map(|(l, c)| at(l, c)).unwrap_or_default()
-            );
-            Err(ParseError::Invalid {
-                format,
-                line,
-                column,
-                message,
-            })
+    let Some(error) = replay::<T>(tree, &path) else {
+        return Err(first);
+    };
+    let location = line
+        .zip(column)
+        .map(|(l, c)| format!(" at line {l} column {c}"))
+        .unwrap_or_default();
+    Err(ParseError::Invalid {
+        format,
+        line,
+        column,
+        message: format!("{}{location}", leaf_message(&path, &error)),
+    })
+}
+
+/// How many scalars [`replay`] may read as text before it gives up.
+const MAX_REPLAY_FIXES: usize = 64;
+
+/// The typed error of reading `T` from `tree` at `path` (a path rendered as
+/// `serde_path_to_error` renders it), if the replay gets there.
+///
+/// The tree differs from the text in two ways: its maps are visited in key order, not text
+/// order, and it does not read a number or boolean as text where a string is expected, as
+/// YAML does. So an error elsewhere that is such a scalar is fixed up (the scalar becomes its
+/// text) and the replay goes on; any other error elsewhere ends it without an answer.
+fn replay<T: DeserializeOwned>(mut tree: Value, path: &str) -> Option<DeserializerError> {
+    for _ in 0..MAX_REPLAY_FIXES {
+        let error = serde_path_to_error::deserialize::<_, T>(tree.clone()).err()?;
+        if error.path().to_string() == path {
+            return Some(error.into_inner());
         }
-        _ => Err(first),
+        let DeserializerError::InvalidType(found, _) = error.inner() else {
+            return None;
+        };
+        let text = scalar_text(found)?;
+        *value_at(&mut tree, error.path())? = Value::String(text);
     }
+    None
+}
+
+/// A scalar as YAML would read it where a string is expected.
+fn scalar_text(found: &Unexpected) -> Option<String> {
+    match found {
+        Unexpected::Bool(b) => Some(b.to_string()),
+        Unexpected::Unsigned(n) => Some(n.to_string()),
+        Unexpected::Signed(n) => Some(n.to_string()),
+        Unexpected::Float(f) => Some(f.to_string()),
+        Unexpected::Char(c) => Some(c.to_string()),
+        Unexpected::Unit => Some("null".to_owned()),
+        _ => None,
+    }
+}
+
+/// The node of `tree` at `path`.
+fn value_at<'a>(tree: &'a mut Value, path: &serde_path_to_error::Path) -> Option<&'a mut Value> {
+    path.iter()
+        .try_fold(tree, |node, segment| match (node, segment) {
+            (Value::Map(map), Segment::Map { key }) => map.get_mut(&Value::String(key.clone())),
+            (Value::Seq(items), Segment::Seq { index }) => items.get_mut(*index),
+            _ => None,
+        })
 }
 
 /// serde's "unknown field" wording, without the field the path already names.
@@ -199,10 +244,10 @@ fn unknown_field(expected: &[&str]) -> String {
 }
 
 /// `path: what is wrong`, with a missing field named by its own path.
-fn leaf_message(path: &serde_path_to_error::Path, error: &DeserializerError) -> String {
+fn leaf_message(path: &str, error: &DeserializerError) -> String {
     use serde::de::value::Error as Std;
     use serde::de::Error as _;
-    let at = |field: &str| match path.to_string().as_str() {
+    let at = |field: &str| match path {
         "." => field.to_owned(),
         parent => format!("{parent}.{field}"),
     };
