@@ -9,7 +9,7 @@ use std::path::{Component, Path, PathBuf};
 
 use cellos_core::spec::{
     absolute_path, cell_target, check_secret_name, validate_cell_spec, ExecutionCellSpec, Problem,
-    SecretDeliveryMode,
+    SecretDeliveryMode, DEFAULT_WORKSPACE_BYTES,
 };
 use serde::{Deserialize, Serialize};
 
@@ -208,9 +208,6 @@ impl InitConfig {
         roots + binds + usize::from(self.etc_fd.is_some())
     }
 }
-
-/// Default workspace tmpfs size when the spec gives none.
-pub const DEFAULT_WORKSPACE_BYTES: u64 = 64 << 20;
 
 /// Where the rootfs of a cell comes from, after resolution.
 #[derive(Debug, Clone, PartialEq, Eq)]

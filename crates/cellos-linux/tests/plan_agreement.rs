@@ -93,6 +93,7 @@ fn every_size_unit_reaches_the_workspace_tmpfs_as_the_core_parses_it() {
         ("size-gi", 2 << 30),
         ("size-ti", 1 << 40),
         ("size-space", 64 << 20),
+        ("size-default", cellos_core::spec::DEFAULT_WORKSPACE_BYTES),
     ] {
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join(format!("../../examples/agreement/{file}.yaml"));

@@ -158,6 +158,7 @@ fn parse_as<T: DeserializeOwned>(text: &str, format: Format, tree: Value) -> Res
     let located = match format {
         Format::Yaml => serde_path_to_error::deserialize(serde_yaml::Deserializer::from_str(text))
             .map_err(|e| (e.path().to_string(), yaml_error(e.inner()))),
+        // Trailing text after the document was refused when its tree was read.
         Format::Json => {
             let mut de = serde_json::Deserializer::from_str(text);
             serde_path_to_error::deserialize(&mut de)

@@ -205,12 +205,11 @@ fn check_filesystem(fs: &FilesystemSpec, at: &str, p: &mut Problems) {
         let target_at = format!("{ws_at}.target");
         check_target(&ws.target, &target_at, p);
         note_target(&mut targets, &ws.target, &target_at, p);
-        match (&ws.size_bytes, &ws.source) {
-            (Some(_), Some(_)) | (None, None) => p.push(
+        if ws.size_bytes.is_some() && ws.source.is_some() {
+            p.push(
                 ws_at.clone(),
-                "needs exactly one of sizeBytes (a tmpfs) or source (a host directory)",
-            ),
-            _ => {}
+                "takes sizeBytes (a tmpfs) or source (a host directory), not both",
+            );
         }
         if let Some(size) = &ws.size_bytes {
             match size.bytes() {
