@@ -249,19 +249,21 @@ pub fn build(spec: &ExecutionCellSpec, ctx: PlanContext<'_>) -> Result<InitConfi
     };
 
     let fs = spec.filesystem.clone().unwrap_or_default();
-    let mut mounts = Vec::new();
+    // Each declared mount with the field that declared it, to name it in a refusal.
+    let mut declared: Vec<(String, MountPlan)> = Vec::new();
     for (i, m) in fs.mounts.iter().enumerate() {
         let field = format!("spec.filesystem.mounts[{i}]");
         let target = target(&format!("{field}.target"), &m.target)?;
-        mounts.push(bind_plan(&field, &m.source, target, m.read_only)?);
+        let plan = bind_plan(&field, &m.source, target, m.read_only)?;
+        declared.push((format!("{field}.target"), plan));
     }
     let mut workspace_target = None;
     if let Some(ws) = &fs.workspace {
         let field = "spec.filesystem.workspace";
         let target = target(&format!("{field}.target"), &ws.target)?;
         workspace_target = Some(target.clone());
-        match &ws.source {
-            Some(source) => mounts.push(bind_plan(field, source, target, false)?),
+        let plan = match &ws.source {
+            Some(source) => bind_plan(field, source, target, false)?,
             None => {
                 let size_bytes = match &ws.size_bytes {
                     Some(size) => size
@@ -269,10 +271,20 @@ pub fn build(spec: &ExecutionCellSpec, ctx: PlanContext<'_>) -> Result<InitConfi
                         .map_err(|e| invalid(format!("{field}.sizeBytes"), e.to_string()))?,
                     None => DEFAULT_WORKSPACE_BYTES,
                 };
-                mounts.push(MountPlan::Tmpfs { target, size_bytes });
+                MountPlan::Tmpfs { target, size_bytes }
             }
-        }
+        };
+        declared.push((format!("{field}.target"), plan));
     }
+    let trees = Trees {
+        root: &root,
+        etc: etc_source.as_deref(),
+        declared: &declared,
+    };
+    for (field, m) in &declared {
+        trees.check_mount_point(field, m.target())?;
+    }
+    let mut mounts: Vec<MountPlan> = declared.into_iter().map(|(_, m)| m).collect();
     // Init's own binds, under the reserved /run/cellos that no declared target may enter.
     let telemetry_agent = ctx.telemetry.map(|(binds, agent)| {
         mounts.extend(binds);
@@ -343,6 +355,92 @@ fn invalid(path: impl Into<String>, message: String) -> LinuxError {
             message,
         }],
     }
+}
+
+/// The trees a declared target can land in, to find out on the host, before anything is
+/// created, whether init will be able to make its mount point: inside a read-only tree (a
+/// system directory, an image directory, `/etc`, a read-only bind) it must already exist,
+/// and it may not go through a symlink.
+struct Trees<'a> {
+    root: &'a [RootEntry],
+    etc: Option<&'a Path>,
+    declared: &'a [(String, MountPlan)],
+}
+
+impl Trees<'_> {
+    fn check_mount_point(&self, field: &str, target: &str) -> Result<(), LinuxError> {
+        // The innermost declared mount that holds `target`, else the root entry it is under.
+        let holder = self
+            .declared
+            .iter()
+            .map(|(_, m)| m)
+            .filter(|m| target.starts_with(&format!("{}/", m.target())))
+            .max_by_key(|m| m.target().len());
+        let (tree, source, rest) = match holder {
+            Some(MountPlan::Bind {
+                source,
+                read_only: true,
+                target: at,
+                ..
+            }) => (at.clone(), source.as_path(), &target[at.len() + 1..]),
+            // A tmpfs or a writable bind: init creates the mount point in it.
+            Some(_) => return Ok(()),
+            None => {
+                let relative = &target[1..];
+                let (top, rest) = relative.split_once('/').unwrap_or((relative, ""));
+                match self.root_tree(top) {
+                    Some(RootTree::Symlink(link)) => {
+                        return Err(refused(format!(
+                            "{field}: '{target}' goes through /{top}, a symlink in this cell's root (to {}); declare the resolved path",
+                            link.display()
+                        )))
+                    }
+                    Some(RootTree::ReadOnly(source)) if !rest.is_empty() => {
+                        (format!("/{top}"), source, rest)
+                    }
+                    // The entry itself, or a name in the root tmpfs: init makes it.
+                    Some(RootTree::ReadOnly(_)) | None => return Ok(()),
+                }
+            }
+        };
+        let host = source.join(rest);
+        let exists = std::fs::canonicalize(&host).is_ok_and(|real| Some(real) == normalize(&host));
+        if exists {
+            return Ok(());
+        }
+        let on_host = if host == Path::new(target) {
+            String::new()
+        } else {
+            format!(" (it would be {} on this host)", host.display())
+        };
+        Err(refused(format!(
+            "{field}: '{target}' is inside {tree}, which is read-only in this cell, and does not exist there{on_host} or goes through a symlink; choose a path that exists in it, or one outside read-only trees such as /data"
+        )))
+    }
+
+    /// What the cell's root has at its top-level `name`.
+    fn root_tree(&self, name: &str) -> Option<RootTree<'_>> {
+        if name == "etc" {
+            return self.etc.map(RootTree::ReadOnly);
+        }
+        self.root.iter().find_map(|entry| match entry {
+            RootEntry::Symlink { name: n, target } if n == name => Some(RootTree::Symlink(target)),
+            RootEntry::Dir {
+                name: n, source, ..
+            }
+            | RootEntry::File {
+                name: n, source, ..
+            } if n == name => Some(RootTree::ReadOnly(source)),
+            _ => None,
+        })
+    }
+}
+
+/// A top-level entry of the cell's root, as far as mount points are concerned.
+enum RootTree<'a> {
+    Symlink(&'a Path),
+    /// A tree (or file) bound read-only from this host path.
+    ReadOnly(&'a Path),
 }
 
 /// Landlock sets: the whole tree readable, system directories and read-only mounts executable,

@@ -153,3 +153,78 @@ fn a_symlinked_source_is_refused_with_its_field_path() {
     );
     assert!(err.to_string().contains("goes through a symlink"), "{err}");
 }
+
+/// The plan of `mounts` (YAML flow list) in an image rootfs holding `usr/share/`, a file
+/// `hello` and a symlink `bin -> usr/bin`.
+fn plan_in_image(mounts: &str) -> Result<(), String> {
+    let image = tempfile::tempdir().expect("tempdir");
+    let image = std::fs::canonicalize(image.path()).expect("canonical");
+    std::fs::create_dir_all(image.join("usr/share")).expect("mkdir");
+    std::fs::write(image.join("hello"), "hi").expect("write");
+    std::os::unix::fs::symlink("usr/bin", image.join("bin")).expect("symlink");
+    let text = format!(
+        "apiVersion: cellos.io/v1\nkind: ExecutionCell\nspec:\n  id: points\n  run: {{argv: [/bin/true]}}\n  filesystem:\n    mounts: {mounts}\n    workspace: {{target: /work}}\n"
+    );
+    let Ok(Document::ExecutionCell(doc)) = parse_document(&text) else {
+        panic!("not a cell: {text}");
+    };
+    assert_eq!(validate_execution_cell(&doc), Ok(()), "{text}");
+    let rootfs = ResolvedRootfs::Dir(image);
+    let context = PlanContext {
+        build_dir: Path::new("/tmp"),
+        rootfs: &rootfs,
+        etc_mask: None,
+        secret_delivery: doc.spec.run.secret_delivery,
+        secret_keys: &[],
+        expected_landlock_abi: None,
+        seccomp: Vec::new(),
+        telemetry: None,
+    };
+    match plan::build(&doc.spec, context) {
+        Ok(_) => Ok(()),
+        Err(LinuxError::Refused { what }) => Err(what),
+        Err(other) => panic!("{mounts}: unexpected {other}"),
+    }
+}
+
+#[test]
+fn a_mount_point_init_could_not_make_is_refused_by_the_plan_with_its_field() {
+    // Creatable: in the root tmpfs, in the workspace tmpfs, or already there.
+    for ok in [
+        "[{source: /usr/share, target: /data/deep}]",
+        "[{source: /usr/share, target: /work/inside}]",
+        "[{source: /usr/share, target: /usr/share}]",
+        "[{source: /usr/share, target: /usr}]",
+    ] {
+        assert_eq!(plan_in_image(ok), Ok(()), "{ok}");
+    }
+    let missing = plan_in_image("[{source: /usr/share, target: /usr/nope}]").unwrap_err();
+    assert!(
+        missing.starts_with(
+            "spec.filesystem.mounts[0].target: '/usr/nope' is inside /usr, which is read-only in this cell, and does not exist there (it would be /"
+        ),
+        "{missing}"
+    );
+    let linked = plan_in_image("[{source: /usr/share, target: /bin/tool}]").unwrap_err();
+    assert!(
+        linked.starts_with("spec.filesystem.mounts[0].target: '/bin/tool' goes through /bin, a symlink in this cell's root (to usr/bin)"),
+        "{linked}"
+    );
+    let under_file = plan_in_image("[{source: /usr/share, target: /hello/x}]").unwrap_err();
+    assert!(
+        under_file.contains("'/hello/x' is inside /hello"),
+        "{under_file}"
+    );
+    let nested = plan_in_image(
+        "[{source: /usr/share, target: /data}, {source: /usr/lib, target: /data/cellos-none}]",
+    )
+    .unwrap_err();
+    assert!(
+        nested.starts_with("spec.filesystem.mounts[1].target: '/data/cellos-none' is inside /data, which is read-only"),
+        "{nested}"
+    );
+    let writable = plan_in_image(
+        "[{source: /tmp, target: /data, readOnly: false}, {source: /usr/lib, target: /data/cellos-none}]",
+    );
+    assert_eq!(writable, Ok(()), "a writable bind takes new mount points");
+}
