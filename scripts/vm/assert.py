@@ -6,9 +6,10 @@ boot, log, secs, expected = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
 results, begun, ended = {}, None, False
 with open(log, errors="replace") as f:
     for line in f:
+        # The console may put terminal escapes before the first marker.
         line = line.strip()
-        if line.startswith("CELLOS-VM-BEGIN"):
-            begun = line[len("CELLOS-VM-BEGIN "):]
+        if "CELLOS-VM-BEGIN " in line:
+            begun = line.split("CELLOS-VM-BEGIN ", 1)[1]
         elif line.startswith("CELLOS-VM-END"):
             ended = True
         elif line.startswith("CELLOS-VM {"):

@@ -7,7 +7,7 @@ export CELLOS_HOME=/var/lib/cellos
 out=/tmp/out
 
 result() { # NAME OK(true|false) DETAIL
-  detail="$(printf '%s' "$3" | tr -d '"\\' | tr '\n\t' '  ' | cut -c1-1500)"
+  detail="$(printf '%s' "$3" | tr -d '"\\' | tr '\n\t' '  ' | cut -c1-4000)"
   printf 'CELLOS-VM {"check":"%s","ok":%s,"detail":"%s"}\n' "$1" "$2" "$detail"
 }
 
@@ -86,6 +86,20 @@ if [ "$status" = 0 ] && grep -q denied "$out" && ! grep -q escaped "$out"; then
   result seccomp-denies true "unshare -U refused inside the cell"
 else
   result seccomp-denies false "exit $status: $(cat "$out")"
+fi
+
+# A networked cell: veth, nftables inside the cell, the host table. Port 9000 on the host end is
+# declared, 9001 is not; both listen.
+nc -lk -p 9000 -e /bin/echo net-ok >/dev/null 2>&1 &
+allowed=$!
+nc -lk -p 9001 -e /bin/echo reached >/dev/null 2>&1 &
+denied=$!
+run net-cell
+kill "$allowed" "$denied" 2>/dev/null
+if [ "$status" = 0 ] && grep -q net-ok "$out" && grep -q blocked "$out"; then
+  result egress-enforced true "declared port reached, undeclared port dropped"
+else
+  result egress-enforced false "exit $status: $(cat "$out")"
 fi
 
 # Residue: 50 cells, then the host holds no more mounts, cgroups, processes or records than before.

@@ -45,7 +45,8 @@ case "$mode" in
     mount -t cgroup2 cgroup2 /sys/fs/cgroup/unified
     ;;
 esac
-for m in overlay veth nf_tables nft_ct nft_nat nft_masq nft_chain_nat nfnetlink_log; do modprobe "$m" 2>/dev/null; done
+# crc32c first: libcrc32c (under nf_tables) needs it and modules.dep does not say so.
+for m in crc32c_generic overlay veth nf_tables nft_ct nft_nat nft_masq nft_chain_nat nfnetlink_log; do modprobe "$m" 2>/dev/null; done
 ip link set lo up
 mkdir -p /var/lib/cellos
 

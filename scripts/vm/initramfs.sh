@@ -33,7 +33,7 @@ kver="$(ls "$kernel/lib/modules")"
 mods="$kernel/lib/modules/$kver"
 mkdir -p "$root/lib/modules/$kver"
 cp "$mods/modules.dep" "$mods/modules.builtin" "$root/lib/modules/$kver/"
-want=(overlay veth nf_tables nft_ct nft_nat nft_masq nft_chain_nat nft_reject_inet nft_log
+want=(crc32c_generic overlay veth nf_tables nft_ct nft_nat nft_masq nft_chain_nat nft_reject_inet nft_log
       nfnetlink_log nf_conntrack nf_nat nf_tables_inet)
 for m in "${want[@]}"; do
   line="$(grep -E "(^|/)${m}\.ko:" "$mods/modules.dep" || true)"

@@ -4,7 +4,7 @@
 use std::fs;
 use std::path::Path;
 
-use cellos_core::spec::json_schema;
+use cellos_core::spec::{json_schema, parse_document, validate_document};
 use serde_json::{json, Value};
 
 #[path = "support/examples.rs"]
@@ -54,6 +54,77 @@ fn every_valid_example_is_accepted_by_the_schema() {
             let found = errors(&validator, &instance);
             assert!(found.is_empty(), "{}: {found:?}", file.display());
         }
+    }
+}
+
+/// Whether our own parser and validator accept `text`.
+fn validator_accepts(text: &str) -> bool {
+    parse_document(text).is_ok_and(|doc| validate_document(&doc).is_ok())
+}
+
+#[test]
+fn every_document_the_validator_accepts_in_the_examples_and_the_corpus_is_schema_valid() {
+    let validator = validator();
+    let mut checked = 0;
+    for sub in [
+        "specs",
+        "policies",
+        "formations",
+        "bench",
+        "agreement",
+        "invalid",
+    ] {
+        for file in examples(sub) {
+            let text = fs::read_to_string(&file).expect("read");
+            if validator_accepts(&text) {
+                let found = errors(&validator, &as_json(&file));
+                assert!(found.is_empty(), "{}: {found:?}", file.display());
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 30, "only {checked} accepted documents");
+}
+
+/// YAML reads unquoted scalars where strings are expected; the schema must accept them.
+const SCALARS_AS_TEXT: [&str; 5] = [
+    "apiVersion: cellos.io/v1\nkind: ExecutionCell\nspec:\n  id: a\n  run: {argv: [/bin/echo, 1, true]}\n  policy: {packId: p, packVersion: 1}\n",
+    "apiVersion: cellos.io/v1\nkind: ExecutionCell\nspec:\n  id: a\n  run:\n    argv: [/bin/true]\n    env: {PORT: 8080, DEBUG: true, RATIO: 1.5, EMPTY: ~}\n",
+    "apiVersion: cellos.io/v1\nkind: ExecutionCell\nmetadata: {name: 7, labels: {tier: 1}}\nspec:\n  id: a\n  run: {argv: [/bin/true]}\n  placement: {pool: 2, nodeSelector: {rack: 12}}\n",
+    "apiVersion: cellos.io/v1\nkind: PolicyPack\nspec: {id: p, version: 2}\n",
+    "apiVersion: cellos.io/v1\nkind: ExecutionCell\nspec:\n  id: a\n  run: {argv: [/bin/true], limits: {memoryMaxBytes: 64Mi, pidsMax: 64}}\n  filesystem: {workspace: {target: /w, sizeBytes: 1048576}}\n",
+];
+
+#[test]
+fn the_schema_takes_numbers_and_booleans_where_the_validator_reads_them_as_text() {
+    let validator = validator();
+    for text in SCALARS_AS_TEXT {
+        assert!(validator_accepts(text), "the validator refuses {text}");
+        let instance: Value = serde_yaml::from_str(text).expect("yaml");
+        let found = errors(&validator, &instance);
+        assert!(found.is_empty(), "{text}: {found:?}");
+    }
+}
+
+#[test]
+fn the_schema_still_refuses_what_no_yaml_reading_makes_valid() {
+    let validator = validator();
+    let base = json!({
+        "apiVersion": "cellos.io/v1", "kind": "ExecutionCell",
+        "spec": {"id": "a", "run": {"argv": ["/bin/true"]}}
+    });
+    for (field, bad) in [
+        ("argv", json!("/bin/true")),
+        ("timeoutMs", json!("5s")),
+        ("secretDelivery", json!(1)),
+        ("cwd", json!(["/"])),
+    ] {
+        let mut doc = base.clone();
+        doc["spec"]["run"][field] = bad.clone();
+        assert!(
+            !validator.is_valid(&doc),
+            "run.{field} = {bad} was accepted"
+        );
     }
 }
 

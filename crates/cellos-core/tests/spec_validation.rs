@@ -89,7 +89,7 @@ fn workspace_needs_a_nonzero_size_and_a_safe_target() {
     assert_eq!(
         found,
         [
-            "spec.filesystem.workspace.target: must not be '/' or inside /proc, /dev, /sys or /run/secrets",
+            "spec.filesystem.workspace.target: must not be '/' or inside /proc, /dev, /sys, /run/secrets or /run/cellos (the cell's init provides them); choose another target",
             "spec.filesystem.workspace.sizeBytes: must be greater than 0 (a tmpfs of size 0 would be unlimited)",
         ]
     );
@@ -230,4 +230,32 @@ fn a_member_cannot_authorise_itself() {
     .expect_err("self");
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].path, "spec.members[0].authorizedBy");
+}
+
+#[test]
+fn a_build_capability_refusal_names_each_field_that_asks_for_more() {
+    use cellos_core::spec::{check_capabilities, Capabilities, ExportTargetKind};
+    let doc = parse_execution_cell(
+        "apiVersion: cellos.io/v1\nkind: ExecutionCell\nspec:\n  id: a\n  run: {argv: [x]}\n  telemetry: {enabled: true}\n  export:\n    targets:\n      - {name: l, kind: localPath, path: /out}\n      - {name: h, kind: http, url: 'https://a.test'}\n      - {name: s, kind: s3, bucket: abc}\n",
+    )
+    .expect("parses");
+    assert_eq!(validate_execution_cell(&doc), Ok(()), "valid as a spec");
+    assert_eq!(check_capabilities(&doc.spec, &Capabilities::all()), Ok(()));
+    let local_only = Capabilities {
+        export_kinds: [ExportTargetKind::LocalPath].into_iter().collect(),
+        telemetry_agent: false,
+    };
+    let found: Vec<String> = check_capabilities(&doc.spec, &local_only)
+        .expect_err("asks for more than local exports")
+        .iter()
+        .map(|p| p.path.clone())
+        .collect();
+    assert_eq!(
+        found,
+        [
+            "spec.export.targets[1].kind",
+            "spec.export.targets[2].kind",
+            "spec.telemetry.enabled"
+        ]
+    );
 }

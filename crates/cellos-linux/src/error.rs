@@ -7,6 +7,7 @@
 use std::path::PathBuf;
 
 use cellos_core::ports::{PortError, PortErrorKind};
+use cellos_core::spec::Problem;
 
 use crate::refusal::{Refusal, Step};
 
@@ -31,6 +32,10 @@ pub enum LinuxError {
         #[source]
         source: std::io::Error,
     },
+
+    /// The spec breaks rules of the spec language: the very problems `cellos validate` reports.
+    #[error("invalid spec: {}", join_problems(problems))]
+    Invalid { problems: Vec<Problem> },
 
     /// The request is refused (escape attempt, invalid name, ...).
     #[error("refused: {what}")]
@@ -104,7 +109,7 @@ impl LinuxError {
                 missing_feature: true,
                 ..
             } => PortErrorKind::MissingFeature,
-            LinuxError::Refused { .. } => PortErrorKind::Refused,
+            LinuxError::Refused { .. } | LinuxError::Invalid { .. } => PortErrorKind::Refused,
             LinuxError::NotFound { .. } => PortErrorKind::NotFound,
             LinuxError::Io { source, .. } | LinuxError::Cgroup { source, .. }
                 if source.kind() == std::io::ErrorKind::NotFound =>
@@ -120,9 +125,22 @@ impl LinuxError {
     }
 }
 
+/// `path: message; path: message`, as the supervisor and `cellos validate` print problems.
+fn join_problems(problems: &[Problem]) -> String {
+    let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    list.join("; ")
+}
+
+/// The port error names the kind itself (`refused: ...`), so the message leaves out the
+/// variant's own prefix instead of saying it twice.
 impl From<LinuxError> for PortError {
     fn from(err: LinuxError) -> Self {
-        PortError::new(err.kind(), err.to_string())
+        let kind = err.kind();
+        let message = match err {
+            LinuxError::Refused { what } | LinuxError::NotFound { what } => what,
+            other => other.to_string(),
+        };
+        PortError::new(kind, message)
     }
 }
 
@@ -158,6 +176,16 @@ mod tests {
         let err = LinuxError::Refused {
             what: "cell id '../x'".into(),
         };
-        assert_eq!(PortError::from(err).kind, PortErrorKind::Refused);
+        let port = PortError::from(err);
+        assert_eq!(port.kind, PortErrorKind::Refused);
+        assert_eq!(port.to_string(), "refused: cell id '../x'");
+    }
+
+    #[test]
+    fn a_not_found_port_error_says_not_found_once() {
+        let err = LinuxError::NotFound {
+            what: "cell 'gone'".into(),
+        };
+        assert_eq!(PortError::from(err).to_string(), "not found: cell 'gone'");
     }
 }

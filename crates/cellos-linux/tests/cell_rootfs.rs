@@ -107,8 +107,10 @@ fn symlink_planted_in_an_image_cannot_redirect_a_mount() {
     assert!(run_dir_entries(fx.state.path()).is_empty());
 }
 
+/// Init could not make the mount point (read-only `/usr`, and it does not exist there), so the
+/// plan refuses the cell on the host, naming the field, before any of it exists.
 #[test]
-fn mount_target_in_a_read_only_directory_fails_closed() {
+fn mount_target_in_a_read_only_directory_is_refused_before_the_cell_exists() {
     let fx = fixture();
     let src = tempfile::tempdir().unwrap();
     let src = std::fs::canonicalize(src.path()).unwrap();
@@ -117,20 +119,18 @@ fn mount_target_in_a_read_only_directory_fails_closed() {
         "echo ran",
         json!({"filesystem": {"mounts": [{"source": src.to_str().unwrap(), "target": "/usr/cellos-missing"}]}}),
     );
-    let (out, err) = (SharedBuf::default(), SharedBuf::default());
-    let mut cell = create(
-        &fx.backend,
-        &spec,
-        Vec::new(),
-        Default::default(),
-        &out,
-        &err,
+    let error = fx
+        .backend
+        .create(quiet_request(&spec))
+        .err()
+        .expect("create must fail");
+    assert_eq!(error.kind, cellos_core::ports::PortErrorKind::Refused);
+    assert!(
+        error.message.starts_with(
+            "spec.filesystem.mounts[0].target: '/usr/cellos-missing' is inside /usr, which is read-only in this cell"
+        ),
+        "{error}"
     );
-    let started = cell.start();
-    let error = started.expect_err("start must fail");
-    assert!(error.message.contains("/usr/cellos-missing"), "{error}");
-    let report = cell.destroy().unwrap();
-    assert!(report.residue.is_empty(), "{:?}", report.residue);
-    assert_eq!(out.text(), "");
+    assert!(run_dir_entries(fx.state.path()).is_empty());
     assert!(!Path::new("/usr/cellos-missing").exists());
 }

@@ -13,8 +13,8 @@ use cellos_core::ports::{
     WorkloadOutcome,
 };
 use cellos_core::spec::{
-    canonical_spec_hash, validate_execution_cell, ExecutionCellDocument, ExecutionCellSpec,
-    ExportTargetKind, PolicyPackDocument, Problem,
+    canonical_spec_hash, check_capabilities, validate_execution_cell, Capabilities,
+    ExecutionCellDocument, ExecutionCellSpec, ExportTargetKind, PolicyPackDocument, Problem,
 };
 
 use crate::evidence::Recorder;
@@ -30,6 +30,10 @@ pub const EXIT_SPAWN_FAILED: i32 = 127;
 pub enum SupervisorError {
     #[error("invalid spec: {}", join_problems(.0))]
     Invalid(Vec<Problem>),
+    /// The spec is valid but asks for what this build cannot serve (an export kind it has no
+    /// sink for, ...); refused before anything is created.
+    #[error("this build cannot serve the spec: {}", join_problems(.0))]
+    Unsupported(Vec<Problem>),
     #[error("admission denied: {}", join_violations(.0))]
     Denied(AdmissionDecision),
     #[error("secret {key}: {source}")]
@@ -141,6 +145,7 @@ pub struct Supervisor {
     factory: EventFactory,
     brokers: Vec<Arc<dyn SecretBroker>>,
     exports: Arc<dyn ExportRouter>,
+    capabilities: Capabilities,
 }
 
 impl Supervisor {
@@ -158,7 +163,16 @@ impl Supervisor {
             factory,
             brokers,
             exports,
+            capabilities: Capabilities::all(),
         }
+    }
+
+    /// What the composed adapters can serve; a spec asking for more is refused at admission,
+    /// before anything is created. Without it every feature is assumed served (and an
+    /// unservable export then fails at export time, after the workload ran).
+    pub fn with_capabilities(mut self, capabilities: Capabilities) -> Self {
+        self.capabilities = capabilities;
+        self
     }
 
     pub fn backend(&self) -> &Arc<dyn CellBackend> {
@@ -182,6 +196,7 @@ impl Supervisor {
         } = request;
         validate_execution_cell(document).map_err(SupervisorError::Invalid)?;
         let spec = &document.spec;
+        check_capabilities(spec, &self.capabilities).map_err(SupervisorError::Unsupported)?;
         let cell_id = spec.id.as_str();
         let spec_hash = canonical_spec_hash(spec);
         let created = Instant::now();

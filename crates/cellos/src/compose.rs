@@ -14,7 +14,7 @@ use cellos_adapters::keys::KeyStore;
 use cellos_adapters::secrets::{EnvSecretBroker, FileSecretBroker};
 use cellos_core::events::EventFactory;
 use cellos_core::ports::{ExportSink, PortError, PortErrorKind, SecretBroker};
-use cellos_core::spec::{ExportTarget, ExportTargetKind};
+use cellos_core::spec::{Capabilities, ExportTarget, ExportTargetKind};
 use cellos_linux::backend::{InitMode, LinuxBackend, LinuxBackendConfig};
 use cellos_linux::netscope::NetworkConfig;
 use cellos_linux::telemetry;
@@ -54,11 +54,7 @@ const INIT_BINARY: &str = "cellos-cell-init";
 pub fn backend(home: &Path, network: NetworkConfig) -> Result<Arc<LinuxBackend>, Failure> {
     let exe = std::env::current_exe()
         .map_err(|e| Failure::cellos(format!("cannot locate the cellos executable: {e}")))?;
-    let installed = |name: &str| {
-        exe.parent()
-            .map(|dir| dir.join(name))
-            .filter(|path| path.is_file())
-    };
+    let installed = |name: &str| installed_beside(&exe, name);
     let mut config = LinuxBackendConfig::new(home, installed(INIT_BINARY).unwrap_or(exe.clone()));
     config.network = network;
     config.init_mode = InitMode::InCloneWhenSafe;
@@ -77,9 +73,33 @@ pub fn backend(home: &Path, network: NetworkConfig) -> Result<Arc<LinuxBackend>,
     Ok(Arc::new(backend))
 }
 
+/// What this build serves: local exports only, and telemetry when the agent is installed
+/// next to this binary. `cellos validate` and admission refuse specs asking for more.
+pub fn capabilities() -> Capabilities {
+    let agent = std::env::current_exe()
+        .ok()
+        .and_then(|exe| installed_beside(&exe, telemetry::AGENT_BINARY));
+    Capabilities {
+        export_kinds: LocalExports::KINDS.into_iter().collect(),
+        telemetry_agent: agent.is_some(),
+    }
+}
+
+/// `name` in the directory of `exe`, if installed there.
+fn installed_beside(exe: &Path, name: &str) -> Option<PathBuf> {
+    exe.parent()
+        .map(|dir| dir.join(name))
+        .filter(|path| path.is_file())
+}
+
 /// Exports go to CELLOS_HOME/exports unless an artifact names a `localPath` target.
 struct LocalExports {
     default: Arc<LocalExportSink>,
+}
+
+impl LocalExports {
+    /// The target kinds [`ExportRouter::sink_for`] has a sink for.
+    const KINDS: [ExportTargetKind; 1] = [ExportTargetKind::LocalPath];
 }
 
 impl ExportRouter for LocalExports {
@@ -142,5 +162,6 @@ pub fn supervisor(
         factory,
         brokers,
         Arc::new(exports),
-    ))
+    )
+    .with_capabilities(capabilities()))
 }

@@ -184,13 +184,17 @@ fn default_true() -> bool {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WorkspaceSpec {
     pub target: String,
-    /// Size cap of the tmpfs, as bytes (`1048576`) or a size string (`"64Mi"`).
+    /// Size cap of the tmpfs, as bytes (`1048576`) or a size string (`"64Mi"`);
+    /// [`DEFAULT_WORKSPACE_BYTES`] when neither this nor `source` is given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size_bytes: Option<ByteSize>,
     /// A host directory to bind read-write instead of a tmpfs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
 }
+
+/// Size of a workspace tmpfs whose spec gives no `sizeBytes`.
+pub const DEFAULT_WORKSPACE_BYTES: u64 = 64 << 20;
 
 /// A byte count written as a number or a string with a unit (`64Mi`, `1G`, `512k`).
 ///
@@ -287,7 +291,9 @@ pub struct ExportTarget {
     pub region: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "camelCase")]
 pub enum ExportTargetKind {
     LocalPath,

@@ -11,6 +11,7 @@ mod formation;
 mod hash;
 mod hostname;
 mod parse;
+mod paths;
 mod policy_pack;
 mod problem;
 mod rootfs;
@@ -29,10 +30,12 @@ pub use parse::{
     parse_document, parse_execution_cell, parse_formation, parse_policy_pack, Document, Format,
     ParseError, KIND_EXECUTION_CELL, KIND_FORMATION, KIND_POLICY_PACK,
 };
+pub use paths::{absolute_path, cell_target, normalize_path, PathError, RESERVED_TARGETS};
 pub use policy_pack::{Enforcement, PolicyPackDocument, PolicyPackSpec, PolicyRules};
 pub use problem::Problem;
 pub use schema::json_schema;
 pub use validate::{
-    validate_document, validate_execution_cell, validate_formation, validate_policy_pack,
+    check_capabilities, check_secret_name, validate_cell_spec, validate_document,
+    validate_execution_cell, validate_formation, validate_policy_pack, Capabilities,
     MAX_CPU_MILLIS, MAX_TTL_SECONDS, MIN_MEMORY_BYTES, RESERVED_ENV_PREFIX,
 };

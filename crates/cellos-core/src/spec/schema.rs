@@ -4,9 +4,14 @@
 //! describes structure (fields, types, unknown fields rejected); semantic rules such as
 //! "port in 1..=65535" or "mount target not under /proc" are the validators' job, so a
 //! schema-valid document can still have validation problems, never the other way round.
+//!
+//! YAML reads any unquoted scalar where a string is expected (`packVersion: 1` is the version
+//! "1", `A: true` the value "true"), so the schema's plain strings accept numbers, booleans
+//! and null too: the schema must accept every document the validator accepts.
 
 use schemars::gen::SchemaSettings;
 use schemars::schema::{InstanceType, RootSchema, Schema, SchemaObject};
+use serde_json::{json, Value};
 
 use super::document::{ExecutionCellDocument, API_VERSION};
 use super::formation::FormationDocument;
@@ -47,7 +52,40 @@ pub fn json_schema() -> serde_json::Value {
         definitions,
     };
     // A RootSchema is plain data with string keys; converting it to a Value cannot fail.
-    serde_json::to_value(root).expect("a JSON Schema always converts to a JSON value")
+    let mut schema =
+        serde_json::to_value(root).expect("a JSON Schema always converts to a JSON value");
+    if let Some(Value::Object(definitions)) = schema.get_mut("definitions") {
+        for (name, definition) in definitions.iter_mut() {
+            // Sizes are read by their own visitor, which takes numbers and strings only.
+            if name != "ByteSize" {
+                read_scalars_as_text(definition);
+            }
+        }
+    }
+    schema
+}
+
+/// Where serde asks YAML for a string, any scalar is read as its text; widen every plain
+/// string type (not constants or enums, whose values must match exactly) to match.
+fn read_scalars_as_text(schema: &mut Value) {
+    match schema {
+        Value::Object(object) => {
+            let exact = object.contains_key("enum") || object.contains_key("const");
+            if let Some(types) = object.get_mut("type").filter(|_| !exact) {
+                let names_string = match types {
+                    Value::String(t) => t == "string",
+                    Value::Array(ts) => ts.iter().any(|t| t == "string"),
+                    _ => false,
+                };
+                if names_string {
+                    *types = json!(["string", "number", "boolean", "null"]);
+                }
+            }
+            object.values_mut().for_each(read_scalars_as_text);
+        }
+        Value::Array(items) => items.iter_mut().for_each(read_scalars_as_text),
+        _ => {}
+    }
 }
 
 fn constant(value: &str) -> Schema {

@@ -16,7 +16,8 @@ use cellos_core::ports::{
     UnverifiedResidue, WorkloadExit, WorkloadOutcome,
 };
 use cellos_core::spec::{
-    parse_execution_cell, parse_policy_pack, ExecutionCellDocument, ExportTarget, ExportTargetKind,
+    parse_execution_cell, parse_policy_pack, Capabilities, ExecutionCellDocument, ExportTarget,
+    ExportTargetKind,
 };
 use cellos_supervisor::{ExportRouter, RunReport, RunRequest, Supervisor, SupervisorError};
 
@@ -463,6 +464,26 @@ impl Harness {
         document: &ExecutionCellDocument,
         packs: &[&str],
     ) -> Result<RunReport, SupervisorError> {
+        self.run_as_build(document, packs, None)
+    }
+
+    /// Run `spec` (YAML) on a supervisor that serves only `capabilities`.
+    pub fn run_with_capabilities(
+        &self,
+        spec: &str,
+        capabilities: Capabilities,
+    ) -> Result<RunReport, SupervisorError> {
+        let document = parse_execution_cell(spec).expect("test spec parses");
+        self.run_as_build(&document, &[], Some(capabilities))
+    }
+
+    /// Run `document` under `packs` on a supervisor serving `capabilities` (all when `None`).
+    fn run_as_build(
+        &self,
+        document: &ExecutionCellDocument,
+        packs: &[&str],
+        capabilities: Option<Capabilities>,
+    ) -> Result<RunReport, SupervisorError> {
         let policies: Vec<_> = packs
             .iter()
             .map(|p| parse_policy_pack(p).expect("test pack parses"))
@@ -479,6 +500,10 @@ impl Harness {
             brokers,
             Arc::new(Router(self.exports.clone())),
         );
+        let supervisor = match capabilities {
+            Some(capabilities) => supervisor.with_capabilities(capabilities),
+            None => supervisor,
+        };
         supervisor.run(RunRequest {
             document,
             policies: &policies,

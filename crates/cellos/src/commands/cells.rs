@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use cellos_adapters::logs::{cell_log_dir, Stream, TeeLog, DEFAULT_LOG_CAP_BYTES};
 use cellos_core::ports::CellBackend;
-use cellos_core::spec::parse_execution_cell;
+use cellos_core::spec::{parse_execution_cell, Problem};
 use cellos_linux::netscope::NetworkConfig;
 use cellos_supervisor::{RunRequest, SupervisorError};
 use nix::sys::signal::Signal;
@@ -25,8 +25,11 @@ pub fn run(
     network: NetworkConfig,
 ) -> Result<u8, Failure> {
     let text = read_text(spec_path)?;
-    let document = parse_execution_cell(&text)
-        .map_err(|e| Failure::cellos(format!("{}: {e}", spec_path.display())))?;
+    // Printed as `cellos validate` prints it, so both commands refuse a spec in the same words.
+    let document = parse_execution_cell(&text).map_err(|e| {
+        eprintln!("{}: {e}", spec_path.display());
+        Failure::cellos(format!("{}: not a valid document", spec_path.display()))
+    })?;
     let policies = load_policies(policies).map_err(|e| Failure::cellos(e.to_string()))?;
     let supervisor = compose::supervisor(home, secrets_dir, network)?;
 
@@ -82,17 +85,27 @@ pub fn run(
             Ok(u8::try_from(report.exit_code().clamp(0, 255)).unwrap_or(u8::MAX))
         }
         Err(SupervisorError::Invalid(problems)) => {
-            for problem in &problems {
-                eprintln!("{}: {problem}", spec_path.display());
-            }
-            Err(Failure::cellos(format!(
-                "{}: invalid spec ({} problem(s))",
-                spec_path.display(),
-                problems.len()
-            )))
+            Err(problem_failure(spec_path, "invalid spec", &problems))
         }
+        Err(SupervisorError::Unsupported(problems)) => Err(problem_failure(
+            spec_path,
+            "this build cannot serve the spec",
+            &problems,
+        )),
         Err(e) => Err(Failure::cellos(e.to_string())),
     }
+}
+
+/// Prints every problem as `file: path: message` (as `cellos validate` does) and sums them up.
+fn problem_failure(spec_path: &Path, what: &str, problems: &[Problem]) -> Failure {
+    for problem in problems {
+        eprintln!("{}: {problem}", spec_path.display());
+    }
+    Failure::cellos(format!(
+        "{}: {what} ({} problem(s))",
+        spec_path.display(),
+        problems.len()
+    ))
 }
 
 /// SIGTERM, SIGINT and SIGHUP sent to the supervisor are passed on to the workload, so the

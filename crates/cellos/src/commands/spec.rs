@@ -1,13 +1,16 @@
-//! `validate`, `admit`, `schema`: working with documents, no host state involved.
+//! `validate`, `admit`, `schema`: working with documents. No host state is involved beyond
+//! which features this build serves (see [`compose::capabilities`]).
 
 use std::path::{Path, PathBuf};
 
 use cellos_core::policy::{admit as admit_spec, Verdict};
 use cellos_core::spec::{
-    json_schema, parse_document, parse_execution_cell, parse_policy_pack, validate_document,
-    validate_execution_cell, validate_policy_pack, PolicyPackDocument, Problem,
+    check_capabilities, json_schema, parse_document, parse_execution_cell, parse_policy_pack,
+    validate_document, validate_execution_cell, validate_policy_pack, Document, PolicyPackDocument,
+    Problem,
 };
 
+use crate::compose;
 use crate::exit::Failure;
 
 pub fn read_text(path: &Path) -> Result<String, Failure> {
@@ -28,7 +31,7 @@ pub fn validate(files: &[PathBuf]) -> Result<u8, Failure> {
             }
         };
         let problems = match parse_document(&text) {
-            Ok(doc) => validate_document(&doc).err().unwrap_or_default(),
+            Ok(doc) => validate_for_this_build(&doc),
             Err(e) => {
                 eprintln!("{}: {e}", file.display());
                 bad += 1;
@@ -51,6 +54,20 @@ pub fn validate(files: &[PathBuf]) -> Result<u8, Failure> {
             "{bad} of {} file(s) invalid",
             files.len()
         )))
+    }
+}
+
+/// Every validation problem and, for a valid cell, every feature it asks for that this build
+/// cannot serve: exactly what `cellos run` refuses before creating anything.
+fn validate_for_this_build(doc: &Document) -> Vec<Problem> {
+    if let Err(problems) = validate_document(doc) {
+        return problems;
+    }
+    match doc {
+        Document::ExecutionCell(cell) => check_capabilities(&cell.spec, &compose::capabilities())
+            .err()
+            .unwrap_or_default(),
+        Document::PolicyPack(_) | Document::Formation(_) => Vec::new(),
     }
 }
 
@@ -80,6 +97,8 @@ pub fn admit(file: &Path, policies: &[PathBuf], json: bool) -> Result<u8, Failur
     let doc = parse_execution_cell(&text)
         .map_err(|e| Failure::invalid(format!("{}: {e}", file.display())))?;
     validate_execution_cell(&doc).map_err(|problems| invalid(file, "invalid spec: ", &problems))?;
+    check_capabilities(&doc.spec, &compose::capabilities())
+        .map_err(|problems| invalid(file, "this build cannot serve the spec: ", &problems))?;
     let packs = load_policies(policies)?;
     let decision = admit_spec(&doc.spec, &packs);
     if json {

@@ -3,7 +3,7 @@
 use crate::support::{stderr, stdout, Home};
 
 #[path = "../../../cellos-core/tests/support/examples.rs"]
-mod shipped;
+pub mod shipped;
 use shipped::yaml_files as examples;
 
 #[test]
@@ -42,6 +42,48 @@ fn validate_reports_every_problem_with_its_path_and_exits_2() {
         }
         assert!(!err.contains("panicked"), "{err}");
     }
+}
+
+#[test]
+fn validate_names_the_leaf_field_of_a_wrong_type_and_of_a_missing_id() {
+    let home = Home::new();
+    let limits = home.spec(
+        "leaf-limits",
+        "  run:\n    argv: [/bin/true]\n    limits:\n      memoryMaxBytes: lots\n",
+    );
+    let out = home.run(&["validate", limits.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains(": spec.run.limits.memoryMaxBytes: \"lots\" is not a size; write digits"),
+        "{err}"
+    );
+    assert!(!err.contains("spec.run.limits: "), "{err}");
+
+    let pids = home.spec(
+        "leaf-pids",
+        "  run:\n    argv: [/bin/true]\n    limits: {pidsMax: many}\n",
+    );
+    let err = stderr(&home.run(&["validate", pids.to_str().unwrap()]));
+    assert!(
+        err.contains(": spec.run.limits.pidsMax: invalid type: string \"many\", expected u64"),
+        "{err}"
+    );
+
+    let missing = home.path().join("missing-id.yaml");
+    std::fs::write(
+        &missing,
+        "apiVersion: cellos.io/v1\nkind: ExecutionCell\nspec:\n  run:\n    argv: [/bin/true]\n",
+    )
+    .unwrap();
+    let out = home.run(&["validate", missing.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains(": spec.id: required at line 4 column 3"),
+        "{err}"
+    );
+    assert!(!err.contains("missing field"), "{err}");
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! End-to-end tests of the `cellos` binary: real cells (root, real namespaces and cgroups),
 //! real event logs, real exit codes.
 
+mod agreement;
 mod doctor;
 mod documents;
 mod evidence;

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::common::{
     check_absolute_path, check_dns_label, check_file_name, check_string_map, check_target,
-    check_text, normalize_path,
+    check_text,
 };
 use crate::spec::cidr::Cidr;
 use crate::spec::document::{
@@ -12,6 +12,7 @@ use crate::spec::document::{
     RunLimits, RunSpec, SecretDeliveryMode,
 };
 use crate::spec::hostname::check_hostname_pattern;
+use crate::spec::paths::normalize_path;
 use crate::spec::problem::Problems;
 
 /// Longest cell lifetime: a cell is disposable, not a server.
@@ -204,12 +205,11 @@ fn check_filesystem(fs: &FilesystemSpec, at: &str, p: &mut Problems) {
         let target_at = format!("{ws_at}.target");
         check_target(&ws.target, &target_at, p);
         note_target(&mut targets, &ws.target, &target_at, p);
-        match (&ws.size_bytes, &ws.source) {
-            (Some(_), Some(_)) | (None, None) => p.push(
+        if ws.size_bytes.is_some() && ws.source.is_some() {
+            p.push(
                 ws_at.clone(),
-                "needs exactly one of sizeBytes (a tmpfs) or source (a host directory)",
-            ),
-            _ => {}
+                "takes sizeBytes (a tmpfs) or source (a host directory), not both",
+            );
         }
         if let Some(size) = &ws.size_bytes {
             match size.bytes() {
@@ -265,7 +265,8 @@ fn is_secret_name(name: &str) -> bool {
             .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || *b == b'_')
 }
 
-pub(crate) fn check_secret_name(name: &str) -> Result<(), String> {
+/// A name usable as a file in `/run/secrets` and as an environment variable name.
+pub fn check_secret_name(name: &str) -> Result<(), String> {
     if is_secret_name(name) {
         Ok(())
     } else {
@@ -346,11 +347,7 @@ fn check_export(export: &ExportSpec, at: &str, p: &mut Problems) {
                 target_names.insert(&target.name, i);
             }
         }
-        let kind = match target.kind {
-            ExportTargetKind::LocalPath => "localPath",
-            ExportTargetKind::Http => "http",
-            ExportTargetKind::S3 => "s3",
-        };
+        let kind = target.kind.as_str();
         let field_fits = |field: &str| match target.kind {
             ExportTargetKind::LocalPath => field == "path",
             ExportTargetKind::Http => field == "url",

@@ -3,14 +3,11 @@
 use std::collections::BTreeMap;
 
 use crate::spec::document::{Metadata, API_VERSION};
+use crate::spec::paths::{absolute_path, cell_target};
 use crate::spec::problem::Problems;
 
 /// Longest free-text value we accept in ids, labels and names, to keep events bounded.
 const MAX_TEXT_LEN: usize = 256;
-
-/// Mount and workspace targets may not cover these: they belong to the cell's kernel view or
-/// to the secret tmpfs, and a bind over them would hide or replace what the runtime sets up.
-const RESERVED_TARGETS: [&str; 4] = ["/proc", "/dev", "/sys", "/run/secrets"];
 
 pub(crate) fn check_header(api_version: &str, kind: &str, expected_kind: &str, p: &mut Problems) {
     if api_version != API_VERSION {
@@ -111,39 +108,18 @@ pub(crate) fn check_file_name(name: &str) -> Result<(), String> {
 
 /// Absolute, without `..`, without NUL; returns whether the path passed.
 pub(crate) fn check_absolute_path(path: &str, at: &str, p: &mut Problems) -> bool {
-    if path.contains('\0') {
-        p.push(at, "must not contain NUL bytes");
-        false
-    } else if !path.starts_with('/') || path.split('/').any(|c| c == "..") {
-        p.push(at, "must be absolute and must not contain '..'");
-        false
-    } else {
-        true
+    match absolute_path(path) {
+        Ok(_) => true,
+        Err(why) => {
+            p.push(at, why.to_string());
+            false
+        }
     }
-}
-
-/// `/a//b/./c/` and `/a/b/c` name the same directory; compare mount targets by this form.
-pub(crate) fn normalize_path(path: &str) -> String {
-    let parts: Vec<&str> = path
-        .split('/')
-        .filter(|c| !c.is_empty() && *c != ".")
-        .collect();
-    format!("/{}", parts.join("/"))
 }
 
 /// Checks a mount-like target: absolute, not `/`, not inside a reserved tree.
 pub(crate) fn check_target(target: &str, at: &str, p: &mut Problems) {
-    if !check_absolute_path(target, at, p) {
-        return;
-    }
-    let normalized = normalize_path(target);
-    let reserved = RESERVED_TARGETS
-        .iter()
-        .any(|root| normalized == *root || normalized.starts_with(&format!("{root}/")));
-    if normalized == "/" || reserved {
-        p.push(
-            at,
-            "must not be '/' or inside /proc, /dev, /sys or /run/secrets",
-        );
+    if let Err(why) = cell_target(target) {
+        p.push(at, why.to_string());
     }
 }

@@ -1,13 +1,17 @@
 //! Semantic validation: every rule serde cannot express, reporting every problem at once.
 
+mod capabilities;
 mod cell;
 mod common;
 mod formation;
 mod policy_pack;
 
-pub use cell::{MAX_CPU_MILLIS, MAX_TTL_SECONDS, MIN_MEMORY_BYTES, RESERVED_ENV_PREFIX};
+pub use capabilities::Capabilities;
+pub use cell::{
+    check_secret_name, MAX_CPU_MILLIS, MAX_TTL_SECONDS, MIN_MEMORY_BYTES, RESERVED_ENV_PREFIX,
+};
 
-use super::document::ExecutionCellDocument;
+use super::document::{ExecutionCellDocument, ExecutionCellSpec};
 use super::formation::FormationDocument;
 use super::parse::{Document, KIND_EXECUTION_CELL, KIND_FORMATION, KIND_POLICY_PACK};
 use super::policy_pack::PolicyPackDocument;
@@ -19,6 +23,26 @@ pub fn validate_execution_cell(doc: &ExecutionCellDocument) -> Result<(), Vec<Pr
     common::check_header(&doc.api_version, &doc.kind, KIND_EXECUTION_CELL, &mut p);
     common::check_metadata(&doc.metadata, &mut p);
     cell::check_cell_spec(&doc.spec, "spec", &mut p);
+    p.into_result()
+}
+
+/// Checks a bare cell spec, reporting paths under `spec` as in a document. For consumers
+/// handed a spec without its document (a backend planning a cell), so they refuse exactly
+/// what [`validate_execution_cell`] refuses, with the same messages.
+pub fn validate_cell_spec(spec: &ExecutionCellSpec) -> Result<(), Vec<Problem>> {
+    let mut p = Problems::default();
+    cell::check_cell_spec(spec, "spec", &mut p);
+    p.into_result()
+}
+
+/// Checks that this build can serve everything `spec` asks for (export kinds, telemetry).
+/// Separate from validation: the answer depends on the build, not on the spec alone.
+pub fn check_capabilities(
+    spec: &ExecutionCellSpec,
+    caps: &Capabilities,
+) -> Result<(), Vec<Problem>> {
+    let mut p = Problems::default();
+    capabilities::check_capabilities(spec, caps, "spec", &mut p);
     p.into_result()
 }
 
