@@ -90,9 +90,9 @@ fi
 
 # A networked cell: veth, nftables inside the cell, the host table. Port 9000 on the host end is
 # declared, 9001 is not; both listen.
-nc -lk -p 9000 -e /bin/echo net-ok >/dev/null 2>&1 &
+nc -ll -p 9000 -e /bin/echo net-ok >/dev/null 2>&1 &
 allowed=$!
-nc -lk -p 9001 -e /bin/echo reached >/dev/null 2>&1 &
+nc -ll -p 9001 -e /bin/echo reached >/dev/null 2>&1 &
 denied=$!
 run net-cell
 kill "$allowed" "$denied" 2>/dev/null
@@ -106,8 +106,10 @@ fi
 snapshot() {
   echo "mounts=$(wc -l </proc/self/mountinfo)"
   echo "cgroups=$(find /sys/fs/cgroup -type d | wc -l)"
-  echo "procs=$(ls -d /proc/[0-9]* | wc -l)"
-  echo "records=$(ls "$CELLOS_HOME/run" 2>/dev/null | wc -l)"
+  # User processes only: kernel threads (empty cmdline) come and go by themselves.
+  echo "procs=$(for c in /proc/[0-9]*/cmdline; do [ -s "$c" ] && echo; done | wc -l)"
+  # Run records and network leases; the lease directory itself stays.
+  echo "records=$(find "$CELLOS_HOME/run" -type f 2>/dev/null | wc -l)"
 }
 before="$(snapshot)"
 failed=0

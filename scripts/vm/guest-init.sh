@@ -46,7 +46,9 @@ case "$mode" in
     ;;
 esac
 # crc32c first: libcrc32c (under nf_tables) needs it and modules.dep does not say so.
-for m in crc32c_generic overlay veth nf_tables nft_ct nft_nat nft_masq nft_chain_nat nfnetlink_log; do modprobe "$m" 2>/dev/null; done
+for m in crc32c_generic overlay veth $(cd /lib/modules/*/ && find kernel -name 'nf*.ko' -exec basename {} .ko \;); do
+  modprobe "$m" 2>/dev/null
+done
 ip link set lo up
 mkdir -p /var/lib/cellos
 

@@ -33,8 +33,11 @@ kver="$(ls "$kernel/lib/modules")"
 mods="$kernel/lib/modules/$kver"
 mkdir -p "$root/lib/modules/$kver"
 cp "$mods/modules.dep" "$mods/modules.builtin" "$root/lib/modules/$kver/"
-want=(crc32c_generic overlay veth nf_tables nft_ct nft_nat nft_masq nft_chain_nat nft_reject_inet nft_log
-      nfnetlink_log nf_conntrack nf_nat nf_tables_inet)
+# nftables expressions (objref for named counters, log, reject, nat, ...) are modules of their
+# own; bring them all rather than the ones today's rulesets happen to use.
+netfilter="$(cd "$mods" && find kernel/net/netfilter kernel/net/ipv4/netfilter kernel/net/ipv6/netfilter \
+  -name 'nf*.ko' -exec basename {} .ko \;)"
+want=(crc32c_generic overlay veth $netfilter)
 for m in "${want[@]}"; do
   line="$(grep -E "(^|/)${m}\.ko:" "$mods/modules.dep" || true)"
   [ -n "$line" ] || continue

@@ -515,7 +515,6 @@ impl LinuxBackend {
         trees: &[OwnedFd],
     ) -> Result<(), LinuxError> {
         idmap::write_maps(pid, &self.id_map)?;
-        exempt_from_group_oom_kill(pid)?;
         control
             .write_all(&[RELEASE])
             .map_err(|e| LinuxError::io("release cell init", e))?;
@@ -807,24 +806,6 @@ pub fn reclaim(
     report.removed = removed;
     findings.into_report(&mut report);
     Ok(report)
-}
-
-/// Keep init out of the OOM killer's reach, so it survives to report how the workload ended.
-/// A v2 cell's memory limit comes with `memory.oom.group=1`, which kills every task of the
-/// cgroup except those at `OOM_SCORE_ADJ_MIN`, and init shares that cgroup. Only the host's root
-/// (with CAP_SYS_RESOURCE) may lower the score; init's children inherit it, so the workload and
-/// the agent raise theirs to the maximum before they exec.
-fn exempt_from_group_oom_kill(pid: i32) -> Result<(), LinuxError> {
-    let path = format!("/proc/{pid}/oom_score_adj");
-    std::fs::write(&path, "-1000").map_err(|e| {
-        LinuxError::io(
-            format!(
-                "exempt cell init from the OOM group kill ({path}); the supervisor needs \
-                 CAP_SYS_RESOURCE (in a container: --cap-add SYS_RESOURCE)"
-            ),
-            e,
-        )
-    })
 }
 
 /// Residue checks shared by destroy and reclaim: cgroup directories, the telemetry socket, the

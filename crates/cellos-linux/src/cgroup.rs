@@ -700,9 +700,10 @@ fn write_limit(
                     } else {
                         m.push_str(" (memory.swap.max absent: no swap accounting)");
                     }
-                    if write_if_present(&dir.join("memory.oom.group"), "1")? {
-                        m.push_str("+memory.oom.group=1");
-                    }
+                    // No `memory.oom.group`: a group kill would take init too (it shares the
+                    // cgroup, and only CAP_SYS_RESOURCE, which hosts often withhold, could exempt
+                    // it), and init must survive to report the exit. The OOM killer picks the
+                    // workload, whose score init's child raised to the maximum.
                     m
                 }
                 CgroupVersion::V1 => {

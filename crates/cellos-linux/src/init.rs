@@ -511,9 +511,9 @@ fn become_workload(config: &InitConfig, exec: &Exec, mut go: File) -> String {
             }
         }
         nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
-        // Init shares the cell's memory limit: make the workload the OOM killer's first choice
-        // (and, under a v2 group kill, its target), so init survives to report the exit. Init
-        // was set to the minimum by the host; raising a score needs no privilege.
+        // Init shares the cell's memory limit: make the workload the OOM killer's first choice,
+        // so init survives to report the exit. Raising the score needs no privilege (lowering
+        // init's would need CAP_SYS_RESOURCE, which hosts often withhold).
         std::fs::write("/proc/self/oom_score_adj", "1000")
             .map_err(|e| format!("raise oom_score_adj: {e}"))?;
         nix::unistd::chdir(config.cwd.as_str())
