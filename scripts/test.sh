@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Sets up the machine, then runs every check CI runs: format, lints, and all tests.
+# Sets up the machine, then runs every check CI runs: format, lints, all tests, and the VM battery.
 # Isolation tests need root (real namespaces, cgroups, seccomp); run this as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,3 +8,4 @@ scripts/setup.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace --no-fail-fast
+scripts/vm-test.sh   # Debian 12's own kernel under qemu: pure cgroup v2, hybrid, no Landlock

@@ -4,7 +4,9 @@
 # Nothing is installed into the host's /boot: the kernel is only booted under qemu.
 set -euo pipefail
 dir="$1"
-pkg="$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')"
+kernel_package() { apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}'; }
+pkg="$(kernel_package)"
+[ -n "$pkg" ] || { apt-get update -qq && pkg="$(kernel_package)"; }
 [ -n "$pkg" ] || { echo "vm: apt-cache names no kernel behind linux-image-amd64 (run apt-get update)" >&2; exit 1; }
 out="$dir/kernel/$pkg"
 if [ ! -f "$out/.unpacked" ]; then

@@ -74,7 +74,7 @@ impl FeatureCheck {
 
 /// Probe every feature the backend uses.
 pub fn probe() -> Vec<FeatureCheck> {
-    let mut checks = vec![user_namespaces(), cgroup_v2()];
+    let mut checks = vec![kernel_release(), user_namespaces(), cgroup_v2()];
     checks.extend(Controller::ALL.into_iter().map(cgroup_controller));
     checks.extend([
         seccomp_filter(),
@@ -296,6 +296,40 @@ fn seccomp_filter() -> FeatureCheck {
     )
 }
 
+/// The oldest kernel CellOS supports (README "Supported kernels"): it has every call a cell
+/// needs without a fallback (mount API and `mount_setattr`, pidfds, Landlock, cgroup v2 with
+/// memory/pids/cpu); newer features are detected and have fallbacks.
+pub const KERNEL_FLOOR: (u32, u32) = (5, 15);
+
+fn kernel_release() -> FeatureCheck {
+    let release = rustix::system::uname()
+        .release()
+        .to_string_lossy()
+        .into_owned();
+    match major_minor(&release) {
+        Some(version) => FeatureCheck::new(
+            "kernel",
+            version >= KERNEL_FLOOR,
+            format!(
+                "Linux {release} (supported from {}.{})",
+                KERNEL_FLOOR.0, KERNEL_FLOOR.1
+            ),
+            "run CellOS on Linux 5.15 or newer (Debian 12, Ubuntu 22.04 and later ship one)",
+        ),
+        None => FeatureCheck::unverified(
+            "kernel",
+            format!("kernel release {release:?} is not MAJOR.MINOR..."),
+            "compare the kernel version with the README's supported kernels by hand",
+        ),
+    }
+}
+
+/// `(major, minor)` of a kernel release such as `6.1.0-57-amd64`.
+fn major_minor(release: &str) -> Option<(u32, u32)> {
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+}
+
 fn landlock() -> FeatureCheck {
     let abi = landlock_rules::kernel_abi();
     FeatureCheck::new(
@@ -411,5 +445,29 @@ fn run(program: &str, args: &[&str]) -> Result<String, String> {
             out.status,
             String::from_utf8_lossy(&out.stderr).trim()
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_releases_are_compared_by_major_and_minor() {
+        assert_eq!(major_minor("6.1.0-57-amd64"), Some((6, 1)));
+        assert_eq!(major_minor("5.15.0-91-generic"), Some((5, 15)));
+        assert_eq!(major_minor("5.14.0-362.el9.x86_64"), Some((5, 14)));
+        assert_eq!(major_minor("6.18"), Some((6, 18)));
+        assert_eq!(major_minor("weird"), None);
+        assert!(major_minor("5.14.0").unwrap() < KERNEL_FLOOR);
+        assert!(major_minor("5.15.0").unwrap() >= KERNEL_FLOOR);
+        assert!(major_minor("6.1.0").unwrap() >= KERNEL_FLOOR);
+    }
+
+    #[test]
+    fn this_hosts_kernel_is_supported() {
+        let check = kernel_release();
+        assert_eq!(check.status, CheckStatus::Ok, "{check:?}");
+        assert!(check.detail.contains("supported from 5.15"), "{check:?}");
     }
 }
