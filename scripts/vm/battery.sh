@@ -88,14 +88,25 @@ else
   result seccomp-denies false "exit $status: $(cat "$out")"
 fi
 
-# A networked cell: veth, nftables inside the cell, the host table. Port 9000 on the host end is
-# declared, 9001 is not; both listen.
-nc -ll -p 9000 -e /bin/echo net-ok >/dev/null 2>&1 &
+# A networked cell: veth, nftables inside the cell, the host table, forwarding and masquerade.
+# Its peer is a "world" network namespace beyond the host (cells may not reach the host itself).
+# Port 9000 there is declared, 9001 is not, and both listen. iproute2's ip is called by its
+# path: busybox sh prefers its own applet, which has no netns support.
+/usr/sbin/ip netns add world
+/usr/sbin/ip link add wv0 type veth peer name wv1
+/usr/sbin/ip link set wv1 netns world
+/usr/sbin/ip addr add 192.0.2.1/24 dev wv0
+/usr/sbin/ip link set wv0 up
+/usr/sbin/ip netns exec world ip addr add 192.0.2.2/24 dev wv1
+/usr/sbin/ip netns exec world ip link set wv1 up
+/usr/sbin/ip netns exec world ip link set lo up
+/usr/sbin/ip netns exec world nc -ll -p 9000 -e /bin/echo net-ok >/dev/null 2>&1 &
 allowed=$!
-nc -ll -p 9001 -e /bin/echo reached >/dev/null 2>&1 &
+/usr/sbin/ip netns exec world nc -ll -p 9001 -e /bin/echo reached >/dev/null 2>&1 &
 denied=$!
 run net-cell
 kill "$allowed" "$denied" 2>/dev/null
+wait "$allowed" "$denied" 2>/dev/null
 if [ "$status" = 0 ] && grep -q net-ok "$out" && grep -q blocked "$out"; then
   result egress-enforced true "declared port reached, undeclared port dropped"
 else
