@@ -259,26 +259,16 @@ impl InitCommand {
             }
         }
         if pid < 0 {
-            let flags = (CLONE_NAMESPACES | libc::CLONE_PIDFD | libc::SIGCHLD) as libc::c_ulong;
-            // SAFETY: as above, with the classic fork-like clone; with CLONE_PIDFD the kernel
-            // stores the pidfd where the parent-tid argument points.
-            pid = unsafe {
-                libc::syscall(
-                    libc::SYS_clone,
-                    flags,
-                    std::ptr::null_mut::<libc::c_void>(),
-                    &mut pidfd as *mut RawFd,
-                    std::ptr::null_mut::<libc::c_void>(),
-                    0usize,
-                )
-            };
-            if pid == 0 {
+            // SAFETY: the child only runs `child_after_clone`, as above; with CLONE_PIDFD the
+            // kernel stores the pidfd in `pidfd`.
+            pid = match unsafe {
+                fork_like_clone(CLONE_NAMESPACES | libc::CLONE_PIDFD, Some(&mut pidfd))
+            } {
                 // SAFETY: we are the freshly cloned child.
-                unsafe { self.child_after_clone(in_clone) }
-            }
-        }
-        if pid < 0 {
-            return Err(clone_error(std::io::Error::last_os_error()));
+                Ok(0) => unsafe { self.child_after_clone(in_clone) },
+                Ok(child) => child as libc::c_long,
+                Err(e) => return Err(clone_error(e)),
+            };
         }
         // SAFETY: the kernel installed this descriptor for us (close-on-exec) with the child.
         let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
@@ -418,6 +408,34 @@ pub fn start_failure(step: StartStep, errno: i32, exe: &Path, host_root: u32) ->
     LinuxError::Setup {
         what: format!("start cell init: {what}"),
         detail: format!("{err}; fix: {fix}"),
+    }
+}
+
+/// The raw `clone` system call with a null stack, which behaves like `fork` with `flags` (see
+/// the module docs); the child's exit signal is SIGCHLD. With `CLONE_PIDFD` in `flags` the kernel
+/// stores the child's pidfd in `pidfd`. Returns the child's pid in the parent and 0 in the child.
+///
+/// # Safety
+/// The child continues on a copy of the caller's stack, in a copy of a possibly multi-threaded
+/// process: it may only make async-signal-safe calls on memory prepared before the call, and it
+/// must end in `execve` or `_exit`, never return into the caller's frames.
+pub(crate) unsafe fn fork_like_clone(
+    flags: libc::c_int,
+    pidfd: Option<&mut RawFd>,
+) -> std::io::Result<i32> {
+    let parent_tid = pidfd.map_or(std::ptr::null_mut(), |fd| fd as *mut RawFd);
+    let r = libc::syscall(
+        libc::SYS_clone,
+        (flags | libc::SIGCHLD) as libc::c_ulong,
+        std::ptr::null_mut::<libc::c_void>(),
+        parent_tid,
+        std::ptr::null_mut::<libc::c_void>(),
+        0usize,
+    );
+    if r < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(r as i32)
     }
 }
 

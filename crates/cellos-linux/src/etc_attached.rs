@@ -18,7 +18,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use crate::clone::reap;
+use crate::clone::{fork_like_clone, reap};
 use crate::error::LinuxError;
 use crate::refusal::{Refusal, Step};
 use crate::safe_path::fd_path;
@@ -141,27 +141,14 @@ struct Helper {
 
 impl Helper {
     fn spawn(&self, report: i32) -> Result<i32, LinuxError> {
-        let flags = (libc::CLONE_NEWNS | libc::CLONE_FILES | libc::SIGCHLD) as libc::c_ulong;
-        // SAFETY: fork-like clone (null stack); the child runs only `main`, which makes raw
-        // system calls on memory prepared above and never returns.
-        let pid = unsafe {
-            libc::syscall(
-                libc::SYS_clone,
-                flags,
-                std::ptr::null_mut::<libc::c_void>(),
-                std::ptr::null_mut::<libc::c_void>(),
-                std::ptr::null_mut::<libc::c_void>(),
-                0usize,
-            )
-        };
-        if pid == 0 {
+        // SAFETY: the child runs only `main`, which makes raw system calls on memory prepared
+        // above and never returns.
+        match unsafe { fork_like_clone(libc::CLONE_NEWNS | libc::CLONE_FILES, None) } {
             // SAFETY: we are the freshly cloned helper.
-            unsafe { self.main(report) }
+            Ok(0) => unsafe { self.main(report) },
+            Ok(pid) => Ok(pid),
+            Err(e) => Err(LinuxError::io("clone the /etc helper", e)),
         }
-        if pid < 0 {
-            return Err(LinuxError::last_os_error("clone the /etc helper"));
-        }
-        Ok(pid as i32)
     }
 
     /// Report `[0, fd]` on success or `[step index + 1, errno]`, then exit.

@@ -14,7 +14,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use crate::backend::DEFAULT_UID_BASE;
-use crate::clone::{reap, CLONE_NAMESPACES};
+use crate::clone::{fork_like_clone, reap, CLONE_NAMESPACES};
 use crate::error::LinuxError;
 use crate::idmap::{write_maps, IdMap};
 use crate::refusal::{Namespace, Refusal, Step};
@@ -137,28 +137,18 @@ impl Child {
         release: &OwnedFd,
         result: &OwnedFd,
     ) -> Result<i32, LinuxError> {
-        let flags = (CLONE_NAMESPACES | libc::SIGCHLD) as libc::c_ulong;
-        // SAFETY: fork-like clone (null stack); the child runs only `child_main`, which makes
-        // raw system calls on memory prepared above and never returns.
-        let pid = unsafe {
-            libc::syscall(
-                libc::SYS_clone,
-                flags,
-                std::ptr::null_mut::<libc::c_void>(),
-                std::ptr::null_mut::<libc::c_void>(),
-                std::ptr::null_mut::<libc::c_void>(),
-                0usize,
-            )
-        };
-        if pid == 0 {
+        // SAFETY: the child runs only `child_main`, which makes raw system calls on memory
+        // prepared above and never returns.
+        let pid = match unsafe { fork_like_clone(CLONE_NAMESPACES, None) } {
             // SAFETY: we are the freshly cloned child.
-            unsafe { self.child_main(release.as_raw_fd(), result.as_raw_fd()) }
-        }
-        if pid < 0 {
-            let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
-            return Err(Refusal::new(Step::CloneNamespaces, "for a probe cell", errno).into());
-        }
-        Ok(pid as i32)
+            Ok(0) => unsafe { self.child_main(release.as_raw_fd(), result.as_raw_fd()) },
+            Ok(pid) => pid,
+            Err(e) => {
+                let errno = e.raw_os_error().unwrap_or(0);
+                return Err(Refusal::new(Step::CloneNamespaces, "for a probe cell", errno).into());
+            }
+        };
+        Ok(pid)
     }
 
     /// The child: wait for the id maps, become the namespace's root, take [`CHILD_STEPS`].
