@@ -208,8 +208,21 @@ pub struct IsolationReport {
     pub seccomp_profile: String,
     /// SHA-256 of the compiled BPF program.
     pub seccomp_profile_sha256: String,
-    /// Landlock ABI version applied, `None` when the kernel has no Landlock.
+    /// Landlock ABI version applied, `None` when Landlock was not enforced.
     pub landlock_abi: Option<u32>,
+    /// Whether Landlock confines the workload at all: `false` only for a cell whose spec
+    /// allows running without it (`minAbi: 0`) on a kernel that has none. Events written
+    /// before the field existed come from cells that were refused without Landlock.
+    #[serde(default = "enforced_before_the_field")]
+    pub landlock_enforced: bool,
+    /// The lowest Landlock ABI the spec required (`filesystem.landlock.minAbi`, 0 = optional).
+    #[serde(default = "required_before_the_field")]
+    pub landlock_min_abi: u32,
+    /// Landlock rights CellOS targets that this kernel could not enforce, by stable camelCase
+    /// name (`truncate`, `ioctlDev` on ABI 2; every targeted right when Landlock is not
+    /// enforced). Empty in events written before the field existed.
+    #[serde(default)]
+    pub landlock_unenforced: Vec<String>,
     /// Whether the workload may execute files where it can write (`/tmp`, the workspace,
     /// read-write mounts); `false` under `filesystem.noExecWritable`. Absent in events written
     /// before the field existed, when writable places were never executable.
@@ -221,6 +234,16 @@ pub struct IsolationReport {
     pub cgroup_version: String,
     pub limits: Vec<LimitEnforcement>,
     pub network: String,
+}
+
+/// Before `landlockEnforced` existed, a cell ran only under Landlock.
+fn enforced_before_the_field() -> bool {
+    true
+}
+
+/// Before `landlockMinAbi` existed, every cell required Landlock (any ABI).
+fn required_before_the_field() -> u32 {
+    crate::spec::DEFAULT_MIN_LANDLOCK_ABI
 }
 
 /// How the workload ended.

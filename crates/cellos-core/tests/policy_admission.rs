@@ -233,6 +233,46 @@ fn require_dns_egress_justification_only_when_names_are_reached() {
 }
 
 #[test]
+fn min_landlock_abi_denies_a_spec_asking_for_less() {
+    let landlock = |abi: u32| format!("{RUN}  filesystem: {{landlock: {{minAbi: {abi}}}}}\n");
+    let v = exercise("{minLandlockAbi: 3}", &landlock(3), &landlock(2));
+    let v = only(&v);
+    assert_eq!(
+        (v.rule.as_str(), v.path.as_str()),
+        ("minLandlockAbi", "spec.filesystem.landlock.minAbi")
+    );
+    assert!(
+        v.message.contains("ABI 2") && v.message.contains("at least ABI 3"),
+        "{v:?}"
+    );
+    exercise("{minLandlockAbi: 3}", &landlock(5), &landlock(1));
+}
+
+#[test]
+fn min_landlock_abi_1_denies_optional_landlock_and_counts_an_unset_requirement_as_1() {
+    let optional = format!("{RUN}  filesystem: {{landlock: {{minAbi: 0}}}}\n");
+    let v = exercise("{minLandlockAbi: 1}", RUN, &optional);
+    assert!(only(&v).message.contains("Landlock optional"), "{v:?}");
+    // An unset requirement is ABI 1, below a pack asking for 2.
+    let v = exercise(
+        "{minLandlockAbi: 2}",
+        &format!("{RUN}  filesystem: {{landlock: {{minAbi: 2}}}}\n"),
+        RUN,
+    );
+    assert_eq!(only(&v).path, "spec.filesystem.landlock.minAbi");
+}
+
+#[test]
+fn a_pack_requiring_a_landlock_abi_cellos_does_not_apply_is_invalid() {
+    let text = "apiVersion: cellos.io/v1\nkind: PolicyPack\nspec:\n  id: p\n  version: '1'\n  rules: {minLandlockAbi: 6}\n";
+    let problems = validate_policy_pack(&parse_policy_pack(text).expect("parses"))
+        .expect_err("ABI 6 is beyond what CellOS applies");
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].path, "spec.rules.minLandlockAbi");
+    assert!(problems[0].message.contains("up to ABI 5"), "{problems:?}");
+}
+
+#[test]
 fn a_pack_without_rules_is_audit_only_even_without_violations() {
     let empty = pack("observe", "enforce", "{}");
     let decision = admit(&spec(RUN), &[empty]);

@@ -2,6 +2,7 @@
 
 use cellos_core::spec::{
     parse_execution_cell, parse_formation, validate_execution_cell, validate_formation, Problem,
+    DEFAULT_MIN_LANDLOCK_ABI, HIGHEST_LANDLOCK_ABI,
 };
 
 fn cell(spec_yaml: &str) -> Result<(), Vec<Problem>> {
@@ -29,6 +30,31 @@ fn problem_display_is_path_colon_message() {
 #[test]
 fn a_minimal_spec_is_valid() {
     assert_eq!(cell("  id: a\n  run: {argv: [/bin/true]}\n"), Ok(()));
+}
+
+#[test]
+fn landlock_min_abi_ranges_from_optional_to_the_highest_applied_abi() {
+    let landlock = |abi: u32| {
+        format!("  id: a\n  run: {{argv: [/bin/true]}}\n  filesystem: {{landlock: {{minAbi: {abi}}}}}\n")
+    };
+    for abi in 0..=HIGHEST_LANDLOCK_ABI {
+        assert_eq!(cell(&landlock(abi)), Ok(()), "minAbi {abi}");
+    }
+    let p = problems(&landlock(HIGHEST_LANDLOCK_ABI + 1));
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(
+        p[0].starts_with("spec.filesystem.landlock.minAbi: Landlock ABI 6 is not supported"),
+        "{p:?}"
+    );
+}
+
+#[test]
+fn an_unset_landlock_requirement_is_abi_1() {
+    let text =
+        "apiVersion: cellos.io/v1\nkind: ExecutionCell\nspec:\n  id: a\n  run: {argv: [x]}\n";
+    let doc = parse_execution_cell(text).expect("parses");
+    assert_eq!(doc.spec.landlock_min_abi(), DEFAULT_MIN_LANDLOCK_ABI);
+    assert_eq!(DEFAULT_MIN_LANDLOCK_ABI, 1);
 }
 
 #[test]

@@ -115,7 +115,8 @@ pub struct LinuxBackend {
     init_exe: InitExe,
     id_map: IdMap,
     seccomp: OnceLock<(SeccompProfile, Vec<BpfInstruction>)>,
-    landlock_abi: OnceLock<Option<u32>>,
+    /// The kernel's Landlock ABI (`None`: no Landlock).
+    landlock_kernel: OnceLock<Option<u32>>,
 }
 
 impl LinuxBackend {
@@ -151,7 +152,7 @@ impl LinuxBackend {
             init_exe,
             id_map,
             seccomp: OnceLock::new(),
-            landlock_abi: OnceLock::new(),
+            landlock_kernel: OnceLock::new(),
         })
     }
 
@@ -185,14 +186,12 @@ impl LinuxBackend {
         Ok(self.seccomp.get_or_init(|| (profile, program)))
     }
 
-    /// The Landlock ABI a workload gets. The workload's init applies exactly this level and
-    /// refuses to start under any other, so the isolation report is exact.
-    fn landlock_abi(&self) -> Result<Option<u32>, LinuxError> {
-        if let Some(abi) = self.landlock_abi.get() {
-            return Ok(*abi);
-        }
-        let abi = landlock_rules::required_abi()?;
-        Ok(*self.landlock_abi.get_or_init(|| Some(abi)))
+    /// The Landlock ABI a cell requiring `min_abi` gets (see [`landlock_rules::abi_for`]). The
+    /// workload's init applies exactly this level and refuses to start under any other, so the
+    /// isolation report is exact. The kernel is asked once per backend.
+    fn landlock_abi(&self, min_abi: u32) -> Result<Option<u32>, LinuxError> {
+        let kernel = *self.landlock_kernel.get_or_init(landlock_rules::kernel_abi);
+        landlock_rules::abi_for(min_abi, kernel)
     }
 
     fn resolve_rootfs(&self, spec: &RootfsSpec) -> Result<(ResolvedRootfs, String), LinuxError> {
@@ -225,6 +224,9 @@ impl LinuxBackend {
     fn create_cell(&self, request: CellRequest<'_>) -> Result<LinuxCell, LinuxError> {
         let spec = request.spec;
         cgroup::validate_cell_id(&spec.id)?;
+        // Before anything exists: a kernel below the spec's Landlock requirement refuses it.
+        let landlock_min_abi = spec.landlock_min_abi();
+        let landlock_abi = self.landlock_abi(landlock_min_abi)?;
         let fs = spec.filesystem.clone().unwrap_or_default();
         let (rootfs, rootfs_label) = self.resolve_rootfs(&fs.rootfs)?;
         let etc_mask = match rootfs {
@@ -235,7 +237,6 @@ impl LinuxBackend {
             ResolvedRootfs::Dir(_) => None,
         };
         let (profile, program) = self.seccomp()?;
-        let landlock_abi = self.landlock_abi()?;
         let secret_keys: Vec<String> = request.secrets.iter().map(|s| s.key.clone()).collect();
         let telemetry_enabled = spec.telemetry.as_ref().is_some_and(|t| t.enabled);
         let telemetry_plan = if telemetry_enabled {
@@ -443,6 +444,12 @@ impl LinuxBackend {
             seccomp_profile: profile.name.clone(),
             seccomp_profile_sha256: profile.sha256.clone(),
             landlock_abi,
+            landlock_enforced: landlock_abi.is_some(),
+            landlock_min_abi,
+            landlock_unenforced: landlock_rules::unenforced_rights(landlock_abi)
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
             writable_exec,
             capabilities: Vec::new(),
             no_new_privs: true,

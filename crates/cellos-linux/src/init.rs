@@ -525,7 +525,12 @@ fn become_workload(config: &InitConfig, exec: &Exec, mut go: File) -> String {
         nix::unistd::setresgid(gid, gid, gid).map_err(|e| format!("setresgid: {e}"))?;
         nix::unistd::setresuid(uid, uid, uid).map_err(|e| format!("setresuid: {e}"))?;
         caps::set_no_new_privs().map_err(|e| e.to_string())?;
-        let applied = landlock_rules::restrict_self(&exec.landlock).map_err(|e| e.to_string())?;
+        // No expected ABI: the kernel had no Landlock and the spec allows that (`minAbi: 0`).
+        let restrict = match config.expected_landlock_abi {
+            Some(_) => landlock_rules::restrict_self,
+            None => landlock_rules::restrict_self_best_effort,
+        };
+        let applied = restrict(&exec.landlock).map_err(|e| e.to_string())?;
         if applied != config.expected_landlock_abi {
             return Err(format!(
                 "Landlock ABI {applied:?} applied but {:?} was reported; refusing to run with \

@@ -241,5 +241,23 @@ fn check_rules(
         }
     }
 
+    if let Some(min) = rules.min_landlock_abi {
+        let asked = spec.landlock_min_abi();
+        if asked < min {
+            c.violation(
+                "minLandlockAbi",
+                "spec.filesystem.landlock.minAbi",
+                format!(
+                    "requires Landlock ABI {asked}{}, but this pack requires at least ABI {min}",
+                    if asked == 0 {
+                        " (Landlock optional)"
+                    } else {
+                        ""
+                    }
+                ),
+            );
+        }
+    }
+
     c.found
 }

@@ -60,6 +60,16 @@ pub struct ExecutionCellSpec {
     pub identity: Option<WorkloadIdentity>,
 }
 
+impl ExecutionCellSpec {
+    /// The Landlock ABI the kernel must offer for this cell to run.
+    pub fn landlock_min_abi(&self) -> u32 {
+        self.filesystem
+            .as_ref()
+            .and_then(|fs| fs.landlock)
+            .map_or(super::DEFAULT_MIN_LANDLOCK_ABI, |l| l.min_abi)
+    }
+}
+
 /// How secrets reach the workload.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -131,6 +141,21 @@ pub struct FilesystemSpec {
     /// builds.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub no_exec_writable: bool,
+    /// What the cell requires of Landlock; absent means Landlock is required (any ABI).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub landlock: Option<LandlockSpec>,
+}
+
+/// The Landlock requirement of a cell. CellOS always applies the best ABI the kernel offers
+/// (up to the highest it knows); this says how low the kernel may go before the cell is
+/// refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LandlockSpec {
+    /// The lowest kernel Landlock ABI the cell runs under: `1` (the default) requires
+    /// Landlock, `3` truncate rights, `5` ioctl rights on devices. `0` lets the cell run on a
+    /// kernel without Landlock, confined by its other layers only, and the evidence says so.
+    pub min_abi: u32,
 }
 
 /// `rootfs: host`, `rootfs: {path}` or `rootfs: {ociLayout, ref}`.

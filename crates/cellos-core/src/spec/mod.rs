@@ -10,6 +10,7 @@ mod document;
 mod formation;
 mod hash;
 mod hostname;
+mod landlock;
 mod parse;
 mod paths;
 mod policy_pack;
@@ -26,6 +27,7 @@ pub use hash::{canonical_spec_hash, canonical_spec_json};
 pub use hostname::{
     check_dns_name, check_hostname_pattern, hostname_matches, hostname_pattern_covers,
 };
+pub use landlock::{landlock_abi_kernel, DEFAULT_MIN_LANDLOCK_ABI, HIGHEST_LANDLOCK_ABI};
 pub use parse::{
     parse_document, parse_execution_cell, parse_formation, parse_policy_pack, Document, Format,
     ParseError, KIND_EXECUTION_CELL, KIND_FORMATION, KIND_POLICY_PACK,

@@ -90,6 +90,10 @@ pub struct PolicyRules {
     /// A spec that reaches any host by name must say why in `dnsEgressJustification`.
     #[serde(default, skip_serializing_if = "is_false")]
     pub require_dns_egress_justification: bool,
+    /// Lower bound of the Landlock ABI a cell requires (`spec.filesystem.landlock.minAbi`,
+    /// 1 when unset): `1` forbids cells that run without Landlock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_landlock_abi: Option<u32>,
 }
 
 fn is_false(b: &bool) -> bool {

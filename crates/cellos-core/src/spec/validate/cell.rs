@@ -8,10 +8,11 @@ use super::common::{
 };
 use crate::spec::cidr::Cidr;
 use crate::spec::document::{
-    AuthorityBundle, ExecutionCellSpec, ExportSpec, ExportTargetKind, FilesystemSpec, RootfsSpec,
-    RunLimits, RunSpec, SecretDeliveryMode,
+    AuthorityBundle, ExecutionCellSpec, ExportSpec, ExportTargetKind, FilesystemSpec, LandlockSpec,
+    RootfsSpec, RunLimits, RunSpec, SecretDeliveryMode,
 };
 use crate::spec::hostname::check_hostname_pattern;
+use crate::spec::landlock::HIGHEST_LANDLOCK_ABI;
 use crate::spec::paths::normalize_path;
 use crate::spec::problem::Problems;
 
@@ -200,6 +201,9 @@ fn check_filesystem(fs: &FilesystemSpec, at: &str, p: &mut Problems) {
         check_target(&mount.target, &target_at, p);
         note_target(&mut targets, &mount.target, &target_at, p);
     }
+    if let Some(landlock) = &fs.landlock {
+        check_landlock(landlock, &format!("{at}.landlock"), p);
+    }
     if let Some(ws) = &fs.workspace {
         let ws_at = format!("{at}.workspace");
         let target_at = format!("{ws_at}.target");
@@ -224,6 +228,21 @@ fn check_filesystem(fs: &FilesystemSpec, at: &str, p: &mut Problems) {
         if let Some(source) = &ws.source {
             check_absolute_path(source, &format!("{ws_at}.source"), p);
         }
+    }
+}
+
+/// A requirement above what CellOS applies would promise rights nobody enforces.
+fn check_landlock(landlock: &LandlockSpec, at: &str, p: &mut Problems) {
+    if landlock.min_abi > HIGHEST_LANDLOCK_ABI {
+        p.push(
+            format!("{at}.minAbi"),
+            format!(
+                "Landlock ABI {} is not supported: CellOS applies Landlock rights up to ABI \
+                 {HIGHEST_LANDLOCK_ABI}; use minAbi 0 (Landlock optional) to \
+                 {HIGHEST_LANDLOCK_ABI}",
+                landlock.min_abi
+            ),
+        );
     }
 }
 

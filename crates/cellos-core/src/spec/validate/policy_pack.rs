@@ -3,6 +3,7 @@
 use super::cell::check_secret_name;
 use super::common::{check_dns_label, check_text};
 use crate::spec::hostname::check_hostname_pattern;
+use crate::spec::landlock::HIGHEST_LANDLOCK_ABI;
 use crate::spec::policy_pack::PolicyPackSpec;
 use crate::spec::problem::Problems;
 
@@ -26,6 +27,18 @@ pub(crate) fn check_policy_pack_spec(spec: &PolicyPackSpec, p: &mut Problems) {
             p.push(
                 format!("spec.rules.{name}"),
                 "must be greater than 0 (no cell could ever be admitted)",
+            );
+        }
+    }
+    if let Some(min) = rules.min_landlock_abi {
+        if min > HIGHEST_LANDLOCK_ABI {
+            p.push(
+                "spec.rules.minLandlockAbi",
+                format!(
+                    "Landlock ABI {min} is not supported: CellOS applies Landlock rights up to \
+                     ABI {HIGHEST_LANDLOCK_ABI}, so no cell could be admitted; use 1 to \
+                     {HIGHEST_LANDLOCK_ABI}"
+                ),
             );
         }
     }
