@@ -36,12 +36,21 @@ else
 fi
 
 if ! grep -q landlock /sys/kernel/security/lsm 2>/dev/null; then
-  # Booted without Landlock: a cell, which needs it, is refused, and the refusal names it.
+  # Booted without Landlock: a cell that needs it (the default) is refused, and the refusal names it.
   run host-cell
   if [ "$status" = 125 ] && grep -qi landlock "$out"; then
     result landlock-required true "exit 125: $(cat "$out")"
   else
     result landlock-required false "exit $status: $(cat "$out")"
+  fi
+  # A cell whose spec allows it (minAbi: 0) runs, and its evidence says Landlock was not enforced.
+  run nolandlock-cell
+  enforced="$(events nolandlock-cell | grep isolation.v1.enforced)"
+  if [ "$status" = 0 ] && grep -q nolandlock-ok "$out" \
+    && printf '%s' "$enforced" | grep -q '"landlockEnforced":false'; then
+    result landlock-optional true "exit 0, isolation.v1.enforced: landlockEnforced false"
+  else
+    result landlock-optional false "exit $status: $(cat "$out") evidence: $enforced"
   fi
   cellos verify >"$out" 2>&1
   result log-verifies "$([ $? = 0 ] && echo true || echo false)" "$(cat "$out")"
@@ -54,6 +63,38 @@ result doctor "$([ $? = 0 ] && echo true || echo false)" "$(cat "$out")"
 expect_output rootfs-host host-cell host-ok
 expect_output rootfs-path path-cell path-ok
 expect_output rootfs-oci oci-cell oci-ok
+
+# Landlock evidence: the ABI applied and exactly the targeted rights it leaves unenforced.
+enforced="$(events host-cell | grep isolation.v1.enforced)"
+abi="$(printf '%s' "$enforced" | sed -n 's/.*"landlockAbi":\([0-9]*\).*/\1/p')"
+case "$abi" in
+  1) want='"landlockUnenforced":["refer","truncate","ioctlDev"]' ;;
+  2) want='"landlockUnenforced":["truncate","ioctlDev"]' ;;
+  3 | 4) want='"landlockUnenforced":["ioctlDev"]' ;;
+  5) want='"landlockUnenforced":[]' ;;
+  *) want='a landlockAbi from 1 to 5' ;;
+esac
+if printf '%s' "$enforced" | grep -qF "$want" \
+  && printf '%s' "$enforced" | grep -q '"landlockEnforced":true'; then
+  result landlock-evidence true "ABI $abi: $want"
+else
+  result landlock-evidence false "ABI $abi, expected $want: $enforced"
+fi
+
+# A cell requiring Landlock ABI 3 is refused below it, naming the release that brings it.
+run abi3-cell
+if [ "${abi:-0}" -lt 3 ]; then
+  if [ "$status" = 125 ] && grep -q "Landlock ABI 3" "$out" && grep -q "Linux 6.2" "$out" \
+    && ! grep -q abi3-ok "$out"; then
+    result landlock-min-abi true "ABI $abi: exit 125: $(cat "$out")"
+  else
+    result landlock-min-abi false "ABI $abi: exit $status: $(cat "$out")"
+  fi
+elif [ "$status" = 0 ] && grep -q abi3-ok "$out"; then
+  result landlock-min-abi true "ABI $abi: ran"
+else
+  result landlock-min-abi false "ABI $abi: exit $status: $(cat "$out")"
+fi
 
 run limits-cell
 enforced="$(events limits-cell | grep isolation.v1.enforced)"

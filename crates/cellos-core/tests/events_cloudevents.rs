@@ -385,3 +385,17 @@ fn subject_urn_round_trips() {
     assert_eq!(cell_id_from_subject("urn:cellos:cell:"), None);
     assert_eq!(cell_id_from_subject("urn:other:abc"), None);
 }
+
+#[test]
+fn an_isolation_report_from_before_the_landlock_fields_reads_as_landlock_required_and_enforced() {
+    let mut old = serde_json::to_value(isolation()).expect("serializes");
+    let fields = old.as_object_mut().expect("an object");
+    for field in ["landlockEnforced", "landlockMinAbi", "landlockUnenforced"] {
+        assert!(fields.remove(field).is_some(), "{field} is written");
+    }
+    let read: IsolationReport = serde_json::from_value(old).expect("old report reads");
+    assert!(read.landlock_enforced);
+    assert_eq!(read.landlock_min_abi, 1);
+    assert!(read.landlock_unenforced.is_empty());
+    assert_eq!(read.landlock_abi, Some(3));
+}

@@ -187,3 +187,35 @@ fn the_schema_agrees_with_the_parser_on_the_invalid_parse_examples() {
         }
     }
 }
+
+#[test]
+fn the_schema_describes_the_landlock_requirement_of_a_cell_and_of_a_pack() {
+    let validator = validator();
+    let cell = |landlock: Value| {
+        json!({
+            "apiVersion": "cellos.io/v1", "kind": "ExecutionCell",
+            "spec": {"id": "a", "run": {"argv": ["/bin/true"]}, "filesystem": {"landlock": landlock}}
+        })
+    };
+    assert!(validator.is_valid(&cell(json!({"minAbi": 0}))));
+    assert!(validator.is_valid(&cell(json!({"minAbi": 3}))));
+    for bad in [
+        json!({}),
+        json!({"minAbi": -1}),
+        json!({"minAbi": "3"}),
+        json!({"minAbi": 3, "max": 5}),
+    ] {
+        assert!(
+            !validator.is_valid(&cell(bad.clone())),
+            "landlock = {bad} was accepted"
+        );
+    }
+    let pack = |rules: Value| {
+        json!({
+            "apiVersion": "cellos.io/v1", "kind": "PolicyPack",
+            "spec": {"id": "p", "version": "1", "rules": rules}
+        })
+    };
+    assert!(validator.is_valid(&pack(json!({"minLandlockAbi": 2}))));
+    assert!(!validator.is_valid(&pack(json!({"minLandlockAbi": "two"}))));
+}

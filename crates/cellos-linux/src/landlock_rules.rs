@@ -76,7 +76,7 @@ pub fn abi_for(min_abi: u32, kernel: Option<u32>) -> Result<Option<u32>, LinuxEr
     let release = landlock_abi_kernel(min_abi)
         .map(|r| format!("Linux {r}"))
         .unwrap_or_else(|| "a newer Linux".to_owned());
-    let feature = format!("Landlock ABI {min_abi} (required by {MIN_ABI_FIELD}, default 1)");
+    let feature = format!("Landlock ABI {min_abi} (required by {MIN_ABI_FIELD}, 1 when unset)");
     let fix = match kernel {
         None => format!(
             "this kernel has no Landlock; ABI {min_abi} comes with {release}: {ENABLE}; or set \

@@ -7,6 +7,7 @@ mod documents;
 mod evidence;
 mod init;
 mod installed;
+mod landlock;
 mod refusal;
 mod run;
 mod support;
