@@ -9,7 +9,7 @@ use cellos_linux::cgroup::{Controller, Layout};
 use cellos_linux::doctor::{
     cell_setup, cell_steps, forward, probe, CheckStatus, FeatureCheck, CELL_STEPS, MOUNT_API,
 };
-use cellos_linux::landlock_rules::kernel_abi;
+use cellos_linux::landlock_rules::{kernel_abi, unenforced_rights};
 use cellos_linux::trees::EtcBuild;
 use seccompiler::{SeccompAction, SeccompFilter, TargetArch};
 
@@ -42,10 +42,20 @@ fn every_check_reports_ok_on_this_capable_host() {
         assert_eq!(c.fix, None, "{c:?}");
     }
     let abi = kernel_abi().expect("Landlock ABI");
-    assert_eq!(
-        check(&checks, "landlock").detail,
-        format!("Landlock ABI {abi}")
+    let detail = &check(&checks, "landlock").detail;
+    assert!(
+        detail.starts_with(&format!("Landlock ABI {abi}; ")),
+        "{detail}"
     );
+    let unenforced = unenforced_rights(Some(abi));
+    if unenforced.is_empty() {
+        assert!(
+            detail.ends_with("every right CellOS applies is enforced"),
+            "{detail}"
+        );
+    } else {
+        assert!(detail.contains(&unenforced.join(", ")), "{detail}");
+    }
     assert!(check(&checks, "user namespaces")
         .detail
         .starts_with("unshare(CLONE_NEWUSER) works"));

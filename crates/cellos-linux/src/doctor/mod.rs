@@ -336,12 +336,27 @@ fn landlock() -> FeatureCheck {
         "landlock",
         abi.is_some(),
         match abi {
-            Some(v) => format!("Landlock ABI {v}"),
+            Some(v) => landlock_detail(v),
             None => "landlock_create_ruleset reports no Landlock".into(),
         },
         "use a kernel >= 5.13 with CONFIG_SECURITY_LANDLOCK=y and add landlock to the lsm= boot \
          parameter (e.g. lsm=landlock,lockdown,yama,integrity,apparmor)",
     )
+}
+
+/// The kernel's ABI and what it means for cells: the rights CellOS targets that it leaves
+/// unenforced (as `isolation.v1.enforced` will record them).
+fn landlock_detail(abi: u32) -> String {
+    let unenforced = landlock_rules::unenforced_rights(Some(abi));
+    if unenforced.is_empty() {
+        format!("Landlock ABI {abi}; every right CellOS applies is enforced")
+    } else {
+        format!(
+            "Landlock ABI {abi}; not enforced on this kernel: {} (cells with a higher \
+             filesystem.landlock.minAbi are refused)",
+            unenforced.join(", ")
+        )
+    }
 }
 
 fn overlayfs() -> FeatureCheck {
