@@ -2,7 +2,9 @@
 //! (user namespaces, cgroups, seccomp, Landlock, overlayfs, nftables), so every check must say
 //! so; refusals and a FORWARD drop policy are provoked for real and must be reported.
 
-use std::collections::BTreeMap;
+#[path = "support/eperm_filter.rs"]
+mod eperm_filter;
+
 use std::process::Command;
 
 use cellos_linux::cgroup::{Controller, Layout};
@@ -11,7 +13,7 @@ use cellos_linux::doctor::{
 };
 use cellos_linux::landlock_rules::{kernel_abi, unenforced_rights};
 use cellos_linux::trees::EtcBuild;
-use seccompiler::{SeccompAction, SeccompFilter, TargetArch};
+use eperm_filter::under_eperm_filter;
 
 fn check<'a>(checks: &'a [FeatureCheck], feature: &str) -> &'a FeatureCheck {
     checks
@@ -87,22 +89,7 @@ fn checks_serialize_their_status_in_camel_case() {
 /// `cell_setup` on a thread whose seccomp filter answers EPERM to `syscall`, as an outer
 /// container's profile does (the probe's child inherits the filter, as a cell would).
 fn cell_setup_filtered(syscall: libc::c_long) -> [FeatureCheck; 2] {
-    let rules: BTreeMap<i64, Vec<seccompiler::SeccompRule>> =
-        [(syscall, Vec::new())].into_iter().collect();
-    let filter = SeccompFilter::new(
-        rules,
-        SeccompAction::Allow,
-        SeccompAction::Errno(libc::EPERM as u32),
-        TargetArch::x86_64,
-    )
-    .expect("filter");
-    let program: seccompiler::BpfProgram = filter.try_into().expect("compile");
-    std::thread::spawn(move || {
-        seccompiler::apply_filter(&program).expect("install filter on this thread");
-        cell_setup()
-    })
-    .join()
-    .expect("filtered thread")
+    under_eperm_filter(&[syscall], cell_setup)
 }
 
 #[test]

@@ -1,37 +1,15 @@
 //! A real kernel refusal, provoked the way an outer container's seccomp profile provokes it,
 //! arrives named: the blocked call, the seccomp cause and the fix.
 
-use std::collections::BTreeMap;
+#[path = "support/eperm_filter.rs"]
+mod eperm_filter;
+
 use std::path::Path;
 
 use cellos_linux::error::LinuxError;
 use cellos_linux::refusal::{Refusal, Step};
 use cellos_linux::trees::{clone_tree, etc_overlay, MOUNT_ATTR_RDONLY};
-use seccompiler::{SeccompAction, SeccompFilter, TargetArch};
-
-/// Run `f` on a new thread whose seccomp filter answers `EPERM` to `syscalls` (as Docker's
-/// default profile does for the mount API); filters are per thread, so nothing else is touched.
-fn under_eperm_filter<T: Send + 'static>(
-    syscalls: &[libc::c_long],
-    f: impl FnOnce() -> T + Send + 'static,
-) -> T {
-    let rules: BTreeMap<i64, Vec<seccompiler::SeccompRule>> =
-        syscalls.iter().map(|nr| (*nr, Vec::new())).collect();
-    let filter = SeccompFilter::new(
-        rules,
-        SeccompAction::Allow,
-        SeccompAction::Errno(libc::EPERM as u32),
-        TargetArch::x86_64,
-    )
-    .expect("filter");
-    let program: seccompiler::BpfProgram = filter.try_into().expect("compile filter");
-    std::thread::spawn(move || {
-        seccompiler::apply_filter(&program).expect("install filter on this thread");
-        f()
-    })
-    .join()
-    .expect("filtered thread")
-}
+use eperm_filter::under_eperm_filter;
 
 fn refusal(err: LinuxError) -> Refusal {
     match err {
