@@ -159,7 +159,8 @@ snapshot() {
   echo "mounts=$(wc -l </proc/self/mountinfo)"
   echo "cgroups=$(find /sys/fs/cgroup -type d | wc -l)"
   # User processes only: kernel threads (empty cmdline) come and go by themselves.
-  echo "procs=$(for c in /proc/[0-9]*/cmdline; do [ -s "$c" ] && echo; done | wc -l)"
+  # (/proc files report size 0, so read each cmdline rather than test its size.)
+  echo "procs=$(for c in /proc/[0-9]*/cmdline; do [ -n "$(tr -d '\0' <"$c" 2>/dev/null)" ] && echo; done | wc -l)"
   # Run records and network leases; the lease directory itself stays.
   echo "records=$(find "$CELLOS_HOME/run" -type f 2>/dev/null | wc -l)"
 }
