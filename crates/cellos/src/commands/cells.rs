@@ -217,6 +217,24 @@ pub fn kill(home: &Path, cell_id: &str, signal: &str) -> Result<u8, Failure> {
     Ok(0)
 }
 
+pub fn pause(home: &Path, cell_id: &str) -> Result<u8, Failure> {
+    let backend = compose::backend(home, NetworkConfig::default())?;
+    let mechanism = backend
+        .pause(cell_id)
+        .map_err(|e| Failure::other(e.to_string()))?;
+    println!("paused {cell_id} ({mechanism})");
+    Ok(0)
+}
+
+pub fn resume(home: &Path, cell_id: &str) -> Result<u8, Failure> {
+    let backend = compose::backend(home, NetworkConfig::default())?;
+    let mechanism = backend
+        .resume(cell_id)
+        .map_err(|e| Failure::other(e.to_string()))?;
+    println!("resumed {cell_id} ({mechanism})");
+    Ok(0)
+}
+
 pub fn gc(home: &Path) -> Result<u8, Failure> {
     let supervisor = compose::supervisor(home, None, NetworkConfig::default())?;
     let report = supervisor.gc().map_err(|e| Failure::other(e.to_string()))?;
