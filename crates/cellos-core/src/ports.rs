@@ -360,6 +360,10 @@ pub trait CellBackend: Send + Sync {
     fn list(&self) -> Result<Vec<CellSummary>, PortError>;
     /// Send `signal` to the workload of a running cell (`cellos kill`).
     fn signal(&self, cell_id: &str, signal: i32) -> Result<(), PortError>;
+    /// Freeze every process of a running cell (`cellos pause`); returns the mechanism used.
+    fn pause(&self, cell_id: &str) -> Result<String, PortError>;
+    /// Thaw a paused cell (`cellos resume`); returns the mechanism used.
+    fn resume(&self, cell_id: &str) -> Result<String, PortError>;
 }
 
 /// A cell as seen by `cellos ps`.

@@ -12,8 +12,9 @@ use serde::{Deserialize, Serialize};
 use crate::events::{
     AdmissionDecidedData, CgroupSample, CgroupSampledData, CloudEvent, CommandCompletedData,
     ComplianceCounts, ComplianceSummaryData, EventKind, ExportFailedData, GcReclaimedData,
-    IsolationSummary, LifecycleDestroyedData, LifecycleStartedData, NetworkEnforcedData, Outcome,
-    ProcessObservedData, TelemetryReportData, TerminalState, ViolationData,
+    IsolationSummary, LifecycleDestroyedData, LifecycleFrozenData, LifecycleStartedData,
+    NetworkEnforcedData, Outcome, ProcessObservedData, TelemetryReportData, TerminalState,
+    ViolationData,
 };
 use crate::policy::Verdict;
 use crate::ports::{
@@ -73,6 +74,11 @@ pub struct CellState {
     pub exit_code: Option<i32>,
     pub signal: Option<i32>,
     pub timed_out: bool,
+    /// Whether the last pause was not yet followed by a resume (a phase of its own would
+    /// break the forward-only order of [`Phase`]).
+    pub paused: bool,
+    /// The freezer of the last pause or resume.
+    pub freezer: Option<String>,
     pub spawn_error: Option<String>,
     pub duration_ms: Option<u64>,
     pub isolation_summary: Option<IsolationSummary>,
@@ -113,6 +119,8 @@ impl CellState {
             exit_code: None,
             signal: None,
             timed_out: false,
+            paused: false,
+            freezer: None,
             spawn_error: None,
             duration_ms: None,
             isolation_summary: None,
@@ -190,6 +198,7 @@ impl CellState {
             EventKind::NetworkEnforced => self.network = Some(decode(event)?),
             EventKind::ViolationDetected => self.violations.push(decode(event)?),
             EventKind::LifecycleDestroyed => {
+                self.paused = false;
                 let data: LifecycleDestroyedData = decode(event)?;
                 self.outcome = Some(data.outcome);
                 self.terminal_state = Some(data.terminal_state);
@@ -197,6 +206,11 @@ impl CellState {
                 self.unverified = data.unverified;
                 self.timings.destroyed = time();
                 self.advance(Phase::Destroyed);
+            }
+            EventKind::LifecyclePaused | EventKind::LifecycleResumed => {
+                let data: LifecycleFrozenData = decode(event)?;
+                self.paused = kind == EventKind::LifecyclePaused;
+                self.freezer = Some(data.mechanism);
             }
             EventKind::GcReclaimed => {
                 let data: GcReclaimedData = decode(event)?;

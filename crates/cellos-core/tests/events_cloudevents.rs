@@ -254,6 +254,8 @@ fn one_of_each(factory: &EventFactory, t: OffsetDateTime) -> Vec<CloudEvent> {
             },
         ),
         factory.secrets_revoked(t, CELL, &secrets),
+        factory.lifecycle_frozen(t, "cell-7", true, "cgroup v2 cgroup.freeze"),
+        factory.lifecycle_frozen(t, "cell-7", false, "cgroup v2 cgroup.freeze"),
         factory.lifecycle_destroyed(t, "run-1", Outcome::Failed, &teardown, None),
         factory.compliance_summary(
             t,

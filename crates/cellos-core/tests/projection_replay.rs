@@ -291,3 +291,19 @@ fn a_reclaim_whose_check_could_not_run_projects_its_unverified_classes() {
     assert_eq!(cell.phase, Phase::Destroyed);
     assert_eq!(cell.unverified, teardown.unverified);
 }
+
+#[test]
+fn a_paused_cell_projects_as_paused_until_resumed() {
+    let f = factory();
+    let t = datetime!(2025-01-02 03:04:06 UTC);
+    let mut events = run_of(&f, "cell-p", Verdict::Admit);
+    events.truncate(2);
+    events.push(f.lifecycle_frozen(t, "cell-p", true, "cgroup v1 freezer.state"));
+    let cell = &project(&events)["cell-p"];
+    assert!(cell.paused, "{cell:?}");
+    assert_eq!(cell.freezer.as_deref(), Some("cgroup v1 freezer.state"));
+    assert_eq!(cell.phase, Phase::Running);
+
+    events.push(f.lifecycle_frozen(t, "cell-p", false, "cgroup v1 freezer.state"));
+    assert!(!project(&events)["cell-p"].paused);
+}

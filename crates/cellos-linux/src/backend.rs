@@ -742,6 +742,37 @@ impl CellBackend for LinuxBackend {
             ))
         })
     }
+
+    fn pause(&self, cell_id: &str) -> Result<String, PortError> {
+        self.running_record(cell_id)?;
+        let mechanism = cgroup::freeze::freeze(cell_id, cgroup::freeze::FreezerChoice::Auto)?;
+        Ok(mechanism.to_string())
+    }
+
+    fn resume(&self, cell_id: &str) -> Result<String, PortError> {
+        self.running_record(cell_id)?;
+        Ok(cgroup::freeze::thaw(cell_id)?.to_string())
+    }
+}
+
+impl LinuxBackend {
+    /// The run record of a running cell, or a not-found error naming it.
+    fn running_record(&self, cell_id: &str) -> Result<record::RunRecord, PortError> {
+        cgroup::validate_cell_id(cell_id)?;
+        let rec = record::read(&self.config.state_dir, cell_id)?.ok_or_else(|| {
+            PortError::new(
+                PortErrorKind::NotFound,
+                format!("no running cell '{cell_id}'"),
+            )
+        })?;
+        if !rec.init_alive() {
+            return Err(PortError::new(
+                PortErrorKind::NotFound,
+                format!("cell '{cell_id}' has no running init"),
+            ));
+        }
+        Ok(rec)
+    }
 }
 
 /// Reclaim what a dead supervisor left of `cell_id`: kill its init (only if the recorded pid

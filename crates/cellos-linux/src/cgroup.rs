@@ -9,6 +9,7 @@
 //! names another relative path. The cell also gets a leaf in the v2 tree even when that tree has
 //! no controllers: it tracks every process and offers `cgroup.kill`.
 
+pub mod freeze;
 pub(crate) mod layout;
 
 use std::collections::BTreeSet;
@@ -404,7 +405,11 @@ impl CellCgroup {
         if self.removed {
             return Ok(());
         }
-        kill_under(&self.paths, self.v2_path())
+        // A pause may have left the cell in a v1 freezer cgroup: frozen v1 tasks do not die
+        // until thawed, and that cgroup must be removed with the others.
+        let mut roots = self.paths.clone();
+        roots.extend(freeze::thaw_v1_for_kill(&self.cell_id));
+        kill_under(&roots, self.v2_path())
     }
 
     /// Remove the cell's directories in every hierarchy. Idempotent. Processes must be gone
@@ -414,6 +419,9 @@ impl CellCgroup {
             return Ok(());
         }
         self.final_hits = Some(self.limit_hits());
+        if let Some(freezer) = freeze::v1_freezer_dir(&self.cell_id)? {
+            remove_tree(&freezer)?;
+        }
         for leaf in self.leaves.iter().rev() {
             remove_tree(&leaf.path)?;
         }
@@ -446,6 +454,8 @@ impl CellCgroup {
             .as_ref()
             .map(|root| root.join(&parent).join(cell_id))
             .filter(|p| found.contains(p));
+        // The freezer cgroup, if a pause made one, is among `found`; thaw it so SIGKILL lands.
+        let _ = freeze::thaw_v1_for_kill(cell_id);
         kill_under(&found, v2.as_deref())?;
         for path in &found {
             remove_tree(path)?;

@@ -126,6 +126,23 @@ impl ExportRouter for LocalExports {
     }
 }
 
+/// The host's signed event log and a factory for events `component` appends to it, for
+/// commands that record what they did outside a supervised run (`cellos pause`).
+pub fn event_log(home: &Path, component: &str) -> Result<(JsonlEventLog, EventFactory), Failure> {
+    let keys = KeyStore::new(home);
+    let signer = keys
+        .load_or_create_signer()
+        .map_err(|e| Failure::cellos(format!("signing key: {e}")))?;
+    let sink = JsonlEventLog::open(home, signer, LogConfig::default())
+        .map_err(|e| Failure::cellos(e.to_string()))?;
+    let factory = EventFactory::new(
+        &hostname(),
+        component,
+        Arc::new(|| uuid::Uuid::new_v4().to_string()),
+    );
+    Ok((sink, factory))
+}
+
 /// `network`: address pool and DNS upstream of networked cells (`cellos run` flags).
 pub fn supervisor(
     home: &Path,

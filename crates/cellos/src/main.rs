@@ -118,6 +118,10 @@ enum Command {
         #[arg(long, short = 's', default_value = "TERM")]
         signal: String,
     },
+    /// Freeze every process of a running cell.
+    Pause { cell_id: String },
+    /// Thaw a paused cell.
+    Resume { cell_id: String },
     /// Reclaim what crashed runs left behind (also done at every `cellos run`).
     Gc,
     /// Print what this host can enforce, and the fix for anything missing.
@@ -181,6 +185,8 @@ fn dispatch(cli: Cli) -> Result<u8, Failure> {
         Command::Ps { json } => commands::cells::ps(&home, json),
         Command::Logs { cell_id } => commands::cells::logs(&home, &cell_id),
         Command::Kill { cell_id, signal } => commands::cells::kill(&home, &cell_id, &signal),
+        Command::Pause { cell_id } => commands::cells::pause(&home, &cell_id),
+        Command::Resume { cell_id } => commands::cells::resume(&home, &cell_id),
         Command::Gc => commands::cells::gc(&home),
         Command::Doctor { json } => commands::cells::doctor(json),
     }

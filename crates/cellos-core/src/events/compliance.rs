@@ -69,6 +69,8 @@ impl ComplianceCounts {
             | EventKind::TelemetryReported
             | EventKind::LifecycleStarted
             | EventKind::LifecycleDestroyed
+            | EventKind::LifecyclePaused
+            | EventKind::LifecycleResumed
             | EventKind::CommandCompleted
             | EventKind::NetworkSummary
             | EventKind::ComplianceSummary

@@ -117,6 +117,14 @@ pub struct LifecycleDestroyedData {
     pub reason: Option<String>,
 }
 
+/// `lifecycle.v1.paused` and `lifecycle.v1.resumed`: every process of the cell was frozen or
+/// thawed; `mechanism` names the freezer that did it (e.g. `cgroup v2 cgroup.freeze`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LifecycleFrozenData {
+    pub mechanism: String,
+}
+
 /// `command.v1.completed`: how the workload ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -133,6 +133,25 @@ impl EventFactory {
         )
     }
 
+    /// `lifecycle.v1.paused` (`paused`) or `lifecycle.v1.resumed` (not `paused`).
+    pub fn lifecycle_frozen(
+        &self,
+        time: OffsetDateTime,
+        cell_id: &str,
+        paused: bool,
+        mechanism: &str,
+    ) -> CloudEvent {
+        let kind = if paused {
+            EventKind::LifecyclePaused
+        } else {
+            EventKind::LifecycleResumed
+        };
+        let data = LifecycleFrozenData {
+            mechanism: mechanism.to_owned(),
+        };
+        self.build(kind, time, cell_id, &data)
+    }
+
     pub fn command_completed(
         &self,
         time: OffsetDateTime,

@@ -10,6 +10,8 @@ pub enum EventKind {
     AdmissionDecided,
     LifecycleStarted,
     LifecycleDestroyed,
+    LifecyclePaused,
+    LifecycleResumed,
     CommandCompleted,
     IsolationEnforced,
     LimitHit,
@@ -35,10 +37,12 @@ pub enum EventKind {
 
 impl EventKind {
     /// Every kind, in catalogue order.
-    pub const ALL: [EventKind; 24] = [
+    pub const ALL: [EventKind; 26] = [
         EventKind::AdmissionDecided,
         EventKind::LifecycleStarted,
         EventKind::LifecycleDestroyed,
+        EventKind::LifecyclePaused,
+        EventKind::LifecycleResumed,
         EventKind::CommandCompleted,
         EventKind::IsolationEnforced,
         EventKind::LimitHit,
@@ -68,6 +72,8 @@ impl EventKind {
             EventKind::AdmissionDecided => "dev.cellos.events.cell.admission.v1.decided",
             EventKind::LifecycleStarted => "dev.cellos.events.cell.lifecycle.v1.started",
             EventKind::LifecycleDestroyed => "dev.cellos.events.cell.lifecycle.v1.destroyed",
+            EventKind::LifecyclePaused => "dev.cellos.events.cell.lifecycle.v1.paused",
+            EventKind::LifecycleResumed => "dev.cellos.events.cell.lifecycle.v1.resumed",
             EventKind::CommandCompleted => "dev.cellos.events.cell.command.v1.completed",
             EventKind::IsolationEnforced => "dev.cellos.events.cell.isolation.v1.enforced",
             EventKind::LimitHit => "dev.cellos.events.cell.limit.v1.hit",

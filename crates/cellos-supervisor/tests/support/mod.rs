@@ -159,6 +159,14 @@ impl CellBackend for FakeBackend {
     fn signal(&self, _cell_id: &str, _signal: i32) -> Result<(), PortError> {
         Ok(())
     }
+
+    fn pause(&self, _cell_id: &str) -> Result<String, PortError> {
+        Ok("fake freezer".into())
+    }
+
+    fn resume(&self, _cell_id: &str) -> Result<String, PortError> {
+        Ok("fake freezer".into())
+    }
 }
 
 pub struct FakeCell {

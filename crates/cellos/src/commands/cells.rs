@@ -6,7 +6,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use cellos_adapters::logs::{cell_log_dir, Stream, TeeLog, DEFAULT_LOG_CAP_BYTES};
-use cellos_core::ports::CellBackend;
+use cellos_core::ports::{CellBackend, EventSink};
 use cellos_core::spec::{parse_execution_cell, Problem};
 use cellos_linux::netscope::NetworkConfig;
 use cellos_supervisor::{RunRequest, SupervisorError};
@@ -214,6 +214,33 @@ pub fn kill(home: &Path, cell_id: &str, signal: &str) -> Result<u8, Failure> {
     backend
         .signal(cell_id, signal)
         .map_err(|e| Failure::other(e.to_string()))?;
+    Ok(0)
+}
+
+pub fn pause(home: &Path, cell_id: &str) -> Result<u8, Failure> {
+    freeze(home, cell_id, true)
+}
+
+pub fn resume(home: &Path, cell_id: &str) -> Result<u8, Failure> {
+    freeze(home, cell_id, false)
+}
+
+/// Pause (`paused`) or resume a running cell, then record it in the host's signed log.
+fn freeze(home: &Path, cell_id: &str, paused: bool) -> Result<u8, Failure> {
+    let backend = compose::backend(home, NetworkConfig::default())?;
+    let done = if paused {
+        backend.pause(cell_id)
+    } else {
+        backend.resume(cell_id)
+    };
+    let mechanism = done.map_err(|e| Failure::other(e.to_string()))?;
+    let (log, factory) = compose::event_log(home, "cli")?;
+    let event =
+        factory.lifecycle_frozen(time::OffsetDateTime::now_utc(), cell_id, paused, &mechanism);
+    log.emit(event)
+        .map_err(|e| Failure::cellos(format!("record the event: {e}")))?;
+    let verb = if paused { "paused" } else { "resumed" };
+    println!("{verb} {cell_id} ({mechanism})");
     Ok(0)
 }
 

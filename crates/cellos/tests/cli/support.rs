@@ -154,7 +154,7 @@ pub fn short_type(event: &serde_json::Value) -> String {
 /// Host-side traces a cell could leave: cgroup dirs, run records, live processes with its id.
 pub fn residue_of(home: &Home, cell: &str) -> Vec<String> {
     let mut found = Vec::new();
-    for hierarchy in ["memory", "pids", "cpu", "cpuacct", "unified", ""] {
+    for hierarchy in ["memory", "pids", "cpu", "cpuacct", "freezer", "unified", ""] {
         let dir = Path::new("/sys/fs/cgroup")
             .join(hierarchy)
             .join("cellos")
