@@ -129,6 +129,29 @@ else
   result seccomp-denies false "exit $status: $(cat "$out")"
 fi
 
+# Pause and resume through the cgroup freezer: a running cell's output stops while it is paused
+# and goes on after resume.
+cellos run /specs/pause-cell.yaml >/tmp/pause.out 2>&1 &
+runner=$!
+sleep 3
+cellos pause pause-cell >"$out" 2>&1
+paused=$?
+sleep 0.5
+a=$(grep -c tick /tmp/pause.out)
+sleep 1.5
+b=$(grep -c tick /tmp/pause.out)
+cellos resume pause-cell >>"$out" 2>&1
+resumed=$?
+sleep 1.5
+c=$(grep -c tick /tmp/pause.out)
+cellos kill pause-cell >/dev/null 2>&1
+wait "$runner" 2>/dev/null
+if [ "$paused" = 0 ] && [ "$resumed" = 0 ] && [ "$a" -gt 0 ] && [ "$a" = "$b" ] && [ "$c" -gt "$b" ]; then
+  result pause-resume true "ticks $a, $b while paused, $c after resume; $(cat "$out")"
+else
+  result pause-resume false "pause $paused, resume $resumed, ticks $a/$b/$c; $(cat "$out")"
+fi
+
 # A networked cell: veth, nftables inside the cell, the host table, forwarding and masquerade.
 # Its peer is a "world" network namespace beyond the host (cells may not reach the host itself).
 # Port 9000 there is declared, 9001 is not, and both listen. iproute2's ip is called by its
