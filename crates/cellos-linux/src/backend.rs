@@ -711,13 +711,7 @@ impl CellBackend for LinuxBackend {
     }
 
     fn signal(&self, cell_id: &str, signal: i32) -> Result<(), PortError> {
-        cgroup::validate_cell_id(cell_id)?;
-        let rec = record::read(&self.config.state_dir, cell_id)?.ok_or_else(|| {
-            PortError::new(
-                PortErrorKind::NotFound,
-                format!("no running cell '{cell_id}'"),
-            )
-        })?;
+        let rec = self.running_record(cell_id)?;
         let (Some(pid), Some(init)) = (rec.init_pid, rec.open_init()?) else {
             return Err(PortError::new(
                 PortErrorKind::NotFound,
