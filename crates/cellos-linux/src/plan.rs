@@ -678,19 +678,31 @@ mod tests {
         assert_eq!(back, program);
     }
 
+    /// A spec that runs `/bin/true` and nothing more.
+    fn true_spec() -> ExecutionCellSpec {
+        serde_json::from_value(serde_json::json!({"id": "p", "run": {"argv": ["/bin/true"]}}))
+            .unwrap()
+    }
+
+    /// A host-rootfs context with file secrets `secret_keys`, no Landlock, seccomp or telemetry.
+    fn host_context(secret_keys: &[String]) -> PlanContext<'_> {
+        PlanContext {
+            build_dir: Path::new("/tmp"),
+            rootfs: &ResolvedRootfs::Host,
+            etc_mask: None,
+            secret_delivery: SecretDeliveryMode::File,
+            secret_keys,
+            expected_landlock_abi: None,
+            seccomp: Vec::new(),
+            telemetry: None,
+        }
+    }
+
     #[test]
     fn an_init_refuses_a_plan_field_it_does_not_know() {
-        let spec: ExecutionCellSpec =
-            serde_json::from_value(serde_json::json!({"id": "p", "run": {"argv": ["/bin/true"]}}))
-                .unwrap();
         let plan = build(
-            &spec,
+            &true_spec(),
             PlanContext {
-                build_dir: Path::new("/tmp"),
-                rootfs: &ResolvedRootfs::Host,
-                etc_mask: None,
-                secret_delivery: SecretDeliveryMode::File,
-                secret_keys: &[],
                 expected_landlock_abi: Some(5),
                 seccomp: vec![BpfInstruction {
                     code: 6,
@@ -698,7 +710,7 @@ mod tests {
                     jf: 0,
                     k: 0x7fff_0000,
                 }],
-                telemetry: None,
+                ..host_context(&[])
             },
         )
         .unwrap();
@@ -767,24 +779,8 @@ mod tests {
 
     #[test]
     fn a_delivered_secret_key_that_is_not_a_secret_name_is_refused() {
-        let spec: ExecutionCellSpec =
-            serde_json::from_value(serde_json::json!({"id": "p", "run": {"argv": ["/bin/true"]}}))
-                .unwrap();
         let keys = ["../x".to_owned()];
-        let err = build(
-            &spec,
-            PlanContext {
-                build_dir: Path::new("/tmp"),
-                rootfs: &ResolvedRootfs::Host,
-                etc_mask: None,
-                secret_delivery: SecretDeliveryMode::File,
-                secret_keys: &keys,
-                expected_landlock_abi: None,
-                seccomp: Vec::new(),
-                telemetry: None,
-            },
-        )
-        .unwrap_err();
+        let err = build(&true_spec(), host_context(&keys)).unwrap_err();
         assert!(matches!(err, LinuxError::Refused { .. }), "{err}");
         assert!(
             err.to_string().contains("\"../x\" is not a secret name"),
