@@ -1,7 +1,6 @@
 //! `cellos pause` and `cellos resume` of a cell started by `cellos run`: its output stops and
 //! goes on, the events are in the signed log, and a paused cell still ends without residue.
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::support::*;
@@ -19,13 +18,7 @@ fn pause_stops_the_cell_and_resume_lets_it_go_on() {
         &id,
         &sh("i=0; while :; do i=$((i+1)); echo $i; sleep 0.05; done"),
     );
-    let mut run = home
-        .cellos()
-        .args(["run", "--quiet", spec.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut run = home.start_run(&spec);
     let deadline = Instant::now() + Duration::from_secs(10);
     while lines_of(&home, &id) < 3 {
         assert!(Instant::now() < deadline, "cell never wrote output");

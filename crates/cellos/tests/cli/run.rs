@@ -267,13 +267,7 @@ fn kill_9_of_the_supervisor_then_gc_leaves_nothing() {
     let home = Home::new();
     let id = unique_id("crash");
     let spec = home.spec(&id, &sh("sleep 60"));
-    let mut supervisor = home
-        .cellos()
-        .args(["run", "--quiet", spec.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut supervisor = home.start_run(&spec);
     let deadline = Instant::now() + Duration::from_secs(10);
     while processes_of(&id).len() < 2 {
         assert!(Instant::now() < deadline, "cell never started");

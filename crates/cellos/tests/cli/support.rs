@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 
@@ -42,6 +42,17 @@ impl Home {
 
     pub fn run(&self, args: &[&str]) -> Output {
         self.cellos().args(args).output().expect("run cellos")
+    }
+
+    /// `cellos run --quiet spec` started in the background, its output discarded.
+    pub fn start_run(&self, spec: &Path) -> Child {
+        self.cellos()
+            .args(["run", "--quiet"])
+            .arg(spec)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start cellos run")
     }
 
     /// Write a spec whose `spec:` body is `body` (YAML, indented by two spaces) with `id`.
