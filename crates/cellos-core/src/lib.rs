@@ -9,4 +9,5 @@ pub mod integrity;
 pub mod policy;
 pub mod ports;
 pub mod projection;
+pub mod session;
 pub mod spec;

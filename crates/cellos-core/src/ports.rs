@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use crate::events::{CloudEvent, EventFactory};
+use crate::session::{ExecExit, ExecRequest, FileEntry, FileStat, FileWritten, PtySize};
 use crate::spec::{ExecutionCellSpec, ExportTargetKind, SecretDeliveryMode};
 
 /// Error returned across a port. `kind` lets the supervisor map failures to exit codes and
@@ -344,6 +345,56 @@ pub trait Cell: Send {
     fn open_artifact(&self, path: &str) -> Result<Box<dyn Read + Send>, PortError>;
     /// Kill everything, unmount, remove cgroups and scratch, then verify. Idempotent.
     fn destroy(&mut self) -> Result<TeardownReport, PortError>;
+    /// The cell's exec and file surface, once started; `None` from backends without one.
+    fn session(&self) -> Option<Arc<dyn CellSession>> {
+        None
+    }
+}
+
+/// The command and file surface of a running cell. Shared: many threads exec and move files
+/// at once while the supervisor owns the [`Cell`] itself.
+pub trait CellSession: Send + Sync {
+    /// Start `request` inside the cell with exactly the workload's confinement.
+    fn exec(&self, request: &ExecRequest) -> Result<ExecProcess, PortError>;
+    /// Open a regular file for reading; refused above `max_bytes`.
+    fn read_file(
+        &self,
+        path: &str,
+        max_bytes: u64,
+    ) -> Result<(FileStat, Box<dyn Read + Send>), PortError>;
+    /// Replace `path` atomically with `content` (at most `max_bytes`).
+    fn write_file(
+        &self,
+        path: &str,
+        content: &mut dyn Read,
+        mode: Option<u32>,
+        max_bytes: u64,
+    ) -> Result<FileWritten, PortError>;
+    fn stat(&self, path: &str) -> Result<FileStat, PortError>;
+    fn list(&self, path: &str) -> Result<Vec<FileEntry>, PortError>;
+    fn mkdir(&self, path: &str, parents: bool) -> Result<(), PortError>;
+    fn remove(&self, path: &str, recursive: bool) -> Result<(), PortError>;
+}
+
+/// A started exec: its streams and its control.
+pub struct ExecProcess {
+    /// Present when the request asked for stdin (or has a terminal).
+    pub stdin: Option<Box<dyn Write + Send>>,
+    /// Standard output, or the terminal's output with a PTY.
+    pub stdout: Box<dyn Read + Send>,
+    /// Standard error; `None` with a PTY (the terminal carries both).
+    pub stderr: Option<Box<dyn Read + Send>>,
+    pub control: Box<dyn ExecControl>,
+}
+
+/// Waits for, kills and resizes one exec.
+pub trait ExecControl: Send + Sync {
+    /// The exit the cell reported, waiting until `deadline`; `Ok(None)` if it passed first.
+    fn wait(&self, deadline: Option<Instant>) -> Result<Option<ExecExit>, PortError>;
+    /// Kill every process the exec started, inside the cell.
+    fn kill(&self) -> Result<(), PortError>;
+    /// Set the window size of the exec's terminal.
+    fn resize(&self, size: PtySize) -> Result<(), PortError>;
 }
 
 /// Maps a spec onto host isolation primitives.

@@ -10,7 +10,12 @@ mod exports;
 mod gc;
 mod lifecycle;
 mod observed;
+mod session;
 
 pub use exports::ExportRouter;
 pub use gc::GcReport;
 pub use lifecycle::{RunReport, RunRequest, Supervisor, SupervisorError};
+pub use session::{
+    Caller, CellInfo, CellState, ExecLog, ExecOutcome, ExecRead, ExecStarted, Frame, SessionConfig,
+    SessionError, Sessions, Stream, DEFAULT_KEPT_BYTES,
+};
