@@ -12,9 +12,9 @@ const MINIMAL_JSON: &str = r#"{"apiVersion":"cellos.io/v1","kind":"ExecutionCell
 fn the_original_systems_minimal_json_spec_parses() {
     let doc = parse_execution_cell(MINIMAL_JSON).expect("minimal spec");
     assert_eq!(doc.spec.id, "t-run");
-    assert_eq!(doc.spec.run.argv, ["true"]);
-    assert_eq!(doc.spec.lifetime.map(|l| l.ttl_seconds), Some(60));
-    assert_eq!(doc.spec.run.secret_delivery, SecretDeliveryMode::File);
+    assert_eq!(doc.spec.argv(), ["true"]);
+    assert_eq!(doc.spec.lifetime.as_ref().and_then(|l| l.ttl_seconds), Some(60));
+    assert_eq!(doc.spec.secret_delivery(), SecretDeliveryMode::File);
 }
 
 #[test]
@@ -181,7 +181,7 @@ fn memory_limits_accept_size_strings_and_store_bytes() {
         "apiVersion: cellos.io/v1\nkind: ExecutionCell\nspec: {id: a, run: {argv: [x], limits: {memoryMaxBytes: 256Mi}}}\n",
     )
     .expect("size string");
-    let limits = doc.spec.run.limits.expect("limits");
+    let limits = doc.spec.run.and_then(|r| r.limits).expect("limits");
     assert_eq!(limits.memory_max_bytes, Some(256 * 1024 * 1024));
     let err = parse_execution_cell(
         "apiVersion: cellos.io/v1\nkind: ExecutionCell\nspec: {id: a, run: {argv: [x], limits: {memoryMaxBytes: lots}}}\n",

@@ -310,7 +310,7 @@ impl LinuxBackend {
             .collect();
         drop(request.secrets);
 
-        let limits = spec.run.limits.clone().unwrap_or_default();
+        let limits = spec.cell_limits();
         let cgroup = CellCgroup::create(
             &spec.id,
             &CgroupLimits {
@@ -456,7 +456,7 @@ impl LinuxBackend {
             cgroup_version: cgroup.version_summary(),
             limits: {
                 let mut limits = cgroup.enforcement();
-                if let Some(ms) = spec.run.timeout_ms {
+                if let Some(ms) = spec.timeout_ms() {
                     limits.push(cellos_core::ports::LimitEnforcement {
                         limit: "timeoutMs".into(),
                         value: ms,
@@ -465,10 +465,10 @@ impl LinuxBackend {
                             .into(),
                     });
                 }
-                if let Some(l) = &spec.lifetime {
+                if let Some(ttl) = spec.lifetime.as_ref().and_then(|l| l.ttl_seconds) {
                     limits.push(cellos_core::ports::LimitEnforcement {
                         limit: "ttlSeconds".into(),
-                        value: l.ttl_seconds,
+                        value: ttl,
                         mechanism: "supervisor deadline; SIGKILL of the cell's pid namespace"
                             .into(),
                     });
@@ -495,7 +495,7 @@ impl LinuxBackend {
             isolation,
             outputs,
             telemetry,
-            timeout: spec.run.timeout_ms.map(Duration::from_millis),
+            timeout: spec.timeout_ms().map(Duration::from_millis),
             started: None,
             spawn_failure: None,
             finished: false,

@@ -47,7 +47,11 @@ pub struct InitConfig {
     pub etc_fd: Option<usize>,
     /// Declared mounts and the workspace, parents before children.
     pub mounts: Vec<MountPlan>,
+    /// The workload; empty for a session cell.
     pub argv: Vec<String>,
+    /// A session cell: init runs no workload and serves execs until the supervisor closes the
+    /// control channel.
+    pub session: bool,
     /// `KEY=value` entries, without secrets.
     pub env: Vec<String>,
     pub cwd: String,
@@ -302,21 +306,21 @@ pub fn build(spec: &ExecutionCellSpec, ctx: PlanContext<'_>) -> Result<InitConfi
     mounts.sort_by_key(|m| m.target().matches('/').count());
 
     let home = workspace_target.clone().unwrap_or_else(|| "/".to_owned());
-    let cwd = match &spec.run.cwd {
+    let empty = std::collections::BTreeMap::new();
+    let run_env = spec.run.as_ref().map_or(&empty, |r| &r.env);
+    let cwd = match spec.run.as_ref().and_then(|r| r.cwd.as_ref()) {
         Some(cwd) => absolute_path(cwd).map_err(|e| invalid("spec.run.cwd", e.to_string()))?,
         None => home.clone(),
     };
 
-    let mut env: Vec<String> = spec
-        .run
-        .env
+    let mut env: Vec<String> = run_env
         .iter()
         .map(|(key, value)| format!("{key}={value}"))
         .collect();
-    if !spec.run.env.contains_key("PATH") {
+    if !run_env.contains_key("PATH") {
         env.push(format!("PATH={DEFAULT_PATH}"));
     }
-    if !spec.run.env.contains_key("HOME") {
+    if !run_env.contains_key("HOME") {
         env.push(format!("HOME={home}"));
     }
 
@@ -332,7 +336,8 @@ pub fn build(spec: &ExecutionCellSpec, ctx: PlanContext<'_>) -> Result<InitConfi
         },
         etc_fd: None,
         mounts,
-        argv: spec.run.argv.clone(),
+        argv: spec.argv().to_vec(),
+        session: spec.is_session(),
         env,
         cwd,
         uid: WORKLOAD_ID,

@@ -197,6 +197,14 @@ impl Supervisor {
         validate_execution_cell(document).map_err(SupervisorError::Invalid)?;
         let spec = &document.spec;
         check_capabilities(spec, &self.capabilities).map_err(SupervisorError::Unsupported)?;
+        if spec.is_session() {
+            return Err(SupervisorError::Unsupported(vec![Problem {
+                path: "spec.run".into(),
+                message: "required to run a cell to completion; a spec without run is a \
+                          session cell: start `cellos serve` and use `cellos create`"
+                    .into(),
+            }]));
+        }
         let cell_id = spec.id.as_str();
         let spec_hash = canonical_spec_hash(spec);
         let created = Instant::now();
@@ -209,7 +217,7 @@ impl Supervisor {
             return Err(SupervisorError::Denied(decision));
         }
 
-        let delivery = spec.run.secret_delivery;
+        let delivery = spec.secret_delivery();
         let secrets = match self.resolve_secrets(cell_id, &spec.authority.secret_refs) {
             Ok(secrets) => secrets,
             Err(err) => {
@@ -268,7 +276,8 @@ impl Supervisor {
         let ttl_deadline = spec
             .lifetime
             .as_ref()
-            .map(|l| created + Duration::from_secs(l.ttl_seconds));
+            .and_then(|l| l.ttl_seconds)
+            .map(|ttl| created + Duration::from_secs(ttl));
         let driven = self.drive(cell.as_mut(), spec, &spec_hash, ttl_deadline, &mut recorder);
 
         // Destroy and revoke run on every path once the cell exists.
@@ -322,10 +331,7 @@ impl Supervisor {
             .map_err(SupervisorError::Events)?;
 
         let exec = cell.start().map_err(SupervisorError::Backend)?;
-        let timeout_deadline = spec
-            .run
-            .timeout_ms
-            .map(|ms| exec + Duration::from_millis(ms));
+        let timeout_deadline = spec.timeout_ms().map(|ms| exec + Duration::from_millis(ms));
         let deadline = match (timeout_deadline, ttl_deadline) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -346,7 +352,7 @@ impl Supervisor {
                 count: 1,
             });
         }
-        recorder.completed(&spec.run.argv, &outcome);
+        recorder.completed(spec.argv(), &outcome);
 
         let mut receipts = Vec::new();
         let mut failures = Vec::new();

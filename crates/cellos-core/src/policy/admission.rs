@@ -94,7 +94,8 @@ fn check_rules(
         pack_id,
         found: Vec::new(),
     };
-    let limits = spec.run.limits.clone().unwrap_or_default();
+    let limits = spec.cell_limits();
+    let limits_at = spec.limits_path();
     let authority = &spec.authority;
     let allowlist: &[String] = authority
         .dns_authority
@@ -105,29 +106,29 @@ fn check_rules(
         "maxTtlSeconds",
         "spec.lifetime.ttlSeconds",
         rules.max_ttl_seconds,
-        spec.lifetime.as_ref().map(|l| l.ttl_seconds),
+        spec.lifetime.as_ref().and_then(|l| l.ttl_seconds),
     );
     c.maximum(
         "maxTimeoutMs",
         "spec.run.timeoutMs",
         rules.max_timeout_ms,
-        spec.run.timeout_ms,
+        spec.timeout_ms(),
     );
     c.maximum(
         "maxMemoryBytes",
-        "spec.run.limits.memoryMaxBytes",
+        &format!("{limits_at}.memoryMaxBytes"),
         rules.max_memory_bytes,
         limits.memory_max_bytes,
     );
     c.maximum(
         "maxCpuMillis",
-        "spec.run.limits.cpuMillis",
+        &format!("{limits_at}.cpuMillis"),
         rules.max_cpu_millis,
         limits.cpu_millis,
     );
     c.maximum(
         "maxPidsMax",
-        "spec.run.limits.pidsMax",
+        &format!("{limits_at}.pidsMax"),
         rules.max_pids_max,
         limits.pids_max,
     );
@@ -136,14 +137,14 @@ fn check_rules(
         if limits.memory_max_bytes.is_none() {
             c.violation(
                 "requireLimits",
-                "spec.run.limits.memoryMaxBytes",
+                &format!("{limits_at}.memoryMaxBytes"),
                 "must be set: this pack requires memory and pids limits",
             );
         }
         if limits.pids_max.is_none() {
             c.violation(
                 "requireLimits",
-                "spec.run.limits.pidsMax",
+                &format!("{limits_at}.pidsMax"),
                 "must be set: this pack requires memory and pids limits",
             );
         }
@@ -217,7 +218,7 @@ fn check_rules(
         }
     }
 
-    if rules.require_file_secret_delivery && spec.run.secret_delivery == SecretDeliveryMode::Env {
+    if rules.require_file_secret_delivery && spec.secret_delivery() == SecretDeliveryMode::Env {
         c.violation(
             "requireFileSecretDelivery",
             "spec.run.secretDelivery",

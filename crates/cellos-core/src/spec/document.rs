@@ -39,7 +39,13 @@ pub struct ExecutionCellDocument {
 pub struct ExecutionCellSpec {
     /// DNS-label-like id, unique per run.
     pub id: String,
-    pub run: RunSpec,
+    /// The workload. Without it the cell is a session cell: it stays up, driven by execs and
+    /// file operations, until it is deleted, its TTL runs out or it sits idle too long.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<RunSpec>,
+    /// The cell's cgroup limits; a cell with `run` may give them as `run.limits` instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<RunLimits>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lifetime: Option<Lifetime>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -67,6 +73,45 @@ impl ExecutionCellSpec {
             .as_ref()
             .and_then(|fs| fs.landlock)
             .map_or(super::DEFAULT_MIN_LANDLOCK_ABI, |l| l.min_abi)
+    }
+
+    /// Whether this is a session cell (no `run`: it lives until deleted, TTL or idle).
+    pub fn is_session(&self) -> bool {
+        self.run.is_none()
+    }
+
+    /// The cell's cgroup limits, from `limits` or `run.limits` (validation allows one).
+    pub fn cell_limits(&self) -> RunLimits {
+        self.limits
+            .clone()
+            .or_else(|| self.run.as_ref().and_then(|r| r.limits.clone()))
+            .unwrap_or_default()
+    }
+
+    /// The spec path the cell's limits were given at.
+    pub fn limits_path(&self) -> &'static str {
+        if self.limits.is_some() {
+            "spec.limits"
+        } else {
+            "spec.run.limits"
+        }
+    }
+
+    /// How secrets reach the workload and every exec (a session cell: as files).
+    pub fn secret_delivery(&self) -> SecretDeliveryMode {
+        self.run
+            .as_ref()
+            .map_or(SecretDeliveryMode::File, |r| r.secret_delivery)
+    }
+
+    /// The workload's `timeoutMs` (session cells have none: each exec has its own).
+    pub fn timeout_ms(&self) -> Option<u64> {
+        self.run.as_ref().and_then(|r| r.timeout_ms)
+    }
+
+    /// The workload's argv (empty for a session cell).
+    pub fn argv(&self) -> &[String] {
+        self.run.as_ref().map_or(&[], |r| r.argv.as_slice())
     }
 }
 
@@ -123,7 +168,12 @@ pub struct RunLimits {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Lifetime {
-    pub ttl_seconds: u64,
+    /// Destroy the cell this long after it was created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_seconds: Option<u64>,
+    /// Destroy a session cell after this long with no exec or file operation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout_seconds: Option<u64>,
 }
 
 /// The cell's filesystem view.

@@ -9,7 +9,7 @@ use super::common::{
 use crate::spec::cidr::Cidr;
 use crate::spec::document::{
     AuthorityBundle, ExecutionCellSpec, ExportSpec, ExportTargetKind, FilesystemSpec, LandlockSpec,
-    RootfsSpec, RunLimits, RunSpec, SecretDeliveryMode,
+    Lifetime, RootfsSpec, RunLimits, RunSpec, SecretDeliveryMode,
 };
 use crate::spec::hostname::check_hostname_pattern;
 use crate::spec::landlock::HIGHEST_LANDLOCK_ABI;
@@ -32,24 +32,20 @@ pub(crate) fn check_cell_spec(spec: &ExecutionCellSpec, at: &str, p: &mut Proble
     if let Err(why) = check_dns_label(&spec.id) {
         p.push(format!("{at}.id"), why);
     }
-    check_run(&spec.run, &spec.authority, &format!("{at}.run"), p);
-    if let Some(lifetime) = &spec.lifetime {
-        let ttl = lifetime.ttl_seconds;
-        if !(1..=MAX_TTL_SECONDS).contains(&ttl) {
+    if let Some(run) = &spec.run {
+        check_run(run, &spec.authority, &format!("{at}.run"), p);
+        if run.limits.is_some() && spec.limits.is_some() {
             p.push(
-                format!("{at}.lifetime.ttlSeconds"),
-                format!("must be 1..={MAX_TTL_SECONDS} (7 days), not {ttl}"),
+                format!("{at}.limits"),
+                "is also given as run.limits; set the cell's limits in one place",
             );
         }
-        if let Some(timeout) = spec.run.timeout_ms {
-            let ttl_ms = ttl.saturating_mul(1000);
-            if ttl > 0 && timeout > ttl_ms {
-                p.push(
-                    format!("{at}.run.timeoutMs"),
-                    format!("{timeout} exceeds lifetime.ttlSeconds ({ttl} s = {ttl_ms} ms)"),
-                );
-            }
-        }
+    }
+    if let Some(limits) = &spec.limits {
+        check_limits(limits, &format!("{at}.limits"), p);
+    }
+    if let Some(lifetime) = &spec.lifetime {
+        check_lifetime(spec, lifetime, at, p);
     }
     if let Some(fs) = &spec.filesystem {
         check_filesystem(fs, &format!("{at}.filesystem"), p);
@@ -94,6 +90,47 @@ pub(crate) fn check_cell_spec(spec: &ExecutionCellSpec, at: &str, p: &mut Proble
             if let Err(why) = check_text(audience) {
                 p.push(format!("{at}.identity.audience"), why);
             }
+        }
+    }
+}
+
+fn check_lifetime(spec: &ExecutionCellSpec, lifetime: &Lifetime, at: &str, p: &mut Problems) {
+    if lifetime.ttl_seconds.is_none() && lifetime.idle_timeout_seconds.is_none() {
+        p.push(
+            format!("{at}.lifetime"),
+            "give ttlSeconds, idleTimeoutSeconds or both (or leave lifetime out)",
+        );
+    }
+    if let Some(ttl) = lifetime.ttl_seconds {
+        if !(1..=MAX_TTL_SECONDS).contains(&ttl) {
+            p.push(
+                format!("{at}.lifetime.ttlSeconds"),
+                format!("must be 1..={MAX_TTL_SECONDS} (7 days), not {ttl}"),
+            );
+        }
+        if let Some(timeout) = spec.timeout_ms() {
+            let ttl_ms = ttl.saturating_mul(1000);
+            if ttl > 0 && timeout > ttl_ms {
+                p.push(
+                    format!("{at}.run.timeoutMs"),
+                    format!("{timeout} exceeds lifetime.ttlSeconds ({ttl} s = {ttl_ms} ms)"),
+                );
+            }
+        }
+    }
+    if let Some(idle) = lifetime.idle_timeout_seconds {
+        if !(1..=MAX_TTL_SECONDS).contains(&idle) {
+            p.push(
+                format!("{at}.lifetime.idleTimeoutSeconds"),
+                format!("must be 1..={MAX_TTL_SECONDS} (7 days), not {idle}"),
+            );
+        }
+        if spec.run.is_some() {
+            p.push(
+                format!("{at}.lifetime.idleTimeoutSeconds"),
+                "applies to session cells only (a cell with run ends with its workload); \
+                 remove it or remove run",
+            );
         }
     }
 }

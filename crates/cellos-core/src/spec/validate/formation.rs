@@ -20,7 +20,7 @@ pub(crate) fn check_formation_spec(spec: &FormationSpec, p: &mut Problems) {
         name: &spec.coordinator.name,
         at: "spec.coordinator".to_owned(),
         authority: &spec.coordinator.cell.authority,
-        delivery: spec.coordinator.cell.run.secret_delivery,
+        delivery: spec.coordinator.cell.secret_delivery(),
         cell_id: &spec.coordinator.cell.id,
     }];
     check_cell_spec(&spec.coordinator.cell, "spec.coordinator.cell", p);
@@ -31,7 +31,7 @@ pub(crate) fn check_formation_spec(spec: &FormationSpec, p: &mut Problems) {
             name: &member.name,
             at,
             authority: &member.cell.authority,
-            delivery: member.cell.run.secret_delivery,
+            delivery: member.cell.secret_delivery(),
             cell_id: &member.cell.id,
         });
     }
