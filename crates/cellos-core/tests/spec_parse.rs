@@ -13,7 +13,10 @@ fn the_original_systems_minimal_json_spec_parses() {
     let doc = parse_execution_cell(MINIMAL_JSON).expect("minimal spec");
     assert_eq!(doc.spec.id, "t-run");
     assert_eq!(doc.spec.argv(), ["true"]);
-    assert_eq!(doc.spec.lifetime.as_ref().and_then(|l| l.ttl_seconds), Some(60));
+    assert_eq!(
+        doc.spec.lifetime.as_ref().and_then(|l| l.ttl_seconds),
+        Some(60)
+    );
     assert_eq!(doc.spec.secret_delivery(), SecretDeliveryMode::File);
 }
 

@@ -22,13 +22,13 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cellos_core::ports::{
-    Cell, CellBackend, CellRequest, CellSummary, IsolationReport, PortError, PortErrorKind,
-    Residue, TeardownReport, WorkloadExit, WorkloadOutcome,
+    Cell, CellBackend, CellRequest, CellSession, CellSummary, IsolationReport, PortError,
+    PortErrorKind, Residue, TeardownReport, WorkloadExit, WorkloadOutcome,
 };
 use cellos_core::spec::RootfsSpec;
 use zeroize::Zeroizing;
@@ -53,6 +53,7 @@ use crate::record::{self, RunRecord};
 use crate::residue::{self, CheckError, Findings, HostSources, Proc};
 use crate::safe_path;
 use crate::seccomp::{self, SeccompProfile};
+use crate::session::{lock, Control, LinuxSession, SharedSession};
 use crate::telemetry::{self, RunnerContext, TelemetryRunner, TelemetrySettings};
 use crate::trees;
 
@@ -481,14 +482,21 @@ impl LinuxBackend {
             },
         };
         guard.armed = false;
+        let control: Control = Arc::new(Mutex::new(Some(control)));
         Ok(LinuxCell {
+            session: Arc::new(LinuxSession::new(
+                &spec.id,
+                pid,
+                control.clone(),
+                self.workload_host_id(),
+            )),
             id: spec.id.clone(),
             state_dir: state_dir.clone(),
             residue_sources: self.config.residue_sources.clone(),
             init: guard.init.take(),
             init_exe: self.init_exe.path().to_path_buf(),
             host_root: self.id_map.to_host(0).unwrap_or(self.config.uid_base),
-            control: Some(control),
+            control,
             status: status_r,
             reader,
             cgroup,
@@ -883,7 +891,10 @@ pub struct LinuxCell {
     /// The init binary and the host uid of the cell's root, to explain a failed start.
     init_exe: PathBuf,
     host_root: u32,
-    control: Option<File>,
+    /// Shared with `session`; emptied at destroy (init then ends the cell).
+    control: Control,
+    /// The cell's exec and file surface, offered once the cell started.
+    session: SharedSession,
     status: OwnedFd,
     reader: StatusReader,
     cgroup: CellCgroup,
@@ -904,7 +915,8 @@ pub struct LinuxCell {
 
 impl LinuxCell {
     fn send(&mut self, cmd: u8) -> Result<(), LinuxError> {
-        let control = self.control.as_mut().ok_or_else(|| LinuxError::NotFound {
+        let mut guard = lock(&self.control);
+        let control = guard.as_mut().ok_or_else(|| LinuxError::NotFound {
             what: format!("cell '{}' is destroyed", self.id),
         })?;
         control
@@ -1049,7 +1061,7 @@ impl LinuxCell {
             });
         }
         // Closing the control pipe lets init exit by itself; SIGKILL makes it immediate.
-        self.control = None;
+        *lock(&self.control) = None;
         let unreaped = self.kill_init().and_then(Result::err);
         self.join_outputs();
         let mut residue = Vec::new();
@@ -1242,6 +1254,11 @@ impl Cell for LinuxCell {
 
     fn destroy(&mut self) -> Result<TeardownReport, PortError> {
         Ok(self.destroy_inner()?)
+    }
+
+    fn session(&self) -> Option<Arc<dyn CellSession>> {
+        let live = self.started.is_some() && self.spawn_failure.is_none() && !self.destroyed;
+        live.then(|| self.session.clone() as Arc<dyn CellSession>)
     }
 }
 

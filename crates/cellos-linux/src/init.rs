@@ -27,10 +27,12 @@ use nix::unistd::{ForkResult, Pid};
 use zeroize::Zeroizing;
 
 use crate::error::LinuxError;
+use crate::init_exec::Execs;
 use crate::landlock_rules::{self, LandlockPlan};
 use crate::plan::{AgentPlan, InitConfig};
 use crate::protocol::{
-    recv_fds, Handoff, SecretFrame, StatusMsg, CMD_KILL, CMD_START, CONTROL_FD, INIT_ARG, STATUS_FD,
+    recv_fds, Handoff, SecretFrame, StatusMsg, CMD_EXEC, CMD_EXEC_KILL, CMD_KILL, CMD_START,
+    CONTROL_FD, INIT_ARG, STATUS_FD,
 };
 use crate::refusal::{Namespace, Refusal, Step};
 use crate::trees::Received;
@@ -89,6 +91,21 @@ pub(crate) fn init_main(handoff: Option<Handoff>) -> i32 {
             return 1;
         }
     };
+    let execs = Execs::new(&config, &secrets);
+    if config.session {
+        let sigfd = block_signals();
+        release_outputs();
+        if StatusMsg::Ready.send(&mut status).is_err() || !await_start(&mut control) {
+            return 1;
+        }
+        return match sigfd {
+            Ok(sigfd) => serve_session(&config, execs, sigfd, &mut control, &mut status),
+            Err(reason) => {
+                let _ = StatusMsg::SpawnFailed { reason }.send(&mut status);
+                wait_for_close(&mut control)
+            }
+        };
+    }
     // Fork and confine the workload now, parked before its execve, so that `start` only costs
     // the exec: this runs while the supervisor is busy between create and start.
     let parked = park_workload(&config, secrets);
@@ -96,17 +113,90 @@ pub(crate) fn init_main(handoff: Option<Handoff>) -> i32 {
     if StatusMsg::Ready.send(&mut status).is_err() {
         return 1;
     }
+    if !await_start(&mut control) {
+        // The supervisor is gone: exiting kills the parked workload with the namespace.
+        return 0;
+    }
+    supervise(&config, parked, execs, &mut control, &mut status)
+}
+
+/// Wait for [`CMD_START`]; `false` when the supervisor went away first.
+fn await_start(control: &mut File) -> bool {
     let mut cmd = [0u8; 1];
     loop {
         match control.read(&mut cmd) {
-            Ok(1) if cmd[0] == CMD_START => break,
+            Ok(1) if cmd[0] == CMD_START => return true,
             Ok(1) => continue,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            // The supervisor is gone: exiting kills the parked workload with the namespace.
-            _ => return 0,
+            _ => return false,
         }
     }
-    supervise(&config, parked, &mut control, &mut status)
+}
+
+/// A session cell: no workload, only execs, until the supervisor closes the control channel.
+fn serve_session(
+    config: &InitConfig,
+    mut execs: Execs,
+    sigfd: SignalFd,
+    control: &mut File,
+    status: &mut File,
+) -> i32 {
+    if StatusMsg::Started.send(status).is_err() {
+        return 1;
+    }
+    loop {
+        let (signal_ready, control_ready) = poll_two(&sigfd, control);
+        if control_ready && !handle_command(config, &mut execs, control) {
+            kill_all_and_reap();
+            return 0;
+        }
+        if signal_ready {
+            // Termination signals are the supervisor's to send through the control channel.
+            let _ = sigfd.read_signal();
+            reap_children(&mut execs, None);
+        }
+    }
+}
+
+/// Wait until the signalfd or the control channel is readable.
+fn poll_two(sigfd: &SignalFd, control: &File) -> (bool, bool) {
+    let mut fds = [
+        libc::pollfd {
+            fd: sigfd.as_fd().as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: control.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
+    // SAFETY: two valid pollfds.
+    if unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) } < 0 {
+        return (false, false);
+    }
+    (fds[0].revents != 0, fds[1].revents != 0)
+}
+
+/// Act on one command from the supervisor; `false` when the control channel closed (or broke),
+/// which means "end the cell now".
+fn handle_command(config: &InitConfig, execs: &mut Execs, control: &mut File) -> bool {
+    let mut cmd = [0u8; 1];
+    match control.read(&mut cmd) {
+        Ok(1) => match cmd[0] {
+            CMD_KILL => {
+                // SAFETY: PID 1 of the cell's pid namespace signals every other process in it.
+                unsafe { libc::kill(-1, libc::SIGKILL) };
+                true
+            }
+            CMD_EXEC => execs.start(config, control).is_ok(),
+            CMD_EXEC_KILL => execs.kill(control).is_ok(),
+            _ => true,
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => true,
+        _ => false,
+    }
 }
 
 /// Read the plan, enter the cgroup namespace, build the root, set hostname and loopback.
@@ -138,7 +228,7 @@ fn setup(
 }
 
 /// Everything the workload child needs, prepared before fork.
-struct Exec {
+pub(crate) struct Exec {
     path: CString,
     argv: Vec<CString>,
     /// NUL-terminated `KEY=value` entries; zeroised on drop (they may hold secrets).
@@ -199,7 +289,7 @@ fn prepare_agent(config: &InitConfig, agent: &AgentPlan) -> Result<Exec, String>
     confined_exec(config, Path::new(&agent.path), &[name], env, true)
 }
 
-fn confined_exec(
+pub(crate) fn confined_exec(
     config: &InitConfig,
     path: &Path,
     argv: &[String],
@@ -236,7 +326,7 @@ fn confined_exec(
 }
 
 /// `argv[0]` as given when it contains a `/`, else the first executable match in `PATH`.
-fn resolve_program(argv0: &str, path_var: &str) -> Result<PathBuf, String> {
+pub(crate) fn resolve_program(argv0: &str, path_var: &str) -> Result<PathBuf, String> {
     if argv0.contains('/') {
         return Ok(PathBuf::from(argv0));
     }
@@ -291,15 +381,7 @@ fn park_workload(config: &InitConfig, secrets: Vec<SecretFrame>) -> Result<Parke
         .as_ref()
         .map(|a| prepare_agent(config, a))
         .transpose()?;
-    let mut mask = SigSet::empty();
-    mask.add(Signal::SIGCHLD);
-    for s in FORWARDED_SIGNALS {
-        mask.add(*s);
-    }
-    mask.thread_block()
-        .map_err(|e| format!("block signals in init: {e}"))?;
-    let sigfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC)
-        .map_err(|e| format!("signalfd in init: {e}"))?;
+    let sigfd = block_signals()?;
     let workload = park(config, &exec)?;
     drop(exec);
     let agent = match agent {
@@ -311,6 +393,18 @@ fn park_workload(config: &InitConfig, secrets: Vec<SecretFrame>) -> Result<Parke
         agent,
         sigfd,
     })
+}
+
+/// Block the signals init handles and return a signalfd for them.
+fn block_signals() -> Result<SignalFd, String> {
+    let mut mask = SigSet::empty();
+    mask.add(Signal::SIGCHLD);
+    for s in FORWARDED_SIGNALS {
+        mask.add(*s);
+    }
+    mask.thread_block()
+        .map_err(|e| format!("block signals in init: {e}"))?;
+    SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC).map_err(|e| format!("signalfd in init: {e}"))
 }
 
 fn park(config: &InitConfig, exec: &Exec) -> Result<ParkedChild, String> {
@@ -350,6 +444,7 @@ fn park(config: &InitConfig, exec: &Exec) -> Result<ParkedChild, String> {
 fn supervise(
     config: &InitConfig,
     parked: Result<Parked, String>,
+    mut execs: Execs,
     control: &mut File,
     status: &mut File,
 ) -> i32 {
@@ -378,45 +473,19 @@ fn supervise(
     }
 
     let exit = loop {
-        let mut fds = [
-            libc::pollfd {
-                fd: sigfd.as_fd().as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: control.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
-        // SAFETY: two valid pollfds.
-        if unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) } < 0 {
-            continue;
+        let (signal_ready, control_ready) = poll_two(&sigfd, control);
+        if control_ready && !handle_command(config, &mut execs, control) {
+            kill_all_and_reap();
+            return 0;
         }
-        if fds[1].revents != 0 {
-            let mut cmd = [0u8; 1];
-            match control.read(&mut cmd) {
-                Ok(1) if cmd[0] == CMD_KILL => {
-                    // SAFETY: PID 1 of the cell's pid namespace signals every other process in it.
-                    unsafe { libc::kill(-1, libc::SIGKILL) };
-                }
-                Ok(1) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                _ => {
-                    kill_all_and_reap();
-                    return 0;
-                }
-            }
-        }
-        if fds[0].revents != 0 {
+        if signal_ready {
             if let Ok(Some(info)) = sigfd.read_signal() {
                 let signo = info.ssi_signo as i32;
                 if signo != libc::SIGCHLD {
                     let _ = crate::pidfd::signal(&workload_fd, signo);
                 }
             }
-            if let Some(exit) = reap_until(workload) {
+            if let Some(exit) = reap_children(&mut execs, Some(workload)) {
                 break exit;
             }
         }
@@ -436,18 +505,25 @@ fn finish(config: &InitConfig, control: &mut File) -> i32 {
     }
 }
 
-/// Reap every exited child; the workload's status when it is among them.
-fn reap_until(workload: Pid) -> Option<StatusMsg> {
+/// Reap every exited child (forgetting execs whose reaper ended); the workload's status when
+/// it is among them.
+fn reap_children(execs: &mut Execs, workload: Option<Pid>) -> Option<StatusMsg> {
     loop {
-        match waitpid(None, Some(WaitPidFlag::WNOHANG | WaitPidFlag::__WALL)) {
-            Ok(WaitStatus::Exited(pid, code)) if pid == workload => {
-                return Some(StatusMsg::Exited { code })
-            }
-            Ok(WaitStatus::Signaled(pid, sig, _)) if pid == workload => {
+        let status = match waitpid(None, Some(WaitPidFlag::WNOHANG | WaitPidFlag::__WALL)) {
+            Ok(WaitStatus::StillAlive) | Err(_) => return None,
+            Ok(status) => status,
+        };
+        let Some(pid) = status.pid() else { continue };
+        execs.reaped(pid);
+        if Some(pid) != workload {
+            continue;
+        }
+        match status {
+            WaitStatus::Exited(_, code) => return Some(StatusMsg::Exited { code }),
+            WaitStatus::Signaled(_, sig, _) => {
                 return Some(StatusMsg::Signaled { signal: sig as i32 })
             }
-            Ok(WaitStatus::StillAlive) | Err(_) => return None,
-            Ok(_) => continue,
+            _ => continue,
         }
     }
 }
@@ -488,6 +564,30 @@ fn wait_for_close(control: &mut File) -> i32 {
 /// Returns only on failure, with the reason.
 fn become_workload(config: &InitConfig, exec: &Exec, mut go: File) -> String {
     let step = || -> Result<(), String> {
+        nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
+        confine_self(config, exec, &config.cwd)
+    };
+    if let Err(reason) = step() {
+        return reason;
+    }
+    // Parked: everything but the exec is done. EOF means init gave up on us.
+    let mut byte = [0u8; 1];
+    loop {
+        match go.read(&mut byte) {
+            Ok(1) => break,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            // SAFETY: leave quietly; nothing of the workload ran.
+            _ => unsafe { libc::_exit(0) },
+        }
+    }
+    execve(exec)
+}
+
+/// In a forked child of init (after `setsid`): the workload's identity and every confinement,
+/// in the order the kernel needs, up to just before `execve`. Shared by the workload, the
+/// telemetry agent and every exec, so all three are confined exactly alike.
+pub(crate) fn confine_self(config: &InitConfig, exec: &Exec, cwd: &str) -> Result<(), String> {
+    {
         // Init run in the clone is not dumpable, which hands our /proc/self to the host's root
         // and would refuse the oom_score_adj write below. Until its exec (which sets
         // dumpability afresh) this child runs only our code.
@@ -510,14 +610,12 @@ fn become_workload(config: &InitConfig, exec: &Exec, mut go: File) -> String {
                 }
             }
         }
-        nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
         // Init shares the cell's memory limit: make the workload the OOM killer's first choice,
         // so init survives to report the exit. Raising the score needs no privilege (lowering
         // init's would need CAP_SYS_RESOURCE, which hosts often withhold).
         std::fs::write("/proc/self/oom_score_adj", "1000")
             .map_err(|e| format!("raise oom_score_adj: {e}"))?;
-        nix::unistd::chdir(config.cwd.as_str())
-            .map_err(|e| format!("chdir to run.cwd {}: {e}", config.cwd))?;
+        nix::unistd::chdir(cwd).map_err(|e| format!("chdir to {cwd}: {e}"))?;
         nix::unistd::setgroups(&[]).map_err(|e| format!("setgroups([]): {e}"))?;
         caps::drop_all_capabilities().map_err(|e| e.to_string())?;
         let gid = nix::unistd::Gid::from_raw(config.gid);
@@ -541,20 +639,11 @@ fn become_workload(config: &InitConfig, exec: &Exec, mut go: File) -> String {
         // Seccomp last: everything above needs syscalls the filter denies.
         seccompiler::apply_filter(&exec.seccomp).map_err(|e| format!("apply seccomp: {e}"))?;
         Ok(())
-    };
-    if let Err(reason) = step() {
-        return reason;
     }
-    // Parked: everything but the exec is done. EOF means init gave up on us.
-    let mut byte = [0u8; 1];
-    loop {
-        match go.read(&mut byte) {
-            Ok(1) => break,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            // SAFETY: leave quietly; nothing of the workload ran.
-            _ => unsafe { libc::_exit(0) },
-        }
-    }
+}
+
+/// `execve` the prepared program; returns only on failure, with the reason.
+pub(crate) fn execve(exec: &Exec) -> String {
     let argv: Vec<*const libc::c_char> = exec
         .argv
         .iter()

@@ -32,6 +32,64 @@ pub const RELEASE: u8 = b'G';
 pub const CMD_START: u8 = b'S';
 /// Kill every process of the cell but keep the mount namespace for export.
 pub const CMD_KILL: u8 = b'K';
+/// Start an exec: followed by one [`ExecFrame`] chunk, then its [`EXEC_FDS`] descriptors.
+pub const CMD_EXEC: u8 = b'E';
+/// Kill an exec's whole process tree: followed by its id (u64, little-endian).
+pub const CMD_EXEC_KILL: u8 = b'X';
+/// Descriptors sent with each exec: stdin, stdout, stderr and the report pipe's write end.
+pub const EXEC_FDS: usize = 4;
+/// Largest exec frame init accepts.
+pub const MAX_EXEC_FRAME_BYTES: u32 = 1 << 20;
+
+/// One command to run inside a running cell, as init receives it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExecFrame {
+    pub id: u64,
+    pub argv: Vec<String>,
+    /// `KEY=value` entries added to (and overriding) the workload's environment.
+    pub env: Vec<String>,
+    pub cwd: Option<String>,
+    /// stdin, stdout and stderr are one terminal: become its session leader and controller.
+    pub tty: bool,
+}
+
+impl ExecFrame {
+    /// The bytes after [`CMD_EXEC`]: the frame as one length-prefixed JSON chunk.
+    pub fn encode(&self) -> io::Result<Vec<u8>> {
+        let json = serde_json::to_vec(self).map_err(io::Error::other)?;
+        let mut buf = Vec::with_capacity(5 + json.len());
+        buf.push(CMD_EXEC);
+        push_chunk(&mut buf, &json);
+        Ok(buf)
+    }
+
+    /// Read the chunk that follows [`CMD_EXEC`].
+    pub fn read(input: &mut impl Read) -> io::Result<ExecFrame> {
+        let json = read_chunk(input, MAX_EXEC_FRAME_BYTES)?;
+        serde_json::from_slice(&json).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    }
+}
+
+/// What an exec's reaper reports on the exec's own report pipe, one JSON line each: `Started`
+/// or `SpawnFailed`, then (after a start) `Exited` or `Signaled`. EOF without an exit means
+/// the exec's process tree was killed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "msg")]
+pub enum ExecReport {
+    Started,
+    SpawnFailed { reason: String },
+    Exited { code: i32 },
+    Signaled { signal: i32 },
+}
+
+impl ExecReport {
+    pub fn send(&self, out: &mut impl Write) -> io::Result<()> {
+        let mut line = serde_json::to_vec(self).map_err(io::Error::other)?;
+        line.push(b'\n');
+        out.write_all(&line)
+    }
+}
 
 /// Largest config frame init accepts (the plan is small; secrets travel separately).
 pub const MAX_CONFIG_BYTES: u32 = 4 << 20;

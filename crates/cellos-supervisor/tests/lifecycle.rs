@@ -530,7 +530,13 @@ fn a_workload_that_fails_fails_the_cell_with_its_own_status() {
 fn an_invalid_spec_touches_no_port_and_records_nothing() {
     let h = Harness::scripted(Script::default());
     let mut document = cellos_core::spec::parse_execution_cell(&spec_with("", SECRET)).unwrap();
-    document.spec.run.as_mut().expect("the test spec has run").argv.clear();
+    document
+        .spec
+        .run
+        .as_mut()
+        .expect("the test spec has run")
+        .argv
+        .clear();
     let result = h.run_document(&document, &[]);
     let Err(SupervisorError::Invalid(problems)) = result else {
         panic!("expected an invalid spec, got {result:?}");
