@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::events::{
     AdmissionDecidedData, CgroupSample, CgroupSampledData, CloudEvent, CommandCompletedData,
-    ComplianceCounts, ComplianceSummaryData, EventKind, ExportFailedData, GcReclaimedData,
+    ComplianceCounts, ComplianceSummaryData, EventKind, ExecStartedData, ExportFailedData, GcReclaimedData,
     IsolationSummary, LifecycleDestroyedData, LifecycleFrozenData, LifecycleStartedData,
     NetworkEnforcedData, Outcome, ProcessObservedData, TelemetryReportData, TerminalState,
     ViolationData,
@@ -77,6 +77,9 @@ pub struct CellState {
     /// Whether the last pause was not yet followed by a resume (a phase of its own would
     /// break the forward-only order of [`Phase`]).
     pub paused: bool,
+    /// Execs started in the cell (`exec.v1.started`).
+    #[serde(default)]
+    pub execs: u64,
     /// The freezer of the last pause or resume.
     pub freezer: Option<String>,
     pub spawn_error: Option<String>,
@@ -120,6 +123,7 @@ impl CellState {
             signal: None,
             timed_out: false,
             paused: false,
+            execs: 0,
             freezer: None,
             spawn_error: None,
             duration_ms: None,
@@ -222,6 +226,14 @@ impl CellState {
                 self.advance(Phase::Destroyed);
             }
             EventKind::ComplianceSummary => self.summary = Some(decode(event)?),
+            EventKind::ExecStarted => {
+                let _: ExecStartedData = decode(event)?;
+                self.execs += 1;
+            }
+            EventKind::ExecCompleted
+            | EventKind::FileWritten
+            | EventKind::FileRead
+            | EventKind::FileRemoved => {}
             EventKind::ProcessSpawned => {
                 let data: ProcessObservedData = decode(event)?;
                 if self.telemetry.spawned.len() < MAX_PROJECTED_PROCESSES {

@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use cellos_core::events::{
-    CloudEvent, ComplianceSummaryData, EventFactory, ExportFailedData, Outcome, SecretsData,
+    CloudEvent, ComplianceSummaryData, EventFactory, EventKind, ExportFailedData, Outcome, SecretsData,
 };
 use cellos_core::policy::AdmissionDecision;
 use cellos_core::ports::{
@@ -24,36 +24,49 @@ use crate::observed::ObservedEvents;
 use time::OffsetDateTime;
 
 /// Records the events of one cell.
-pub(crate) struct Recorder<'a> {
-    sink: &'a Arc<dyn EventSink>,
-    factory: &'a EventFactory,
-    cell_id: &'a str,
-    run_id: &'a str,
+pub(crate) struct Recorder {
+    sink: Arc<dyn EventSink>,
+    factory: EventFactory,
+    cell_id: String,
+    run_id: String,
+    /// The API caller every event recorded from now on is attributed to.
+    actor: Option<String>,
     /// Shared with the cell's runtime observers: their events go first at every barrier.
     observed: Arc<ObservedEvents>,
     /// Built but not yet durable; appended at the next barrier, in order.
     staged: Vec<CloudEvent>,
 }
 
-impl<'a> Recorder<'a> {
+impl Recorder {
     pub(crate) fn new(
-        sink: &'a Arc<dyn EventSink>,
-        factory: &'a EventFactory,
-        cell_id: &'a str,
-        run_id: &'a str,
+        sink: &Arc<dyn EventSink>,
+        factory: &EventFactory,
+        cell_id: &str,
+        run_id: &str,
     ) -> Self {
         Self {
-            sink,
-            factory,
-            cell_id,
-            run_id,
+            sink: sink.clone(),
+            factory: factory.clone(),
+            cell_id: cell_id.to_owned(),
+            run_id: run_id.to_owned(),
+            actor: None,
             observed: ObservedEvents::new(sink.clone()),
             staged: Vec::new(),
         }
     }
 
+    /// Attribute what is recorded from now on to `actor` (an API caller).
+    pub(crate) fn set_actor(&mut self, actor: Option<&str>) {
+        self.actor = actor.map(str::to_owned);
+    }
+
     /// Queue `events` for the next barrier.
-    fn stage(&mut self, events: Vec<CloudEvent>) {
+    fn stage(&mut self, mut events: Vec<CloudEvent>) {
+        if let Some(actor) = &self.actor {
+            for e in &mut events {
+                e.cellosactor = Some(actor.clone());
+            }
+        }
         self.observed.tally().count(&events);
         self.staged.extend(events);
     }
@@ -65,7 +78,7 @@ impl<'a> Recorder<'a> {
     /// that surround it, not before both.
     pub(crate) fn flush(&mut self) -> Result<(), PortError> {
         let staged = std::mem::take(&mut self.staged);
-        let sink = self.sink;
+        let sink = &self.sink;
         self.observed.append_with(|observed| {
             if staged.is_empty() && observed.is_empty() {
                 return Ok(());
@@ -92,7 +105,7 @@ impl<'a> Recorder<'a> {
     pub(crate) fn admission(&mut self, spec_hash: &str, decision: &AdmissionDecision) {
         let event = self
             .factory
-            .admission_decided(Self::now(), self.cell_id, spec_hash, decision);
+            .admission_decided(Self::now(), &self.cell_id, spec_hash, decision);
         self.stage(vec![event]);
     }
 
@@ -128,10 +141,10 @@ impl<'a> Recorder<'a> {
                 };
                 if revoked {
                     self.factory
-                        .secrets_revoked(Self::now(), self.cell_id, &data)
+                        .secrets_revoked(Self::now(), &self.cell_id, &data)
                 } else {
                     self.factory
-                        .secrets_materialized(Self::now(), self.cell_id, &data)
+                        .secrets_materialized(Self::now(), &self.cell_id, &data)
                 }
             })
             .collect()
@@ -145,12 +158,12 @@ impl<'a> Recorder<'a> {
     ) -> Result<(), PortError> {
         let events = vec![
             self.factory
-                .isolation_enforced(Self::now(), self.cell_id, isolation),
+                .isolation_enforced(Self::now(), &self.cell_id, isolation),
             self.factory.lifecycle_started(
                 Self::now(),
-                self.cell_id,
+                &self.cell_id,
                 spec_hash,
-                self.run_id,
+                &self.run_id,
                 isolation,
             ),
         ];
@@ -163,12 +176,12 @@ impl<'a> Recorder<'a> {
         let mut events =
             vec![self
                 .factory
-                .command_completed(Self::now(), self.cell_id, argv, outcome)];
+                .command_completed(Self::now(), &self.cell_id, argv, outcome)];
         events.extend(
             outcome
                 .limit_hits
                 .iter()
-                .map(|hit: &LimitHit| self.factory.limit_hit(Self::now(), self.cell_id, hit)),
+                .map(|hit: &LimitHit| self.factory.limit_hit(Self::now(), &self.cell_id, hit)),
         );
         self.stage(events);
     }
@@ -176,7 +189,7 @@ impl<'a> Recorder<'a> {
     pub(crate) fn export_completed(&mut self, receipt: &ExportReceipt) -> Result<(), PortError> {
         let event = self
             .factory
-            .export_completed(Self::now(), self.cell_id, receipt);
+            .export_completed(Self::now(), &self.cell_id, receipt);
         self.record(vec![event])
     }
 
@@ -195,7 +208,7 @@ impl<'a> Recorder<'a> {
             destination: destination.unwrap_or("unresolved").to_string(),
             reason: error.to_string(),
         };
-        let event = self.factory.export_failed(Self::now(), self.cell_id, &data);
+        let event = self.factory.export_failed(Self::now(), &self.cell_id, &data);
         self.record(vec![event])
     }
 
@@ -212,7 +225,7 @@ impl<'a> Recorder<'a> {
         let mut events = self.secret_events(revoked, delivery, true);
         events.push(self.factory.lifecycle_destroyed(
             Self::now(),
-            self.run_id,
+            &self.run_id,
             outcome,
             teardown,
             reason,
@@ -221,8 +234,8 @@ impl<'a> Recorder<'a> {
         // Whatever the cell observed up to its destruction is appended (in time order with
         // the staged events) before the summary that counts it, in one barrier.
         let staged = std::mem::take(&mut self.staged);
-        let (sink, factory, observed) = (self.sink, self.factory, &self.observed);
-        let (cell_id, run_id) = (self.cell_id, self.run_id);
+        let (sink, factory, observed) = (&self.sink, &self.factory, &self.observed);
+        let (cell_id, run_id) = (&self.cell_id, &self.run_id);
         observed.append_with(|seen| {
             let summary = {
                 let tally = observed.tally();
@@ -238,6 +251,16 @@ impl<'a> Recorder<'a> {
             batch.push(factory.compliance_summary(Self::now(), cell_id, &summary));
             sink.emit_batch(batch).map(drop)
         })
+    }
+
+    /// Record one event of `kind` about this cell now (durable on return).
+    pub(crate) fn record_kind<T: serde::Serialize>(
+        &mut self,
+        kind: EventKind,
+        data: &T,
+    ) -> Result<(), PortError> {
+        let event = self.factory.build(kind, Self::now(), &self.cell_id, data);
+        self.record(vec![event])
     }
 
     /// Crash reconciliation of one orphaned cell.

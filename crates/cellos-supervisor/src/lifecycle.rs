@@ -175,11 +175,15 @@ impl Supervisor {
         self
     }
 
+    pub(crate) fn capabilities(&self) -> &Capabilities {
+        &self.capabilities
+    }
+
     pub fn backend(&self) -> &Arc<dyn CellBackend> {
         &self.backend
     }
 
-    pub(crate) fn recorder<'a>(&'a self, cell_id: &'a str, run_id: &'a str) -> Recorder<'a> {
+    pub(crate) fn recorder(&self, cell_id: &str, run_id: &str) -> Recorder {
         Recorder::new(&self.sink, &self.factory, cell_id, run_id)
     }
 
@@ -324,7 +328,7 @@ impl Supervisor {
         spec: &ExecutionCellSpec,
         spec_hash: &str,
         ttl_deadline: Option<Instant>,
-        recorder: &mut Recorder<'_>,
+        recorder: &mut Recorder,
     ) -> Result<(WorkloadOutcome, Vec<ExportReceipt>, Vec<String>), SupervisorError> {
         recorder
             .started(spec_hash, cell.isolation())
@@ -400,7 +404,7 @@ impl Supervisor {
         Ok((outcome, receipts, failures))
     }
 
-    fn resolve_secrets(
+    pub(crate) fn resolve_secrets(
         &self,
         cell_id: &str,
         keys: &[String],
@@ -443,7 +447,7 @@ impl Supervisor {
 
     /// Revoke on every broker; a failing broker never stops the others. Returns the brokers
     /// that may still hold the cell's secrets, with why.
-    fn revoke_all(&self, cell_id: &str) -> Unrevoked {
+    pub(crate) fn revoke_all(&self, cell_id: &str) -> Unrevoked {
         let mut failed = Vec::new();
         for broker in &self.brokers {
             if let Err(err) = broker.revoke_for_cell(cell_id) {
@@ -456,11 +460,11 @@ impl Supervisor {
 }
 
 /// Brokers whose revocation failed, with their errors.
-struct Unrevoked(Vec<(&'static str, PortError)>);
+pub(crate) struct Unrevoked(Vec<(&'static str, PortError)>);
 
 impl Unrevoked {
     /// Each failed broker as residue of class `secret`: a grant that may still stand.
-    fn residue(&self) -> Vec<Residue> {
+    pub(crate) fn residue(&self) -> Vec<Residue> {
         self.0
             .iter()
             .map(|(broker, err)| Residue {
@@ -472,7 +476,7 @@ impl Unrevoked {
 
     /// The delivered secrets whose broker did revoke them: no `secrets.v1.revoked` claims a
     /// grant that may still stand.
-    fn revoked(&self, delivered: &[(String, &'static str)]) -> Vec<(String, &'static str)> {
+    pub(crate) fn revoked(&self, delivered: &[(String, &'static str)]) -> Vec<(String, &'static str)> {
         delivered
             .iter()
             .filter(|(_, broker)| !self.0.iter().any(|(failed, _)| failed == broker))
@@ -483,7 +487,7 @@ impl Unrevoked {
 
 /// Teardown report for a cell whose destroy failed: nothing of the residue check ran, so
 /// every class is unverified.
-fn destroy_failed(cell_id: &str, err: &PortError) -> TeardownReport {
+pub(crate) fn destroy_failed(cell_id: &str, err: &PortError) -> TeardownReport {
     TeardownReport {
         cell_id: cell_id.to_string(),
         destroyed: false,
@@ -497,7 +501,7 @@ fn destroy_failed(cell_id: &str, err: &PortError) -> TeardownReport {
 }
 
 /// Teardown report for a cell that failed before the backend created anything.
-fn never_created(cell_id: &str) -> TeardownReport {
+pub(crate) fn never_created(cell_id: &str) -> TeardownReport {
     TeardownReport {
         cell_id: cell_id.to_string(),
         ..TeardownReport::default()

@@ -74,7 +74,12 @@ impl ComplianceCounts {
             | EventKind::CommandCompleted
             | EventKind::NetworkSummary
             | EventKind::ComplianceSummary
-            | EventKind::GcReclaimed => {}
+            | EventKind::GcReclaimed
+            | EventKind::ExecStarted
+            | EventKind::ExecCompleted
+            | EventKind::FileWritten
+            | EventKind::FileRead
+            | EventKind::FileRemoved => {}
         }
     }
 }

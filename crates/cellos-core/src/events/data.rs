@@ -329,3 +329,51 @@ pub struct GcReclaimedData {
     #[serde(default)]
     pub unverified: Vec<UnverifiedResidue>,
 }
+
+/// `exec.v1.started`: a command started inside a running cell, and who asked for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecStartedData {
+    pub exec_id: String,
+    pub argv: Vec<String>,
+    pub tty: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    pub caller: String,
+}
+
+/// `exec.v1.completed`: how an exec ended and what it wrote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecCompletedData {
+    pub exec_id: String,
+    pub argv: Vec<String>,
+    /// The status a shell would report (124 after a timeout, 127 when it could not start).
+    pub status: i32,
+    pub exit: crate::session::ExecExit,
+    pub timed_out: bool,
+    pub killed: bool,
+    pub duration_ms: u64,
+    pub stdout_bytes: u64,
+    pub stderr_bytes: u64,
+    pub caller: String,
+}
+
+/// `file.v1.written` / `file.v1.read`: a file moved into or out of a running cell.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FileTransferData {
+    pub path: String,
+    pub size: u64,
+    pub sha256: String,
+    pub caller: String,
+}
+
+/// `file.v1.removed`: a path removed from a running cell.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FileRemovedData {
+    pub path: String,
+    pub recursive: bool,
+    pub caller: String,
+}

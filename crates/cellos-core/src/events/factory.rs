@@ -72,6 +72,7 @@ impl EventFactory {
             time: rfc3339(time),
             datacontenttype: DATA_CONTENT_TYPE.to_owned(),
             data,
+            cellosactor: None,
             cellosseq: None,
             cellosprev: None,
             celloskid: None,

@@ -33,11 +33,16 @@ pub enum EventKind {
     TelemetryReported,
     ComplianceSummary,
     GcReclaimed,
+    ExecStarted,
+    ExecCompleted,
+    FileWritten,
+    FileRead,
+    FileRemoved,
 }
 
 impl EventKind {
     /// Every kind, in catalogue order.
-    pub const ALL: [EventKind; 26] = [
+    pub const ALL: [EventKind; 31] = [
         EventKind::AdmissionDecided,
         EventKind::LifecycleStarted,
         EventKind::LifecycleDestroyed,
@@ -64,6 +69,11 @@ impl EventKind {
         EventKind::TelemetryReported,
         EventKind::ComplianceSummary,
         EventKind::GcReclaimed,
+        EventKind::ExecStarted,
+        EventKind::ExecCompleted,
+        EventKind::FileWritten,
+        EventKind::FileRead,
+        EventKind::FileRemoved,
     ];
 
     /// The full CloudEvents `type` string.
@@ -95,6 +105,11 @@ impl EventKind {
             EventKind::TelemetryReported => "dev.cellos.events.cell.telemetry.v1.reported",
             EventKind::ComplianceSummary => "dev.cellos.events.cell.compliance.v1.summary",
             EventKind::GcReclaimed => "dev.cellos.events.cell.gc.v1.reclaimed",
+            EventKind::ExecStarted => "dev.cellos.events.cell.exec.v1.started",
+            EventKind::ExecCompleted => "dev.cellos.events.cell.exec.v1.completed",
+            EventKind::FileWritten => "dev.cellos.events.cell.file.v1.written",
+            EventKind::FileRead => "dev.cellos.events.cell.file.v1.read",
+            EventKind::FileRemoved => "dev.cellos.events.cell.file.v1.removed",
         }
     }
 

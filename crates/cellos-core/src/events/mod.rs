@@ -47,6 +47,10 @@ pub struct CloudEvent {
     pub time: String,
     pub datacontenttype: String,
     pub data: serde_json::Value,
+    /// Who asked for what this event records (`uid:0`, `token:<subject>`), when an API
+    /// caller did; absent for what a cell did on its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cellosactor: Option<String>,
     /// Position in the stream, starting at 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cellosseq: Option<u64>,

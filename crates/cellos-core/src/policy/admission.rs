@@ -137,14 +137,14 @@ fn check_rules(
         if limits.memory_max_bytes.is_none() {
             c.violation(
                 "requireLimits",
-                &format!("{limits_at}.memoryMaxBytes"),
+                format!("{limits_at}.memoryMaxBytes"),
                 "must be set: this pack requires memory and pids limits",
             );
         }
         if limits.pids_max.is_none() {
             c.violation(
                 "requireLimits",
-                &format!("{limits_at}.pidsMax"),
+                format!("{limits_at}.pidsMax"),
                 "must be set: this pack requires memory and pids limits",
             );
         }

@@ -5,16 +5,26 @@
 //! different cells run in parallel: the registry lock is only held to find a cell, never
 //! across a backend call.
 
+mod cell;
+mod create;
+mod exec;
 mod exec_log;
+mod files;
+mod parents;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
+use cellos_core::events::{EventKind, LifecycleFrozenData, Outcome};
 use cellos_core::policy::AdmissionDecision;
 use cellos_core::ports::{IsolationReport, PortError, TeardownReport};
 use cellos_core::session::{ExecRequest, FileEntry, FileStat, FileWritten, PtySize};
 use cellos_core::spec::{ExecutionCellDocument, PolicyPackDocument, Problem};
 use serde::{Deserialize, Serialize};
+
+use cell::SessionCell;
+use parents::Parents;
 
 pub use exec_log::{ExecLog, ExecOutcome, Frame, Read as ExecRead, Stream, DEFAULT_KEPT_BYTES};
 
@@ -120,12 +130,18 @@ pub struct ExecStarted {
     pub stdin: Option<Box<dyn std::io::Write + Send>>,
 }
 
+/// How many threads create cells at once (see [`parents`]).
+const CELL_PARENTS: usize = 8;
+/// Destroyed cells kept for `GET` after their end.
+const KEPT_DESTROYED: usize = 1024;
+
 /// The cells of one server.
 pub struct Sessions {
     supervisor: Arc<Supervisor>,
     policies: Vec<PolicyPackDocument>,
     config: SessionConfig,
-    cells: RwLock<BTreeMap<String, ()>>,
+    cells: RwLock<BTreeMap<String, Arc<SessionCell>>>,
+    parents: Parents,
 }
 
 impl Sessions {
@@ -139,7 +155,49 @@ impl Sessions {
             policies,
             config,
             cells: RwLock::new(BTreeMap::new()),
+            parents: Parents::new(CELL_PARENTS),
         }
+    }
+
+    pub fn config(&self) -> &SessionConfig {
+        &self.config
+    }
+
+    fn find(&self, id: &str) -> Result<Arc<SessionCell>, SessionError> {
+        self.cells
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+            .ok_or_else(|| SessionError::NotFound {
+                what: format!("cell {id:?}"),
+            })
+    }
+
+    /// A cell that is running (not paused, not destroyed).
+    fn running(&self, id: &str) -> Result<Arc<SessionCell>, SessionError> {
+        let cell = self.find(id)?;
+        let state = cell.live().state;
+        match state {
+            CellState::Running => Ok(cell),
+            CellState::Paused => Err(SessionError::Conflict {
+                what: format!("cell {id:?} is paused; resume it first"),
+            }),
+            _ => Err(SessionError::Conflict {
+                what: format!("cell {id:?} has ended"),
+            }),
+        }
+    }
+
+    /// A cell that still exists (running or paused).
+    fn present(&self, id: &str) -> Result<Arc<SessionCell>, SessionError> {
+        let cell = self.find(id)?;
+        if cell.live().state == CellState::Destroyed {
+            return Err(SessionError::Conflict {
+                what: format!("cell {id:?} has ended"),
+            });
+        }
+        Ok(cell)
     }
 
     /// Admit and create a cell; a session cell is running when this returns.
@@ -148,42 +206,82 @@ impl Sessions {
         caller: &Caller,
         document: ExecutionCellDocument,
     ) -> Result<CellInfo, SessionError> {
-        let _ = (
-            caller,
-            document,
-            &self.supervisor,
-            &self.policies,
-            &self.config,
-        );
-        Err(not_yet())
+        if let Ok(existing) = self.find(&document.spec.id) {
+            if existing.live().state != CellState::Destroyed {
+                return Err(SessionError::Conflict {
+                    what: format!("cell {:?} already exists", document.spec.id),
+                });
+            }
+        }
+        let supervisor = self.supervisor.clone();
+        let policies = self.policies.clone();
+        let caller_owned = caller.clone();
+        let cell = self
+            .parents
+            .run(move || create::create(&supervisor, &policies, &caller_owned, document))
+            .ok_or_else(|| SessionError::Conflict {
+                what: "the server is shutting down".into(),
+            })??;
+        let info = cell.info();
+        let mut cells = self.cells.write().unwrap_or_else(|p| p.into_inner());
+        cells.insert(cell.id.clone(), Arc::new(cell));
+        forget_old_destroyed(&mut cells);
+        Ok(info)
     }
 
     /// Every cell this server holds, live and recently destroyed, by id.
     pub fn list(&self) -> Vec<CellInfo> {
-        let _ = &self.cells;
-        Vec::new()
+        let cells: Vec<Arc<SessionCell>> = self
+            .cells
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        cells.iter().map(|c| c.info()).collect()
     }
 
     pub fn get(&self, id: &str) -> Result<CellInfo, SessionError> {
-        Err(SessionError::NotFound {
-            what: format!("cell {id:?}"),
-        })
+        Ok(self.find(id)?.info())
     }
 
     /// Destroy a cell (killing its execs) and verify nothing is left; idempotent.
     pub fn destroy(&self, caller: &Caller, id: &str) -> Result<CellInfo, SessionError> {
-        let _ = (caller, id);
-        Err(not_yet())
+        let cell = self.find(id)?;
+        create::destroy(&self.supervisor, &cell, caller, None)?;
+        Ok(cell.info())
     }
 
     pub fn pause(&self, caller: &Caller, id: &str) -> Result<CellInfo, SessionError> {
-        let _ = (caller, id);
-        Err(not_yet())
+        self.freeze(caller, id, true)
     }
 
     pub fn resume(&self, caller: &Caller, id: &str) -> Result<CellInfo, SessionError> {
-        let _ = (caller, id);
-        Err(not_yet())
+        self.freeze(caller, id, false)
+    }
+
+    fn freeze(&self, caller: &Caller, id: &str, pause: bool) -> Result<CellInfo, SessionError> {
+        let cell = self.present(id)?;
+        let backend = self.supervisor.backend();
+        let mechanism = if pause {
+            backend.pause(id)
+        } else {
+            backend.resume(id)
+        }
+        .map_err(exec::port_error)?;
+        let kind = if pause {
+            EventKind::LifecyclePaused
+        } else {
+            EventKind::LifecycleResumed
+        };
+        exec::record_action(&cell.recorder, caller, kind, &LifecycleFrozenData { mechanism })?;
+        cell.live().state = if pause {
+            CellState::Paused
+        } else {
+            CellState::Running
+        };
+        cell.touch();
+        Ok(cell.info())
     }
 
     /// Start an exec; its output is kept in the returned log whether or not anyone reads it.
@@ -193,26 +291,72 @@ impl Sessions {
         id: &str,
         request: ExecRequest,
     ) -> Result<ExecStarted, SessionError> {
-        let _ = (caller, id, request);
-        Err(not_yet())
+        let problems = request.problems();
+        if !problems.is_empty() {
+            return Err(SessionError::BadRequest(problems));
+        }
+        let cell = self.running(id)?;
+        let seq = cell.exec_seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        let exec_id = format!("e{seq}");
+        cell.touch();
+        let on_end = {
+            let cell = Arc::downgrade(&cell);
+            Box::new(move || {
+                if let Some(cell) = cell.upgrade() {
+                    cell.touch();
+                }
+            })
+        };
+        let ctx = exec::ExecContext {
+            surface: cell.surface.clone(),
+            recorder: cell.recorder.clone(),
+            kept_bytes: self.config.kept_output_bytes,
+            on_end,
+        };
+        let (running, stdin) = exec::start(ctx, exec_id.clone(), &request, caller)?;
+        let mut live = cell.live();
+        live.execs.insert(seq, running.clone());
+        SessionCell::trim_execs(&mut live, self.config.kept_execs);
+        Ok(ExecStarted {
+            id: exec_id,
+            log: running.log.clone(),
+            stdin,
+        })
+    }
+
+    fn running_exec(&self, id: &str, exec_id: &str) -> Result<Arc<exec::RunningExec>, SessionError> {
+        let cell = self.find(id)?;
+        let seq = exec_id
+            .strip_prefix('e')
+            .and_then(|n| n.parse::<u64>().ok())
+            .ok_or_else(|| SessionError::NotFound {
+                what: format!("exec {exec_id:?} of cell {id:?}"),
+            })?;
+        let live = cell.live();
+        live.execs.get(&seq).cloned().ok_or_else(|| SessionError::NotFound {
+            what: format!("exec {exec_id:?} of cell {id:?} (ended execs are kept up to a limit)"),
+        })
     }
 
     /// The kept output of an exec of cell `id` (running or ended).
     pub fn exec_log(&self, id: &str, exec_id: &str) -> Result<Arc<ExecLog>, SessionError> {
-        let _ = (id, exec_id);
-        Err(not_yet())
+        Ok(self.running_exec(id, exec_id)?.log.clone())
     }
 
     /// Kill a running exec's whole process tree.
     pub fn kill_exec(&self, caller: &Caller, id: &str, exec_id: &str) -> Result<(), SessionError> {
-        let _ = (caller, id, exec_id);
-        Err(not_yet())
+        let _ = caller;
+        let exec = self.running_exec(id, exec_id)?;
+        exec.killed.store(true, std::sync::atomic::Ordering::Relaxed);
+        exec.control.kill().map_err(exec::port_error)
     }
 
     /// Set the terminal size of a PTY exec.
     pub fn resize_exec(&self, id: &str, exec_id: &str, size: PtySize) -> Result<(), SessionError> {
-        let _ = (id, exec_id, size);
-        Err(not_yet())
+        self.running_exec(id, exec_id)?
+            .control
+            .resize(size)
+            .map_err(exec::port_error)
     }
 
     pub fn read_file(
@@ -221,8 +365,7 @@ impl Sessions {
         id: &str,
         path: &str,
     ) -> Result<(FileStat, Vec<u8>), SessionError> {
-        let _ = (caller, id, path);
-        Err(not_yet())
+        files::read(&self.present(id)?, caller, path, self.config.max_file_bytes)
     }
 
     /// Replace `path` atomically.
@@ -234,13 +377,15 @@ impl Sessions {
         content: &[u8],
         mode: Option<u32>,
     ) -> Result<FileWritten, SessionError> {
-        let _ = (caller, id, path, content, mode);
-        Err(not_yet())
+        let cell = self.present(id)?;
+        files::write(&cell, caller, path, content, mode, self.config.max_file_bytes)
     }
 
     pub fn stat(&self, caller: &Caller, id: &str, path: &str) -> Result<FileStat, SessionError> {
-        let _ = (caller, id, path);
-        Err(not_yet())
+        let _ = caller;
+        let cell = self.present(id)?;
+        cell.touch();
+        cell.surface.stat(path).map_err(exec::port_error)
     }
 
     pub fn list_dir(
@@ -249,8 +394,10 @@ impl Sessions {
         id: &str,
         path: &str,
     ) -> Result<Vec<FileEntry>, SessionError> {
-        let _ = (caller, id, path);
-        Err(not_yet())
+        let _ = caller;
+        let cell = self.present(id)?;
+        cell.touch();
+        cell.surface.list(path).map_err(exec::port_error)
     }
 
     pub fn mkdir(
@@ -260,8 +407,7 @@ impl Sessions {
         path: &str,
         parents: bool,
     ) -> Result<(), SessionError> {
-        let _ = (caller, id, path, parents);
-        Err(not_yet())
+        files::mkdir(&self.present(id)?, caller, path, parents)
     }
 
     pub fn remove(
@@ -271,27 +417,91 @@ impl Sessions {
         path: &str,
         recursive: bool,
     ) -> Result<(), SessionError> {
-        let _ = (caller, id, path, recursive);
-        Err(not_yet())
+        files::remove(&self.present(id)?, caller, path, recursive)
     }
 
     /// Destroy cells whose TTL or idle timeout passed. Call about once a second.
-    pub fn sweep(&self) {}
+    pub fn sweep(&self) {
+        let now = Instant::now();
+        let due: Vec<(Arc<SessionCell>, &'static str)> = self
+            .cells
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .filter_map(|c| c.expired(now).map(|why| (c.clone(), why)))
+            .collect();
+        for (cell, why) in due {
+            let system = Caller {
+                subject: "system:lifetime".into(),
+            };
+            if let Err(err) = create::destroy(&self.supervisor, &cell, &system, Some(why)) {
+                tracing::warn!(cell = %cell.id, %err, "destroying an expired cell failed");
+            }
+        }
+    }
 
-    /// Destroy every cell (or, with `keep`, leave them running for a restarted server to
-    /// reclaim) and make the log durable.
+    /// Destroy every cell (or, with `keep`, leave them for the next server to reclaim) and
+    /// stop the cell-parent threads.
     pub fn shutdown(&self, keep: bool) {
-        let _ = keep;
+        if !keep {
+            let cells: Vec<Arc<SessionCell>> = self
+                .cells
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .values()
+                .cloned()
+                .collect();
+            let system = Caller {
+                subject: "system:shutdown".into(),
+            };
+            std::thread::scope(|scope| {
+                for cell in &cells {
+                    let (supervisor, system) = (&self.supervisor, &system);
+                    scope.spawn(move || {
+                        let _ = create::destroy(supervisor, cell, system, Some("the server shut down"));
+                    });
+                }
+            });
+        }
+        if !keep {
+            self.parents.stop();
+        }
     }
 
-    /// Counts for `/metrics`: live cells by state.
+    /// Counts for `/metrics`: cells by state.
     pub fn counts(&self) -> BTreeMap<CellState, u64> {
-        BTreeMap::new()
+        let mut counts = BTreeMap::new();
+        for cell in self.cells.read().unwrap_or_else(|p| p.into_inner()).values() {
+            *counts.entry(cell.live().state).or_insert(0) += 1;
+        }
+        counts
     }
 }
 
-fn not_yet() -> SessionError {
-    SessionError::Conflict {
-        what: "session cells are being built".into(),
+/// Keep at most [`KEPT_DESTROYED`] destroyed cells (the oldest go first).
+fn forget_old_destroyed(cells: &mut BTreeMap<String, Arc<SessionCell>>) {
+    let mut destroyed: Vec<(Instant, String)> = cells
+        .values()
+        .filter(|c| c.live().state == CellState::Destroyed)
+        .map(|c| (c.created_at, c.id.clone()))
+        .collect();
+    if destroyed.len() <= KEPT_DESTROYED {
+        return;
+    }
+    destroyed.sort();
+    for (_, id) in &destroyed[..destroyed.len() - KEPT_DESTROYED] {
+        cells.remove(id);
     }
 }
+
+/// The outcome a session cell ends with: it has no workload, so only teardown can fail it.
+fn session_outcome(teardown: &TeardownReport) -> Outcome {
+    if teardown.residue_free() {
+        Outcome::Succeeded
+    } else {
+        Outcome::Failed
+    }
+}
+
+/// How long destroy waits for killed execs to record their end.
+const EXEC_END_WAIT: Duration = Duration::from_secs(5);
