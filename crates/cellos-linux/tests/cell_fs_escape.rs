@@ -863,3 +863,55 @@ fn round_trips_and_recursive_remove() {
     assert!(f.fs.list("/workspace").unwrap().is_empty());
     f.assert_host_untouched();
 }
+
+// 5 and 11 together: a recursive remove while a subdirectory is swapped for a symlink to the
+// host directory, over and over, never removes anything on the host.
+#[test]
+fn recursive_remove_racing_a_symlink_swap_never_follows() {
+    need_root!();
+    let f = Fixture::new();
+    let tree = f.root.join("tree");
+    let mut removed = 0;
+    for _ in 0..200 {
+        fs::create_dir_all(tree.join("sub")).unwrap();
+        for i in 0..8 {
+            fs::write(tree.join(format!("sub/f{i}")), b"x").unwrap();
+        }
+        let _ = std::os::unix::fs::symlink(&f.host, tree.join("sublink"));
+        for p in [tree.clone(), tree.join("sub"), tree.join("sublink")] {
+            chown(&p, UID, GID);
+        }
+        let dir =
+            rustix::fs::open(&tree, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let swapper = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let flags = rustix::fs::RenameFlags::EXCHANGE;
+                    if rustix::fs::renameat_with(&dir, "sub", &dir, "sublink", flags).is_err() {
+                        break; // the remove got one of them
+                    }
+                }
+            })
+        };
+        match f.fs.remove("/tree", true) {
+            Ok(()) => removed += 1,
+            // Entries change kind under the walk (a directory emptied and then found to be a
+            // symlink, ...): the remove may fail, but never reaches outside.
+            Err(
+                CellFsError::DirectoryNotEmpty { .. }
+                | CellFsError::NotFound { .. }
+                | CellFsError::NotADirectory { .. }
+                | CellFsError::IsADirectory { .. },
+            ) => {}
+            Err(e) => panic!("unexpected: {e}"),
+        }
+        stop.store(true, Ordering::Relaxed);
+        swapper.join().unwrap();
+        f.assert_host_untouched();
+        let _ = fs::remove_dir_all(&tree);
+    }
+    eprintln!("remove race: {removed} of 200 removes completed");
+    assert!(removed > 0);
+}

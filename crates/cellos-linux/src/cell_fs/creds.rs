@@ -87,10 +87,13 @@ fn become_workload(ids: FsIds) -> std::io::Result<()> {
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
 
     // While this thread runs as the workload's uid it must not be ptrace-able by processes of
-    // that uid (it shares the supervisor's memory). The kernel marks the process non-dumpable
-    // when the euid changes unless `fs.suid_dumpable` is 1; set it before and after to be
-    // independent of that sysctl. (Dumpable is per process; the supervisor runs as root, so
-    // leaving it non-dumpable only hides its /proc entries from other users.)
+    // that uid: it shares the supervisor's memory. The kernel itself marks the process
+    // non-dumpable when a thread's euid changes, unless `fs.suid_dumpable` is 1; set it before
+    // and after, so the protection does not depend on that sysctl. Dumpability belongs to the
+    // whole process and is deliberately not restored afterwards: another operation's thread
+    // may still be running as a workload. (The supervisor runs as root, so this only hides
+    // its /proc entries from other users and disables its core dumps; forked cell children
+    // set their own dumpability.)
     set_non_dumpable()?;
 
     let (uid, gid) = (ids.uid as libc::c_long, ids.gid as libc::c_long);
