@@ -148,13 +148,7 @@ impl Sessions {
         caller: &Caller,
         document: ExecutionCellDocument,
     ) -> Result<CellInfo, SessionError> {
-        let _ = (
-            caller,
-            document,
-            &self.supervisor,
-            &self.policies,
-            &self.config,
-        );
+        let _ = (caller, document, &self.supervisor, &self.policies, &self.config);
         Err(not_yet())
     }
 
