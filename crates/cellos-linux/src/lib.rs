@@ -2,6 +2,7 @@
 
 pub mod backend;
 pub mod caps;
+pub mod cell_fs;
 pub mod cgroup;
 pub mod clone;
 pub mod doctor;
