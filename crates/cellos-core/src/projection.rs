@@ -11,10 +11,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::events::{
     AdmissionDecidedData, CgroupSample, CgroupSampledData, CloudEvent, CommandCompletedData,
-    ComplianceCounts, ComplianceSummaryData, EventKind, ExecStartedData, ExportFailedData, GcReclaimedData,
-    IsolationSummary, LifecycleDestroyedData, LifecycleFrozenData, LifecycleStartedData,
-    NetworkEnforcedData, Outcome, ProcessObservedData, TelemetryReportData, TerminalState,
-    ViolationData,
+    ComplianceCounts, ComplianceSummaryData, EventKind, ExecStartedData, ExportFailedData,
+    GcReclaimedData, IsolationSummary, LifecycleDestroyedData, LifecycleFrozenData,
+    LifecycleStartedData, NetworkEnforcedData, Outcome, ProcessObservedData, TelemetryReportData,
+    TerminalState, ViolationData,
 };
 use crate::policy::Verdict;
 use crate::ports::{

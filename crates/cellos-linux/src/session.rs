@@ -19,6 +19,7 @@ use cellos_core::session::{
     env_entries, ExecExit, ExecRequest, FileEntry, FileStat, FileWritten, PtySize,
 };
 
+use crate::cell_fs::CellFs;
 use crate::error::LinuxError;
 use crate::protocol::{send_fds, ExecFrame, ExecReport, CMD_EXEC_KILL};
 
@@ -232,8 +233,8 @@ impl CellSession for LinuxSession {
         path: &str,
         max_bytes: u64,
     ) -> Result<(FileStat, Box<dyn Read + Send>), PortError> {
-        let _ = (path, max_bytes);
-        Err(self.no_files())
+        let (stat, file) = self.fs()?.read(path, max_bytes)?;
+        Ok((stat, Box::new(file.take(max_bytes))))
     }
 
     fn write_file(
@@ -243,34 +244,50 @@ impl CellSession for LinuxSession {
         mode: Option<u32>,
         max_bytes: u64,
     ) -> Result<FileWritten, PortError> {
-        let _ = (path, content, mode, max_bytes);
-        Err(self.no_files())
+        Ok(self.fs()?.write(path, content, mode, max_bytes)?)
     }
 
     fn stat(&self, path: &str) -> Result<FileStat, PortError> {
-        let _ = path;
-        Err(self.no_files())
+        Ok(self.fs()?.stat(path)?)
     }
 
     fn list(&self, path: &str) -> Result<Vec<FileEntry>, PortError> {
-        let _ = path;
-        Err(self.no_files())
+        Ok(self.fs()?.list(path)?)
     }
 
     fn mkdir(&self, path: &str, parents: bool) -> Result<(), PortError> {
-        let _ = (path, parents);
-        Err(self.no_files())
+        Ok(self.fs()?.mkdir(path, parents)?)
     }
 
     fn remove(&self, path: &str, recursive: bool) -> Result<(), PortError> {
-        let _ = (path, recursive);
-        Err(self.no_files())
+        Ok(self.fs()?.remove(path, recursive)?)
     }
 }
 
 impl LinuxSession {
-    fn no_files(&self) -> PortError {
-        PortError::new(PortErrorKind::MissingFeature, "file operations")
+    /// The cell's filesystem view, from a descriptor of init's root opened now. Opened per
+    /// operation, never kept: a held descriptor would pin the cell's root mount after destroy.
+    /// The control lock orders the open before destroy (which empties the control first), so
+    /// the pid still names the cell's init.
+    fn fs(&self) -> Result<CellFs, PortError> {
+        let guard = lock(&self.control);
+        if guard.is_none() {
+            return Err(self.gone());
+        }
+        let path = format!("/proc/{}/root", self.init_pid);
+        let root = rustix::fs::open(
+            path.as_str(),
+            rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .map_err(|e| {
+            LinuxError::errno(
+                format!("open the root of cell '{}'", self.cell_id),
+                e.raw_os_error(),
+            )
+        })?;
+        drop(guard);
+        Ok(CellFs::new(root, self.workload_host, self.workload_host))
     }
 }
 

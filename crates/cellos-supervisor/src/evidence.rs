@@ -12,7 +12,8 @@
 use std::sync::Arc;
 
 use cellos_core::events::{
-    CloudEvent, ComplianceSummaryData, EventFactory, EventKind, ExportFailedData, Outcome, SecretsData,
+    CloudEvent, ComplianceSummaryData, EventFactory, EventKind, ExportFailedData, Outcome,
+    SecretsData,
 };
 use cellos_core::policy::AdmissionDecision;
 use cellos_core::ports::{
@@ -208,7 +209,9 @@ impl Recorder {
             destination: destination.unwrap_or("unresolved").to_string(),
             reason: error.to_string(),
         };
-        let event = self.factory.export_failed(Self::now(), &self.cell_id, &data);
+        let event = self
+            .factory
+            .export_failed(Self::now(), &self.cell_id, &data);
         self.record(vec![event])
     }
 

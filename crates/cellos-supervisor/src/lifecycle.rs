@@ -175,6 +175,10 @@ impl Supervisor {
         self
     }
 
+    pub(crate) fn factory(&self) -> &EventFactory {
+        &self.factory
+    }
+
     pub(crate) fn capabilities(&self) -> &Capabilities {
         &self.capabilities
     }
@@ -476,7 +480,10 @@ impl Unrevoked {
 
     /// The delivered secrets whose broker did revoke them: no `secrets.v1.revoked` claims a
     /// grant that may still stand.
-    pub(crate) fn revoked(&self, delivered: &[(String, &'static str)]) -> Vec<(String, &'static str)> {
+    pub(crate) fn revoked(
+        &self,
+        delivered: &[(String, &'static str)],
+    ) -> Vec<(String, &'static str)> {
         delivered
             .iter()
             .filter(|(_, broker)| !self.0.iter().any(|(failed, _)| failed == broker))

@@ -91,7 +91,10 @@ impl SessionCell {
         }
         let busy = live.execs.values().any(|e| !e.done());
         let idle_for = now.saturating_duration_since(live.last_activity);
-        if !busy && live.state == CellState::Running && self.idle.is_some_and(|idle| idle_for >= idle) {
+        if !busy
+            && live.state == CellState::Running
+            && self.idle.is_some_and(|idle| idle_for >= idle)
+        {
             return Some("lifetime.idleTimeoutSeconds passed with no exec or file operation");
         }
         None

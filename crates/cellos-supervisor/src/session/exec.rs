@@ -179,7 +179,12 @@ impl Drained {
 
 /// Copy a stream into the log until it ends (bytes after the exec's end are dropped by the
 /// log; reading on keeps a background writer from blocking on a full pipe).
-fn pump(mut stream: Box<dyn Read + Send>, which: Stream, log: &Arc<ExecLog>, drained: &Arc<Drained>) {
+fn pump(
+    mut stream: Box<dyn Read + Send>,
+    which: Stream,
+    log: &Arc<ExecLog>,
+    drained: &Arc<Drained>,
+) {
     drained.opened();
     let (log, drained) = (log.clone(), drained.clone());
     std::thread::spawn(move || {

@@ -274,7 +274,12 @@ impl Sessions {
         } else {
             EventKind::LifecycleResumed
         };
-        exec::record_action(&cell.recorder, caller, kind, &LifecycleFrozenData { mechanism })?;
+        exec::record_action(
+            &cell.recorder,
+            caller,
+            kind,
+            &LifecycleFrozenData { mechanism },
+        )?;
         cell.live().state = if pause {
             CellState::Paused
         } else {
@@ -296,7 +301,10 @@ impl Sessions {
             return Err(SessionError::BadRequest(problems));
         }
         let cell = self.running(id)?;
-        let seq = cell.exec_seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        let seq = cell
+            .exec_seq
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
         let exec_id = format!("e{seq}");
         cell.touch();
         let on_end = {
@@ -324,7 +332,11 @@ impl Sessions {
         })
     }
 
-    fn running_exec(&self, id: &str, exec_id: &str) -> Result<Arc<exec::RunningExec>, SessionError> {
+    fn running_exec(
+        &self,
+        id: &str,
+        exec_id: &str,
+    ) -> Result<Arc<exec::RunningExec>, SessionError> {
         let cell = self.find(id)?;
         let seq = exec_id
             .strip_prefix('e')
@@ -333,9 +345,14 @@ impl Sessions {
                 what: format!("exec {exec_id:?} of cell {id:?}"),
             })?;
         let live = cell.live();
-        live.execs.get(&seq).cloned().ok_or_else(|| SessionError::NotFound {
-            what: format!("exec {exec_id:?} of cell {id:?} (ended execs are kept up to a limit)"),
-        })
+        live.execs
+            .get(&seq)
+            .cloned()
+            .ok_or_else(|| SessionError::NotFound {
+                what: format!(
+                    "exec {exec_id:?} of cell {id:?} (ended execs are kept up to a limit)"
+                ),
+            })
     }
 
     /// The kept output of an exec of cell `id` (running or ended).
@@ -347,7 +364,8 @@ impl Sessions {
     pub fn kill_exec(&self, caller: &Caller, id: &str, exec_id: &str) -> Result<(), SessionError> {
         let _ = caller;
         let exec = self.running_exec(id, exec_id)?;
-        exec.killed.store(true, std::sync::atomic::Ordering::Relaxed);
+        exec.killed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         exec.control.kill().map_err(exec::port_error)
     }
 
@@ -365,7 +383,12 @@ impl Sessions {
         id: &str,
         path: &str,
     ) -> Result<(FileStat, Vec<u8>), SessionError> {
-        files::read(&self.present(id)?, caller, path, self.config.max_file_bytes)
+        files::read(
+            &*self.present(id)?,
+            caller,
+            path,
+            self.config.max_file_bytes,
+        )
     }
 
     /// Replace `path` atomically.
@@ -378,7 +401,14 @@ impl Sessions {
         mode: Option<u32>,
     ) -> Result<FileWritten, SessionError> {
         let cell = self.present(id)?;
-        files::write(&cell, caller, path, content, mode, self.config.max_file_bytes)
+        files::write(
+            &cell,
+            caller,
+            path,
+            content,
+            mode,
+            self.config.max_file_bytes,
+        )
     }
 
     pub fn stat(&self, caller: &Caller, id: &str, path: &str) -> Result<FileStat, SessionError> {
@@ -407,7 +437,7 @@ impl Sessions {
         path: &str,
         parents: bool,
     ) -> Result<(), SessionError> {
-        files::mkdir(&self.present(id)?, caller, path, parents)
+        files::mkdir(&*self.present(id)?, caller, path, parents)
     }
 
     pub fn remove(
@@ -417,7 +447,7 @@ impl Sessions {
         path: &str,
         recursive: bool,
     ) -> Result<(), SessionError> {
-        files::remove(&self.present(id)?, caller, path, recursive)
+        files::remove(&*self.present(id)?, caller, path, recursive)
     }
 
     /// Destroy cells whose TTL or idle timeout passed. Call about once a second.
@@ -458,7 +488,8 @@ impl Sessions {
                 for cell in &cells {
                     let (supervisor, system) = (&self.supervisor, &system);
                     scope.spawn(move || {
-                        let _ = create::destroy(supervisor, cell, system, Some("the server shut down"));
+                        let _ =
+                            create::destroy(supervisor, cell, system, Some("the server shut down"));
                     });
                 }
             });
@@ -471,7 +502,12 @@ impl Sessions {
     /// Counts for `/metrics`: cells by state.
     pub fn counts(&self) -> BTreeMap<CellState, u64> {
         let mut counts = BTreeMap::new();
-        for cell in self.cells.read().unwrap_or_else(|p| p.into_inner()).values() {
+        for cell in self
+            .cells
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+        {
             *counts.entry(cell.live().state).or_insert(0) += 1;
         }
         counts

@@ -38,9 +38,16 @@ impl Parents {
     }
 
     /// Run `job` on a parent thread and wait for its result; `None` once the pool stopped.
-    pub(crate) fn run<T: Send + 'static>(&self, job: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    pub(crate) fn run<T: Send + 'static>(
+        &self,
+        job: impl FnOnce() -> T + Send + 'static,
+    ) -> Option<T> {
         let (tx, rx) = mpsc::channel();
-        let sender = self.jobs.lock().unwrap_or_else(|p| p.into_inner()).clone()?;
+        let sender = self
+            .jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()?;
         sender
             .send(Box::new(move || {
                 let _ = tx.send(job());
