@@ -64,7 +64,12 @@ pub type Shared = Arc<AppState>;
 pub fn router(state: Shared, auth: Arc<Auth>) -> Router {
     let limits = state.limits;
     let api = Router::new()
-        .route("/v1/cells", post(cells::create).get(cells::list))
+        .route(
+            "/v1/cells",
+            post(cells::create)
+                .layer(DefaultBodyLimit::max(limits.spec_body))
+                .get(cells::list),
+        )
         .route("/v1/cells/{id}", get(cells::get).delete(cells::destroy))
         .route("/v1/cells/{id}/pause", post(cells::pause))
         .route("/v1/cells/{id}/resume", post(cells::resume))
