@@ -33,6 +33,15 @@ pub enum SignatureMode {
     Anchors,
 }
 
+/// What `cellos serve` does with its cells when it stops.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum OnShutdownArg {
+    /// Destroy every cell and verify nothing is left.
+    Destroy,
+    /// Leave cells running for a restarted server to reclaim.
+    Keep,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Check spec, policy-pack and formation files; exit 2 listing every problem.
@@ -105,6 +114,40 @@ enum Command {
               value_parser = parse_pool)]
         net_pool: cellos_linux::netscope::AddressPool,
     },
+    /// Serve the HTTP API: session cells, execs, files and events, on a Unix socket at
+    /// CELLOS_HOME/cellos.sock (mode 0600) and on TCP with --listen tcp:ADDR.
+    Serve {
+        /// `unix:PATH` (replaces the default socket) or `tcp:HOST:PORT` (TLS unless loopback;
+        /// always a bearer token). Repeatable.
+        #[arg(long, value_name = "unix:PATH|tcp:ADDR", value_parser = parse_listen)]
+        listen: Vec<cellos_server::Listen>,
+        /// PEM certificate chain of the TCP listeners.
+        #[arg(long, value_name = "PEM")]
+        tls_cert: Option<PathBuf>,
+        /// PEM private key of the TCP listeners.
+        #[arg(long, value_name = "PEM")]
+        tls_key: Option<PathBuf>,
+        /// File holding the bearer token TCP callers must send (else CELLOS_TOKEN).
+        #[arg(long, value_name = "PATH")]
+        token_file: Option<PathBuf>,
+        /// What happens to live cells at SIGTERM/SIGINT.
+        #[arg(long, value_enum, default_value = "destroy")]
+        on_shutdown: OnShutdownArg,
+        /// Policy packs every cell is admitted against.
+        #[arg(long = "policy")]
+        policies: Vec<PathBuf>,
+        /// Directory of secret files for the file broker (default: CELLOS_HOME/secrets).
+        #[arg(long, env = "CELLOS_SECRETS_DIR")]
+        secrets_dir: Option<PathBuf>,
+        /// Resolver the DNS authority of a networked cell forwards allowed names to.
+        #[arg(long, env = "CELLOS_DNS_UPSTREAM", value_name = "IP:PORT")]
+        dns_upstream: Option<std::net::SocketAddr>,
+        /// IPv4 pool the /30 links of networked cells are leased from.
+        #[arg(long, env = "CELLOS_NET_POOL", value_name = "CIDR",
+              default_value = cellos_linux::netscope::pool::DEFAULT_POOL,
+              value_parser = parse_pool)]
+        net_pool: cellos_linux::netscope::AddressPool,
+    },
     /// List cells on this host.
     Ps {
         #[arg(long)]
@@ -134,6 +177,12 @@ enum Command {
 /// `--net-pool`: an IPv4 network of at least one /30.
 fn parse_pool(text: &str) -> Result<cellos_linux::netscope::AddressPool, String> {
     cellos_linux::netscope::AddressPool::parse(text).map_err(|e| e.to_string())
+}
+
+/// `--listen`: `unix:PATH` or `tcp:HOST:PORT`.
+fn parse_listen(text: &str) -> Result<cellos_server::Listen, String> {
+    text.parse()
+        .map_err(|e: cellos_server::ConfigError| e.to_string())
 }
 
 fn main() -> ExitCode {
@@ -182,6 +231,35 @@ fn dispatch(cli: Cli) -> Result<u8, Failure> {
             };
             commands::cells::run(&home, &spec, &policies, secrets_dir, quiet, network)
         }
+        Command::Serve {
+            listen,
+            tls_cert,
+            tls_key,
+            token_file,
+            on_shutdown,
+            policies,
+            secrets_dir,
+            dns_upstream,
+            net_pool,
+        } => commands::serve::serve(
+            &home,
+            commands::serve::ServeArgs {
+                listen,
+                tls_cert,
+                tls_key,
+                token_file,
+                on_shutdown: match on_shutdown {
+                    OnShutdownArg::Destroy => cellos_server::OnShutdown::Destroy,
+                    OnShutdownArg::Keep => cellos_server::OnShutdown::Keep,
+                },
+                policies,
+                secrets_dir,
+                network: cellos_linux::netscope::NetworkConfig {
+                    pool: net_pool,
+                    dns_upstream,
+                },
+            },
+        ),
         Command::Ps { json } => commands::cells::ps(&home, json),
         Command::Logs { cell_id } => commands::cells::logs(&home, &cell_id),
         Command::Kill { cell_id, signal } => commands::cells::kill(&home, &cell_id, &signal),

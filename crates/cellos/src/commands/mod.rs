@@ -2,4 +2,5 @@
 
 pub mod cells;
 pub mod log;
+pub mod serve;
 pub mod spec;

@@ -1,0 +1,148 @@
+//! `cellos serve`: the HTTP API of CellOS over a Unix socket (callers identified by uid) and
+//! optionally TCP with TLS and a bearer token.
+//!
+//! Layout, one idea per module: [`config`] what to serve, [`listen`] the sockets, [`auth`]
+//! who is calling, [`problem`] RFC 9457 errors, [`routes`] the API, [`dto`] its wire types,
+//! [`events`] the event feed in front of the log, [`metrics`] Prometheus, [`openapi`] the
+//! generated document, [`shutdown`] stopping cleanly.
+
+pub mod auth;
+pub mod config;
+pub mod dto;
+pub mod events;
+pub mod listen;
+pub mod metrics;
+pub mod openapi;
+pub mod problem;
+pub mod routes;
+pub mod shutdown;
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use axum::Router;
+use cellos_supervisor::Sessions;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::sync::watch;
+
+pub use config::{ConfigError, Listen, OnShutdown, ServeConfig};
+pub use events::EventFeed;
+pub use listen::ListenError;
+
+use crate::auth::Auth;
+use crate::listen::{accept_tcp, accept_unix, Listeners};
+use crate::metrics::Metrics;
+use crate::routes::{AppState, Limits, Shared};
+
+/// Why serving failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Listen(#[from] ListenError),
+}
+
+/// The state and router of a server, without listeners (tests drive it directly).
+pub fn app(
+    config: &ServeConfig,
+    sessions: Arc<Sessions>,
+    feed: Arc<EventFeed>,
+) -> (Shared, Router) {
+    let metrics = Arc::new(Metrics::new(feed.appended_counter()));
+    let state = Arc::new(AppState {
+        sessions,
+        feed,
+        metrics,
+        limits: Limits {
+            spec_body: config.spec_body_limit,
+            json_body: config.json_body_limit,
+            file_body: config.file_body_limit,
+        },
+        keep_alive: config.keep_alive,
+        stopping: AtomicBool::new(false),
+        openapi: openapi::document(),
+    });
+    let router = routes::router(state.clone(), Arc::new(Auth::new(config.token.clone())));
+    (state, router)
+}
+
+/// Serve until `shutdown` resolves; then stop accepting, shut the cells down (destroy, or
+/// keep per `config.on_shutdown`), let open connections finish briefly, and return.
+pub async fn serve(
+    config: ServeConfig,
+    sessions: Arc<Sessions>,
+    feed: Arc<EventFeed>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    config.check()?;
+    let listeners = Listeners::bind(&config).await?;
+    let (state, router) = app(&config, sessions.clone(), feed);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let graceful = Arc::new(GracefulShutdown::new());
+    let accepting = spawn_acceptors(listeners.unix, listeners.tcp, &router, &graceful, &stop_rx);
+    let sweeper = tokio::spawn(sweep(sessions.clone(), config.sweep_interval, stop_rx));
+    tracing::info!("serving on unix:{}", listeners.unix_path.display());
+
+    shutdown.await;
+    state.stopping.store(true, Ordering::Relaxed);
+    let _ = stop_tx.send(true);
+    for task in accepting {
+        let _ = task.await;
+    }
+    let _ = sweeper.await;
+    let keep = config.on_shutdown == OnShutdown::Keep;
+    if let Err(e) = tokio::task::spawn_blocking(move || sessions.shutdown(keep)).await {
+        tracing::error!("shutting the cells down failed: {e}");
+    }
+    if let Ok(graceful) = Arc::try_unwrap(graceful) {
+        shutdown::drain(graceful).await;
+    }
+    let _ = std::fs::remove_file(&listeners.unix_path);
+    Ok(())
+}
+
+fn spawn_acceptors(
+    unix: tokio::net::UnixListener,
+    tcp: Vec<listen::Tcp>,
+    router: &Router,
+    graceful: &Arc<GracefulShutdown>,
+    stop: &watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = vec![tokio::spawn(accept_unix(
+        unix,
+        router.clone(),
+        graceful.clone(),
+        stop.clone(),
+    ))];
+    for listener in tcp {
+        tasks.push(tokio::spawn(accept_tcp(
+            listener,
+            router.clone(),
+            graceful.clone(),
+            stop.clone(),
+        )));
+    }
+    tasks
+}
+
+/// Destroy expired cells about once per `interval` until `stop`.
+async fn sweep(
+    sessions: Arc<Sessions>,
+    interval: std::time::Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let sessions = sessions.clone();
+        if let Err(e) = tokio::task::spawn_blocking(move || sessions.sweep()).await {
+            tracing::error!("sweep failed: {e}");
+        }
+    }
+}

@@ -1,0 +1,96 @@
+//! `cellos serve`: one long-lived supervisor holding many session cells, driven over the
+//! HTTP API of `cellos-server` (a Unix socket at CELLOS_HOME/cellos.sock, and TCP on request).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use cellos_core::ports::EventSink;
+use cellos_linux::netscope::NetworkConfig;
+use cellos_server::config::{load_token, TlsFiles};
+use cellos_server::events::DEFAULT_KEPT_EVENTS;
+use cellos_server::{EventFeed, Listen, OnShutdown, ServeConfig};
+use cellos_supervisor::{SessionConfig, Sessions};
+
+use crate::commands::spec::load_policies;
+use crate::compose;
+use crate::exit::Failure;
+
+/// Environment variable holding the bearer token when `--token-file` is not given.
+pub const TOKEN_ENV: &str = "CELLOS_TOKEN";
+
+/// What `cellos serve` was asked for.
+pub struct ServeArgs {
+    pub listen: Vec<Listen>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub token_file: Option<PathBuf>,
+    pub on_shutdown: OnShutdown,
+    pub policies: Vec<PathBuf>,
+    pub secrets_dir: Option<PathBuf>,
+    pub network: NetworkConfig,
+}
+
+fn tls(cert: Option<PathBuf>, key: Option<PathBuf>) -> Result<Option<TlsFiles>, Failure> {
+    match (cert, key) {
+        (Some(cert), Some(key)) => Ok(Some(TlsFiles { cert, key })),
+        (None, None) => Ok(None),
+        _ => Err(Failure::invalid(
+            cellos_server::ConfigError::TlsIncomplete.to_string(),
+        )),
+    }
+}
+
+/// The server's configuration from the flags; refused before anything starts if unsafe.
+fn config(
+    home: &Path,
+    args: &mut ServeArgs,
+    sessions: &SessionConfig,
+) -> Result<ServeConfig, Failure> {
+    let mut config = ServeConfig::new(ServeConfig::default_socket(home))
+        .listen(std::mem::take(&mut args.listen));
+    config.tls = tls(args.tls_cert.take(), args.tls_key.take())?;
+    config.token = load_token(args.token_file.as_deref(), std::env::var(TOKEN_ENV).ok())
+        .map_err(|e| Failure::invalid(e.to_string()))?;
+    config.on_shutdown = args.on_shutdown;
+    config.file_body_limit = usize::try_from(sessions.max_file_bytes).unwrap_or(usize::MAX);
+    config
+        .check()
+        .map_err(|e| Failure::invalid(e.to_string()))?;
+    Ok(config)
+}
+
+/// Serve until SIGTERM or SIGINT; exit 0 after the cells were shut down.
+pub fn serve(home: &Path, mut args: ServeArgs) -> Result<u8, Failure> {
+    let session_config = SessionConfig::default();
+    let config = config(home, &mut args, &session_config)?;
+    let policies = load_policies(&args.policies)?;
+    let mut feed = None;
+    let supervisor = compose::server_supervisor(home, args.secrets_dir, args.network, |log| {
+        let tee = Arc::new(
+            EventFeed::open(log, home, DEFAULT_KEPT_EVENTS)
+                .map_err(|e| Failure::cellos(format!("event feed: {e}")))?,
+        );
+        feed = Some(tee.clone());
+        Ok(tee as Arc<dyn EventSink>)
+    })?;
+    let feed = feed.ok_or_else(|| Failure::cellos("the event feed was not set up"))?;
+    let sessions = Arc::new(Sessions::new(
+        Arc::new(supervisor),
+        policies,
+        session_config,
+    ));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("cellos-serve")
+        .build()
+        .map_err(|e| Failure::cellos(format!("cannot start the server runtime: {e}")))?;
+    runtime
+        .block_on(cellos_server::serve(
+            config,
+            sessions,
+            feed,
+            cellos_server::shutdown::signal_received(),
+        ))
+        .map_err(|e| Failure::cellos(e.to_string()))?;
+    Ok(0)
+}
