@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Drives a real `cellos serve` the way programs will: Python's httpx over the Unix socket and
+# requests over TLS on loopback (tests/api), schemathesis against its generated /openapi.json,
+# and promtool on its /metrics. Run as root after scripts/setup.sh (scripts/test.sh does both).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+venv=target/api-venv
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+"$venv/bin/pip" install -q --disable-pip-version-check \
+  'httpx>=0.27,<0.29' 'requests>=2.31' 'pytest>=8' 'schemathesis>=3.36,<4' 'websockets>=13'
+
+cargo build -q --bin cellos --bin cellos-cell-init
+bin="$PWD/target/x86_64-unknown-linux-gnu/debug/cellos"
+export CELLOS_BIN="$bin"
+"$venv/bin/python" -m pytest -q -p no:cacheprovider tests/api
+
+# A server of its own for the contract checks, so their cells never meet the tests' cells.
+home="$(mktemp -d)"
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+token="schema-$(head -c 8 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+echo "$token" > "$home/token"
+"$bin" --home "$home" serve --listen "tcp:127.0.0.1:$port" --token-file "$home/token" \
+  2>"$home/serve.log" &
+pid=$!
+cleanup() { kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$home"; }
+trap cleanup EXIT
+for _ in $(seq 100); do
+  curl -fsS -H "Authorization: Bearer $token" "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+
+curl -fsS -H "Authorization: Bearer $token" "http://127.0.0.1:$port/metrics" > "$home/metrics.txt"
+promtool check metrics < "$home/metrics.txt"
+echo "promtool: /metrics is valid"
+
+"$venv/bin/schemathesis" run "http://127.0.0.1:$port/openapi.json" \
+  --header "Authorization: Bearer $token" \
+  --checks all --hypothesis-max-examples 25 --hypothesis-derandomize \
+  --exclude-checks ignored_auth
