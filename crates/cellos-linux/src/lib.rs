@@ -4,6 +4,7 @@ pub mod backend;
 pub mod caps;
 pub mod cgroup;
 pub mod clone;
+mod create;
 pub mod doctor;
 pub mod error;
 pub mod etc_attached;
