@@ -49,8 +49,7 @@ impl ExecRequest {
             out.push("argv: an argument contains a NUL byte".to_string());
         }
         for (key, value) in &self.env {
-            if key.is_empty() || key.contains('=') || key.contains('\0') || value.contains('\0')
-            {
+            if key.is_empty() || key.contains('=') || key.contains('\0') || value.contains('\0') {
                 out.push(format!(
                     "env.{key}: names must be non-empty without '=' or NUL, values without NUL"
                 ));
@@ -58,7 +57,9 @@ impl ExecRequest {
         }
         if let Some(cwd) = &self.cwd {
             if !cwd.starts_with('/') || cwd.contains('\0') {
-                out.push(format!("cwd: {cwd:?} must be an absolute path inside the cell"));
+                out.push(format!(
+                    "cwd: {cwd:?} must be an absolute path inside the cell"
+                ));
             }
         }
         if self.timeout_ms == Some(0) {
@@ -85,10 +86,16 @@ pub struct PtySize {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", tag = "kind")]
 pub enum ExecExit {
-    Exited { code: i32 },
-    Signaled { signal: i32 },
+    Exited {
+        code: i32,
+    },
+    Signaled {
+        signal: i32,
+    },
     /// The command could not be executed (not found, not executable, ...).
-    SpawnFailed { reason: String },
+    SpawnFailed {
+        reason: String,
+    },
 }
 
 impl ExecExit {

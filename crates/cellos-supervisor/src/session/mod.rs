@@ -148,7 +148,13 @@ impl Sessions {
         caller: &Caller,
         document: ExecutionCellDocument,
     ) -> Result<CellInfo, SessionError> {
-        let _ = (caller, document, &self.supervisor, &self.policies, &self.config);
+        let _ = (
+            caller,
+            document,
+            &self.supervisor,
+            &self.policies,
+            &self.config,
+        );
         Err(not_yet())
     }
 
