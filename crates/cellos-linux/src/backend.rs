@@ -62,7 +62,7 @@ pub struct LinuxBackendConfig {
     /// Arguments after the executable; `["__cell-init"]` for binaries calling
     /// [`crate::init::run_if_init`].
     pub init_args: Vec<String>,
-    /// Whether init may run in the clone or is always exec'd (see [`InitMode`]).
+    /// Whether init runs in the clone or is exec'd (see [`InitMode`]).
     pub init_mode: InitMode,
     /// Host uid/gid that cell id 0 maps to (65536 ids are mapped).
     pub uid_base: u32,
@@ -75,14 +75,15 @@ pub struct LinuxBackendConfig {
 }
 
 impl LinuxBackendConfig {
-    /// Defaults: init arguments `["__cell-init"]`, uid base [`DEFAULT_UID_BASE`], no telemetry
-    /// agent (cells with `spec.telemetry.enabled` are refused until one is set).
+    /// Defaults: init arguments `["__cell-init"]`, init exec'd ([`InitMode::Exec`] suits any
+    /// process), uid base [`DEFAULT_UID_BASE`], no telemetry agent (cells with
+    /// `spec.telemetry.enabled` are refused until one is set).
     pub fn new(state_dir: impl Into<PathBuf>, init_exe: impl Into<PathBuf>) -> Self {
         Self {
             state_dir: state_dir.into(),
             init_exe: init_exe.into(),
             init_args: vec![INIT_ARG.to_owned()],
-            init_mode: InitMode::default(),
+            init_mode: InitMode::Exec,
             uid_base: DEFAULT_UID_BASE,
             telemetry: TelemetrySettings::default(),
             network: NetworkConfig::default(),
