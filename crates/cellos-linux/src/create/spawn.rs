@@ -17,7 +17,7 @@ use crate::protocol::{
 };
 use crate::record;
 
-use super::host::{Held, Host};
+use super::host::{CreateGuard, Held, Host};
 
 stage_error! {
     /// Init could not be started or handed the cell; what exists is undone.
@@ -41,8 +41,8 @@ pub(crate) struct Spawned<'a> {
     pub held: Held<'a>,
 }
 
-/// The supervisor's ends of the pipes and socket between it and init, and init's ends (which
-/// it inherits as fds 0 to 2, [`CONTROL_FD`] and [`STATUS_FD`]).
+/// The pipes and socket between the supervisor and init, each as (the supervisor's end,
+/// init's end); init inherits its ends as fds 0 to 2, [`CONTROL_FD`] and [`STATUS_FD`].
 struct Channels {
     control: (OwnedFd, OwnedFd),
     status: (OwnedFd, OwnedFd),
@@ -55,38 +55,25 @@ pub(crate) fn stage<'a>(
     backend: &LinuxBackend,
     mut host: Host<'a>,
 ) -> Result<Spawned<'a>, SpawnError> {
-    let Channels {
-        control: (control_w, control_r),
-        status: (status_r, status_w),
-        out: (out_r, out_w),
-        err: (err_r, err_w),
-        devnull,
-    } = channels(backend).map_err(SpawnError::Channels)?;
-    let command = InitCommand::new(
-        &backend.init_exe,
-        backend.config.init_mode,
-        &backend.config.init_args,
-        &[
-            (devnull.as_fd(), 0),
-            (out_w.as_fd(), 1),
-            (err_w.as_fd(), 2),
-            (control_r.as_fd(), CONTROL_FD),
-            (status_w.as_fd(), STATUS_FD),
-        ],
-        host.held.cgroup.join_handles().map_err(SpawnError::Clone)?,
-        host.handoff,
-    )
-    .map_err(SpawnError::Clone)?;
+    let channels = channels(backend).map_err(SpawnError::Channels)?;
     let Cloned {
         pid,
         pidfd,
         in_v2_leaf,
         handoff,
-    } = command.spawn().map_err(SpawnError::Clone)?;
+    } = clone_init(backend, &channels, &host.held.cgroup, host.handoff)
+        .map_err(SpawnError::Clone)?;
     host.held.guard.init = Some((pid, pidfd));
-    drop((control_r, status_w, out_w, err_w, devnull));
+    let Channels {
+        control,
+        status,
+        out,
+        err,
+        devnull,
+    } = channels;
+    drop((control.1, status.1, out.1, err.1, devnull));
 
-    let mut control = File::from(control_w);
+    let mut control = File::from(control.0);
     let mut reader = StatusReader::new();
     let held = &host.held;
     hand_over(
@@ -98,24 +85,7 @@ pub(crate) fn stage<'a>(
         handoff,
         &host.trees,
     )
-    .map_err(|e| {
-        // A child that could not become init said why before it exited; one still
-        // alive is killed first, so its status pipe closes at once.
-        if let Some((_, fd)) = &held.guard.init {
-            let _ = pidfd::signal(fd, libc::SIGKILL);
-        }
-        match reader.next(status_r.as_fd(), Some(Instant::now() + KILL_GRACE)) {
-            Ok(StatusEvent::Msg(StatusMsg::StartFailed { step, errno })) => {
-                crate::clone::start_failure(
-                    step,
-                    errno,
-                    backend.init_exe.path(),
-                    backend.host_root(),
-                )
-            }
-            _ => e,
-        }
-    })
+    .map_err(|e| explain(backend, &held.guard, &mut reader, &status.0, e))
     .map_err(SpawnError::HandOver)?;
     drop(host.trees);
     // Until this record names init, a crash of ours kills it (PDEATHSIG) and `gc` finds
@@ -128,11 +98,56 @@ pub(crate) fn stage<'a>(
         pid,
         reader,
         control,
-        err: err_r,
-        out: out_r,
-        status: status_r,
+        err: err.0,
+        out: out.0,
+        status: status.0,
         held: host.held,
     })
+}
+
+/// Clone the child that becomes init, with its inherited descriptors and the plan.
+fn clone_init(
+    backend: &LinuxBackend,
+    channels: &Channels,
+    cgroup: &CellCgroup,
+    handoff: Handoff,
+) -> Result<Cloned, LinuxError> {
+    let command = InitCommand::new(
+        &backend.init_exe,
+        backend.config.init_mode,
+        &backend.config.init_args,
+        &[
+            (channels.devnull.as_fd(), 0),
+            (channels.out.1.as_fd(), 1),
+            (channels.err.1.as_fd(), 2),
+            (channels.control.1.as_fd(), CONTROL_FD),
+            (channels.status.1.as_fd(), STATUS_FD),
+        ],
+        cgroup.join_handles()?,
+        handoff,
+    )?;
+    command.spawn()
+}
+
+/// The error of a failed hand-over: a child that could not become init said why before it
+/// exited; one still alive is killed first, so its status pipe closes at once.
+fn explain(
+    backend: &LinuxBackend,
+    guard: &CreateGuard<'_>,
+    reader: &mut StatusReader,
+    status: &OwnedFd,
+    err: LinuxError,
+) -> LinuxError {
+    if let Some((_, fd)) = &guard.init {
+        let _ = pidfd::signal(fd, libc::SIGKILL);
+    }
+    match reader.next(status.as_fd(), Some(Instant::now() + KILL_GRACE)) {
+        Ok(StatusEvent::Msg(StatusMsg::StartFailed { step, errno })) => {
+            let host_root = backend.host_root();
+            crate::clone::start_failure(step, errno, backend.init_exe.path(), host_root)
+        }
+        _ => err,
+    }
 }
 
 /// Every channel to init, its output pipes owned by the workload.
