@@ -6,11 +6,13 @@ use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use cellos_core::ports::{CellRequest, DeliveredSecret};
+use cellos_core::spec::ExecutionCellSpec;
 use zeroize::Zeroizing;
 
 use crate::backend::LinuxBackend;
 use crate::cgroup::{CellCgroup, CgroupLimits};
 use crate::clone::reap;
+use crate::error::LinuxError;
 use crate::netscope::{self, NetRecord};
 use crate::pidfd;
 use crate::plan::InitConfig;
@@ -69,29 +71,12 @@ pub(crate) fn stage<'a>(
         network: None,
         armed: true,
     };
-    // A networked cell's link is leased now: its resolv.conf names the host end. The lease
-    // file names the cell (reclaim finds it by that); the veth and host table are named in
-    // the record (written with init's pid) before they are created.
-    if netscope::wants_network(spec) {
-        let (link, lease) =
-            netscope::pool::lease(state_dir, &backend.config.network.pool, &spec.id)
-                .map_err(HostError::NetworkLease)?;
-        let net = NetRecord::new(state_dir, &spec.id, link, lease);
-        config.resolv_conf = Some(net.resolv_conf());
+    if let Some(net) = lease_network(backend, spec, &mut config).map_err(HostError::NetworkLease)? {
         guard.network = Some(net.clone());
         rec.network = Some(net);
     }
     let secrets = secret_frames(secrets);
-    let limits = spec.run.limits.clone().unwrap_or_default();
-    let cgroup = CellCgroup::create(
-        &spec.id,
-        &CgroupLimits {
-            memory_max_bytes: limits.memory_max_bytes,
-            pids_max: limits.pids_max,
-            cpu_millis: limits.cpu_millis,
-        },
-    )
-    .map_err(HostError::Cgroup)?;
+    let cgroup = create_cgroup(spec).map_err(HostError::Cgroup)?;
     rec.cgroup_paths = cgroup.paths().to_vec();
     // The socket exists and the probe listens before anything of the cell runs: the
     // cell's first exec (its init) is already observed.
@@ -134,6 +119,36 @@ fn run_record(cell_id: &str, run_id: &str) -> RunRecord {
     }
 }
 
+/// A networked cell's link is leased now: its resolv.conf names the host end. The lease file
+/// names the cell (reclaim finds it by that); the veth and host table are named in the
+/// record (written with init's pid) before they are created.
+fn lease_network(
+    backend: &LinuxBackend,
+    spec: &ExecutionCellSpec,
+    config: &mut InitConfig,
+) -> Result<Option<NetRecord>, LinuxError> {
+    if !netscope::wants_network(spec) {
+        return Ok(None);
+    }
+    let state_dir = &backend.config.state_dir;
+    let (link, lease) = netscope::pool::lease(state_dir, &backend.config.network.pool, &spec.id)?;
+    let net = NetRecord::new(state_dir, &spec.id, link, lease);
+    config.resolv_conf = Some(net.resolv_conf());
+    Ok(Some(net))
+}
+
+fn create_cgroup(spec: &ExecutionCellSpec) -> Result<CellCgroup, LinuxError> {
+    let limits = spec.run.limits.clone().unwrap_or_default();
+    CellCgroup::create(
+        &spec.id,
+        &CgroupLimits {
+            memory_max_bytes: limits.memory_max_bytes,
+            pids_max: limits.pids_max,
+            cpu_millis: limits.cpu_millis,
+        },
+    )
+}
+
 /// The secrets as init receives them; the request's copies are dropped (and zeroised) here,
 /// so each value exists once from now on.
 fn secret_frames(secrets: Vec<DeliveredSecret>) -> Vec<SecretFrame> {
@@ -150,7 +165,7 @@ fn start_telemetry(
     backend: &LinuxBackend,
     request: &CellRequest<'_>,
     cgroup: &CellCgroup,
-) -> Result<TelemetryRunner, crate::error::LinuxError> {
+) -> Result<TelemetryRunner, LinuxError> {
     TelemetryRunner::start(
         &backend.config.telemetry,
         RunnerContext {

@@ -65,13 +65,7 @@ pub(crate) fn stage(
     let fs = spec.filesystem.clone().unwrap_or_default();
     let (rootfs, rootfs_label) =
         resolve_rootfs(state_dir, &fs.rootfs).map_err(PlanError::Rootfs)?;
-    let etc_mask = match rootfs {
-        ResolvedRootfs::Host => Some(
-            etc_mask::ensure_mask(&state_dir.join("etc-mask"), Path::new("/etc"))
-                .map_err(PlanError::EtcMask)?,
-        ),
-        ResolvedRootfs::Dir(_) => None,
-    };
+    let etc_mask = etc_mask(state_dir, &rootfs).map_err(PlanError::EtcMask)?;
     let (profile, program) = backend.seccomp().map_err(PlanError::Seccomp)?;
     let secret_keys: Vec<String> = request.secrets.iter().map(|s| s.key.clone()).collect();
     let telemetry = spec.telemetry.as_ref().is_some_and(|t| t.enabled);
@@ -107,6 +101,17 @@ pub(crate) fn stage(
         telemetry,
         report,
     })
+}
+
+/// The masked `/etc` a cell on the host's root gets (see [`etc_mask`](crate::etc_mask)).
+fn etc_mask(state_dir: &Path, rootfs: &ResolvedRootfs) -> Result<Option<PathBuf>, LinuxError> {
+    match rootfs {
+        ResolvedRootfs::Host => Ok(Some(etc_mask::ensure_mask(
+            &state_dir.join("etc-mask"),
+            Path::new("/etc"),
+        )?)),
+        ResolvedRootfs::Dir(_) => Ok(None),
+    }
 }
 
 /// The root the cell gets, and its label in the isolation report. An OCI image is unpacked
