@@ -1,7 +1,7 @@
 //! [`LinuxBackend`] and [`LinuxCell`]: the `CellBackend`/`Cell` ports on Linux namespaces.
 //!
-//! create: see [`crate::create`]; it returns while init builds the root and parks the
-//! workload just before its exec. start: wait for `Ready`, tell init to let the workload exec,
+//! create: four stages, in `create/` (whose module docs tell the sequence); it returns while
+//! init builds the root and parks the workload just before its exec. start: wait for `Ready`, tell init to let the workload exec,
 //! wait for `Started` (setup failures surface here, before anything of the workload ran).
 //! wait: status messages with a deadline. destroy: SIGKILL init (the kernel then kills the
 //! whole pid namespace and frees the mount namespace), reap, remove the cgroup and the record,

@@ -103,7 +103,7 @@ pub(crate) fn stage(
     })
 }
 
-/// The masked `/etc` a cell on the host's root gets (see [`etc_mask`](crate::etc_mask)).
+/// The masked `/etc` a cell on the host's root gets (see [`crate::etc_mask`]).
 fn etc_mask(state_dir: &Path, rootfs: &ResolvedRootfs) -> Result<Option<PathBuf>, LinuxError> {
     match rootfs {
         ResolvedRootfs::Host => Ok(Some(etc_mask::ensure_mask(
