@@ -1,22 +1,14 @@
 //! [`LinuxBackend`] and [`LinuxCell`]: the `CellBackend`/`Cell` ports on Linux namespaces.
 //!
-//! create: validate and plan (host side) → run record → cgroup → clone init in new user, pid,
-//! mount, net, ipc and uts namespaces → write its id maps and release it (it execs) → open the
-//! host paths as detached mount trees, record init's pid, move it into the cgroup → send the
-//! plan and the trees. create returns while init builds the root and parks the workload just
-//! before its exec, so that work overlaps with whatever the caller does next. start: wait for
-//! `Ready`, tell init to let the workload exec, wait for `Started` (setup failures surface
-//! here, before anything of the workload ran). wait: status messages with a deadline. destroy:
-//! SIGKILL init (the kernel then kills the whole pid namespace and frees the mount namespace),
-//! reap, remove the cgroup and the record, then verify that nothing is left.
+//! create: four stages, in `create/` (whose module docs tell the sequence); it returns while
+//! init builds the root and parks the workload just before its exec. start: wait for `Ready`, tell init to let the workload exec,
+//! wait for `Started` (setup failures surface here, before anything of the workload ran).
+//! wait: status messages with a deadline. destroy: SIGKILL init (the kernel then kills the
+//! whole pid namespace and frees the mount namespace), reap, remove the cgroup and the record,
+//! then verify that nothing is left.
 //!
-//! With `spec.telemetry.enabled`, create also binds the cell's telemetry socket and subscribes
-//! the host process probe right after the cgroup exists (before init is cloned), and the plan
-//! carries the socket and agent binds and the agent's exec; destroy finishes the telemetry
-//! (final events, report, socket removed) once the cell's last process is gone. See
-//! [`crate::telemetry`].
-//!
-//! The thread that calls `create` must outlive the cell: init dies with it (`PDEATHSIG`).
+//! With `spec.telemetry.enabled`, destroy finishes the telemetry (final events, report,
+//! socket removed) once the cell's last process is gone. See [`crate::telemetry`].
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -24,51 +16,42 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use cellos_core::ports::{
     Cell, CellBackend, CellRequest, CellSession, CellSummary, IsolationReport, PortError,
     PortErrorKind, Residue, TeardownReport, WorkloadExit, WorkloadOutcome,
 };
-use cellos_core::spec::RootfsSpec;
-use zeroize::Zeroizing;
+use cellos_core::spec::ExecutionCellSpec;
 
-use crate::cgroup::{self, CellCgroup, CgroupLimits};
+use crate::cgroup::{self, CellCgroup};
 pub use crate::clone::InitMode;
-use crate::clone::{reap, InitCommand, InitExe, Spawned};
+use crate::clone::{reap, InitExe};
+use crate::create;
 use crate::error::LinuxError;
-use crate::etc_mask;
-use crate::idmap::{self, IdMap};
+use crate::idmap::IdMap;
 use crate::init::FORWARDED_SIGNALS;
 use crate::landlock_rules;
-use crate::netscope::egress::{Egress, EgressSetup};
+use crate::netscope::egress::Egress;
 use crate::netscope::{self, NetRecord, NetworkConfig};
 use crate::pidfd;
-use crate::plan::{self, BpfInstruction, PlanContext, ResolvedRootfs, WORKLOAD_ID};
+use crate::plan::{BpfInstruction, WORKLOAD_ID};
 use crate::protocol::{
-    send_fds, Handoff, SecretFrame, StartStep, StatusEvent, StatusMsg, StatusReader, CMD_KILL,
-    CMD_START, CONTROL_FD, INIT_ARG, RELEASE, STATUS_FD,
+    StartStep, StatusEvent, StatusMsg, StatusReader, CMD_KILL, CMD_START, INIT_ARG,
 };
 use crate::record::{self, RunRecord};
 use crate::residue::{self, CheckError, Findings, HostSources, Proc};
 use crate::safe_path;
 use crate::seccomp::{self, SeccompProfile};
 use crate::session::{lock, Control, LinuxSession, SharedSession};
-use crate::telemetry::{self, RunnerContext, TelemetryRunner, TelemetrySettings};
-use crate::trees;
+use crate::telemetry::{self, TelemetryRunner, TelemetrySettings};
 
 /// Default base of the host id range cells map to: above the ranges systemd hands to
 /// containers and dynamic users, and below 2^31 (tools mishandle larger ids).
 pub const DEFAULT_UID_BASE: u32 = 0x7000_0000;
 
-/// Where init mounts the new root, in its own private mount namespace (the host's `/tmp` is
-/// only covered there). Every host path the cell gets arrives as a descriptor, so nothing
-/// init needs is hidden by this mount, and `/tmp` is searchable by the cell's (unprivileged)
-/// root on every distribution.
-const BUILD_DIR: &str = "/tmp";
-
 /// How long init gets to act on a kill command before it is SIGKILLed itself.
-const KILL_GRACE: Duration = Duration::from_secs(2);
+pub(crate) const KILL_GRACE: Duration = Duration::from_secs(2);
 
 /// Host-side settings of the backend.
 #[derive(Debug, Clone)]
@@ -80,7 +63,7 @@ pub struct LinuxBackendConfig {
     /// Arguments after the executable; `["__cell-init"]` for binaries calling
     /// [`crate::init::run_if_init`].
     pub init_args: Vec<String>,
-    /// Whether init may run in the clone or is always exec'd (see [`InitMode`]).
+    /// Whether init runs in the clone or is exec'd (see [`InitMode`]).
     pub init_mode: InitMode,
     /// Host uid/gid that cell id 0 maps to (65536 ids are mapped).
     pub uid_base: u32,
@@ -93,14 +76,15 @@ pub struct LinuxBackendConfig {
 }
 
 impl LinuxBackendConfig {
-    /// Defaults: init arguments `["__cell-init"]`, uid base [`DEFAULT_UID_BASE`], no telemetry
-    /// agent (cells with `spec.telemetry.enabled` are refused until one is set).
+    /// Defaults: init arguments `["__cell-init"]`, init exec'd ([`InitMode::Exec`] suits any
+    /// process), uid base [`DEFAULT_UID_BASE`], no telemetry agent (cells with
+    /// `spec.telemetry.enabled` are refused until one is set).
     pub fn new(state_dir: impl Into<PathBuf>, init_exe: impl Into<PathBuf>) -> Self {
         Self {
             state_dir: state_dir.into(),
             init_exe: init_exe.into(),
             init_args: vec![INIT_ARG.to_owned()],
-            init_mode: InitMode::default(),
+            init_mode: InitMode::Exec,
             uid_base: DEFAULT_UID_BASE,
             telemetry: TelemetrySettings::default(),
             network: NetworkConfig::default(),
@@ -111,10 +95,10 @@ impl LinuxBackendConfig {
 
 /// The Linux cell backend.
 pub struct LinuxBackend {
-    config: LinuxBackendConfig,
+    pub(crate) config: LinuxBackendConfig,
     /// `config.init_exe`, opened once (see [`InitExe`]).
-    init_exe: InitExe,
-    id_map: IdMap,
+    pub(crate) init_exe: InitExe,
+    pub(crate) id_map: IdMap,
     seccomp: OnceLock<(SeccompProfile, Vec<BpfInstruction>)>,
     /// The kernel's Landlock ABI (`None`: no Landlock).
     landlock_kernel: OnceLock<Option<u32>>,
@@ -169,7 +153,7 @@ impl LinuxBackend {
             .unwrap_or(self.config.uid_base)
     }
 
-    fn seccomp(&self) -> Result<&(SeccompProfile, Vec<BpfInstruction>), LinuxError> {
+    pub(crate) fn seccomp(&self) -> Result<&(SeccompProfile, Vec<BpfInstruction>), LinuxError> {
         if let Some(s) = self.seccomp.get() {
             return Ok(s);
         }
@@ -190,491 +174,28 @@ impl LinuxBackend {
     /// The Landlock ABI a cell requiring `min_abi` gets (see [`landlock_rules::abi_for`]). The
     /// workload's init applies exactly this level and refuses to start under any other, so the
     /// isolation report is exact. The kernel is asked once per backend.
-    fn landlock_abi(&self, min_abi: u32) -> Result<Option<u32>, LinuxError> {
+    pub(crate) fn landlock_abi(&self, min_abi: u32) -> Result<Option<u32>, LinuxError> {
         let kernel = *self.landlock_kernel.get_or_init(landlock_rules::kernel_abi);
         landlock_rules::abi_for(min_abi, kernel)
     }
 
-    fn resolve_rootfs(&self, spec: &RootfsSpec) -> Result<(ResolvedRootfs, String), LinuxError> {
-        match spec {
-            RootfsSpec::Host => Ok((ResolvedRootfs::Host, "host".into())),
-            RootfsSpec::Path(p) => Ok((
-                ResolvedRootfs::Dir(PathBuf::from(&p.path)),
-                format!("path:{}", p.path),
-            )),
-            RootfsSpec::Oci(oci) => {
-                let store = self.config.state_dir.join("oci");
-                let image =
-                    crate::oci::materialize(Path::new(&oci.oci_layout), &oci.reference, &store)
-                        .map_err(|e| match e {
-                            crate::oci::OciError::UnknownReference { .. } => LinuxError::NotFound {
-                                what: format!("filesystem.rootfs: {e}"),
-                            },
-                            other => LinuxError::Refused {
-                                what: format!("filesystem.rootfs: {other}"),
-                            },
-                        })?;
-                Ok((
-                    ResolvedRootfs::Dir(image.path),
-                    format!("oci:{}", image.digest),
-                ))
-            }
-        }
+    /// The host uid the cell's root maps to.
+    pub(crate) fn host_root(&self) -> u32 {
+        self.id_map.to_host(0).unwrap_or(self.config.uid_base)
     }
 
-    fn create_cell(&self, request: CellRequest<'_>) -> Result<LinuxCell, LinuxError> {
-        let spec = request.spec;
-        cgroup::validate_cell_id(&spec.id)?;
-        // Before anything exists: a kernel below the spec's Landlock requirement refuses it.
-        let landlock_min_abi = spec.landlock_min_abi();
-        let landlock_abi = self.landlock_abi(landlock_min_abi)?;
-        let fs = spec.filesystem.clone().unwrap_or_default();
-        let (rootfs, rootfs_label) = self.resolve_rootfs(&fs.rootfs)?;
-        let etc_mask = match rootfs {
-            ResolvedRootfs::Host => Some(etc_mask::ensure_mask(
-                &self.config.state_dir.join("etc-mask"),
-                Path::new("/etc"),
-            )?),
-            ResolvedRootfs::Dir(_) => None,
-        };
-        let (profile, program) = self.seccomp()?;
-        let secret_keys: Vec<String> = request.secrets.iter().map(|s| s.key.clone()).collect();
-        let telemetry_enabled = spec.telemetry.as_ref().is_some_and(|t| t.enabled);
-        let telemetry_plan = if telemetry_enabled {
-            Some(telemetry::plan_parts(
-                &self.config.telemetry,
-                &self.config.state_dir,
-                &spec.id,
-            )?)
-        } else {
-            None
-        };
-        let mut config = plan::build(
-            spec,
-            PlanContext {
-                build_dir: Path::new(BUILD_DIR),
-                rootfs: &rootfs,
-                etc_mask: etc_mask.as_deref(),
-                secret_delivery: request.secret_delivery,
-                secret_keys: &secret_keys,
-                expected_landlock_abi: landlock_abi,
-                seccomp: program.clone(),
-                telemetry: telemetry_plan,
-            },
-        )?;
-        config.number_trees();
-        let writable_exec = config.landlock.writable_exec();
-        let state_dir = &self.config.state_dir;
-        let me = std::process::id() as i32;
-        let mut rec = RunRecord {
-            cell_id: spec.id.clone(),
-            run_id: request.run_id.to_owned(),
-            created_unix: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0),
-            supervisor_pid: me,
-            supervisor_start: record::process_start_time(me).unwrap_or(0),
-            init_pid: None,
-            init_start: None,
-            cgroup_paths: Vec::new(),
-            network: None,
-        };
-        // Fails when the cell id is taken; nothing of that other cell is touched.
-        record::create(state_dir, &rec)?;
-        // From here on, `guard` removes what exists if we fail.
-        let mut guard = CreateGuard {
-            state_dir,
-            cell_id: &spec.id,
-            init: None,
-            network: None,
-            armed: true,
-        };
-        // A networked cell's link is leased now: its resolv.conf names the host end. The lease
-        // file names the cell (reclaim finds it by that); the veth and host table are named in
-        // the record (written with init's pid) before they are created.
-        if netscope::wants_network(spec) {
-            let (link, lease) =
-                netscope::pool::lease(state_dir, &self.config.network.pool, &spec.id)?;
-            let net = NetRecord::new(state_dir, &spec.id, link, lease);
-            config.resolv_conf = Some(net.resolv_conf());
-            guard.network = Some(net.clone());
-            rec.network = Some(net);
-        }
-        let secrets: Vec<SecretFrame> = request
-            .secrets
-            .iter()
-            .map(|s| SecretFrame {
-                key: s.key.clone(),
-                value: Zeroizing::new(s.value.expose().to_vec()),
-            })
-            .collect();
-        drop(request.secrets);
-
-        let limits = spec.cell_limits();
-        let cgroup = CellCgroup::create(
-            &spec.id,
-            &CgroupLimits {
-                memory_max_bytes: limits.memory_max_bytes,
-                pids_max: limits.pids_max,
-                cpu_millis: limits.cpu_millis,
-            },
-        )?;
-        rec.cgroup_paths = cgroup.paths().to_vec();
-        // The socket exists and the probe listens before anything of the cell runs: the
-        // cell's first exec (its init) is already observed.
-        let telemetry = if telemetry_enabled {
-            Some(TelemetryRunner::start(
-                &self.config.telemetry,
-                RunnerContext {
-                    state_dir,
-                    spec,
-                    spec_hash: request.spec_hash,
-                    run_id: request.run_id,
-                    cgroup_dirs: cgroup.paths().to_vec(),
-                    factory: request.factory.clone(),
-                    evidence: request.evidence.clone(),
-                },
-            )?)
-        } else {
-            None
-        };
-
-        // Opened before the clone (after the telemetry socket they bind exists), so init finds
-        // its config and trees waiting once released.
-        let trees = trees::open_all(&config)?;
-        let handoff = Handoff { config, secrets };
-
-        let pipe = || {
-            rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
-                .map_err(|e| LinuxError::errno("pipe", e.raw_os_error()))
-        };
-        // A socket, not a pipe: the mount trees travel over it as SCM_RIGHTS.
-        let (control_w, control_r) = nix::sys::socket::socketpair(
-            nix::sys::socket::AddressFamily::Unix,
-            nix::sys::socket::SockType::Stream,
-            None,
-            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
-        )
-        .map_err(|e| LinuxError::errno("control socketpair", e as i32))?;
-        let (status_r, status_w) = pipe()?;
-        let (out_r, out_w) = pipe()?;
-        let (err_r, err_w) = pipe()?;
-        // Pipes belong to their creator (host root, unmapped in the cell) with mode 0600, so
-        // the workload could not reopen its own stdout (`echo > /dev/stdout`): give them to the
-        // workload's host ids.
-        let host_id = self.id_map.to_host(WORKLOAD_ID);
-        for p in [&out_w, &err_w] {
-            std::os::unix::fs::fchown(p, host_id, host_id)
-                .map_err(|e| LinuxError::io("chown the workload's output pipes", e))?;
-        }
-        let devnull = File::open("/dev/null").map_err(|e| LinuxError::io("open /dev/null", e))?;
-        let command = InitCommand::new(
-            &self.init_exe,
-            self.config.init_mode,
-            &self.config.init_args,
-            &[
-                (devnull.as_fd(), 0),
-                (out_w.as_fd(), 1),
-                (err_w.as_fd(), 2),
-                (control_r.as_fd(), CONTROL_FD),
-                (status_w.as_fd(), STATUS_FD),
-            ],
-            cgroup.join_handles()?,
-            handoff,
-        )?;
-        let Spawned {
-            pid,
-            pidfd,
-            in_v2_leaf,
-            handoff,
-        } = command.spawn()?;
-        guard.init = Some((pid, pidfd));
-        drop((control_r, status_w, out_w, err_w, devnull));
-
-        let mut control = File::from(control_w);
-        let mut reader = StatusReader::new();
-        self.hand_over(pid, in_v2_leaf, &cgroup, &mut control, handoff, &trees)
-            .map_err(|e| {
-                // A child that could not become init said why before it exited; one still
-                // alive is killed first, so its status pipe closes at once.
-                if let Some((_, fd)) = &guard.init {
-                    let _ = pidfd::signal(fd, libc::SIGKILL);
-                }
-                match reader.next(status_r.as_fd(), Some(Instant::now() + KILL_GRACE)) {
-                    Ok(StatusEvent::Msg(StatusMsg::StartFailed { step, errno })) => {
-                        self.start_failure(step, errno)
-                    }
-                    _ => e,
-                }
-            })?;
-        drop(trees);
-        // Until this record names init, a crash of ours kills it (PDEATHSIG) and `gc` finds
-        // its cgroups by the cell's id.
-        rec.init_pid = Some(pid);
-        rec.init_start = record::process_start_time(pid);
-        record::update(state_dir, &rec)?;
-
-        // The network scope is built while init builds the root; the workload cannot exec
-        // before `start`, by which time the ruleset, DNS authority and gate are in place.
-        let egress = match &mut rec.network {
-            Some(net) => {
-                net.netns_inode =
-                    netscope::residue::netns_inode(Path::new(&format!("/proc/{pid}/ns/net")));
-                let net = net.clone();
-                record::update(state_dir, &rec)?;
-                Some(self.start_network(&net, pid, spec, request.factory, request.evidence)?)
-            }
-            None => None,
-        };
-
-        // Init builds the root while the caller goes on (typically recording evidence); a setup
-        // failure surfaces from `start`, before anything of the workload runs.
-        let outputs = vec![copy_outputs(out_r, request.stdout, err_r, request.stderr)];
-
-        let isolation = IsolationReport {
-            backend: "linux".into(),
-            namespaces: ["user", "pid", "mnt", "net", "ipc", "uts", "cgroup"]
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
-            uid_map: self.id_map.line(),
-            workload_uid: WORKLOAD_ID,
-            workload_gid: WORKLOAD_ID,
-            rootfs: rootfs_label,
-            seccomp_profile: profile.name.clone(),
-            seccomp_profile_sha256: profile.sha256.clone(),
-            landlock_abi,
-            landlock_enforced: landlock_abi.is_some(),
-            landlock_min_abi,
-            landlock_unenforced: landlock_rules::unenforced_rights(landlock_abi)
-                .into_iter()
-                .map(str::to_owned)
-                .collect(),
-            writable_exec,
-            capabilities: Vec::new(),
-            no_new_privs: true,
-            cgroup_version: cgroup.version_summary(),
-            limits: {
-                let mut limits = cgroup.enforcement();
-                if let Some(ms) = spec.timeout_ms() {
-                    limits.push(cellos_core::ports::LimitEnforcement {
-                        limit: "timeoutMs".into(),
-                        value: ms,
-                        mechanism: "SIGKILL of every process in the cell's pid namespace at the \
-                                    deadline"
-                            .into(),
-                    });
-                }
-                if let Some(ttl) = spec.lifetime.as_ref().and_then(|l| l.ttl_seconds) {
-                    limits.push(cellos_core::ports::LimitEnforcement {
-                        limit: "ttlSeconds".into(),
-                        value: ttl,
-                        mechanism: "supervisor deadline; SIGKILL of the cell's pid namespace"
-                            .into(),
-                    });
-                }
-                limits
-            },
-            network: match (&egress, &rec.network) {
-                (Some(egress), Some(net)) => egress.describe(net),
-                _ => "loopback-only".into(),
-            },
-        };
-        guard.armed = false;
-        let control: Control = Arc::new(Mutex::new(Some(control)));
-        Ok(LinuxCell {
-            session: Arc::new(LinuxSession::new(
-                &spec.id,
-                pid,
-                control.clone(),
-                self.workload_host_id(),
-            )),
-            id: spec.id.clone(),
-            state_dir: state_dir.clone(),
-            residue_sources: self.config.residue_sources.clone(),
-            init: guard.init.take(),
-            init_exe: self.init_exe.path().to_path_buf(),
-            host_root: self.id_map.to_host(0).unwrap_or(self.config.uid_base),
-            control,
-            status: status_r,
-            reader,
-            cgroup,
-            isolation,
-            outputs,
-            telemetry,
-            timeout: spec.timeout_ms().map(Duration::from_millis),
-            started: None,
-            spawn_failure: None,
-            finished: false,
-            destroyed: false,
-            network: rec.network,
-            egress,
-        })
+    fn create_cell(&self, mut request: CellRequest<'_>) -> Result<LinuxCell, LinuxError> {
+        let planned = create::plan::stage(self, &request)?;
+        let secrets = std::mem::take(&mut request.secrets);
+        let host = create::host::stage(self, &request, planned.config, planned.telemetry, secrets)?;
+        let spawned = create::spawn::stage(self, host)?;
+        Ok(create::attach::stage(
+            self,
+            request,
+            planned.report,
+            spawned,
+        )?)
     }
-
-    /// Give the cloned child `pid` what it needs to become init: its id maps, the release
-    /// byte, its cgroup (if it was not born there), the plan (an exec'd init reads it from the
-    /// socket; one in the clone already has it) and the mount trees. The maps must exist
-    /// before the child becomes the namespace's root (exec'd without them, it would lose its
-    /// capabilities). The child joined the cell's cgroups before it waits for release (or is
-    /// moved into the v2 leaf here before it reads its config), so nothing it starts runs
-    /// outside the cell's cgroup.
-    fn hand_over(
-        &self,
-        pid: i32,
-        in_v2_leaf: bool,
-        cgroup: &CellCgroup,
-        control: &mut File,
-        handoff: Option<Handoff>,
-        trees: &[OwnedFd],
-    ) -> Result<(), LinuxError> {
-        idmap::write_maps(pid, &self.id_map)?;
-        control
-            .write_all(&[RELEASE])
-            .map_err(|e| LinuxError::io("release cell init", e))?;
-        if !in_v2_leaf {
-            cgroup.add_process_v2(pid)?;
-        }
-        if let Some(handoff) = handoff {
-            let frame = handoff
-                .frame()
-                .map_err(|e| LinuxError::io("encode cell config", e))?;
-            control
-                .write_all(&frame)
-                .map_err(|e| LinuxError::io("send config to cell init", e))?;
-        }
-        let tree_fds: Vec<_> = trees.iter().map(|t| t.as_fd()).collect();
-        send_fds(control.as_fd(), &tree_fds)
-            .map_err(|e| LinuxError::io("send mount trees to cell init", e))
-    }
-
-    /// What the child reported when a step on its way to init failed.
-    fn start_failure(&self, step: StartStep, errno: i32) -> LinuxError {
-        crate::clone::start_failure(
-            step,
-            errno,
-            self.init_exe.path(),
-            self.id_map.to_host(0).unwrap_or(self.config.uid_base),
-        )
-    }
-
-    /// Links the cell's namespace (init `pid`) to the host and starts its egress dataplane.
-    fn start_network(
-        &self,
-        net: &NetRecord,
-        pid: i32,
-        spec: &cellos_core::spec::ExecutionCellSpec,
-        factory: cellos_core::events::EventFactory,
-        evidence: std::sync::Arc<dyn cellos_core::ports::RuntimeEvidence>,
-    ) -> Result<Egress, LinuxError> {
-        let path = format!("/proc/{pid}/ns/net");
-        let netns: OwnedFd = File::open(&path)
-            .map_err(|e| LinuxError::io(format!("open {path}"), e))?
-            .into();
-        netscope::link::create_host_side(net, pid)?;
-        netscope::link::configure_cell_side(net, netns.as_fd())?;
-        let upstream = match self.config.network.dns_upstream {
-            Some(addr) => addr,
-            None => cellos_dataplane::dns::system_upstream().map_err(|e| LinuxError::Refused {
-                what: format!("{e} (--dns-upstream IP:PORT or CELLOS_DNS_UPSTREAM)"),
-            })?,
-        };
-        Egress::start(EgressSetup {
-            spec,
-            rec: net,
-            netns,
-            upstream,
-            factory,
-            evidence,
-        })
-    }
-}
-
-/// Undoes a half-made cell: kills and reaps init, removes the record (the cgroup cleans itself
-/// up when its `CellCgroup` drops).
-struct CreateGuard<'a> {
-    state_dir: &'a Path,
-    cell_id: &'a str,
-    /// The cloned child's pid and pidfd.
-    init: Option<(i32, OwnedFd)>,
-    network: Option<NetRecord>,
-    armed: bool,
-}
-
-impl Drop for CreateGuard<'_> {
-    fn drop(&mut self) {
-        if !self.armed {
-            return;
-        }
-        if let Some((pid, fd)) = &self.init {
-            let _ = pidfd::signal(fd, libc::SIGKILL);
-            let _ = reap(*pid);
-        }
-        let _ = netscope::remove(self.state_dir, self.cell_id, self.network.as_ref());
-        let _ = record::remove(self.state_dir, self.cell_id);
-    }
-}
-
-/// Copy the workload's stdout and stderr pipes into the request's writers as bytes arrive,
-/// from one thread (poll on both) until both reach EOF.
-fn copy_outputs(
-    out: OwnedFd,
-    out_w: Box<dyn Write + Send>,
-    err: OwnedFd,
-    err_w: Box<dyn Write + Send>,
-) -> JoinHandle<()> {
-    std::thread::spawn(move || {
-        let mut streams = [
-            (Some(File::from(out)), out_w),
-            (Some(File::from(err)), err_w),
-        ];
-        let mut buf = [0u8; 16 * 1024];
-        loop {
-            let mut fds: Vec<libc::pollfd> = Vec::with_capacity(2);
-            let mut which = Vec::with_capacity(2);
-            for (i, (pipe, _)) in streams.iter().enumerate() {
-                if let Some(p) = pipe {
-                    fds.push(libc::pollfd {
-                        fd: std::os::fd::AsRawFd::as_raw_fd(p),
-                        events: libc::POLLIN,
-                        revents: 0,
-                    });
-                    which.push(i);
-                }
-            }
-            if fds.is_empty() {
-                break;
-            }
-            // SAFETY: valid pollfd array for the duration of the call.
-            let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
-            if n < 0 {
-                if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
-                    continue;
-                }
-                break;
-            }
-            for (pfd, i) in fds.iter().zip(which) {
-                if pfd.revents == 0 {
-                    continue;
-                }
-                let (pipe, writer) = &mut streams[i];
-                let Some(p) = pipe.as_mut() else { continue };
-                match p.read(&mut buf) {
-                    Ok(0) => *pipe = None,
-                    // A failing writer must not stall the workload: keep draining.
-                    Ok(n) => {
-                        let _ = writer.write_all(&buf[..n]).and_then(|_| writer.flush());
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(_) => *pipe = None,
-                }
-            }
-        }
-        for (_, writer) in &mut streams {
-            let _ = writer.flush();
-        }
-    })
 }
 
 impl CellBackend for LinuxBackend {
@@ -913,7 +434,55 @@ pub struct LinuxCell {
     egress: Option<Egress>,
 }
 
+/// What the create stages made of a cell (see [`crate::create`]).
+pub(crate) struct CellParts {
+    pub init: Option<(i32, OwnedFd)>,
+    pub control: File,
+    pub status: OwnedFd,
+    pub reader: StatusReader,
+    pub cgroup: CellCgroup,
+    pub isolation: IsolationReport,
+    pub outputs: Vec<JoinHandle<()>>,
+    pub telemetry: Option<TelemetryRunner>,
+    pub network: Option<NetRecord>,
+    pub egress: Option<Egress>,
+}
+
 impl LinuxCell {
+    /// A created cell, its init building the root.
+    pub(crate) fn new(backend: &LinuxBackend, spec: &ExecutionCellSpec, parts: CellParts) -> Self {
+        let control: Control = Arc::new(Mutex::new(Some(parts.control)));
+        let init_pid = parts.init.as_ref().map_or(0, |(pid, _)| *pid);
+        LinuxCell {
+            session: Arc::new(LinuxSession::new(
+                &spec.id,
+                init_pid,
+                control.clone(),
+                backend.workload_host_id(),
+            )),
+            id: spec.id.clone(),
+            state_dir: backend.config.state_dir.clone(),
+            residue_sources: backend.config.residue_sources.clone(),
+            init: parts.init,
+            init_exe: backend.init_exe.path().to_path_buf(),
+            host_root: backend.host_root(),
+            control,
+            status: parts.status,
+            reader: parts.reader,
+            cgroup: parts.cgroup,
+            isolation: parts.isolation,
+            outputs: parts.outputs,
+            telemetry: parts.telemetry,
+            timeout: spec.timeout_ms().map(Duration::from_millis),
+            started: None,
+            spawn_failure: None,
+            finished: false,
+            destroyed: false,
+            network: parts.network,
+            egress: parts.egress,
+        }
+    }
+
     fn send(&mut self, cmd: u8) -> Result<(), LinuxError> {
         let mut guard = lock(&self.control);
         let control = guard.as_mut().ok_or_else(|| LinuxError::NotFound {

@@ -2,9 +2,9 @@
 //!
 //! We call the raw `clone` system call with a null stack, which behaves like `fork` with
 //! namespace flags: the child continues on a copy-on-write copy of our stack and becomes init:
-//! in the clone itself when the backend's [`InitMode`] allows it and this process is
-//! single-threaded and has never held a signing key (see [`crate::init_in_clone`]), else by
-//! exec'ing the init binary. `nix::sched::clone` (and glibc's `clone`) instead need a
+//! in the clone itself with [`InitMode::InClone`] (which needs this process single-threaded
+//! and never to have held a signing key, see [`crate::init_in_clone`]), or by exec'ing the
+//! init binary with [`InitMode::Exec`]. `nix::sched::clone` (and glibc's `clone`) instead need a
 //! separately allocated stack and run a closure on it, which buys nothing here and costs an
 //! allocation and a guard page per cell.
 //! When the cell has a v2 leaf we use `clone3` with `CLONE_INTO_CGROUP` (same fork-like null
@@ -43,17 +43,53 @@ use crate::refusal::{Refusal, Step};
 /// `CLONE_INTO_CGROUP` (linux/sched.h, 5.7+); not exported by the libc crate.
 const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 
-/// How the cell's init starts: a choice of the composition root.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// How the cell's init starts: a choice of the composition root, which knows whether its
+/// process stays single-threaded and keyless up to every create.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InitMode {
-    /// Run init in the clone itself (no exec, most of a millisecond saved per cell) when that
-    /// is safe: the cloning process is single-threaded and has never held a signing key (see
-    /// [`crate::init_in_clone`]); exec the init binary otherwise.
-    #[default]
-    InCloneWhenSafe,
-    /// Always exec the init binary (a long-lived, multi-threaded supervisor; or to keep the
-    /// supervisor's memory out of every cell by construction).
+    /// Run init in the clone itself (no exec, most of a millisecond saved per cell). The
+    /// cloning process must be single-threaded and never have held a signing key (see
+    /// [`crate::init_in_clone`]); otherwise create is refused ([`InCloneRefusal`]) rather
+    /// than quietly paying for an exec.
+    InClone,
+    /// Exec the init binary: works in any process (a long-lived, multi-threaded supervisor),
+    /// and keeps the supervisor's memory out of every cell by construction.
     Exec,
+}
+
+/// Why init may not run in the clone of this process ([`InitMode::InClone`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum InCloneRefusal {
+    #[error(
+        "init cannot run in the clone (InitMode::InClone): this process has more than one \
+         thread, and the clone's copy of it could deadlock on a lock another thread holds; use \
+         InitMode::Exec in a multi-threaded supervisor"
+    )]
+    MultiThreaded,
+    #[error(
+        "init cannot run in the clone (InitMode::InClone): this process has held a signing \
+         key, which the clone would copy into the cell's init; use InitMode::Exec in a \
+         supervisor that loads its signing key before creating cells"
+    )]
+    KeyMaterialHeld,
+    #[error(
+        "init cannot run in the clone (InitMode::InClone): the kernel does not report where \
+         this process's argv and environment are (/proc/self/stat), so init could not scrub \
+         them; use InitMode::Exec"
+    )]
+    NoProcessStrings,
+}
+
+/// What init run in the clone needs, checked right before the clone: a thread started or a
+/// key loaded after any earlier check would count.
+fn in_clone_strings() -> Result<&'static ProcessStrings, InCloneRefusal> {
+    if !init_in_clone::single_threaded() {
+        return Err(InCloneRefusal::MultiThreaded);
+    }
+    if cellos_core::integrity::key_material_held() {
+        return Err(InCloneRefusal::KeyMaterialHeld);
+    }
+    ProcessStrings::of_self().ok_or(InCloneRefusal::NoProcessStrings)
 }
 
 /// The init binary, opened once by the supervisor (host root) and exec'd by descriptor.
@@ -220,13 +256,10 @@ impl InitCommand {
     /// before becoming init; EOF on that pipe makes it exit.
     pub fn spawn(self) -> Result<Spawned, LinuxError> {
         debug_assert_eq!(self.argv.len() + 1, self.argv_ptrs.len());
-        // Decided before the clone: a copy of a single-threaded process that has never held a
-        // signing key may run init itself.
-        let in_clone = (self.mode == InitMode::InCloneWhenSafe
-            && init_in_clone::single_threaded()
-            && !cellos_core::integrity::key_material_held())
-        .then(ProcessStrings::of_self)
-        .flatten();
+        let in_clone = match self.mode {
+            InitMode::InClone => Some(in_clone_strings()?),
+            InitMode::Exec => None,
+        };
         let mut into_v2 = false;
         let mut pid = -1;
         let mut pidfd: RawFd = -1;
@@ -486,6 +519,20 @@ mod tests {
         assert!(
             matches!(missing, LinuxError::MissingFeature { .. }),
             "{missing}"
+        );
+    }
+
+    #[test]
+    fn init_in_the_clone_of_a_multi_threaded_process_is_refused_with_the_fix() {
+        // The test harness runs tests on threads of their own.
+        let refusal = in_clone_strings().unwrap_err();
+        assert_eq!(refusal, InCloneRefusal::MultiThreaded);
+        let port = cellos_core::ports::PortError::from(LinuxError::from(refusal));
+        assert_eq!(port.kind, cellos_core::ports::PortErrorKind::Refused);
+        assert!(
+            port.message
+                .contains("use InitMode::Exec in a multi-threaded supervisor"),
+            "{port}"
         );
     }
 

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use cellos_core::ports::{PortError, PortErrorKind};
 use cellos_core::spec::Problem;
 
+use crate::clone::InCloneRefusal;
 use crate::refusal::{Refusal, Step};
 
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +61,10 @@ pub enum LinuxError {
     /// The kernel refused a mount-API or namespace step (call, cause and fix in the message).
     #[error(transparent)]
     Kernel(#[from] Refusal),
+
+    /// The backend's [`InitMode`](crate::clone::InitMode) does not suit this process.
+    #[error(transparent)]
+    InClone(#[from] InCloneRefusal),
 }
 
 impl LinuxError {
@@ -109,7 +114,9 @@ impl LinuxError {
                 missing_feature: true,
                 ..
             } => PortErrorKind::MissingFeature,
-            LinuxError::Refused { .. } | LinuxError::Invalid { .. } => PortErrorKind::Refused,
+            LinuxError::Refused { .. } | LinuxError::Invalid { .. } | LinuxError::InClone(_) => {
+                PortErrorKind::Refused
+            }
             LinuxError::NotFound { .. } => PortErrorKind::NotFound,
             LinuxError::Io { source, .. } | LinuxError::Cgroup { source, .. }
                 if source.kind() == std::io::ErrorKind::NotFound =>

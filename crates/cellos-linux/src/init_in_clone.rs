@@ -5,7 +5,7 @@
 //! cloning process is single-threaded, the fork-like clone is an ordinary copy whose heap and
 //! locks are consistent, so it can run init directly. With more than one thread, another one
 //! may hold a lock (malloc's, stdio's) at the moment of the clone and the copy could deadlock
-//! on it, so the backend execs the init binary as before (see [`crate::clone`]).
+//! on it: such a process must exec the init binary (see [`crate::clone::InitMode`]).
 //!
 //! The clone's memory is a copy of the supervisor's, event-signing key included. Before it
 //! runs init it makes itself what a freshly exec'd init would be, and less readable:
@@ -46,7 +46,7 @@ pub struct ProcessStrings {
 
 impl ProcessStrings {
     /// This process's, read once from `/proc/self/stat` (fields 48 to 51); `None` if the
-    /// kernel does not report them, in which case the backend execs init instead.
+    /// kernel does not report them, in which case init cannot run in the clone.
     pub fn of_self() -> Option<&'static ProcessStrings> {
         static STRINGS: OnceLock<Option<ProcessStrings>> = OnceLock::new();
         STRINGS

@@ -5,6 +5,7 @@ pub mod caps;
 pub mod cell_fs;
 pub mod cgroup;
 pub mod clone;
+mod create;
 pub mod doctor;
 pub mod error;
 pub mod etc_attached;

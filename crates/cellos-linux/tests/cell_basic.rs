@@ -292,3 +292,34 @@ fn state_dir_reached_through_a_symlink_works() {
     );
     assert_eq!(r.stdout, "ok\n", "{}", r.stderr);
 }
+
+#[test]
+fn init_in_the_clone_of_a_multi_threaded_supervisor_is_refused_and_nothing_is_left() {
+    use cellos_core::ports::CellBackend;
+    use cellos_linux::backend::{InitMode, LinuxBackend, LinuxBackendConfig};
+    // The test harness runs this test on a thread of its own.
+    let state = tempfile::tempdir().unwrap();
+    let mut config = LinuxBackendConfig::new(state.path(), init_exe());
+    config.init_mode = InitMode::InClone;
+    let backend = LinuxBackend::new(config).unwrap();
+    let id = unique_id("inclone");
+    let spec = shell(&id, "true", json!({}));
+    let err = backend.create(quiet_request(&spec)).err().expect("refused");
+    assert_eq!(
+        err.kind,
+        cellos_core::ports::PortErrorKind::Refused,
+        "{err}"
+    );
+    assert!(
+        err.message
+            .contains("use InitMode::Exec in a multi-threaded supervisor"),
+        "{err}"
+    );
+    assert!(run_dir_entries(state.path()).is_empty());
+    let cgroups = cellos_linux::cgroup::CellCgroup::leftover_dirs(
+        &id,
+        std::path::Path::new("/proc/self/mountinfo"),
+    )
+    .unwrap();
+    assert!(cgroups.is_empty(), "{cgroups:?}");
+}

@@ -183,6 +183,13 @@ impl Supervisor {
         &self.capabilities
     }
 
+    /// Cells from now on come from `backend` (for a composition root whose choice of backend
+    /// settings depends on what happened since it built this supervisor).
+    pub fn with_backend(mut self, backend: Arc<dyn CellBackend>) -> Self {
+        self.backend = backend;
+        self
+    }
+
     pub fn backend(&self) -> &Arc<dyn CellBackend> {
         &self.backend
     }

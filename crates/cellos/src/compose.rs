@@ -13,8 +13,9 @@ use cellos_adapters::home::cellos_home;
 use cellos_adapters::keys::KeyStore;
 use cellos_adapters::secrets::{EnvSecretBroker, FileSecretBroker};
 use cellos_core::events::EventFactory;
+use cellos_core::integrity::key_material_held;
 use cellos_core::ports::{EventSink, ExportSink, PortError, PortErrorKind, SecretBroker};
-use cellos_core::spec::{Capabilities, ExportTarget, ExportTargetKind};
+use cellos_core::spec::{Capabilities, ExecutionCellSpec, ExportTarget, ExportTargetKind};
 use cellos_linux::backend::{InitMode, LinuxBackend, LinuxBackendConfig};
 use cellos_linux::netscope::NetworkConfig;
 use cellos_linux::telemetry;
@@ -47,17 +48,21 @@ const INIT_BINARY: &str = "cellos-cell-init";
 /// `cellos-telemetry-agent` next to this binary (cells with `telemetry.enabled` are refused
 /// without it); `CELLOS_TELEMETRY_SILENCE_MS` overrides its keep-alive window.
 ///
-/// Every command here runs one cell from one thread, so init may run in the clone
-/// ([`InitMode::InCloneWhenSafe`], most of a millisecond per cell); the backend still execs it
-/// when this process holds a signing key or has other threads. A long-lived multi-threaded
-/// server would choose [`InitMode::Exec`].
-pub fn backend(home: &Path, network: NetworkConfig) -> Result<Arc<LinuxBackend>, Failure> {
+/// `init_mode` says how its cells' init starts: `cellos run` chooses with [`run_init_mode`];
+/// commands that create no cell pass [`InitMode::Exec`]. `cellos serve`, a long-lived
+/// multi-threaded server, must choose [`InitMode::Exec`]: the backend refuses to run init in
+/// the clone of a multi-threaded process.
+pub fn backend(
+    home: &Path,
+    network: NetworkConfig,
+    init_mode: InitMode,
+) -> Result<Arc<LinuxBackend>, Failure> {
     let exe = std::env::current_exe()
         .map_err(|e| Failure::cellos(format!("cannot locate the cellos executable: {e}")))?;
     let installed = |name: &str| installed_beside(&exe, name);
     let mut config = LinuxBackendConfig::new(home, installed(INIT_BINARY).unwrap_or(exe.clone()));
     config.network = network;
-    config.init_mode = InitMode::InCloneWhenSafe;
+    config.init_mode = init_mode;
     config.telemetry.agent_exe = installed(telemetry::AGENT_BINARY);
     if let Some(ms) = std::env::var_os(telemetry::SILENCE_ENV) {
         let ms: u64 = ms.to_str().and_then(|s| s.parse().ok()).ok_or_else(|| {
@@ -143,20 +148,42 @@ pub fn event_log(home: &Path, component: &str) -> Result<(JsonlEventLog, EventFa
     Ok((sink, factory))
 }
 
-/// `network`: address pool and DNS upstream of networked cells (`cellos run` flags).
-pub fn supervisor(
-    home: &Path,
-    secrets_dir: Option<PathBuf>,
-    network: NetworkConfig,
-) -> Result<Supervisor, Failure> {
-    // Checked now, loaded at the first append: the cell's init is cloned before that, and a
-    // process that has not yet held the key may let the clone run init without exec.
+/// How the cell of `cellos run` starts its init. The command runs one cell from one thread and
+/// loads the signing key only at its first append, after the create, so init runs in the clone
+/// ([`InitMode::InClone`], most of a millisecond per cell) unless this process rules that out
+/// before the create; init is then exec'd:
+/// - a telemetry cell: its runner thread starts before the clone;
+/// - a process that holds the signing key: the first run creates it ([`deferred_log`]), and a
+///   `gc` that reclaimed a cell signed its event.
+pub fn run_init_mode(spec: &ExecutionCellSpec) -> InitMode {
+    let telemetry = spec.telemetry.as_ref().is_some_and(|t| t.enabled);
+    if telemetry || key_material_held() {
+        InitMode::Exec
+    } else {
+        InitMode::InClone
+    }
+}
+
+/// The host's signed event log, its key checked now (and created on first use) but loaded at
+/// the first append, so that a cell created before it may run init in the clone.
+pub fn deferred_log(home: &Path) -> Result<JsonlEventLog, Failure> {
     let keys = KeyStore::new(home);
     keys.check_signer()
         .map_err(|e| Failure::cellos(format!("signing key: {e}")))?;
     let load = Box::new(move || keys.load_or_create_signer().map_err(|e| e.to_string()));
-    let sink = JsonlEventLog::open_deferred(home, load, LogConfig::default())
-        .map_err(|e| Failure::cellos(e.to_string()))?;
+    JsonlEventLog::open_deferred(home, load, LogConfig::default())
+        .map_err(|e| Failure::cellos(e.to_string()))
+}
+
+/// `sink`: the [`deferred_log`]; `network`: address pool and DNS upstream of networked cells
+/// (`cellos run` flags); `init_mode`: see [`backend`].
+pub fn supervisor(
+    home: &Path,
+    sink: JsonlEventLog,
+    secrets_dir: Option<PathBuf>,
+    network: NetworkConfig,
+    init_mode: InitMode,
+) -> Result<Supervisor, Failure> {
     let secrets_dir = secrets_dir.unwrap_or_else(|| home.join("secrets"));
     let brokers: Vec<Arc<dyn SecretBroker>> = vec![
         Arc::new(FileSecretBroker::new(secrets_dir)),
@@ -174,7 +201,7 @@ pub fn supervisor(
         Arc::new(|| uuid::Uuid::new_v4().to_string()),
     );
     Ok(Supervisor::new(
-        backend(home, network)?,
+        backend(home, network, init_mode)?,
         Arc::new(sink),
         factory,
         brokers,

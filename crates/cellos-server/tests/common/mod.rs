@@ -104,6 +104,7 @@ pub fn event(cell: &str, n: u64) -> CloudEvent {
         time: "2026-01-01T00:00:00Z".into(),
         datacontenttype: "application/json".into(),
         data: serde_json::json!({ "n": n }),
+        cellosactor: None,
         cellosseq: None,
         cellosprev: None,
         celloskid: None,

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use cellos_adapters::logs::{cell_log_dir, Stream, TeeLog, DEFAULT_LOG_CAP_BYTES};
 use cellos_core::ports::{CellBackend, EventSink};
 use cellos_core::spec::{parse_execution_cell, Problem};
+use cellos_linux::backend::InitMode;
 use cellos_linux::netscope::NetworkConfig;
 use cellos_supervisor::{RunRequest, SupervisorError};
 use nix::sys::signal::Signal;
@@ -31,7 +32,9 @@ pub fn run(
         Failure::cellos(format!("{}: not a valid document", spec_path.display()))
     })?;
     let policies = load_policies(policies).map_err(|e| Failure::cellos(e.to_string()))?;
-    let supervisor = compose::supervisor(home, secrets_dir, network)?;
+    let sink = compose::deferred_log(home)?;
+    let init_mode = compose::run_init_mode(&document.spec);
+    let mut supervisor = compose::supervisor(home, sink, secrets_dir, network.clone(), init_mode)?;
 
     // Crash reconciliation first: a previous supervisor may have been killed mid-run.
     match supervisor.gc() {
@@ -41,6 +44,10 @@ pub fn run(
             }
         }
         Err(e) => eprintln!("cellos: gc before run failed: {e}"),
+    }
+    // A reclaimed cell's event was signed: this process now holds the key, so init is exec'd.
+    if init_mode == InitMode::InClone && compose::run_init_mode(&document.spec) == InitMode::Exec {
+        supervisor = supervisor.with_backend(compose::backend(home, network, InitMode::Exec)?);
     }
 
     let cell_id = document.spec.id.clone();
@@ -132,7 +139,7 @@ fn forward_signals(backend: Arc<dyn CellBackend>, cell_id: String) -> impl FnOnc
 }
 
 pub fn ps(home: &Path, json: bool) -> Result<u8, Failure> {
-    let backend = compose::backend(home, NetworkConfig::default())?;
+    let backend = compose::backend(home, NetworkConfig::default(), InitMode::Exec)?;
     let cells = backend.list().map_err(|e| Failure::other(e.to_string()))?;
     if json {
         let text = serde_json::to_string_pretty(&cells)
@@ -210,7 +217,7 @@ fn parse_signal(name: &str) -> Result<i32, Failure> {
 
 pub fn kill(home: &Path, cell_id: &str, signal: &str) -> Result<u8, Failure> {
     let signal = parse_signal(signal)?;
-    let backend = compose::backend(home, NetworkConfig::default())?;
+    let backend = compose::backend(home, NetworkConfig::default(), InitMode::Exec)?;
     backend
         .signal(cell_id, signal)
         .map_err(|e| Failure::other(e.to_string()))?;
@@ -227,7 +234,7 @@ pub fn resume(home: &Path, cell_id: &str) -> Result<u8, Failure> {
 
 /// Pause (`paused`) or resume a running cell, then record it in the host's signed log.
 fn freeze(home: &Path, cell_id: &str, paused: bool) -> Result<u8, Failure> {
-    let backend = compose::backend(home, NetworkConfig::default())?;
+    let backend = compose::backend(home, NetworkConfig::default(), InitMode::Exec)?;
     let done = if paused {
         backend.pause(cell_id)
     } else {
@@ -245,7 +252,9 @@ fn freeze(home: &Path, cell_id: &str, paused: bool) -> Result<u8, Failure> {
 }
 
 pub fn gc(home: &Path) -> Result<u8, Failure> {
-    let supervisor = compose::supervisor(home, None, NetworkConfig::default())?;
+    let sink = compose::deferred_log(home)?;
+    let supervisor =
+        compose::supervisor(home, sink, None, NetworkConfig::default(), InitMode::Exec)?;
     let report = supervisor.gc().map_err(|e| Failure::other(e.to_string()))?;
     for teardown in &report.reclaimed {
         let removed: Vec<String> = teardown

@@ -310,6 +310,43 @@ fn kill_9_of_the_supervisor_then_gc_leaves_nothing() {
 }
 
 #[test]
+fn a_run_after_a_killed_supervisor_reclaims_its_cell_and_execs_its_own_init() {
+    let home = Home::new();
+    // Creates the signing key, so that the crashed run below is not the first one.
+    let first = home.spec(&unique_id("before-crash"), &sh("true"));
+    assert!(home.run(&["run", first.to_str().unwrap()]).status.success());
+    let id = unique_id("crashed");
+    let mut supervisor = home.start_run(&home.spec(&id, &sh("sleep 60")));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while processes_of(&id).len() < 2 {
+        assert!(Instant::now() < deadline, "cell never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    supervisor.kill().unwrap(); // SIGKILL
+    supervisor.wait().unwrap();
+
+    // The reclaim is signed before the create, so this process holds the key by then: its
+    // cell's init is exec'd (its command line keeps the init argument), not refused.
+    let next = home.spec(
+        &unique_id("after-crash"),
+        &sh("tr '\\0' ' ' < /proc/1/cmdline"),
+    );
+    let out = home.run(&["run", next.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("reclaimed leftovers of cell {id}")),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stdout(&out).contains("__cell-init"), "{}", stdout(&out));
+    assert!(
+        residue_of(&home, &id).is_empty(),
+        "{:?}",
+        residue_of(&home, &id)
+    );
+}
+
+#[test]
 fn many_sequential_and_concurrent_cells_leave_nothing() {
     let home = Home::new();
     let mut ids = Vec::new();
