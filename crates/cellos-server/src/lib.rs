@@ -42,6 +42,8 @@ pub enum ServeError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Listen(#[from] ListenError),
+    #[error(transparent)]
+    Metrics(#[from] metrics::MetricsError),
 }
 
 /// The state and router of a server, without listeners (tests drive it directly).
@@ -49,8 +51,8 @@ pub fn app(
     config: &ServeConfig,
     sessions: Arc<Sessions>,
     feed: Arc<EventFeed>,
-) -> (Shared, Router) {
-    let metrics = Arc::new(Metrics::new(feed.appended_counter()));
+) -> Result<(Shared, Router), ServeError> {
+    let metrics = Arc::new(Metrics::new()?);
     let state = Arc::new(AppState {
         sessions,
         feed,
@@ -65,7 +67,7 @@ pub fn app(
         openapi: openapi::document(),
     });
     let router = routes::router(state.clone(), Arc::new(Auth::new(config.token.clone())));
-    (state, router)
+    Ok((state, router))
 }
 
 /// Serve until `shutdown` resolves; then stop accepting, shut the cells down (destroy, or
@@ -77,8 +79,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     config.check()?;
+    let (state, router) = app(&config, sessions.clone(), feed)?;
     let listeners = Listeners::bind(&config).await?;
-    let (state, router) = app(&config, sessions.clone(), feed);
     let (stop_tx, stop_rx) = watch::channel(false);
     let graceful = Arc::new(GracefulShutdown::new());
     let accepting = spawn_acceptors(listeners.unix, listeners.tcp, &router, &graceful, &stop_rx);

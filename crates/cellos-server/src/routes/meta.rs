@@ -55,7 +55,7 @@ pub async fn metrics(State(state): State<Shared>, _caller: Authed) -> ApiResult<
         .map_err(|e| ApiProblem::new(Kind::Backend, e.to_string()))?;
     let text = state
         .metrics
-        .render(&counts)
+        .render(&counts, state.feed.appended())
         .map_err(|e| ApiProblem::new(Kind::Backend, format!("cannot encode metrics: {e}")))?;
     let mut response = text.into_response();
     response
