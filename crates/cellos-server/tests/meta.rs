@@ -55,6 +55,19 @@ async fn openapi_is_3_1_and_lists_every_route() {
             "{method} {path} is not in the document"
         );
     }
+    let mut operation_ids: Vec<&str> = doc["paths"]
+        .as_object()
+        .expect("paths")
+        .values()
+        .filter_map(|item| item.as_object())
+        .flat_map(|item| item.values())
+        .filter_map(|op| op["operationId"].as_str())
+        .collect();
+    let all = operation_ids.len();
+    operation_ids.sort_unstable();
+    operation_ids.dedup();
+    assert_eq!(operation_ids.len(), all, "operationIds must be unique");
+    assert_eq!(all, ROUTES.len());
     let schemas = &doc["components"]["schemas"];
     for schema in [
         "ApiProblem",

@@ -56,7 +56,7 @@ fn feed_problem(e: FeedError) -> ApiProblem {
 }
 
 /// A page of the log, oldest first.
-#[utoipa::path(get, path = "/v1/events", tag = "events", params(PageQuery),
+#[utoipa::path(get, path = "/v1/events", operation_id = "listEvents", tag = "events", params(PageQuery),
     responses((status = 200, body = EventPage),
         (status = 400, body = ApiProblem, content_type = "application/problem+json"),
         (status = 503, body = ApiProblem, content_type = "application/problem+json")))]
@@ -104,7 +104,7 @@ fn resume_point(headers: &HeaderMap, after: Option<u64>) -> ApiResult<u64> {
 }
 
 /// Follow the log as Server-Sent Events.
-#[utoipa::path(get, path = "/v1/events/stream", tag = "events", params(StreamQuery,
+#[utoipa::path(get, path = "/v1/events/stream", operation_id = "streamEvents", tag = "events", params(StreamQuery,
         ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this cellosseq")),
     responses(
         (status = 200, description = "SSE: `id: <cellosseq>`, `event: <type>`, `data: <CloudEvent JSON>`; keep-alive comments", body = String, content_type = "text/event-stream"),
