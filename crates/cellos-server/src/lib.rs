@@ -18,7 +18,6 @@ pub mod routes;
 pub mod shutdown;
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use axum::Router;
@@ -63,7 +62,7 @@ pub fn app(
             file_body: config.file_body_limit,
         },
         keep_alive: config.keep_alive,
-        stopping: AtomicBool::new(false),
+        stopping: watch::channel(false).0,
         openapi: openapi::document(),
     });
     let router = routes::router(state.clone(), Arc::new(Auth::new(config.token.clone())));
@@ -88,7 +87,7 @@ pub async fn serve(
     tracing::info!("serving on unix:{}", listeners.unix_path.display());
 
     shutdown.await;
-    state.stopping.store(true, Ordering::Relaxed);
+    state.begin_stopping();
     let _ = stop_tx.send(true);
     for task in accepting {
         let _ = task.await;

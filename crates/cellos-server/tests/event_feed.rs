@@ -212,3 +212,23 @@ async fn a_bad_last_event_id_is_a_bad_request() {
     server.unix(request).await.problem(400, "bad-request");
     server.stop().await.expect("clean stop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_stream_ends_when_the_server_stops() {
+    let server = start(|_, _| {}).await;
+    emit(&server.feed, "a", 0);
+    let mut body = server
+        .unix_streaming(get("/v1/events/stream"))
+        .await
+        .into_body();
+    assert_eq!(read_sse(&mut body, 1).await[0].id, 1);
+    let started = std::time::Instant::now();
+    server.stop().await.expect("clean stop");
+    assert!(
+        started.elapsed() < cellos_server::shutdown::DRAIN_TIMEOUT,
+        "the stream held the shutdown for {:?}",
+        started.elapsed()
+    );
+    let rest = tokio::time::timeout(Duration::from_secs(5), body.collect()).await;
+    assert!(rest.is_ok(), "the stream did not end");
+}

@@ -116,7 +116,12 @@ pub async fn stream(
     ApiQuery(query): ApiQuery<StreamQuery>,
 ) -> ApiResult<Response> {
     let after = resume_point(&headers, query.after)?;
-    let events = follow(state.feed.clone(), after, query.cell);
+    let events = follow(
+        state.feed.clone(),
+        after,
+        query.cell,
+        state.stopping.subscribe(),
+    );
     Ok(Sse::new(events)
         .keep_alive(KeepAlive::new().interval(state.keep_alive))
         .into_response())
@@ -125,22 +130,25 @@ pub async fn stream(
 struct Follower {
     feed: Arc<EventFeed>,
     head: watch::Receiver<u64>,
+    stop: watch::Receiver<bool>,
     after: u64,
     cell: Option<String>,
     pending: VecDeque<Arc<CloudEvent>>,
     failed: bool,
 }
 
-/// The events after `after`, then every new one as it is appended.
+/// The events after `after`, then every new one as it is appended, until the server stops.
 fn follow(
     feed: Arc<EventFeed>,
     after: u64,
     cell: Option<String>,
+    stop: watch::Receiver<bool>,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     let head = feed.subscribe();
     let follower = Follower {
         feed,
         head,
+        stop,
         after,
         cell,
         pending: VecDeque::new(),
@@ -173,7 +181,7 @@ async fn next_event(f: &mut Follower) -> Option<Event> {
             Ok(page) => {
                 f.after = page.next;
                 f.pending.extend(page.events);
-                if f.pending.is_empty() && f.head.changed().await.is_err() {
+                if f.pending.is_empty() && !wait_for_more(f).await {
                     return None;
                 }
             }
@@ -182,6 +190,14 @@ async fn next_event(f: &mut Follower) -> Option<Event> {
                 return Some(Event::default().event("error").data(e.to_string()));
             }
         }
+    }
+}
+
+/// Wait for the head to move; false when the feed is gone or the server is stopping.
+async fn wait_for_more(f: &mut Follower) -> bool {
+    tokio::select! {
+        changed = f.head.changed() => changed.is_ok(),
+        _ = f.stop.wait_for(|s| *s) => false,
     }
 }
 
