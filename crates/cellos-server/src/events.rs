@@ -152,7 +152,7 @@ impl EventFeed {
             if seq <= index.head {
                 continue;
             }
-            if seq > index.head + 1 && index.head > 0 {
+            if seq > index.head.saturating_add(1) {
                 self.fill_hole(&mut index, seq);
             }
             index.head = seq;
@@ -174,7 +174,7 @@ impl EventFeed {
             Err(e) => {
                 tracing::warn!(
                     "event feed: cannot read events {}..{before} of {}: {e}",
-                    index.head + 1,
+                    index.head.saturating_add(1),
                     dir.display()
                 );
                 return;
@@ -194,7 +194,7 @@ impl EventFeed {
         let index = self.read_index();
         let oldest = index.events.front().and_then(|e| e.cellosseq);
         let in_window = match oldest {
-            Some(oldest) => after + 1 >= oldest,
+            Some(oldest) => after.saturating_add(1) >= oldest,
             None => true,
         };
         if in_window {

@@ -5,6 +5,19 @@
 //! who is calling, [`problem`] RFC 9457 errors, [`routes`] the API, [`dto`] its wire types,
 //! [`events`] the event feed in front of the log, [`metrics`] Prometheus, [`openapi`] the
 //! generated document, [`shutdown`] stopping cleanly.
+//!
+//! Choices the contract left open:
+//! - Over TCP every route needs the bearer token, `/healthz` and `/metrics` included; a
+//!   local probe can use the Unix socket, where the peer's uid is the identity.
+//! - `refused` (the cell refused a file operation or exec) is 403; a refusal that is really
+//!   "no such path" or "too large" is reported as `not-found` / `too-large`.
+//! - Besides the listed problem types there are `unsupported-media-type` (415) and
+//!   `method-not-allowed` (405).
+//! - `GET .../execs/{exec}` does not follow unless `follow=true`.
+//! - The event feed keeps the newest events in memory; older pages are read from the log on
+//!   disk (see [`events`]).
+//! - `exec` durations are observed when a stream (NDJSON or WebSocket) delivers the exit;
+//!   an exec whose client left before it ended is not in `cellos_exec_seconds`.
 
 pub mod auth;
 pub mod config;
