@@ -13,7 +13,7 @@ use cellos_adapters::home::cellos_home;
 use cellos_adapters::keys::KeyStore;
 use cellos_adapters::secrets::{EnvSecretBroker, FileSecretBroker};
 use cellos_core::events::EventFactory;
-use cellos_core::ports::{EventSink, ExportSink, PortError, PortErrorKind, SecretBroker};
+use cellos_core::ports::{ExportSink, PortError, PortErrorKind, SecretBroker};
 use cellos_core::spec::{Capabilities, ExportTarget, ExportTargetKind};
 use cellos_linux::backend::{InitMode, LinuxBackend, LinuxBackendConfig};
 use cellos_linux::netscope::NetworkConfig;
@@ -222,7 +222,9 @@ pub fn server_supervisor(
     home: &Path,
     secrets_dir: Option<PathBuf>,
     network: NetworkConfig,
-    wrap_sink: impl FnOnce(Arc<dyn EventSink>) -> Result<Arc<dyn EventSink>, Failure>,
+    wrap_sink: impl FnOnce(
+        Arc<dyn cellos_core::ports::EventSink>,
+    ) -> Result<Arc<dyn cellos_core::ports::EventSink>, Failure>,
 ) -> Result<Supervisor, Failure> {
     let (log, factory) = event_log(home, "supervisor")?;
     let sink = wrap_sink(Arc::new(log))?;
