@@ -12,12 +12,12 @@
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use cellos_adapters::event_log::{read_log_lines, rotated_segments, LIVE_SEGMENT};
 use cellos_core::events::CloudEvent;
 use cellos_core::ports::{EventSink, PortError};
-use prometheus_client::metrics::counter::Counter;
 use tokio::sync::watch;
 
 /// Default number of events kept in memory.
@@ -64,7 +64,7 @@ pub struct EventFeed {
     emit_lock: Mutex<()>,
     index: RwLock<Index>,
     head_tx: watch::Sender<u64>,
-    appended: Counter,
+    appended: AtomicU64,
 }
 
 impl EventFeed {
@@ -81,7 +81,7 @@ impl EventFeed {
                 head: 0,
             }),
             head_tx,
-            appended: Counter::default(),
+            appended: AtomicU64::new(0),
         }
     }
 
@@ -94,9 +94,9 @@ impl EventFeed {
         Ok(feed)
     }
 
-    /// Counts every event appended through the feed (`cellos_events_appended_total`).
-    pub fn appended_counter(&self) -> Counter {
-        self.appended.clone()
+    /// Events appended through the feed since it started (`cellos_events_appended_total`).
+    pub fn appended(&self) -> u64 {
+        self.appended.load(Ordering::Relaxed)
     }
 
     /// Sequence of the newest event visible.
@@ -152,7 +152,7 @@ impl EventFeed {
             if seq <= index.head {
                 continue;
             }
-            if seq > index.head + 1 && index.head > 0 {
+            if seq > index.head.saturating_add(1) {
                 self.fill_hole(&mut index, seq);
             }
             index.head = seq;
@@ -174,7 +174,7 @@ impl EventFeed {
             Err(e) => {
                 tracing::warn!(
                     "event feed: cannot read events {}..{before} of {}: {e}",
-                    index.head + 1,
+                    index.head.saturating_add(1),
                     dir.display()
                 );
                 return;
@@ -194,7 +194,7 @@ impl EventFeed {
         let index = self.read_index();
         let oldest = index.events.front().and_then(|e| e.cellosseq);
         let in_window = match oldest {
-            Some(oldest) => after + 1 >= oldest,
+            Some(oldest) => after.saturating_add(1) >= oldest,
             None => true,
         };
         if in_window {
@@ -285,7 +285,7 @@ impl EventSink for EventFeed {
     fn emit(&self, event: CloudEvent) -> Result<CloudEvent, PortError> {
         let _order = self.emit_lock.lock().unwrap_or_else(|p| p.into_inner());
         let sealed = self.inner.emit(event)?;
-        self.appended.inc();
+        self.appended.fetch_add(1, Ordering::Relaxed);
         self.index_all(vec![sealed.clone()]);
         Ok(sealed)
     }
@@ -293,7 +293,8 @@ impl EventSink for EventFeed {
     fn emit_batch(&self, events: Vec<CloudEvent>) -> Result<Vec<CloudEvent>, PortError> {
         let _order = self.emit_lock.lock().unwrap_or_else(|p| p.into_inner());
         let sealed = self.inner.emit_batch(events)?;
-        self.appended.inc_by(sealed.len() as u64);
+        self.appended
+            .fetch_add(sealed.len() as u64, Ordering::Relaxed);
         self.index_all(sealed.clone());
         Ok(sealed)
     }

@@ -5,6 +5,19 @@
 //! who is calling, [`problem`] RFC 9457 errors, [`routes`] the API, [`dto`] its wire types,
 //! [`events`] the event feed in front of the log, [`metrics`] Prometheus, [`openapi`] the
 //! generated document, [`shutdown`] stopping cleanly.
+//!
+//! Choices the contract left open:
+//! - Over TCP every route needs the bearer token, `/healthz` and `/metrics` included; a
+//!   local probe can use the Unix socket, where the peer's uid is the identity.
+//! - `refused` (the cell refused a file operation or exec) is 403; a refusal that is really
+//!   "no such path" or "too large" is reported as `not-found` / `too-large`.
+//! - Besides the listed problem types there are `unsupported-media-type` (415) and
+//!   `method-not-allowed` (405).
+//! - `GET .../execs/{exec}` does not follow unless `follow=true`.
+//! - The event feed keeps the newest events in memory; older pages are read from the log on
+//!   disk (see [`events`]).
+//! - `exec` durations are observed when a stream (NDJSON or WebSocket) delivers the exit;
+//!   an exec whose client left before it ended is not in `cellos_exec_seconds`.
 
 pub mod auth;
 pub mod config;
@@ -18,7 +31,6 @@ pub mod routes;
 pub mod shutdown;
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use axum::Router;
@@ -42,6 +54,8 @@ pub enum ServeError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Listen(#[from] ListenError),
+    #[error(transparent)]
+    Metrics(#[from] metrics::MetricsError),
 }
 
 /// The state and router of a server, without listeners (tests drive it directly).
@@ -49,8 +63,8 @@ pub fn app(
     config: &ServeConfig,
     sessions: Arc<Sessions>,
     feed: Arc<EventFeed>,
-) -> (Shared, Router) {
-    let metrics = Arc::new(Metrics::new(feed.appended_counter()));
+) -> Result<(Shared, Router), ServeError> {
+    let metrics = Arc::new(Metrics::new()?);
     let state = Arc::new(AppState {
         sessions,
         feed,
@@ -61,11 +75,11 @@ pub fn app(
             file_body: config.file_body_limit,
         },
         keep_alive: config.keep_alive,
-        stopping: AtomicBool::new(false),
+        stopping: watch::channel(false).0,
         openapi: openapi::document(),
     });
     let router = routes::router(state.clone(), Arc::new(Auth::new(config.token.clone())));
-    (state, router)
+    Ok((state, router))
 }
 
 /// Serve until `shutdown` resolves; then stop accepting, shut the cells down (destroy, or
@@ -77,8 +91,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     config.check()?;
+    let (state, router) = app(&config, sessions.clone(), feed)?;
     let listeners = Listeners::bind(&config).await?;
-    let (state, router) = app(&config, sessions.clone(), feed);
     let (stop_tx, stop_rx) = watch::channel(false);
     let graceful = Arc::new(GracefulShutdown::new());
     let accepting = spawn_acceptors(listeners.unix, listeners.tcp, &router, &graceful, &stop_rx);
@@ -86,7 +100,7 @@ pub async fn serve(
     tracing::info!("serving on unix:{}", listeners.unix_path.display());
 
     shutdown.await;
-    state.stopping.store(true, Ordering::Relaxed);
+    state.begin_stopping();
     let _ = stop_tx.send(true);
     for task in accepting {
         let _ = task.await;

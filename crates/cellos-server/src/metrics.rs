@@ -1,14 +1,14 @@
-//! Prometheus metrics, encoded by `prometheus-client` (which writes the HELP and TYPE lines):
-//! cells by state, how long creates, execs and destroys take, events appended, and denials.
+//! Prometheus metrics in the text exposition format (encoded by the `prometheus` crate,
+//! which writes the HELP and TYPE lines): cells by state, how long creates, execs and
+//! destroys take, events appended, and denials by kind.
+
+use std::collections::BTreeMap;
 
 use cellos_supervisor::CellState;
-use prometheus_client::encoding::text::encode;
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
-use prometheus_client::registry::Registry;
+use prometheus::{
+    exponential_buckets, Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec,
+    Opts, Registry, TextEncoder,
+};
 
 /// Every state a cell can be in, so `cellos_cells` shows zeros instead of missing series.
 const STATES: [CellState; 4] = [
@@ -18,133 +18,117 @@ const STATES: [CellState; 4] = [
     CellState::Destroyed,
 ];
 
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelValue)]
-#[allow(non_camel_case_types)]
-enum StateLabel {
-    running,
-    paused,
-    completed,
-    destroyed,
-}
+/// Denial kinds shown from the start (at zero), so a rate over them never starts missing.
+const DENIAL_KINDS: [&str; 3] = ["admission-denied", "unauthorized", "refused"];
 
-impl From<CellState> for StateLabel {
-    fn from(state: CellState) -> Self {
-        match state {
-            CellState::Running => StateLabel::running,
-            CellState::Paused => StateLabel::paused,
-            CellState::Completed => StateLabel::completed,
-            CellState::Destroyed => StateLabel::destroyed,
-        }
+fn state_label(state: CellState) -> &'static str {
+    match state {
+        CellState::Running => "running",
+        CellState::Paused => "paused",
+        CellState::Completed => "completed",
+        CellState::Destroyed => "destroyed",
     }
 }
 
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct StateLabels {
-    state: StateLabel,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct KindLabels {
-    kind: String,
-}
+/// Why the metrics could not be set up or encoded.
+#[derive(Debug, thiserror::Error)]
+#[error("metrics: {0}")]
+pub struct MetricsError(#[from] prometheus::Error);
 
 /// The server's metrics.
 pub struct Metrics {
     registry: Registry,
-    cells: Family<StateLabels, Gauge>,
-    denials: Family<KindLabels, Counter>,
+    cells: IntGaugeVec,
+    denials: IntCounterVec,
+    events_appended: IntCounter,
     pub create_seconds: Histogram,
     pub exec_seconds: Histogram,
     pub destroy_seconds: Histogram,
 }
 
-/// Latency buckets from 1 ms to about 33 minutes.
-fn seconds_histogram() -> Histogram {
-    Histogram::new(exponential_buckets(0.001, 2.0, 21))
+/// Latency buckets from 1 ms to about 17 minutes.
+fn seconds_histogram(name: &str, help: &str) -> Result<Histogram, MetricsError> {
+    let buckets = exponential_buckets(0.001, 2.0, 21)?;
+    Ok(Histogram::with_opts(
+        HistogramOpts::new(name, help).buckets(buckets),
+    )?)
 }
 
 impl Metrics {
-    /// `events_appended` is the feed's counter, so every event through it is counted.
-    pub fn new(events_appended: Counter) -> Self {
-        let mut registry = Registry::default();
-        let cells = Family::<StateLabels, Gauge>::default();
-        let denials = Family::<KindLabels, Counter>::default();
-        let (create, exec, destroy) = (
-            seconds_histogram(),
-            seconds_histogram(),
-            seconds_histogram(),
-        );
-        registry.register(
-            "cellos_cells",
-            "Cells held by this server, by state",
-            cells.clone(),
-        );
-        registry.register(
-            "cellos_create_seconds",
-            "Time to admit and create a cell",
-            create.clone(),
-        );
-        registry.register(
+    pub fn new() -> Result<Self, MetricsError> {
+        let registry = Registry::new();
+        let cells = IntGaugeVec::new(
+            Opts::new("cellos_cells", "Cells held by this server, by state"),
+            &["state"],
+        )?;
+        let denials = IntCounterVec::new(
+            Opts::new(
+                "cellos_denials_total",
+                "Requests denied: admission, authentication, refused cell operations",
+            ),
+            &["kind"],
+        )?;
+        let events_appended = IntCounter::new(
+            "cellos_events_appended_total",
+            "Events appended to the signed log through this server",
+        )?;
+        let create_seconds =
+            seconds_histogram("cellos_create_seconds", "Time to admit and create a cell")?;
+        let exec_seconds = seconds_histogram(
             "cellos_exec_seconds",
             "Duration of execs, from start to exit",
-            exec.clone(),
-        );
-        registry.register(
+        )?;
+        let destroy_seconds = seconds_histogram(
             "cellos_destroy_seconds",
             "Time to destroy a cell and verify nothing is left",
-            destroy.clone(),
-        );
-        registry.register(
-            "cellos_events_appended",
-            "Events appended to the signed log through this server",
-            events_appended,
-        );
-        registry.register(
-            "cellos_denials",
-            "Requests denied: admission, authentication, refused cell operations",
-            denials.clone(),
-        );
+        )?;
+        registry.register(Box::new(cells.clone()))?;
+        registry.register(Box::new(create_seconds.clone()))?;
+        registry.register(Box::new(exec_seconds.clone()))?;
+        registry.register(Box::new(destroy_seconds.clone()))?;
+        registry.register(Box::new(events_appended.clone()))?;
+        registry.register(Box::new(denials.clone()))?;
         for state in STATES {
-            cells
-                .get_or_create(&StateLabels {
-                    state: state.into(),
-                })
-                .set(0);
+            cells.with_label_values(&[state_label(state)]).set(0);
         }
-        Self {
+        for kind in DENIAL_KINDS {
+            denials.with_label_values(&[kind]).reset();
+        }
+        Ok(Self {
             registry,
             cells,
             denials,
-            create_seconds: create,
-            exec_seconds: exec,
-            destroy_seconds: destroy,
-        }
+            events_appended,
+            create_seconds,
+            exec_seconds,
+            destroy_seconds,
+        })
     }
 
     /// Count one denial of `kind` (a problem slug such as `admission-denied`).
     pub fn deny(&self, kind: &str) {
-        self.denials
-            .get_or_create(&KindLabels {
-                kind: kind.to_owned(),
-            })
-            .inc();
+        self.denials.with_label_values(&[kind]).inc();
     }
 
-    /// The text exposition, with `cellos_cells` set from `counts` first.
+    /// The text exposition, with `cellos_cells` set from `counts` and the events counter
+    /// brought up to `appended` (the feed's own count) first.
     pub fn render(
         &self,
-        counts: &std::collections::BTreeMap<CellState, u64>,
-    ) -> Result<String, std::fmt::Error> {
+        counts: &BTreeMap<CellState, u64>,
+        appended: u64,
+    ) -> Result<String, MetricsError> {
+        let counted = self.events_appended.get();
+        if appended > counted {
+            self.events_appended.inc_by(appended - counted);
+        }
         for state in STATES {
             let n = counts.get(&state).copied().unwrap_or(0);
             self.cells
-                .get_or_create(&StateLabels {
-                    state: state.into(),
-                })
+                .with_label_values(&[state_label(state)])
                 .set(i64::try_from(n).unwrap_or(i64::MAX));
         }
-        let mut out = String::new();
-        encode(&mut out, &self.registry)?;
-        Ok(out)
+        let mut out = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
+        Ok(String::from_utf8_lossy(&out).into_owned())
     }
 }

@@ -64,14 +64,8 @@ pub fn backend(
     config.network = network;
     config.init_mode = init_mode;
     config.telemetry.agent_exe = installed(telemetry::AGENT_BINARY);
-    if let Some(ms) = std::env::var_os(telemetry::SILENCE_ENV) {
-        let ms: u64 = ms.to_str().and_then(|s| s.parse().ok()).ok_or_else(|| {
-            Failure::cellos(format!(
-                "{} must be a number of milliseconds",
-                telemetry::SILENCE_ENV
-            ))
-        })?;
-        config.telemetry.silence = Duration::from_millis(ms.max(1));
+    if let Some(silence) = telemetry_silence()? {
+        config.telemetry.silence = silence;
     }
     let backend =
         LinuxBackend::new(config).map_err(|e| Failure::cellos(PortError::from(e).to_string()))?;
@@ -184,6 +178,29 @@ pub fn supervisor(
     network: NetworkConfig,
     init_mode: InitMode,
 ) -> Result<Supervisor, Failure> {
+    let factory = EventFactory::new(
+        &hostname(),
+        "supervisor",
+        Arc::new(|| uuid::Uuid::new_v4().to_string()),
+    );
+    compose_supervisor(
+        home,
+        Arc::new(sink),
+        factory,
+        secrets_dir,
+        backend(home, network, init_mode)?,
+    )
+}
+
+/// The supervisor over `sink` and `backend`, with the file then env secret brokers and local
+/// exports.
+fn compose_supervisor(
+    home: &Path,
+    sink: Arc<dyn EventSink>,
+    factory: EventFactory,
+    secrets_dir: Option<PathBuf>,
+    backend: Arc<LinuxBackend>,
+) -> Result<Supervisor, Failure> {
     let secrets_dir = secrets_dir.unwrap_or_else(|| home.join("secrets"));
     let brokers: Vec<Arc<dyn SecretBroker>> = vec![
         Arc::new(FileSecretBroker::new(secrets_dir)),
@@ -195,37 +212,26 @@ pub fn supervisor(
                 .map_err(|e| Failure::cellos(e.to_string()))?,
         ),
     };
-    let factory = EventFactory::new(
-        &hostname(),
-        "supervisor",
-        Arc::new(|| uuid::Uuid::new_v4().to_string()),
-    );
-    Ok(Supervisor::new(
-        backend(home, network, init_mode)?,
-        Arc::new(sink),
-        factory,
-        brokers,
-        Arc::new(exports),
+    Ok(
+        Supervisor::new(backend, sink, factory, brokers, Arc::new(exports))
+            .with_capabilities(capabilities()),
     )
-    .with_capabilities(capabilities()))
 }
 
-/// The Linux backend of `cellos serve`: like [`backend`], but init is always exec'd
-/// ([`InitMode::Exec`]): a multi-threaded server must never run init in a clone of itself.
-pub fn server_backend(home: &Path, network: NetworkConfig) -> Result<Arc<LinuxBackend>, Failure> {
-    let exe = std::env::current_exe()
-        .map_err(|e| Failure::cellos(format!("cannot locate the cellos executable: {e}")))?;
-    let installed = |name: &str| installed_beside(&exe, name);
-    let mut config = LinuxBackendConfig::new(home, installed(INIT_BINARY).unwrap_or(exe.clone()));
-    config.network = network;
-    config.init_mode = InitMode::Exec;
-    config.telemetry.agent_exe = installed(telemetry::AGENT_BINARY);
-    if let Some(silence) = telemetry_silence()? {
-        config.telemetry.silence = silence;
-    }
-    let backend =
-        LinuxBackend::new(config).map_err(|e| Failure::cellos(PortError::from(e).to_string()))?;
-    Ok(Arc::new(backend))
+/// The supervisor of `cellos serve`: the signed log (opened with the key at once: init is
+/// exec'd, so holding it cannot leak into a cell) passed through `wrap_sink`, which puts the
+/// server's event feed in front of it, and a backend that always execs init.
+pub fn server_supervisor(
+    home: &Path,
+    secrets_dir: Option<PathBuf>,
+    network: NetworkConfig,
+    wrap_sink: impl FnOnce(Arc<dyn EventSink>) -> Result<Arc<dyn EventSink>, Failure>,
+) -> Result<Supervisor, Failure> {
+    let (log, factory) = event_log(home, "supervisor")?;
+    let sink = wrap_sink(Arc::new(log))?;
+    // A multi-threaded server must never run init in a clone of itself.
+    let backend = backend(home, network, InitMode::Exec)?;
+    compose_supervisor(home, sink, factory, secrets_dir, backend)
 }
 
 /// `CELLOS_TELEMETRY_SILENCE_MS`, if set.
@@ -240,36 +246,4 @@ fn telemetry_silence() -> Result<Option<Duration>, Failure> {
         ))
     })?;
     Ok(Some(Duration::from_millis(ms.max(1))))
-}
-
-/// The supervisor of `cellos serve`: the signed log (opened with the key at once: init is
-/// exec'd, so holding it cannot leak into a cell) passed through `wrap_sink`, which puts the
-/// server's event feed in front of it, and [`server_backend`].
-pub fn server_supervisor(
-    home: &Path,
-    secrets_dir: Option<PathBuf>,
-    network: NetworkConfig,
-    wrap_sink: impl FnOnce(Arc<dyn EventSink>) -> Result<Arc<dyn EventSink>, Failure>,
-) -> Result<Supervisor, Failure> {
-    let (log, factory) = event_log(home, "supervisor")?;
-    let sink = wrap_sink(Arc::new(log))?;
-    let secrets_dir = secrets_dir.unwrap_or_else(|| home.join("secrets"));
-    let brokers: Vec<Arc<dyn SecretBroker>> = vec![
-        Arc::new(FileSecretBroker::new(secrets_dir)),
-        Arc::new(EnvSecretBroker::new()),
-    ];
-    let exports = LocalExports {
-        default: Arc::new(
-            LocalExportSink::new(home.join("exports"))
-                .map_err(|e| Failure::cellos(e.to_string()))?,
-        ),
-    };
-    Ok(Supervisor::new(
-        server_backend(home, network)?,
-        sink,
-        factory,
-        brokers,
-        Arc::new(exports),
-    )
-    .with_capabilities(capabilities()))
 }

@@ -53,7 +53,7 @@ pub fn read_spec(headers: &HeaderMap, body: &[u8]) -> ApiResult<ExecutionCellDoc
 }
 
 /// Create a cell from a spec document (JSON or YAML).
-#[utoipa::path(post, path = "/v1/cells", tag = "cells",
+#[utoipa::path(post, path = "/v1/cells", operation_id = "createCell", tag = "cells",
     request_body(description = "An ExecutionCell spec document", content(
         (String = "application/yaml"), (String = "text/yaml"), (Object = "application/json"))),
     responses(
@@ -100,7 +100,7 @@ pub struct ListQuery {
 }
 
 /// List cells, sorted by id.
-#[utoipa::path(get, path = "/v1/cells", tag = "cells", params(ListQuery),
+#[utoipa::path(get, path = "/v1/cells", operation_id = "listCells", tag = "cells", params(ListQuery),
     responses((status = 200, body = CellPage),
         (status = 400, body = ApiProblem, content_type = "application/problem+json")))]
 pub async fn list(
@@ -140,7 +140,7 @@ pub async fn list(
 }
 
 /// One cell.
-#[utoipa::path(get, path = "/v1/cells/{id}", tag = "cells", params(("id" = String, Path)),
+#[utoipa::path(get, path = "/v1/cells/{id}", operation_id = "getCell", tag = "cells", params(("id" = String, Path)),
     responses((status = 200, body = CellInfoDto),
         (status = 404, body = ApiProblem, content_type = "application/problem+json")))]
 pub async fn get(
@@ -154,7 +154,7 @@ pub async fn get(
 }
 
 /// Destroy a cell (killing its execs) and verify nothing is left; idempotent.
-#[utoipa::path(delete, path = "/v1/cells/{id}", tag = "cells", params(("id" = String, Path)),
+#[utoipa::path(delete, path = "/v1/cells/{id}", operation_id = "destroyCell", tag = "cells", params(("id" = String, Path)),
     responses((status = 200, description = "Destroyed, with the teardown report", body = CellInfoDto),
         (status = 404, body = ApiProblem, content_type = "application/problem+json"),
         (status = 500, body = ApiProblem, content_type = "application/problem+json")))]
@@ -174,7 +174,7 @@ pub async fn destroy(
 }
 
 /// Freeze every process of a cell.
-#[utoipa::path(post, path = "/v1/cells/{id}/pause", tag = "cells", params(("id" = String, Path)),
+#[utoipa::path(post, path = "/v1/cells/{id}/pause", operation_id = "pauseCell", tag = "cells", params(("id" = String, Path)),
     responses((status = 200, body = CellInfoDto),
         (status = 404, body = ApiProblem, content_type = "application/problem+json"),
         (status = 409, body = ApiProblem, content_type = "application/problem+json")))]
@@ -190,7 +190,7 @@ pub async fn pause(
 }
 
 /// Thaw a paused cell.
-#[utoipa::path(post, path = "/v1/cells/{id}/resume", tag = "cells", params(("id" = String, Path)),
+#[utoipa::path(post, path = "/v1/cells/{id}/resume", operation_id = "resumeCell", tag = "cells", params(("id" = String, Path)),
     responses((status = 200, body = CellInfoDto),
         (status = 404, body = ApiProblem, content_type = "application/problem+json"),
         (status = 409, body = ApiProblem, content_type = "application/problem+json")))]

@@ -56,7 +56,7 @@ fn feed_problem(e: FeedError) -> ApiProblem {
 }
 
 /// A page of the log, oldest first.
-#[utoipa::path(get, path = "/v1/events", tag = "events", params(PageQuery),
+#[utoipa::path(get, path = "/v1/events", operation_id = "listEvents", tag = "events", params(PageQuery),
     responses((status = 200, body = EventPage),
         (status = 400, body = ApiProblem, content_type = "application/problem+json"),
         (status = 503, body = ApiProblem, content_type = "application/problem+json")))]
@@ -104,7 +104,7 @@ fn resume_point(headers: &HeaderMap, after: Option<u64>) -> ApiResult<u64> {
 }
 
 /// Follow the log as Server-Sent Events.
-#[utoipa::path(get, path = "/v1/events/stream", tag = "events", params(StreamQuery,
+#[utoipa::path(get, path = "/v1/events/stream", operation_id = "streamEvents", tag = "events", params(StreamQuery,
         ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this cellosseq")),
     responses(
         (status = 200, description = "SSE: `id: <cellosseq>`, `event: <type>`, `data: <CloudEvent JSON>`; keep-alive comments", body = String, content_type = "text/event-stream"),
@@ -116,7 +116,12 @@ pub async fn stream(
     ApiQuery(query): ApiQuery<StreamQuery>,
 ) -> ApiResult<Response> {
     let after = resume_point(&headers, query.after)?;
-    let events = follow(state.feed.clone(), after, query.cell);
+    let events = follow(
+        state.feed.clone(),
+        after,
+        query.cell,
+        state.stopping.subscribe(),
+    );
     Ok(Sse::new(events)
         .keep_alive(KeepAlive::new().interval(state.keep_alive))
         .into_response())
@@ -125,22 +130,25 @@ pub async fn stream(
 struct Follower {
     feed: Arc<EventFeed>,
     head: watch::Receiver<u64>,
+    stop: watch::Receiver<bool>,
     after: u64,
     cell: Option<String>,
     pending: VecDeque<Arc<CloudEvent>>,
     failed: bool,
 }
 
-/// The events after `after`, then every new one as it is appended.
+/// The events after `after`, then every new one as it is appended, until the server stops.
 fn follow(
     feed: Arc<EventFeed>,
     after: u64,
     cell: Option<String>,
+    stop: watch::Receiver<bool>,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     let head = feed.subscribe();
     let follower = Follower {
         feed,
         head,
+        stop,
         after,
         cell,
         pending: VecDeque::new(),
@@ -173,7 +181,7 @@ async fn next_event(f: &mut Follower) -> Option<Event> {
             Ok(page) => {
                 f.after = page.next;
                 f.pending.extend(page.events);
-                if f.pending.is_empty() && f.head.changed().await.is_err() {
+                if f.pending.is_empty() && !wait_for_more(f).await {
                     return None;
                 }
             }
@@ -182,6 +190,14 @@ async fn next_event(f: &mut Follower) -> Option<Event> {
                 return Some(Event::default().event("error").data(e.to_string()));
             }
         }
+    }
+}
+
+/// Wait for the head to move; false when the feed is gone or the server is stopping.
+async fn wait_for_more(f: &mut Follower) -> bool {
+    tokio::select! {
+        changed = f.head.changed() => changed.is_ok(),
+        _ = f.stop.wait_for(|s| *s) => false,
     }
 }
 

@@ -241,7 +241,7 @@ async fn start_exec(
 }
 
 /// Run a command in the cell and stream its output.
-#[utoipa::path(post, path = "/v1/cells/{id}/exec", tag = "exec", params(("id" = String, Path)),
+#[utoipa::path(post, path = "/v1/cells/{id}/exec", operation_id = "startExec", tag = "exec", params(("id" = String, Path)),
     request_body(content = ExecBody, content_type = "application/json"),
     responses(
         (status = 200, description = "NDJSON frames: started, stdout/stderr, exit", body = ExecFrame, content_type = "application/x-ndjson"),
@@ -285,7 +285,7 @@ pub struct RereadQuery {
 }
 
 /// Re-read the kept output of an exec, running or ended.
-#[utoipa::path(get, path = "/v1/cells/{id}/execs/{exec}", tag = "exec",
+#[utoipa::path(get, path = "/v1/cells/{id}/execs/{exec}", operation_id = "readExec", tag = "exec",
     params(("id" = String, Path), ("exec" = String, Path), RereadQuery),
     responses(
         (status = 200, description = "NDJSON frames: gap (if output was dropped), stdout/stderr, exit once ended", body = ExecFrame, content_type = "application/x-ndjson"),
@@ -319,7 +319,7 @@ pub async fn reread(
 }
 
 /// Kill a running exec's whole process tree.
-#[utoipa::path(post, path = "/v1/cells/{id}/execs/{exec}/kill", tag = "exec",
+#[utoipa::path(post, path = "/v1/cells/{id}/execs/{exec}/kill", operation_id = "killExec", tag = "exec",
     params(("id" = String, Path), ("exec" = String, Path)),
     responses((status = 204, description = "Killed"),
         (status = 404, body = ApiProblem, content_type = "application/problem+json"),
@@ -347,7 +347,7 @@ pub struct WsControl {
 /// Run a command interactively: the first text message is the exec (JSON), then binary
 /// messages are stdin, text messages are controls; the server sends the exec frames as text
 /// messages and closes after the exit frame.
-#[utoipa::path(get, path = "/v1/cells/{id}/exec/ws", tag = "exec", params(("id" = String, Path)),
+#[utoipa::path(get, path = "/v1/cells/{id}/exec/ws", operation_id = "execWebSocket", tag = "exec", params(("id" = String, Path)),
     responses(
         (status = 101, description = "WebSocket: first client message is a WsExecBody; server messages are ExecFrame JSON", body = ExecFrame),
         (status = 400, body = ApiProblem, content_type = "application/problem+json")))]

@@ -72,7 +72,7 @@ fn header_value(text: &str) -> HeaderValue {
 }
 
 /// Read a file; the body is its bytes.
-#[utoipa::path(get, path = "/v1/cells/{id}/files", tag = "files",
+#[utoipa::path(get, path = "/v1/cells/{id}/files", operation_id = "readFile", tag = "files",
     params(("id" = String, Path), PathQuery),
     responses(
         (status = 200, description = "The file's bytes", body = Vec<u8>, content_type = "application/octet-stream",
@@ -106,7 +106,7 @@ pub async fn read(
 }
 
 /// Write a file atomically (the body is its content), or create a directory.
-#[utoipa::path(put, path = "/v1/cells/{id}/files", tag = "files",
+#[utoipa::path(put, path = "/v1/cells/{id}/files", operation_id = "writeFile", tag = "files",
     params(("id" = String, Path), WriteQuery),
     request_body(content = Vec<u8>, content_type = "application/octet-stream"),
     responses(
@@ -148,7 +148,7 @@ pub async fn write(
 }
 
 /// Remove a file, or a directory (`recursive=true` for one that is not empty).
-#[utoipa::path(delete, path = "/v1/cells/{id}/files", tag = "files",
+#[utoipa::path(delete, path = "/v1/cells/{id}/files", operation_id = "removeFile", tag = "files",
     params(("id" = String, Path), RemoveQuery),
     responses((status = 204, description = "Removed"),
         (status = 403, description = "refused", body = ApiProblem, content_type = "application/problem+json"),
@@ -166,7 +166,7 @@ pub async fn remove(
 }
 
 /// List a directory.
-#[utoipa::path(get, path = "/v1/cells/{id}/files/list", tag = "files",
+#[utoipa::path(get, path = "/v1/cells/{id}/files/list", operation_id = "listFiles", tag = "files",
     params(("id" = String, Path), PathQuery),
     responses((status = 200, body = FileList),
         (status = 403, description = "refused", body = ApiProblem, content_type = "application/problem+json"),
@@ -185,7 +185,7 @@ pub async fn list(
 }
 
 /// `stat` a path (symlinks are not followed).
-#[utoipa::path(get, path = "/v1/cells/{id}/files/stat", tag = "files",
+#[utoipa::path(get, path = "/v1/cells/{id}/files/stat", operation_id = "statFile", tag = "files",
     params(("id" = String, Path), PathQuery),
     responses((status = 200, body = FileStatDto),
         (status = 403, description = "refused", body = ApiProblem, content_type = "application/problem+json"),

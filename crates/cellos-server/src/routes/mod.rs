@@ -7,7 +7,6 @@ pub mod exec;
 pub mod files;
 pub mod meta;
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +21,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use cellos_supervisor::{SessionError, Sessions};
 use serde::de::DeserializeOwned;
+use tokio::sync::watch;
 
 use crate::auth::{authenticate, Auth};
 use crate::events::EventFeed;
@@ -46,15 +46,21 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub limits: Limits,
     pub keep_alive: Duration,
-    /// Set once shutdown began: `/readyz` then fails so balancers stop sending work.
-    pub stopping: AtomicBool,
+    /// Set once shutdown began: `/readyz` then fails so balancers stop sending work, and
+    /// event streams end so their connections can close.
+    pub stopping: watch::Sender<bool>,
     /// The OpenAPI document, rendered once.
     pub openapi: String,
 }
 
 impl AppState {
     pub fn is_stopping(&self) -> bool {
-        self.stopping.load(Ordering::Relaxed)
+        *self.stopping.borrow()
+    }
+
+    /// Mark shutdown as begun (idempotent).
+    pub fn begin_stopping(&self) {
+        self.stopping.send_replace(true);
     }
 }
 

@@ -74,6 +74,7 @@ pub fn serve(home: &Path, mut args: ServeArgs) -> Result<u8, Failure> {
         Ok(tee as Arc<dyn EventSink>)
     })?;
     let feed = feed.ok_or_else(|| Failure::cellos("the event feed was not set up"))?;
+    reclaim_left_behind(&supervisor)?;
     let sessions = Arc::new(Sessions::new(
         Arc::new(supervisor),
         policies,
@@ -93,4 +94,24 @@ pub fn serve(home: &Path, mut args: ServeArgs) -> Result<u8, Failure> {
         ))
         .map_err(|e| Failure::cellos(e.to_string()))?;
     Ok(0)
+}
+
+/// Reclaim what a dead server (or a crashed `cellos run`) left on this host before taking new
+/// cells: its cells' processes died with it, their cgroups, network scopes and records did
+/// not. Each reclaim is recorded (`gc.v1.reclaimed`), so every cell of the dead server ends in
+/// a terminal state in the log.
+fn reclaim_left_behind(supervisor: &cellos_supervisor::Supervisor) -> Result<(), Failure> {
+    let report = supervisor
+        .gc()
+        .map_err(|e| Failure::cellos(format!("reclaiming cells a previous server left: {e}")))?;
+    if !report.reclaimed.is_empty() {
+        eprintln!(
+            "cellos serve: reclaimed {} cell(s) a previous server left",
+            report.reclaimed.len()
+        );
+    }
+    for (cell, err) in &report.failed {
+        eprintln!("cellos serve: could not reclaim cell {cell}: {err} (run `cellos gc`)");
+    }
+    Ok(())
 }
