@@ -3,6 +3,7 @@
 //! This is the only place that knows which adapters exist: it reads the environment, picks the
 //! backend, event sink, secret brokers and export sinks, and hands them to the supervisor.
 
+mod client;
 mod commands;
 mod compose;
 mod exit;
