@@ -2,4 +2,6 @@
 
 pub mod cells;
 pub mod log;
+pub mod remote;
 pub mod spec;
+pub mod tty;

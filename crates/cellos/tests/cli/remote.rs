@@ -1,0 +1,253 @@
+//! The client commands against a stand-in server: a hyper HTTP/1 server on a real Unix socket
+//! at CELLOS_HOME/cellos.sock, answering with canned responses of the API contract and
+//! recording what it was sent. (Tests against the real `cellos serve` live with the server.)
+
+use std::convert::Infallible;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+
+use crate::support::{stderr, stdout, Home};
+
+/// One request as the stand-in server saw it.
+#[derive(Debug, Clone)]
+struct Seen {
+    method: String,
+    uri: String,
+    content_type: String,
+    body: Vec<u8>,
+}
+
+/// A stand-in server on `socket`, running until the test's runtime is dropped.
+struct FakeServer {
+    seen: Arc<Mutex<Vec<Seen>>>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+const CELL: &str = r#"{"id":"s1","runId":"r1","state":"running","session":true,"specHash":"h",
+"created":"2026-01-01T00:00:00Z","owner":"uid:0","execs":0,"lastActivity":"2026-01-01T00:00:00Z",
+"isolation":{}}"#;
+
+const DESTROYED: &str = r#"{"id":"s1","runId":"r1","state":"destroyed","session":true,"specHash":"h",
+"created":"2026-01-01T00:00:00Z","owner":"uid:0","execs":1,"lastActivity":"2026-01-01T00:00:00Z",
+"isolation":{},"teardown":{"cellId":"s1","destroyed":true,"forced":false,"removed":[],
+"residue":[{"class":"cgroup","detail":"/sys/fs/cgroup/cellos/s1"}],"unverified":[],"residueFree":false}}"#;
+
+/// Frames in the order the client must reproduce them; stdout has a chunk split in two.
+const FRAMES: &str = concat!(
+    r#"{"type":"started","execId":"e1"}"#,
+    "\n",
+    r#"{"type":"stdout","offset":0,"data":"one\n"}"#,
+    "\n",
+    r#"{"type":"stderr","offset":0,"dataBase64":"d2Fybgo="}"#,
+    "\n",
+    r#"{"type":"stdout","offset":4,"data":"two\n"}"#,
+    "\n",
+    r#"{"type":"exit","status":7,"exit":{"kind":"exited","code":7},"timedOut":false,"durationMs":3,"stdoutBytes":8,"stderrBytes":5}"#,
+    "\n"
+);
+
+const PROBLEM: &str = r#"{"type":"https://cellos.dev/problems/invalid-spec","title":"The spec is invalid",
+"status":422,"detail":"1 problem","problems":[{"path":"spec.run.argv","message":"must not be empty; name the program"}]}"#;
+
+fn respond(status: u16, content_type: &str, body: &str) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .body(Full::new(Bytes::from(body.to_owned())))
+        .expect("response")
+}
+
+/// The canned answer to each route the tests use.
+fn route(seen: &Seen) -> Response<Full<Bytes>> {
+    match (seen.method.as_str(), seen.uri.as_str()) {
+        ("POST", "/v1/cells") if seen.body.starts_with(b"bad") => {
+            respond(422, "application/problem+json", PROBLEM)
+        }
+        ("POST", "/v1/cells") => respond(201, "application/json", CELL),
+        ("POST", "/v1/cells/s1/exec") => respond(200, "application/x-ndjson", FRAMES),
+        ("DELETE", "/v1/cells/s1") => respond(200, "application/json", DESTROYED),
+        _ => respond(
+            404,
+            "application/problem+json",
+            r#"{"type":"https://cellos.dev/problems/not-found","title":"Not found","status":404,"detail":"no such route"}"#,
+        ),
+    }
+}
+
+async fn handle(
+    request: Request<Incoming>,
+    log: Arc<Mutex<Vec<Seen>>>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let method = request.method().to_string();
+    let uri = request.uri().to_string();
+    let content_type = request
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let body = match request.into_body().collect().await {
+        Ok(b) => b.to_bytes().to_vec(),
+        Err(_) => Vec::new(),
+    };
+    let seen = Seen {
+        method,
+        uri,
+        content_type,
+        body,
+    };
+    let response = route(&seen);
+    log.lock().expect("log").push(seen);
+    Ok(response)
+}
+
+impl FakeServer {
+    fn start(socket: &Path) -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let listener = runtime
+            .block_on(async { tokio::net::UnixListener::bind(socket) })
+            .expect("bind socket");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        runtime.spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let log = log.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |r| handle(r, log.clone()));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Self {
+            seen,
+            _runtime: runtime,
+        }
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().expect("log").clone()
+    }
+}
+
+fn socket(home: &Home) -> PathBuf {
+    home.path().join("cellos.sock")
+}
+
+#[test]
+fn create_sends_the_spec_bytes_with_its_media_type_and_prints_the_id() {
+    let home = Home::new();
+    let server = FakeServer::start(&socket(&home));
+    let yaml = home.path().join("cell.yaml");
+    std::fs::write(&yaml, "apiVersion: cellos.io/v1\n").expect("write");
+    let json = home.path().join("cell.json");
+    std::fs::write(&json, "{\"apiVersion\":\"cellos.io/v1\"}").expect("write");
+
+    for (file, media) in [(&yaml, "application/yaml"), (&json, "application/json")] {
+        let out = home.cellos().arg("create").arg(file).output().expect("run");
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert_eq!(stdout(&out), "s1\n");
+        let last = server.seen().pop().expect("a request");
+        assert_eq!(
+            (last.method.as_str(), last.uri.as_str()),
+            ("POST", "/v1/cells")
+        );
+        assert_eq!(last.content_type, media);
+        assert_eq!(last.body, std::fs::read(file).expect("read"));
+    }
+}
+
+#[test]
+fn exec_streams_frames_in_order_and_exits_with_the_exit_frames_status() {
+    let home = Home::new();
+    let server = FakeServer::start(&socket(&home));
+    let out = home.run(&[
+        "exec",
+        "-e",
+        "A=1",
+        "--timeout-ms",
+        "500",
+        "s1",
+        "--",
+        "sh",
+        "-c",
+        "x",
+    ]);
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "one\ntwo\n");
+    assert_eq!(stderr(&out), "warn\n");
+    let sent = server.seen().pop().expect("a request");
+    assert_eq!(sent.uri, "/v1/cells/s1/exec");
+    assert_eq!(sent.content_type, "application/json");
+    let body: serde_json::Value = serde_json::from_slice(&sent.body).expect("json body");
+    assert_eq!(body["argv"], serde_json::json!(["sh", "-c", "x"]));
+    assert_eq!(body["env"], serde_json::json!({"A": "1"}));
+    assert_eq!(body["timeoutMs"], 500);
+}
+
+#[test]
+fn a_problem_is_one_line_naming_the_field_and_exit_125() {
+    let home = Home::new();
+    let _server = FakeServer::start(&socket(&home));
+    let spec = home.path().join("bad.yaml");
+    std::fs::write(&spec, "bad: spec\n").expect("write");
+    let out = home
+        .cellos()
+        .arg("create")
+        .arg(&spec)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(125));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("spec.run.argv: must not be empty; name the program"),
+        "{err}"
+    );
+    assert!(err.starts_with("cellos: "), "{err}");
+}
+
+#[test]
+fn rm_names_what_the_teardown_left_and_exits_1() {
+    let home = Home::new();
+    let _server = FakeServer::start(&socket(&home));
+    let out = home.run(&["rm", "s1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stdout(&out), "s1\n");
+    assert!(
+        stderr(&out).contains("left behind: cgroup /sys/fs/cgroup/cellos/s1"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn no_server_is_one_line_and_exit_125() {
+    let home = Home::new();
+    let out = home.run(&["exec", "s1", "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    let expected = format!(
+        "cellos: no server at unix:{} (start one with `cellos serve`, or set --server)\n",
+        socket(&home).display()
+    );
+    assert_eq!(stderr(&out), expected);
+
+    let out = home.run(&["--server", "http://10.1.2.3:80", "rm", "s1"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("only allowed to a loopback"),
+        "{}",
+        stderr(&out)
+    );
+}
