@@ -447,14 +447,26 @@ fn base_name(path: &str) -> Result<&str, Failure> {
     }
 }
 
-/// What to upload: the bytes, their mode and a name for a cell path ending in `/`.
-fn read_local(from: &Side) -> Result<(Vec<u8>, Option<u32>, Option<String>), Failure> {
+/// What to upload.
+struct LocalFile {
+    bytes: Vec<u8>,
+    /// Permission bits to give the file in the cell (none for stdin: the server's default).
+    mode: Option<u32>,
+    /// File name, for a cell path ending in `/`.
+    name: Option<String>,
+}
+
+fn read_local(from: &Side) -> Result<LocalFile, Failure> {
     let Side::Local(path) = from else {
         let mut bytes = Vec::new();
         std::io::stdin()
             .read_to_end(&mut bytes)
             .map_err(|e| Failure::other(format!("stdin: {e}")))?;
-        return Ok((bytes, None, None));
+        return Ok(LocalFile {
+            bytes,
+            mode: None,
+            name: None,
+        });
     };
     let io = |e: std::io::Error| Failure::other(format!("{}: {e}", path.display()));
     let meta = std::fs::metadata(path).map_err(io)?;
@@ -466,11 +478,15 @@ fn read_local(from: &Side) -> Result<(Vec<u8>, Option<u32>, Option<String>), Fai
     }
     let bytes = std::fs::read(path).map_err(io)?;
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
-    Ok((bytes, Some(meta.permissions().mode() & 0o7777), name))
+    Ok(LocalFile {
+        bytes,
+        mode: Some(meta.permissions().mode() & 0o7777),
+        name,
+    })
 }
 
 async fn upload(server: &Server, from: Side, id: &str, path: &str) -> Result<u8, Failure> {
-    let (bytes, mode, name) = read_local(&from)?;
+    let LocalFile { bytes, mode, name } = read_local(&from)?;
     let path = match (path.ends_with('/'), name) {
         (true, Some(name)) => format!("{path}{name}"),
         (true, None) => {

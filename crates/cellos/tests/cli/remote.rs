@@ -72,6 +72,29 @@ fn route(seen: &Seen) -> Response<Full<Bytes>> {
         ("POST", "/v1/cells") => respond(201, "application/json", CELL),
         ("POST", "/v1/cells/s1/exec") => respond(200, "application/x-ndjson", FRAMES),
         ("DELETE", "/v1/cells/s1") => respond(200, "application/json", DESTROYED),
+        ("GET", "/v1/cells?limit=100") => respond(
+            200,
+            "application/json",
+            &format!(r#"{{"cells":[{CELL}],"nextCursor":null}}"#),
+        ),
+        ("GET", "/v1/cells/s1/files/stat?path=/etc/motd") => respond(
+            200,
+            "application/json",
+            r#"{"name":"motd","kind":"file","size":6,"mode":420,"modifiedUnix":0}"#,
+        ),
+        ("GET", "/v1/cells/s1/files/stat?path=/etc") => respond(
+            200,
+            "application/json",
+            r#"{"name":"etc","kind":"directory","size":0,"mode":493,"modifiedUnix":0}"#,
+        ),
+        ("GET", "/v1/cells/s1/files?path=/etc/motd") => {
+            respond(200, "application/octet-stream", "hello\n")
+        }
+        ("PUT", uri) if uri.starts_with("/v1/cells/s1/files?path=") => respond(
+            200,
+            "application/json",
+            r#"{"path":"/x","size":1,"sha256":"00"}"#,
+        ),
         _ => respond(
             404,
             "application/problem+json",
@@ -250,4 +273,65 @@ fn no_server_is_one_line_and_exit_125() {
         "{}",
         stderr(&out)
     );
+}
+
+#[test]
+fn cp_copies_one_file_each_way_and_refuses_directories() {
+    let home = Home::new();
+    let server = FakeServer::start(&socket(&home));
+    let local = home.path().join("script.sh");
+    std::fs::write(&local, "echo hi\n").expect("write");
+    std::fs::set_permissions(&local, std::os::unix::fs::PermissionsExt::from_mode(0o750))
+        .expect("chmod");
+
+    let out = home
+        .cellos()
+        .arg("cp")
+        .arg(&local)
+        .arg("s1:/work/")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let put = server.seen().pop().expect("a request");
+    assert_eq!(put.method, "PUT");
+    assert_eq!(put.uri, "/v1/cells/s1/files?path=/work/script.sh&mode=0750");
+    assert_eq!(put.body, b"echo hi\n");
+
+    let out = home.run(&["cp", "s1:/etc/motd", "-"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "hello\n");
+    let dir = home.path().join("into");
+    std::fs::create_dir(&dir).expect("mkdir");
+    let out = home
+        .cellos()
+        .args(["cp", "s1:/etc/motd"])
+        .arg(&dir)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(std::fs::read(dir.join("motd")).expect("copied"), b"hello\n");
+
+    let out = home.run(&["cp", "s1:/etc", "-"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("cp copies one file; use tar through exec for trees"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn ps_lists_the_servers_cells_after_the_local_ones() {
+    let home = Home::new();
+    let _server = FakeServer::start(&socket(&home));
+    let out = home.run(&["ps"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    let row = text
+        .lines()
+        .find(|l| l.starts_with("s1 "))
+        .unwrap_or_else(|| panic!("no server cell: {text}"));
+    for field in ["running", "2026-01-01T00:00:00Z", "uid:0"] {
+        assert!(row.contains(field), "{row}");
+    }
 }
