@@ -104,9 +104,12 @@ fn route(seen: &Seen) -> Response<Full<Bytes>> {
 }
 
 async fn handle(
-    request: Request<Incoming>,
+    mut request: Request<Incoming>,
     log: Arc<Mutex<Vec<Seen>>>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
+    if request.uri().path() == "/v1/cells/s1/exec/ws" {
+        return Ok(upgrade(&mut request, log));
+    }
     let method = request.method().to_string();
     let uri = request.uri().to_string();
     let content_type = request
@@ -130,6 +133,75 @@ async fn handle(
     Ok(response)
 }
 
+/// Accept the WebSocket upgrade and run [`echo_exec`] on it.
+fn upgrade(request: &mut Request<Incoming>, log: Arc<Mutex<Vec<Seen>>>) -> Response<Full<Bytes>> {
+    use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+    let key = request
+        .headers()
+        .get("sec-websocket-key")
+        .map(|k| derive_accept_key(k.as_bytes()))
+        .unwrap_or_default();
+    let upgrading = hyper::upgrade::on(request);
+    tokio::spawn(async move {
+        if let Ok(upgraded) = upgrading.await {
+            echo_exec(upgraded, log).await;
+        }
+    });
+    Response::builder()
+        .status(101)
+        .header("connection", "upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-accept", key)
+        .body(Full::new(Bytes::new()))
+        .expect("response")
+}
+
+/// An interactive exec of `cat`: records the exec message and every control message, sends
+/// stdin back as stdout frames, and exits 3 at EOF.
+async fn echo_exec(upgraded: hyper::upgrade::Upgraded, log: Arc<Mutex<Vec<Seen>>>) {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::protocol::Role;
+    use tokio_tungstenite::tungstenite::Message;
+    let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+        TokioIo::new(upgraded),
+        Role::Server,
+        None,
+    )
+    .await;
+    let record = |body: &[u8]| {
+        log.lock().expect("log").push(Seen {
+            method: "WS".into(),
+            uri: "/v1/cells/s1/exec/ws".into(),
+            content_type: String::new(),
+            body: body.to_vec(),
+        })
+    };
+    let frame = |text: String| Message::text(text);
+    let _ = ws
+        .send(frame(r#"{"type":"started","execId":"e2"}"#.into()))
+        .await;
+    let mut offset = 0;
+    while let Some(Ok(message)) = ws.next().await {
+        match message {
+            Message::Binary(bytes) => {
+                let data = String::from_utf8_lossy(&bytes).into_owned();
+                let out = serde_json::json!({"type":"stdout","offset":offset,"data":data});
+                offset += bytes.len();
+                let _ = ws.send(frame(out.to_string())).await;
+            }
+            Message::Text(text) if text.as_str().contains("eof") => {
+                record(text.as_bytes());
+                let exit = r#"{"type":"exit","status":3,"exit":{"kind":"exited","code":3},"timedOut":false,"durationMs":1,"stdoutBytes":3,"stderrBytes":0}"#;
+                let _ = ws.send(frame(exit.into())).await;
+                break;
+            }
+            Message::Text(text) => record(text.as_bytes()),
+            _ => {}
+        }
+    }
+    let _ = ws.close(None).await;
+}
+
 impl FakeServer {
     fn start(socket: &Path) -> Self {
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -149,6 +221,7 @@ impl FakeServer {
                     let service = hyper::service::service_fn(move |r| handle(r, log.clone()));
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
+                        .with_upgrades()
                         .await;
                 });
             }
@@ -333,5 +406,44 @@ fn ps_lists_the_servers_cells_after_the_local_ones() {
         .unwrap_or_else(|| panic!("no server cell: {text}"));
     for field in ["running", "2026-01-01T00:00:00Z", "uid:0"] {
         assert!(row.contains(field), "{row}");
+    }
+}
+
+#[test]
+fn interactive_exec_streams_stdin_over_the_websocket_and_sends_eof() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let home = Home::new();
+    let server = FakeServer::start(&socket(&home));
+    for (flags, pty) in [
+        (&["-i"][..], serde_json::Value::Null),
+        (
+            &["-i", "-t"][..],
+            serde_json::json!({"rows": 24, "cols": 80}),
+        ),
+    ] {
+        let mut child = home
+            .cellos()
+            .arg("exec")
+            .args(flags)
+            .args(["s1", "cat"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(b"abc").expect("write stdin");
+        drop(stdin);
+        let out = child.wait_with_output().expect("wait");
+        assert_eq!(out.status.code(), Some(3), "{flags:?}: {}", stderr(&out));
+        assert_eq!(stdout(&out), "abc", "{flags:?}");
+        let seen = server.seen();
+        let ws: Vec<&Seen> = seen.iter().filter(|s| s.method == "WS").collect();
+        let exec: serde_json::Value = serde_json::from_slice(&ws[ws.len() - 2].body).expect("json");
+        assert_eq!(exec["argv"], serde_json::json!(["cat"]), "{flags:?}");
+        assert_eq!(exec["stdin"], true, "{flags:?}");
+        assert_eq!(exec["pty"], pty, "{flags:?}");
+        assert_eq!(ws[ws.len() - 1].body, br#"{"eof":true}"#, "{flags:?}");
     }
 }
