@@ -183,6 +183,12 @@ async fn echo_exec(upgraded: hyper::upgrade::Upgraded, log: Arc<Mutex<Vec<Seen>>
     let mut offset = 0;
     while let Some(Ok(message)) = ws.next().await {
         match message {
+            // `q` ends the exec: on a raw terminal there is no EOF to wait for.
+            Message::Binary(bytes) if bytes.contains(&b'q') => {
+                let exit = r#"{"type":"exit","status":4,"exit":{"kind":"exited","code":4},"timedOut":false}"#;
+                let _ = ws.send(frame(exit.into())).await;
+                break;
+            }
             Message::Binary(bytes) => {
                 let data = String::from_utf8_lossy(&bytes).into_owned();
                 let out = serde_json::json!({"type":"stdout","offset":offset,"data":data});
@@ -446,4 +452,68 @@ fn interactive_exec_streams_stdin_over_the_websocket_and_sends_eof() {
         assert_eq!(exec["pty"], pty, "{flags:?}");
         assert_eq!(ws[ws.len() - 1].body, br#"{"eof":true}"#, "{flags:?}");
     }
+}
+
+#[test]
+fn tty_exec_sizes_the_pty_from_the_terminal_and_restores_it_after() {
+    use nix::sys::termios::{tcgetattr, LocalFlags};
+    use std::io::Write;
+    let home = Home::new();
+    let server = FakeServer::start(&socket(&home));
+    let size = nix::pty::Winsize {
+        ws_row: 30,
+        ws_col: 100,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    let pty = nix::pty::openpty(Some(&size), None).expect("openpty");
+    let terminal = std::fs::File::from(pty.slave);
+    let child = home
+        .cellos()
+        .args(["exec", "-it", "s1", "sh"])
+        .stdin(terminal.try_clone().expect("dup"))
+        .stdout(terminal.try_clone().expect("dup"))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut keys = std::fs::File::from(pty.master);
+    // Typed only once raw mode is on: before it, the line discipline would hold `q` back.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while tcgetattr(&terminal)
+        .expect("tcgetattr")
+        .local_flags
+        .contains(LocalFlags::ICANON)
+    {
+        assert!(std::time::Instant::now() < deadline, "never went raw");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    keys.write_all(b"q").expect("type");
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    let restored = tcgetattr(&terminal).expect("tcgetattr");
+    assert!(restored
+        .local_flags
+        .contains(LocalFlags::ICANON | LocalFlags::ECHO));
+    let seen = server.seen();
+    let exec = seen
+        .iter()
+        .find(|s| s.method == "WS")
+        .expect("exec message");
+    let exec: serde_json::Value = serde_json::from_slice(&exec.body).expect("json");
+    assert_eq!(exec["pty"], serde_json::json!({"rows": 30, "cols": 100}));
+}
+
+#[test]
+fn pause_of_a_cell_the_server_does_not_know_falls_back_to_local_cells() {
+    let home = Home::new();
+    let _server = FakeServer::start(&socket(&home));
+    let out = home.run(&["pause", "nope"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(!stderr(&out).contains("no such route"), "{}", stderr(&out));
+
+    // A server named on the command line is the only place looked at.
+    let named = format!("unix:{}", socket(&home).display());
+    let out = home.run(&["--server", &named, "resume", "nope"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert_eq!(stderr(&out), "cellos: Not found: no such route\n");
 }
