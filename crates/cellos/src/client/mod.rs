@@ -211,10 +211,24 @@ impl Server {
                 let tls = connector
                     .connect(name, tcp)
                     .await
-                    .map_err(|e| http::ClientError::Tls(format!("{}: {e}", self.address)))?;
+                    .map_err(|e| http::ClientError::Tls(tls_failure(&self.address, &e)))?;
                 Ok(Box::pin(tls))
             }
         }
+    }
+}
+
+/// A failed handshake, with the fix when it is the certificate that was not trusted.
+fn tls_failure(address: &Address, e: &std::io::Error) -> String {
+    let untrusted = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .is_some_and(|e| matches!(e, rustls::Error::InvalidCertificate(_)));
+    match untrusted {
+        true => format!(
+            "{address}: {e}; trust the server's CA or certificate with --ca-cert PEM (or CELLOS_CA_CERT)"
+        ),
+        false => format!("{address}: {e}"),
     }
 }
 

@@ -561,8 +561,8 @@ fn falls_back(e: &ClientError) -> bool {
 
 // ---- ps, logs -----------------------------------------------------------------------------
 
-/// Every cell of the server, following `nextCursor`; `None` if the default socket is not
-/// answering (an explicitly named server must answer).
+/// Every cell of the server, following `nextCursor`; `None` if the default socket does not
+/// answer or answers with an error (an explicitly named server must answer).
 pub fn list(server: &Server) -> Result<Option<Vec<CellInfo>>, Failure> {
     block_on(async {
         let mut cells = Vec::new();
@@ -574,8 +574,13 @@ pub fn list(server: &Server) -> Result<Option<Vec<CellInfo>>, Failure> {
             }
             let page: CellPage = match server.json(Method::GET, &path, None).await {
                 Ok(page) => page,
-                Err(ClientError::Unreachable { .. }) if !server.explicit => return Ok(None),
-                Err(e) => return Err(e.into()),
+                Err(e) if server.explicit => return Err(e.into()),
+                // The local listing is already out; a stale socket must not fail it.
+                Err(ClientError::Unreachable { .. }) => return Ok(None),
+                Err(e) => {
+                    eprintln!("cellos: server cells not listed: {e}");
+                    return Ok(None);
+                }
             };
             cells.extend(page.cells);
             match page.next_cursor {
