@@ -3,6 +3,7 @@
 //! This is the only place that knows which adapters exist: it reads the environment, picks the
 //! backend, event sink, secret brokers and export sinks, and hands them to the supervisor.
 
+mod client;
 mod commands;
 mod compose;
 mod exit;
@@ -22,8 +23,43 @@ struct Cli {
     /// Defaults to /var/lib/cellos for root and ~/.local/state/cellos otherwise.
     #[arg(long, env = "CELLOS_HOME", global = true)]
     home: Option<PathBuf>,
+    #[command(flatten)]
+    client: ClientArgs,
     #[command(subcommand)]
     command: Command,
+}
+
+/// Which `cellos serve` the client commands talk to.
+#[derive(clap::Args)]
+struct ClientArgs {
+    /// Server to talk to: `unix:PATH` (default unix:CELLOS_HOME/cellos.sock),
+    /// `https://HOST:PORT`, or `http://127.0.0.1:PORT` (plain http only to loopback).
+    /// TCP servers get the bearer token from CELLOS_TOKEN or --token-file.
+    #[arg(long, env = "CELLOS_SERVER", global = true, value_name = "ADDRESS")]
+    server: Option<String>,
+    /// File whose first line is the bearer token for a TCP server (else CELLOS_TOKEN).
+    #[arg(long, global = true, value_name = "PATH")]
+    token_file: Option<PathBuf>,
+    /// PEM CA (or server certificate) an https server is verified against.
+    #[arg(long, env = "CELLOS_CA_CERT", global = true, value_name = "PEM")]
+    ca_cert: Option<PathBuf>,
+}
+
+impl ClientArgs {
+    /// The server, resolved only by commands that use one (a bad CELLOS_SERVER must not
+    /// break `cellos validate`).
+    fn server(&self, home: &std::path::Path) -> Result<client::Server, Failure> {
+        client::Server::configure(
+            home,
+            client::ServerOptions {
+                server: self.server.as_deref(),
+                token_file: self.token_file.as_deref(),
+                ca_cert: self.ca_cert.as_deref(),
+                token_env: std::env::var("CELLOS_TOKEN").ok(),
+            },
+        )
+        .map_err(|e| Failure::invalid(e.to_string()))
+    }
 }
 
 /// How many signatures `verify` checks.
@@ -148,13 +184,51 @@ enum Command {
               value_parser = parse_pool)]
         net_pool: cellos_linux::netscope::AddressPool,
     },
-    /// List cells on this host.
+    /// Create a session cell on the server from a spec file and print its id.
+    Create { spec: PathBuf },
+    /// Run a command in a server cell and exit with its status (124 timeout, 125 CellOS
+    /// error, 127 cannot start, 128+N signal).
+    Exec {
+        cell_id: String,
+        /// Forward this terminal's stdin to the command, live.
+        #[arg(short, long)]
+        interactive: bool,
+        /// Give the command a terminal sized like this one (raw mode while it runs).
+        #[arg(short, long)]
+        tty: bool,
+        /// Environment variable for the command (repeatable).
+        #[arg(short, long = "env", value_name = "KEY=VAL", value_parser = commands::remote::parse_env)]
+        env: Vec<(String, String)>,
+        /// Working directory in the cell.
+        #[arg(short, long = "workdir", value_name = "CWD")]
+        workdir: Option<String>,
+        /// Kill the command after this long (exit 124).
+        #[arg(long, value_name = "N")]
+        timeout_ms: Option<u64>,
+        /// The command and its arguments.
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        argv: Vec<String>,
+    },
+    /// Copy one file between this host and a server cell: `ID:/path` is in the cell, `-` is
+    /// stdin/stdout.
+    Cp { src: String, dst: String },
+    /// Destroy a server cell; exit 1 naming anything it left behind.
+    Rm { cell_id: String },
+    /// List cells on this host (and those of the server, if one answers).
     Ps {
         #[arg(long)]
         json: bool,
     },
-    /// Print the kept output of a cell.
-    Logs { cell_id: String },
+    /// Print the kept output of a cell (with --exec: of one exec of a server cell).
+    Logs {
+        cell_id: String,
+        /// Exec id (from the server) whose kept output to print.
+        #[arg(long, value_name = "EXEC")]
+        exec: Option<String>,
+        /// With --exec: keep printing until the exec ends.
+        #[arg(long, requires = "exec")]
+        follow: bool,
+    },
     /// Signal a running cell's workload (default SIGTERM).
     Kill {
         cell_id: String,
@@ -260,12 +334,77 @@ fn dispatch(cli: Cli) -> Result<u8, Failure> {
                 },
             },
         ),
-        Command::Ps { json } => commands::cells::ps(&home, json),
-        Command::Logs { cell_id } => commands::cells::logs(&home, &cell_id),
+        Command::Create { spec } => commands::remote::create(&cli.client.server(&home)?, &spec),
+        Command::Exec {
+            cell_id,
+            interactive,
+            tty,
+            env,
+            workdir,
+            timeout_ms,
+            argv,
+        } => commands::remote::exec(
+            &cli.client.server(&home)?,
+            commands::remote::ExecArgs {
+                cell_id,
+                interactive,
+                tty,
+                env,
+                cwd: workdir,
+                timeout_ms,
+                argv,
+            },
+        ),
+        Command::Cp { src, dst } => commands::remote::cp(&cli.client.server(&home)?, &src, &dst),
+        Command::Rm { cell_id } => commands::remote::rm(&cli.client.server(&home)?, &cell_id),
+        Command::Ps { json } => ps(&home, &cli.client, json),
+        Command::Logs {
+            cell_id,
+            exec: Some(exec),
+            follow,
+        } => commands::remote::exec_logs(&cli.client.server(&home)?, &cell_id, &exec, follow),
+        Command::Logs { cell_id, .. } => commands::cells::logs(&home, &cell_id),
         Command::Kill { cell_id, signal } => commands::cells::kill(&home, &cell_id, &signal),
-        Command::Pause { cell_id } => commands::cells::pause(&home, &cell_id),
-        Command::Resume { cell_id } => commands::cells::resume(&home, &cell_id),
+        Command::Pause { cell_id } => freeze(&home, &cli.client, &cell_id, true),
+        Command::Resume { cell_id } => freeze(&home, &cli.client, &cell_id, false),
         Command::Gc => commands::cells::gc(&home),
         Command::Doctor { json } => commands::cells::doctor(json),
+    }
+}
+
+/// `ps`: the local cells as before, then the server's if one answers. `--json` stays the
+/// local list alone, so its shape does not depend on whether a server is up.
+fn ps(home: &std::path::Path, client: &ClientArgs, json: bool) -> Result<u8, Failure> {
+    let code = commands::cells::ps(home, json)?;
+    if json {
+        return Ok(code);
+    }
+    let server = client.server(home)?;
+    if !server.worth_trying() {
+        return Ok(code);
+    }
+    if let Some(cells) = commands::remote::list(&server)? {
+        commands::remote::print_cells(&server, &cells);
+    }
+    Ok(code)
+}
+
+/// `pause`/`resume`: through the server when one is named or its socket exists and knows the
+/// cell; otherwise (cells of `cellos run`) locally, as before.
+fn freeze(
+    home: &std::path::Path,
+    client: &ClientArgs,
+    cell_id: &str,
+    paused: bool,
+) -> Result<u8, Failure> {
+    let server = client.server(home)?;
+    if server.worth_trying() {
+        if let Some(code) = commands::remote::freeze(&server, cell_id, paused)? {
+            return Ok(code);
+        }
+    }
+    match paused {
+        true => commands::cells::pause(home, cell_id),
+        false => commands::cells::resume(home, cell_id),
     }
 }

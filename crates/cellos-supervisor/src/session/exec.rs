@@ -37,6 +37,9 @@ impl RunningExec {
     }
 }
 
+/// The write end of an exec's stdin.
+pub(crate) type Stdin = Box<dyn std::io::Write + Send>;
+
 /// What an exec needs from its cell.
 pub(crate) struct ExecContext {
     pub(crate) surface: Arc<dyn CellSession>,
@@ -52,7 +55,7 @@ pub(crate) fn start(
     id: String,
     request: &ExecRequest,
     caller: &Caller,
-) -> Result<(Arc<RunningExec>, Option<Box<dyn std::io::Write + Send>>), SessionError> {
+) -> Result<(Arc<RunningExec>, Option<Stdin>), SessionError> {
     let started_data = ExecStartedData {
         exec_id: id.clone(),
         argv: request.argv.clone(),

@@ -2,5 +2,7 @@
 
 pub mod cells;
 pub mod log;
+pub mod remote;
 pub mod serve;
 pub mod spec;
+pub mod tty;

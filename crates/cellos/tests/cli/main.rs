@@ -10,6 +10,7 @@ mod init;
 mod installed;
 mod landlock;
 mod refusal;
+mod remote;
 mod run;
 mod support;
 mod telemetry;
