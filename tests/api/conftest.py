@@ -27,13 +27,14 @@ class Server:
         self.home, self.sock, self.port, self.token, self.cert = home, sock, port, token, cert
         self.proc = None
 
-    def start(self):
-        self.proc = subprocess.Popen(
-            [CELLOS, "--home", str(self.home), "serve",
-             "--listen", f"tcp:127.0.0.1:{self.port}",
-             "--tls-cert", str(self.cert[0]), "--tls-key", str(self.cert[1]),
-             "--token-file", str(self.home / "token")],
-            stdout=subprocess.DEVNULL, stderr=open(self.home / "serve.log", "ab"))
+    def start(self, tcp=True):
+        argv = [CELLOS, "--home", str(self.home), "serve"]
+        if tcp:
+            argv += ["--listen", f"tcp:127.0.0.1:{self.port}",
+                     "--tls-cert", str(self.cert[0]), "--tls-key", str(self.cert[1]),
+                     "--token-file", str(self.home / "token")]
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL,
+                                     stderr=open(self.home / "serve.log", "ab"))
         deadline = time.time() + 30
         while time.time() < deadline:
             try:
@@ -49,7 +50,7 @@ class Server:
     def stop(self, sig=signal.SIGTERM):
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(sig)
-            self.proc.wait(timeout=60)
+            self.proc.wait(timeout=300)
 
     def unix(self, timeout=60.0):
         return httpx.Client(transport=httpx.HTTPTransport(uds=str(self.sock)),

@@ -46,6 +46,9 @@ fn isolation() -> IsolationReport {
 }
 
 /// One event of every family in the catalogue, as the lifecycle would emit them.
+use cellos_core::events::{ExecCompletedData, ExecStartedData, FileRemovedData, FileTransferData};
+use cellos_core::session::ExecExit;
+
 fn one_of_each(factory: &EventFactory, t: OffsetDateTime) -> Vec<CloudEvent> {
     let decision = AdmissionDecision {
         verdict: Verdict::AuditOnly,
@@ -275,6 +278,67 @@ fn one_of_each(factory: &EventFactory, t: OffsetDateTime) -> Vec<CloudEvent> {
                 detail: "/sys/fs/cgroup/cellos/cell-7".to_owned(),
             }],
             &teardown,
+        ),
+        factory.build(
+            EventKind::ExecStarted,
+            t,
+            "cell-7",
+            &ExecStartedData {
+                exec_id: "e1".to_owned(),
+                argv: vec!["sh".to_owned(), "-c".to_owned(), "true".to_owned()],
+                tty: false,
+                timeout_ms: Some(500),
+                caller: "uid:0".to_owned(),
+            },
+        ),
+        factory.build(
+            EventKind::ExecCompleted,
+            t,
+            "cell-7",
+            &ExecCompletedData {
+                exec_id: "e1".to_owned(),
+                argv: vec!["sh".to_owned()],
+                status: 124,
+                exit: ExecExit::Signaled { signal: 9 },
+                timed_out: true,
+                killed: false,
+                duration_ms: 500,
+                stdout_bytes: 3,
+                stderr_bytes: 0,
+                caller: "uid:0".to_owned(),
+            },
+        ),
+        factory.build(
+            EventKind::FileWritten,
+            t,
+            "cell-7",
+            &FileTransferData {
+                path: "/work/a".to_owned(),
+                size: 1,
+                sha256: "ca978112ca1bbdcafac231b39a23dc4da786eff8147c4e72b9807785afee48bb".to_owned(),
+                caller: "token:api".to_owned(),
+            },
+        ),
+        factory.build(
+            EventKind::FileRead,
+            t,
+            "cell-7",
+            &FileTransferData {
+                path: "/work/a".to_owned(),
+                size: 1,
+                sha256: "ca978112ca1bbdcafac231b39a23dc4da786eff8147c4e72b9807785afee48bb".to_owned(),
+                caller: "token:api".to_owned(),
+            },
+        ),
+        factory.build(
+            EventKind::FileRemoved,
+            t,
+            "cell-7",
+            &FileRemovedData {
+                path: "/work/a".to_owned(),
+                recursive: false,
+                caller: "token:api".to_owned(),
+            },
         ),
     ]
 }

@@ -214,9 +214,9 @@ fn a_missing_required_field_is_named_by_its_own_path() {
         "spec.id: required at line 4 column 3"
     );
     assert!(message(&format!(
-        "{CELL_HEADER}spec:\n  id: a\n  run:\n    argv: [x]\n  lifetime: {{}}\n"
+        "{CELL_HEADER}spec:\n  id: a\n  run:\n    argv: [x]\n  filesystem: {{workspace: {{}}}}\n"
     ))
-    .starts_with("spec.lifetime.ttlSeconds: required"));
+    .starts_with("spec.filesystem.workspace.target: required"));
     assert!(message(
         "apiVersion: cellos.io/v1\nkind: Formation\nspec:\n  id: f\n  coordinator:\n    name: c\n    cell: {run: {argv: [/bin/true]}}\n"
     )

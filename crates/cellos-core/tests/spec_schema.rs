@@ -157,9 +157,13 @@ fn the_schema_rejects_a_wrong_kind_a_missing_field_and_a_bad_rootfs() {
         "spec": {"id": "a", "run": {"argv": ["x"]}}
     });
     assert!(!validator.is_valid(&wrong_kind));
-    let missing_run =
+    let missing_id = json!({"apiVersion": "cellos.io/v1", "kind": "ExecutionCell",
+                            "spec": {"run": {"argv": ["x"]}}});
+    assert!(!validator.is_valid(&missing_id));
+    // Without run it is a session cell, which the schema accepts.
+    let session =
         json!({"apiVersion": "cellos.io/v1", "kind": "ExecutionCell", "spec": {"id": "a"}});
-    assert!(!validator.is_valid(&missing_run));
+    assert!(validator.is_valid(&session));
     let bad_rootfs = json!({
         "apiVersion": "cellos.io/v1", "kind": "ExecutionCell",
         "spec": {"id": "a", "run": {"argv": ["x"]}, "filesystem": {"rootfs": "hots"}}

@@ -25,6 +25,17 @@ pub const EXIT_TIMEOUT: i32 = 124;
 /// Exit status when the workload could not be executed (as shells and `env` do).
 pub const EXIT_SPAWN_FAILED: i32 = 127;
 
+/// The status a workload's end maps to: its code, 128+signal, 124 on timeout, 127 when it
+/// could not be executed.
+pub(crate) fn exit_status(exit: &WorkloadExit) -> i32 {
+    match exit {
+        WorkloadExit::Exited { code } => *code,
+        WorkloadExit::Signaled { signal } => 128 + signal,
+        WorkloadExit::TimedOut { .. } => EXIT_TIMEOUT,
+        WorkloadExit::SpawnFailed { .. } => EXIT_SPAWN_FAILED,
+    }
+}
+
 /// Why a cell did not run to completion. Every variant is a CellOS error (exit status 125).
 #[derive(Debug, thiserror::Error)]
 pub enum SupervisorError {
@@ -91,12 +102,7 @@ impl RunReport {
     /// The status `cellos run` exits with: the workload's code, 128+signal, 124 on timeout,
     /// 127 when the workload could not be executed.
     pub fn exit_code(&self) -> i32 {
-        match &self.outcome.exit {
-            WorkloadExit::Exited { code } => *code,
-            WorkloadExit::Signaled { signal } => 128 + signal,
-            WorkloadExit::TimedOut { .. } => EXIT_TIMEOUT,
-            WorkloadExit::SpawnFailed { .. } => EXIT_SPAWN_FAILED,
-        }
+        exit_status(&self.outcome.exit)
     }
 
     /// One line saying why the run ended, for stderr.
@@ -128,7 +134,7 @@ impl RunReport {
         line
     }
 
-    fn outcome(&self) -> Outcome {
+    pub(crate) fn outcome(&self) -> Outcome {
         if self.exit_code() == 0 && self.export_failures.is_empty() && self.teardown.residue_free()
         {
             Outcome::Succeeded
@@ -175,10 +181,6 @@ impl Supervisor {
         self
     }
 
-    pub(crate) fn factory(&self) -> &EventFactory {
-        &self.factory
-    }
-
     pub(crate) fn capabilities(&self) -> &Capabilities {
         &self.capabilities
     }
@@ -221,69 +223,14 @@ impl Supervisor {
             }]));
         }
         let cell_id = spec.id.as_str();
-        let spec_hash = canonical_spec_hash(spec);
-        let created = Instant::now();
         let mut recorder = self.recorder(cell_id, &run_id);
-
-        let decision = admit(spec, policies);
-        recorder.admission(&spec_hash, &decision);
-        if decision.verdict == Verdict::Deny {
-            recorder.flush().map_err(SupervisorError::Events)?;
-            return Err(SupervisorError::Denied(decision));
-        }
-
-        let delivery = spec.secret_delivery();
-        let secrets = match self.resolve_secrets(cell_id, &spec.authority.secret_refs) {
-            Ok(secrets) => secrets,
-            Err(err) => {
-                let mut teardown = never_created(cell_id);
-                teardown.residue = self.revoke_all(cell_id).residue();
-                let _ = recorder.finished(
-                    &[],
-                    delivery,
-                    Outcome::Failed,
-                    &teardown,
-                    Some(&err.to_string()),
-                );
-                return Err(err);
-            }
-        };
-        let delivered: Vec<(String, &'static str)> = secrets
-            .iter()
-            .map(|(s, broker)| (s.key.clone(), *broker))
-            .collect();
-        if !delivered.is_empty() {
-            recorder.secrets_materialized(&delivered, delivery);
-        }
-
-        let cell = self.backend.create(CellRequest {
-            spec,
-            spec_hash: &spec_hash,
-            run_id: &run_id,
-            secrets: secrets.into_iter().map(|(s, _)| s).collect(),
-            secret_delivery: delivery,
-            stdout,
-            stderr,
-            factory: self.factory.clone(),
-            evidence: recorder.observed(),
-        });
-        let mut cell = match cell {
-            Ok(cell) => cell,
-            Err(err) => {
-                let unrevoked = self.revoke_all(cell_id);
-                let mut teardown = never_created(cell_id);
-                teardown.residue = unrevoked.residue();
-                let err = SupervisorError::Backend(err);
-                let _ = recorder.finished(
-                    &unrevoked.revoked(&delivered),
-                    delivery,
-                    Outcome::Failed,
-                    &teardown,
-                    Some(&err.to_string()),
-                );
-                return Err(err);
-            }
-        };
+        let Created {
+            mut cell,
+            spec_hash,
+            decision,
+            delivered,
+            created,
+        } = self.admit_and_create(spec, policies, &run_id, stdout, stderr, &mut recorder)?;
         if let Some(on_created) = on_created {
             on_created();
         }
@@ -296,13 +243,8 @@ impl Supervisor {
         let driven = self.drive(cell.as_mut(), spec, &spec_hash, ttl_deadline, &mut recorder);
 
         // Destroy and revoke run on every path once the cell exists.
-        let mut teardown = cell
-            .destroy()
-            .unwrap_or_else(|err| destroy_failed(cell_id, &err));
-        let unrevoked = self.revoke_all(cell_id);
-        teardown.residue.extend(unrevoked.residue());
-        let revoked = unrevoked.revoked(&delivered);
-
+        let (teardown, revoked) = self.tear_down(cell.as_mut(), &delivered);
+        let delivery = spec.secret_delivery();
         let (outcome, exports, export_failures) = match driven {
             Ok(driven) => driven,
             Err(err) => {
@@ -332,8 +274,103 @@ impl Supervisor {
         Ok(report)
     }
 
+    /// admission → secrets → create, recorded as it goes. An error means no cell exists: what
+    /// was delivered is revoked and the end recorded before it returns.
+    pub(crate) fn admit_and_create(
+        &self,
+        spec: &ExecutionCellSpec,
+        policies: &[PolicyPackDocument],
+        run_id: &str,
+        stdout: Box<dyn Write + Send>,
+        stderr: Box<dyn Write + Send>,
+        recorder: &mut Recorder,
+    ) -> Result<Created, SupervisorError> {
+        let cell_id = spec.id.as_str();
+        let spec_hash = canonical_spec_hash(spec);
+        let created = Instant::now();
+        let decision = admit(spec, policies);
+        recorder.admission(&spec_hash, &decision);
+        if decision.verdict == Verdict::Deny {
+            recorder.flush().map_err(SupervisorError::Events)?;
+            return Err(SupervisorError::Denied(decision));
+        }
+        let delivery = spec.secret_delivery();
+        let secrets = match self.resolve_secrets(cell_id, &spec.authority.secret_refs) {
+            Ok(secrets) => secrets,
+            Err(err) => {
+                let mut teardown = never_created(cell_id);
+                teardown.residue = self.revoke_all(cell_id).residue();
+                let _ = recorder.finished(
+                    &[],
+                    delivery,
+                    Outcome::Failed,
+                    &teardown,
+                    Some(&err.to_string()),
+                );
+                return Err(err);
+            }
+        };
+        let delivered: Vec<(String, &'static str)> = secrets
+            .iter()
+            .map(|(s, broker)| (s.key.clone(), *broker))
+            .collect();
+        if !delivered.is_empty() {
+            recorder.secrets_materialized(&delivered, delivery);
+        }
+        let cell = self.backend.create(CellRequest {
+            spec,
+            spec_hash: &spec_hash,
+            run_id,
+            secrets: secrets.into_iter().map(|(s, _)| s).collect(),
+            secret_delivery: delivery,
+            stdout,
+            stderr,
+            factory: self.factory.clone(),
+            evidence: recorder.observed(),
+        });
+        match cell {
+            Ok(cell) => Ok(Created {
+                cell,
+                spec_hash,
+                decision,
+                delivered,
+                created,
+            }),
+            Err(err) => {
+                let unrevoked = self.revoke_all(cell_id);
+                let mut teardown = never_created(cell_id);
+                teardown.residue = unrevoked.residue();
+                let err = SupervisorError::Backend(err);
+                let _ = recorder.finished(
+                    &unrevoked.revoked(&delivered),
+                    delivery,
+                    Outcome::Failed,
+                    &teardown,
+                    Some(&err.to_string()),
+                );
+                Err(err)
+            }
+        }
+    }
+
+    /// destroy → revoke: the teardown (with any broker that could not revoke as residue) and
+    /// the delivered secrets that were revoked.
+    pub(crate) fn tear_down(
+        &self,
+        cell: &mut dyn Cell,
+        delivered: &[(String, &'static str)],
+    ) -> (TeardownReport, Vec<(String, &'static str)>) {
+        let cell_id = cell.id().to_owned();
+        let mut teardown = cell
+            .destroy()
+            .unwrap_or_else(|err| destroy_failed(&cell_id, &err));
+        let unrevoked = self.revoke_all(&cell_id);
+        teardown.residue.extend(unrevoked.residue());
+        (teardown, unrevoked.revoked(delivered))
+    }
+
     /// started → run → completed → export. The caller destroys the cell afterwards.
-    fn drive(
+    pub(crate) fn drive(
         &self,
         cell: &mut dyn Cell,
         spec: &ExecutionCellSpec,
@@ -468,6 +505,16 @@ impl Supervisor {
         }
         Unrevoked(failed)
     }
+}
+
+/// A cell that was admitted and created, not yet started.
+pub(crate) struct Created {
+    pub(crate) cell: Box<dyn Cell>,
+    pub(crate) spec_hash: String,
+    pub(crate) decision: AdmissionDecision,
+    pub(crate) delivered: Vec<(String, &'static str)>,
+    /// When admission began: the TTL counts from here.
+    pub(crate) created: Instant,
 }
 
 /// Brokers whose revocation failed, with their errors.

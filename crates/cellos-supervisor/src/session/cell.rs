@@ -27,7 +27,8 @@ pub(crate) struct SessionCell {
     pub(crate) isolation: IsolationReport,
     pub(crate) delivery: SecretDeliveryMode,
     pub(crate) delivered: Vec<(String, &'static str)>,
-    pub(crate) surface: Arc<dyn CellSession>,
+    /// The exec and file surface (session cells only).
+    pub(crate) surface: Option<Arc<dyn CellSession>>,
     pub(crate) recorder: Arc<Mutex<Recorder>>,
     /// The backend cell until it is destroyed (taken by destroy).
     pub(crate) cell: Mutex<Option<Box<dyn Cell>>>,
@@ -42,6 +43,10 @@ pub(crate) struct Live {
     pub(crate) last_activity_rfc3339: String,
     pub(crate) execs: BTreeMap<u64, Arc<RunningExec>>,
     pub(crate) teardown: Option<TeardownReport>,
+    /// The workload's status, once a cell with `run` ended.
+    pub(crate) exit_status: Option<i32>,
+    /// The kept output of a cell with `run`.
+    pub(crate) workload: Option<Arc<super::exec_log::ExecLog>>,
 }
 
 pub(crate) fn now_rfc3339() -> String {
@@ -56,6 +61,19 @@ impl SessionCell {
     }
 
     /// Restart the idle clock.
+    /// The exec and file surface, or why there is none.
+    pub(crate) fn surface(&self) -> Result<&Arc<dyn CellSession>, super::SessionError> {
+        self.surface
+            .as_ref()
+            .ok_or_else(|| super::SessionError::Conflict {
+                what: format!(
+                    "cell {:?} runs a workload (spec.run); execs and file operations are for \
+                 session cells (a spec without run)",
+                    self.id
+                ),
+            })
+    }
+
     pub(crate) fn touch(&self) {
         let mut live = self.live();
         live.last_activity = Instant::now();
@@ -75,7 +93,7 @@ impl SessionCell {
             execs: self.exec_seq.load(Ordering::Relaxed),
             last_activity: live.last_activity_rfc3339.clone(),
             isolation: self.isolation.clone(),
-            exit_status: None,
+            exit_status: live.exit_status,
             teardown: live.teardown.clone(),
         }
     }
@@ -88,6 +106,10 @@ impl SessionCell {
         }
         if self.ttl.is_some_and(|ttl| now >= self.created_at + ttl) {
             return Some("lifetime.ttlSeconds ran out");
+        }
+        if !self.session {
+            // A workload's driver enforces its TTL.
+            return None;
         }
         let busy = live.execs.values().any(|e| !e.done());
         let idle_for = now.saturating_duration_since(live.last_activity);

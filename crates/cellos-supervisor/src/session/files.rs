@@ -19,7 +19,7 @@ pub(crate) fn read(
 ) -> Result<(FileStat, Vec<u8>), SessionError> {
     cell.touch();
     let (stat, mut content) = cell
-        .surface
+        .surface()?
         .read_file(path, max_bytes)
         .map_err(port_error)?;
     let mut bytes = Vec::with_capacity(stat.size.min(max_bytes) as usize);
@@ -50,7 +50,7 @@ pub(crate) fn write(
     cell.touch();
     let mut reader = content;
     let written = cell
-        .surface
+        .surface()?
         .write_file(path, &mut reader, mode, max_bytes)
         .map_err(port_error)?;
     let data = FileTransferData {
@@ -71,7 +71,7 @@ pub(crate) fn mkdir(
 ) -> Result<(), SessionError> {
     let _ = caller;
     cell.touch();
-    cell.surface.mkdir(path, parents).map_err(port_error)
+    cell.surface()?.mkdir(path, parents).map_err(port_error)
 }
 
 pub(crate) fn remove(
@@ -81,7 +81,9 @@ pub(crate) fn remove(
     recursive: bool,
 ) -> Result<(), SessionError> {
     cell.touch();
-    cell.surface.remove(path, recursive).map_err(port_error)?;
+    cell.surface()?
+        .remove(path, recursive)
+        .map_err(port_error)?;
     let data = FileRemovedData {
         path: path.to_owned(),
         recursive,

@@ -216,15 +216,16 @@ impl Sessions {
         let supervisor = self.supervisor.clone();
         let policies = self.policies.clone();
         let caller_owned = caller.clone();
+        let kept = self.config.kept_output_bytes;
         let cell = self
             .parents
-            .run(move || create::create(&supervisor, &policies, &caller_owned, document))
+            .run(move || create::create(&supervisor, &policies, &caller_owned, document, kept))
             .ok_or_else(|| SessionError::Conflict {
                 what: "the server is shutting down".into(),
             })??;
         let info = cell.info();
         let mut cells = self.cells.write().unwrap_or_else(|p| p.into_inner());
-        cells.insert(cell.id.clone(), Arc::new(cell));
+        cells.insert(cell.id.clone(), cell);
         forget_old_destroyed(&mut cells);
         Ok(info)
     }
@@ -316,7 +317,7 @@ impl Sessions {
             })
         };
         let ctx = exec::ExecContext {
-            surface: cell.surface.clone(),
+            surface: cell.surface()?.clone(),
             recorder: cell.recorder.clone(),
             kept_bytes: self.config.kept_output_bytes,
             on_end,
@@ -357,6 +358,11 @@ impl Sessions {
 
     /// The kept output of an exec of cell `id` (running or ended).
     pub fn exec_log(&self, id: &str, exec_id: &str) -> Result<Arc<ExecLog>, SessionError> {
+        if exec_id == create::WORKLOAD_EXEC {
+            if let Some(log) = self.find(id)?.live().workload.clone() {
+                return Ok(log);
+            }
+        }
         Ok(self.running_exec(id, exec_id)?.log.clone())
     }
 
@@ -415,7 +421,7 @@ impl Sessions {
         let _ = caller;
         let cell = self.present(id)?;
         cell.touch();
-        cell.surface.stat(path).map_err(exec::port_error)
+        cell.surface()?.stat(path).map_err(exec::port_error)
     }
 
     pub fn list_dir(
@@ -427,7 +433,7 @@ impl Sessions {
         let _ = caller;
         let cell = self.present(id)?;
         cell.touch();
-        cell.surface.list(path).map_err(exec::port_error)
+        cell.surface()?.list(path).map_err(exec::port_error)
     }
 
     pub fn mkdir(
