@@ -315,7 +315,8 @@ fn one_of_each(factory: &EventFactory, t: OffsetDateTime) -> Vec<CloudEvent> {
             &FileTransferData {
                 path: "/work/a".to_owned(),
                 size: 1,
-                sha256: "ca978112ca1bbdcafac231b39a23dc4da786eff8147c4e72b9807785afee48bb".to_owned(),
+                sha256: "ca978112ca1bbdcafac231b39a23dc4da786eff8147c4e72b9807785afee48bb"
+                    .to_owned(),
                 caller: "token:api".to_owned(),
             },
         ),
@@ -326,7 +327,8 @@ fn one_of_each(factory: &EventFactory, t: OffsetDateTime) -> Vec<CloudEvent> {
             &FileTransferData {
                 path: "/work/a".to_owned(),
                 size: 1,
-                sha256: "ca978112ca1bbdcafac231b39a23dc4da786eff8147c4e72b9807785afee48bb".to_owned(),
+                sha256: "ca978112ca1bbdcafac231b39a23dc4da786eff8147c4e72b9807785afee48bb"
+                    .to_owned(),
                 caller: "token:api".to_owned(),
             },
         ),

@@ -378,3 +378,19 @@ fn the_example_specs_under_the_example_policies() {
         "spec.authority.egressRules[2].cidr"
     );
 }
+
+#[test]
+fn session_cells_are_admitted_on_their_own_limits_and_need_a_ttl_under_a_ttl_cap() {
+    let found = exercise(
+        "{maxTtlSeconds: 600}",
+        "  lifetime: {ttlSeconds: 600, idleTimeoutSeconds: 60}\n",
+        "  lifetime: {idleTimeoutSeconds: 60}\n",
+    );
+    assert_eq!(found[0].path, "spec.lifetime.ttlSeconds");
+    let found = exercise(
+        "{maxMemoryBytes: 67108864, requireLimits: true}",
+        "  limits: {memoryMaxBytes: 64Mi, pidsMax: 16}\n",
+        "  limits: {memoryMaxBytes: 128Mi, pidsMax: 16}\n",
+    );
+    assert_eq!(found[0].path, "spec.limits.memoryMaxBytes");
+}

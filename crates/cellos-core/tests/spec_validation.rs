@@ -285,3 +285,53 @@ fn a_build_capability_refusal_names_each_field_that_asks_for_more() {
         ]
     );
 }
+
+#[test]
+fn a_spec_without_run_is_a_session_cell_with_its_own_limits_and_lifetime() {
+    assert_eq!(
+        cell("  id: s\n  limits: {memoryMaxBytes: 64Mi, pidsMax: 32}\n  lifetime: {ttlSeconds: 60, idleTimeoutSeconds: 10}\n"),
+        Ok(())
+    );
+    assert_eq!(
+        cell("  id: s\n  lifetime: {idleTimeoutSeconds: 10}\n"),
+        Ok(())
+    );
+}
+
+#[test]
+fn session_fields_are_checked_where_they_are_given() {
+    let found = problems("  id: s\n  lifetime: {}\n  limits: {pidsMax: 0}\n");
+    assert!(
+        found
+            .iter()
+            .any(|p| p.starts_with("spec.lifetime: give ttlSeconds")),
+        "{found:?}"
+    );
+    assert!(
+        found.iter().any(|p| p.starts_with("spec.limits.pidsMax")),
+        "{found:?}"
+    );
+    let found = problems(
+        "  id: s\n  run: {argv: [x], limits: {pidsMax: 8}}\n  limits: {pidsMax: 8}\n  lifetime: {idleTimeoutSeconds: 5}\n",
+    );
+    assert!(
+        found
+            .iter()
+            .any(|p| p.starts_with("spec.limits: is also given as run.limits")),
+        "{found:?}"
+    );
+    assert!(
+        found
+            .iter()
+            .any(|p| p
+                .starts_with("spec.lifetime.idleTimeoutSeconds: applies to session cells only")),
+        "{found:?}"
+    );
+    let found = problems("  id: s\n  lifetime: {idleTimeoutSeconds: 0}\n");
+    assert!(
+        found
+            .iter()
+            .any(|p| p.starts_with("spec.lifetime.idleTimeoutSeconds: must be 1..=")),
+        "{found:?}"
+    );
+}
