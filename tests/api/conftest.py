@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-CELLOS = os.environ.get("CELLOS_BIN", str(ROOT / "target" / "release" / "cellos"))
+CELLOS = os.environ.get("CELLOS_BIN", str(ROOT / "target" / "x86_64-unknown-linux-gnu" / "debug" / "cellos"))
 
 
 def free_port():

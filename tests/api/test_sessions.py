@@ -231,3 +231,38 @@ def test_tls_with_a_token_on_loopback_using_requests(server):
     # The TLS caller is named as the token's subject.
     events = requests.get(base + "/v1/events", params={"cell": cid}, verify=verify, headers=auth).json()["events"]
     assert any(e.get("cellosactor", "").startswith("token:") for e in events)
+
+
+def test_a_cell_with_run_ends_with_its_workload_and_keeps_its_output(api):
+    spec = session_spec("workload", "  run:\n    argv: [sh, -c, 'echo from the workload; exit 4']\n")
+    r = api.post("/v1/cells", content=spec, headers={"content-type": "application/yaml"})
+    assert r.status_code == 201, r.text
+    cid = r.json()["id"]
+    assert r.json()["session"] is False
+    with api.stream("GET", f"/v1/cells/{cid}/execs/e0", params={"offset": 0, "follow": "true"}) as s:
+        got = list(frames(s))
+    assert b"".join(data(f) for f in got if f["type"] == "stdout") == b"from the workload\n"
+    assert got[-1]["type"] == "exit" and got[-1]["status"] == 4
+    deadline = time.time() + 20
+    while api.get(f"/v1/cells/{cid}").json()["state"] != "destroyed" and time.time() < deadline:
+        time.sleep(0.05)
+    info = api.get(f"/v1/cells/{cid}").json()
+    assert info["state"] == "destroyed" and info["exitStatus"] == 4, info
+    assert info["teardown"]["residue"] == []
+    # Execs are for session cells; the answer says so.
+    r = api.post(f"/v1/cells/{cid}/exec", json={"argv": ["true"]})
+    assert r.status_code == 409
+
+
+def test_an_idle_session_cell_is_destroyed_after_its_idle_timeout(api):
+    cid = create(api, "idle", "  lifetime:\n    idleTimeoutSeconds: 1\n")
+    exec_(api, cid, ["true"])
+    deadline = time.time() + 15
+    while api.get(f"/v1/cells/{cid}").json()["state"] != "destroyed" and time.time() < deadline:
+        time.sleep(0.1)
+    info = api.get(f"/v1/cells/{cid}").json()
+    assert info["state"] == "destroyed", info
+    assert info["teardown"]["residue"] == [] and info["teardown"]["unverified"] == []
+    events = api.get("/v1/events", params={"cell": cid, "limit": 100}).json()["events"]
+    destroyed = [e for e in events if e["type"].endswith("lifecycle.v1.destroyed")]
+    assert destroyed and destroyed[0].get("cellosactor") == "system:lifetime", destroyed
