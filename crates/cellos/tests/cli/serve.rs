@@ -10,7 +10,7 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::support::{stderr, stdout, unique_id, Home};
+use crate::support::{processes_of, stderr, stdout, unique_id, Home};
 
 /// How long a server may take to answer after it was started, or to exit after SIGTERM.
 const SERVER_DEADLINE: Duration = Duration::from_secs(60);
@@ -45,7 +45,11 @@ impl Tls {
         std::fs::write(&cert, certified.cert.pem()).expect("write cert");
         std::fs::write(&key, certified.key_pair.serialize_pem()).expect("write key");
         let token_file = home.path().join("token");
-        std::fs::write(&token_file, format!("tok-{}\n", unique_id("t"))).expect("write token");
+        std::fs::write(
+            &token_file,
+            format!("test-token-{}-0123456789abcdef\n", unique_id("t")),
+        )
+        .expect("write token");
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
@@ -254,10 +258,14 @@ fn rm(home: &Home, id: &str) {
     assert_eq!(ok(home, &["rm", id]), format!("{id}\n"));
 }
 
-/// Traces of `cell` on the host: any cgroup directory named for it under any hierarchy, and
-/// any run record (or other entry) of it under the home's `run/`.
+/// Traces of `cell` on the host: any cgroup directory named for it under any hierarchy, any
+/// run record (or other entry) of it under the home's `run/`, any process in its cgroups.
 fn host_traces(home: &Home, cell: &str) -> Vec<String> {
-    let mut found = Vec::new();
+    let mut found: Vec<String> = processes_of(cell)
+        .into_iter()
+        .filter(|pid| !orphaned_zombie(pid))
+        .map(|pid| format!("process {pid}"))
+        .collect();
     let root = Path::new("/sys/fs/cgroup");
     let mut dirs = vec![root.join("cellos").join(cell)];
     for hierarchy in std::fs::read_dir(root).into_iter().flatten().flatten() {
@@ -279,6 +287,20 @@ fn host_traces(home: &Home, cell: &str) -> Vec<String> {
         }
     }
     found
+}
+
+/// A dead process waiting for the host's init to reap it (what a SIGKILLed server's direct
+/// children become): it holds nothing but its pid, and reaping it is not CellOS's to do.
+fn orphaned_zombie(pid: &str) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_owned())
+            .unwrap_or_default()
+    };
+    field("State:").starts_with('Z') && field("PPid:") == "1"
 }
 
 fn assert_verified(home: &Home) {
@@ -321,6 +343,13 @@ fn a_session_cell_over_the_unix_socket_runs_copies_and_leaves_nothing() {
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert_eq!(stdout(&out), "out\n");
     assert_eq!(stderr(&out), "err\n");
+    // The server kept that output: the first exec of a cell is e1.
+    let out = run(&home, &["logs", &id, "--exec", "e1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        (stdout(&out).as_str(), stderr(&out).as_str()),
+        ("out\n", "err\n")
+    );
 
     let payload = binary_payload(300 * 1024);
     assert!((0..=255u8).all(|b| payload.contains(&b)));
@@ -331,11 +360,17 @@ fn a_session_cell_over_the_unix_socket_runs_copies_and_leaves_nothing() {
     // The cell's own processes see what was copied in, byte for byte.
     let out = run(&home, &["exec", &id, "--", "cat", "/work/f"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(out.stdout == payload, "cat in the cell differs from the copy");
+    assert!(
+        out.stdout == payload,
+        "cat in the cell differs from the copy"
+    );
     let out = run(&home, &["cp", &into_cell, "-"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(out.stdout.len(), payload.len());
-    assert!(out.stdout == payload, "cp back differs from what was copied");
+    assert!(
+        out.stdout == payload,
+        "cp back differs from what was copied"
+    );
 
     rm(&home, &id);
     server.stop();
@@ -395,7 +430,14 @@ fn over_tls_the_token_and_the_ca_are_required() {
     let cert = tls.cert.to_str().expect("utf-8");
     let token = tls.token_file.to_str().expect("utf-8");
     let remote = |args: &[&str]| {
-        let mut all = vec!["--server", url.as_str(), "--ca-cert", cert, "--token-file", token];
+        let mut all = vec![
+            "--server",
+            url.as_str(),
+            "--ca-cert",
+            cert,
+            "--token-file",
+            token,
+        ];
         all.extend_from_slice(args);
         run(&home, &all)
     };
@@ -453,7 +495,16 @@ fn over_tls_the_token_and_the_ca_are_required() {
 
     let out = run(
         &home,
-        &["--server", &url, "--token-file", token, "exec", &id, "--", "true"],
+        &[
+            "--server",
+            &url,
+            "--token-file",
+            token,
+            "exec",
+            &id,
+            "--",
+            "true",
+        ],
     );
     assert_ne!(out.status.code(), Some(0));
     assert!(stderr(&out).contains("certificate"), "{}", stderr(&out));
@@ -523,7 +574,11 @@ fn tty_exec_gets_a_pty_of_the_terminals_size() {
     });
     let status = child.wait().expect("wait");
     let mut err = String::new();
-    let _ = child.stderr.take().expect("stderr").read_to_string(&mut err);
+    let _ = child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut err);
     assert_eq!(status.code(), Some(0), "{err}");
     let screen = reader.join().expect("reader");
     let lines: Vec<&str> = screen.lines().map(|l| l.trim_end_matches('\r')).collect();
@@ -577,7 +632,10 @@ fn pause_stops_the_cell_and_resume_restarts_it() {
     });
     counter_until(&home, &id, "the counter does not move", |v| v != first);
 
-    assert_eq!(ok(&home, &["pause", &id]), format!("paused {id} (server)\n"));
+    assert_eq!(
+        ok(&home, &["pause", &id]),
+        format!("paused {id} (server)\n")
+    );
     let a = counter(&home, &id);
     std::thread::sleep(Duration::from_millis(500));
     let b = counter(&home, &id);
@@ -599,7 +657,9 @@ fn cells_of_a_killed_server_are_reclaimed_by_the_next_one() {
     let mut first = Served::start(&home);
     let ids: Vec<String> = (0..5).map(|_| create(&home, "srv-crash")).collect();
     for id in &ids {
-        assert_eq!(ok(&home, &["exec", id, "--", "echo", "hi"]), "hi\n");
+        // Something still runs in each cell when the server dies.
+        let script = "sleep 1000 </dev/null >/dev/null 2>&1 & echo hi";
+        assert_eq!(ok(&home, &["exec", id, "--", "sh", "-c", script]), "hi\n");
         assert!(
             !host_traces(&home, id).is_empty(),
             "a live cell has a record and cgroups"
@@ -622,7 +682,8 @@ fn cells_of_a_killed_server_are_reclaimed_by_the_next_one() {
         serde_json::from_str(&ok(&home, &["project"])).expect("projection JSON");
     for id in &ids {
         assert_eq!(
-            projection[id.as_str()]["phase"], "destroyed",
+            projection[id.as_str()]["phase"],
+            "destroyed",
             "cell {id}: {}",
             projection[id.as_str()]
         );
@@ -633,7 +694,7 @@ fn cells_of_a_killed_server_are_reclaimed_by_the_next_one() {
 #[test]
 fn ps_lists_the_servers_cells_with_their_state() {
     let home = Home::new();
-    let _server = Served::start(&home);
+    let mut server = Served::start(&home);
     let running = create(&home, "srv-ps");
     let paused = create(&home, "srv-ps");
     let destroyed = create(&home, "srv-ps");
@@ -641,18 +702,69 @@ fn ps_lists_the_servers_cells_with_their_state() {
     rm(&home, &destroyed);
 
     let listing = ok(&home, &["ps"]);
+    // The server's table comes after the local one (which lists the same cells' records).
+    let (_, served) = listing
+        .split_once("cells of the server at")
+        .unwrap_or_else(|| panic!("no server table: {listing}"));
     let state_of = |id: &str| {
-        let row = listing
+        let row = served
             .lines()
             .find(|l| l.split_whitespace().next() == Some(id))
             .unwrap_or_else(|| panic!("no row for {id}: {listing}"));
         row.split_whitespace().nth(1).unwrap_or_default().to_owned()
     };
-    assert!(listing.contains("cells of the server at"), "{listing}");
     assert_eq!(state_of(&running), "running");
     assert_eq!(state_of(&paused), "paused");
     assert_eq!(state_of(&destroyed), "destroyed");
-    ok(&home, &["resume", &paused]);
-    rm(&home, &running);
-    rm(&home, &paused);
+
+    // SIGTERM destroys what is left, the paused cell included.
+    server.stop();
+    let projection: serde_json::Value =
+        serde_json::from_str(&ok(&home, &["project"])).expect("projection JSON");
+    for id in [&running, &paused, &destroyed] {
+        assert_eq!(host_traces(&home, id), Vec::<String>::new(), "cell {id}");
+        assert_eq!(projection[id.as_str()]["phase"], "destroyed", "cell {id}");
+    }
+    assert_verified(&home);
+}
+
+/// Poll the cell's process list until `done` holds of it.
+fn processes_until(home: &Home, id: &str, what: &str, done: impl Fn(&str) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let listing = ok(home, &["exec", id, "--", "sh", "-c", LIST_PROCESSES]);
+        if done(&listing) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}:\n{listing}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_command_dies_with_its_interrupted_client() {
+    let home = Home::new();
+    let _server = Served::start(&home);
+    let id = create(&home, "srv-intr");
+    for flags in [&[][..], &["-i"][..]] {
+        let mut client = cellos(&home)
+            .arg("exec")
+            .args(flags)
+            .args([&id, "--", "sleep", "97"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn");
+        let running = |l: &str| l.lines().any(|l| l.starts_with("sleep 97"));
+        processes_until(&home, &id, "the command never started", running);
+        let pid = libc::pid_t::try_from(client.id()).expect("pid");
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+        let status = client.wait().expect("wait");
+        assert!(!status.success(), "{flags:?}: {status}");
+        processes_until(&home, &id, "the command outlived its client", |l| {
+            !running(l)
+        });
+    }
+    rm(&home, &id);
 }
