@@ -80,11 +80,12 @@ fn cellos(home: &Home) -> Command {
 
 impl Served {
     fn start(home: &Home) -> Self {
-        Self::start_with(home, None)
+        Self::start_with(home, None, &[])
     }
 
-    /// Start `cellos --home HOME serve` and wait until it answers `/healthz` on its socket.
-    fn start_with(home: &Home, tls: Option<&Tls>) -> Self {
+    /// Start `cellos --home HOME serve [ARGS]` and wait until it answers `/healthz` on its
+    /// socket.
+    fn start_with(home: &Home, tls: Option<&Tls>, args: &[&str]) -> Self {
         let log = home.path().join(format!(
             "serve-{}.log",
             STARTS.fetch_add(1, Ordering::Relaxed)
@@ -101,6 +102,7 @@ impl Served {
                 .arg("--token-file")
                 .arg(&tls.token_file);
         }
+        cmd.args(args);
         let child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -425,7 +427,7 @@ fn an_exec_timeout_exits_124_and_kills_the_whole_tree() {
 fn over_tls_the_token_and_the_ca_are_required() {
     let home = Home::new();
     let tls = Tls::new(&home);
-    let _server = Served::start_with(&home, Some(&tls));
+    let _server = Served::start_with(&home, Some(&tls), &[]);
     let url = tls.url();
     let cert = tls.cert.to_str().expect("utf-8");
     let token = tls.token_file.to_str().expect("utf-8");
@@ -681,6 +683,45 @@ fn cells_of_a_killed_server_are_reclaimed_by_the_next_one() {
     let projection: serde_json::Value =
         serde_json::from_str(&ok(&home, &["project"])).expect("projection JSON");
     for id in &ids {
+        assert_eq!(
+            projection[id.as_str()]["phase"],
+            "destroyed",
+            "cell {id}: {}",
+            projection[id.as_str()]
+        );
+    }
+    assert_verified(&home);
+}
+
+#[test]
+fn cells_kept_at_shutdown_are_reclaimed_by_the_next_server() {
+    let home = Home::new();
+    let mut first = Served::start_with(&home, None, &["--on-shutdown", "keep"]);
+    let ids: Vec<String> = (0..2).map(|_| create(&home, "srv-keep")).collect();
+    for id in &ids {
+        assert_eq!(ok(&home, &["exec", id, "--", "echo", "hi"]), "hi\n");
+    }
+    first.stop();
+    // Kept: the records are there for the next server to find.
+    for id in &ids {
+        let record = home.path().join("run").join(format!("{id}.json"));
+        assert!(
+            record.exists(),
+            "cell {id} was not kept for the next server"
+        );
+    }
+
+    let mut second = Served::start(&home);
+    let said = second.stderr();
+    assert!(
+        said.contains("reclaimed 2 cell(s) a previous server left"),
+        "{said}"
+    );
+    second.stop();
+    let projection: serde_json::Value =
+        serde_json::from_str(&ok(&home, &["project"])).expect("projection JSON");
+    for id in &ids {
+        assert_eq!(host_traces(&home, id), Vec::<String>::new(), "cell {id}");
         assert_eq!(
             projection[id.as_str()]["phase"],
             "destroyed",
