@@ -508,9 +508,11 @@ fn over_tls_the_token_and_the_ca_are_required() {
             "true",
         ],
     );
-    assert_ne!(out.status.code(), Some(0));
-    assert!(stderr(&out).contains("certificate"), "{}", stderr(&out));
-    assert!(stderr(&out).contains("--ca-cert"), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("certificate"), "{err}");
+    assert!(err.contains("--ca-cert"), "{err}");
 
     let out = remote(&["rm", &id]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
@@ -589,6 +591,93 @@ fn tty_exec_gets_a_pty_of_the_terminals_size() {
         "{screen:?}"
     );
     assert!(lines.contains(&"30 100"), "{screen:?}");
+    rm(&home, &id);
+}
+
+#[test]
+fn a_terminal_resize_reaches_the_cells_pty() {
+    use nix::sys::termios::{tcgetattr, LocalFlags};
+    let home = Home::new();
+    let _server = Served::start(&home);
+    let id = create(&home, "srv-winch");
+    let winsize = |rows, cols| nix::pty::Winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    let pty = nix::pty::openpty(Some(&winsize(30, 100)), None).expect("openpty");
+    let terminal = std::fs::File::from(pty.slave);
+    let mut child = cellos(&home)
+        .args(["exec", "-it", &id, "--", "sh", "-c"])
+        .arg("while read line; do [ \"$line\" = q ] && exit 7; stty size; done")
+        .stdin(terminal.try_clone().expect("dup"))
+        .stdout(terminal.try_clone().expect("dup"))
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tcgetattr(&terminal)
+        .expect("tcgetattr")
+        .local_flags
+        .contains(LocalFlags::ICANON)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the client never made the terminal raw"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let master = std::fs::File::from(pty.master);
+    let mut keys = master.try_clone().expect("dup");
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    std::thread::spawn(move || {
+        let mut master = master;
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = master.read(&mut buf) {
+            if tx.send(buf[..n].to_vec()).is_err() {
+                return;
+            }
+        }
+    });
+    let mut screen = String::new();
+    // Press Enter until the cell reports `want` (a resize travels apart from the keys).
+    let mut until_size = |want: &str| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !screen.lines().any(|l| l.trim_end_matches('\r') == want) {
+            assert!(Instant::now() < deadline, "never saw {want:?}: {screen:?}");
+            keys.write_all(b"\r").expect("type");
+            while let Ok(bytes) = rx.recv_timeout(Duration::from_millis(100)) {
+                screen.push_str(&String::from_utf8_lossy(&bytes));
+            }
+        }
+        screen.clear();
+    };
+    until_size("30 100");
+    let size = winsize(40, 120);
+    // TIOCSWINSZ on the terminal, then the SIGWINCH a terminal's foreground job would get.
+    assert_eq!(
+        unsafe {
+            libc::ioctl(
+                std::os::fd::AsRawFd::as_raw_fd(&terminal),
+                libc::TIOCSWINSZ,
+                &size,
+            )
+        },
+        0
+    );
+    let pid = libc::pid_t::try_from(child.id()).expect("pid");
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGWINCH) }, 0);
+    until_size("40 120");
+    keys.write_all(b"q\r").expect("type");
+    let status = child.wait().expect("wait");
+    let mut err = String::new();
+    let _ = child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut err);
+    assert_eq!(status.code(), Some(7), "{err}");
     rm(&home, &id);
 }
 
