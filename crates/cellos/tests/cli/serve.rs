@@ -134,7 +134,7 @@ impl Served {
                 "cellos serve did not answer in {SERVER_DEADLINE:?}: {}",
                 self.stderr()
             );
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(2));
         }
     }
 
@@ -171,7 +171,12 @@ impl Served {
         }
         self.signal(libc::SIGTERM);
         let status = self.wait();
-        assert_eq!(status.code(), Some(0), "cellos serve: {}", self.stderr());
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "cellos serve ended with {status} at SIGTERM: {}",
+            self.stderr()
+        );
         assert!(
             !self.socket.exists(),
             "the socket {} is still there",
@@ -378,6 +383,15 @@ fn a_session_cell_over_the_unix_socket_runs_copies_and_leaves_nothing() {
     server.stop();
     assert_verified(&home);
     assert_eq!(host_traces(&home, &id), Vec::<String>::new());
+}
+
+#[test]
+fn sigterm_right_after_the_server_answers_still_shuts_it_down() {
+    // The window between answering and waiting for the signal is short: try it many times.
+    for _ in 0..50 {
+        let home = Home::new();
+        Served::start(&home).stop();
+    }
 }
 
 #[test]
@@ -718,6 +732,15 @@ fn pause_stops_the_cell_and_resume_restarts_it() {
              sleep 0.02; done) </dev/null >/dev/null 2>&1 &",
         ],
     );
+    // Wait for the counter's first write (until then, reading it fails: no such file).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !run(&home, &["cp", &format!("{id}:/work/n"), "-"])
+        .status
+        .success()
+    {
+        assert!(Instant::now() < deadline, "the counter never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let first = counter_until(&home, &id, "the counter never started", |v| {
         v.parse::<u64>().is_ok_and(|n| n > 0)
     });
