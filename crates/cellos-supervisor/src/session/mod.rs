@@ -476,33 +476,38 @@ impl Sessions {
         }
     }
 
-    /// Destroy every cell (or, with `keep`, leave them for the next server to reclaim) and
-    /// stop the cell-parent threads.
+    /// Destroy every cell and stop the cell-parent threads; or, with `keep`, leave the cells
+    /// for the next server to reclaim.
     pub fn shutdown(&self, keep: bool) {
-        if !keep {
-            let cells: Vec<Arc<SessionCell>> = self
-                .cells
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .values()
-                .cloned()
-                .collect();
-            let system = Caller {
-                subject: "system:shutdown".into(),
-            };
-            std::thread::scope(|scope| {
-                for cell in &cells {
-                    let (supervisor, system) = (&self.supervisor, &system);
-                    scope.spawn(move || {
-                        let _ =
-                            create::destroy(supervisor, cell, system, Some("the server shut down"));
-                    });
-                }
-            });
+        let cells: Vec<Arc<SessionCell>> = self
+            .cells
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        if keep {
+            // Dropping a backend cell would tear it down here, with no event saying so: leak
+            // them instead, so their records and cgroups stay for the next server, whose
+            // reclaim records each cell's end.
+            for cell in &cells {
+                let backend = cell.cell.lock().unwrap_or_else(|p| p.into_inner()).take();
+                std::mem::forget(backend);
+            }
+            return;
         }
-        if !keep {
-            self.parents.stop();
-        }
+        let system = Caller {
+            subject: "system:shutdown".into(),
+        };
+        std::thread::scope(|scope| {
+            for cell in &cells {
+                let (supervisor, system) = (&self.supervisor, &system);
+                scope.spawn(move || {
+                    let _ = create::destroy(supervisor, cell, system, Some("the server shut down"));
+                });
+            }
+        });
+        self.parents.stop();
     }
 
     /// Counts for `/metrics`: cells by state.

@@ -86,12 +86,11 @@ pub fn serve(home: &Path, mut args: ServeArgs) -> Result<u8, Failure> {
         .build()
         .map_err(|e| Failure::cellos(format!("cannot start the server runtime: {e}")))?;
     runtime
-        .block_on(cellos_server::serve(
-            config,
-            sessions,
-            feed,
-            cellos_server::shutdown::signal_received(),
-        ))
+        .block_on(async {
+            // Handlers first: a SIGTERM once the socket answers must reach the shutdown.
+            let shutdown = cellos_server::shutdown::signal_received();
+            cellos_server::serve(config, sessions, feed, shutdown).await
+        })
         .map_err(|e| Failure::cellos(e.to_string()))?;
     Ok(0)
 }

@@ -12,5 +12,6 @@ mod landlock;
 mod refusal;
 mod remote;
 mod run;
+mod serve;
 mod support;
 mod telemetry;
