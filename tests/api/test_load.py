@@ -61,6 +61,18 @@ def test_two_clients_six_hundred_cells_then_kill_9_and_restart():
     server.stop(signal.SIGKILL)
     restarted = Server(home, home / "cellos.sock", free_port(), None, None)
     restarted.start(tcp=False)
+    # The restarted server rebuilt what became of the dead server's cells from the log.
+    with restarted.unix() as api:
+        listed, cursor = {}, None
+        while True:
+            params = {"limit": 500, **({"cursor": cursor} if cursor else {})}
+            page = api.get("/v1/cells", params=params).json()
+            listed.update({c["id"]: c["state"] for c in page["cells"]})
+            cursor = page.get("nextCursor")
+            if not cursor:
+                break
+        assert all(listed.get(cid) == "destroyed" for cid in ids), [c for c in ids if listed.get(c) != "destroyed"][:5]
+        assert api.get(f"/v1/cells/{ids[0]}").json()["state"] == "destroyed"
     restarted.stop()
     log = (home / "serve.log").read_text()
     assert f"reclaimed {len(ids)} cell(s)" in log, log[-2000:]

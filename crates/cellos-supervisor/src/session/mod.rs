@@ -95,6 +95,43 @@ pub struct CellInfo {
     pub teardown: Option<TeardownReport>,
 }
 
+impl CellInfo {
+    /// A cell of an earlier server that the log shows ended; `None` for one still running
+    /// (another process's cell) or never created.
+    fn from_history(state: &cellos_core::projection::CellState) -> Option<CellInfo> {
+        use cellos_core::projection::Phase;
+        if state.phase != Phase::Destroyed {
+            return None;
+        }
+        let created = state.timings.created.clone().unwrap_or_default();
+        Some(CellInfo {
+            id: state.cell_id.clone(),
+            run_id: state.run_id.clone().unwrap_or_default(),
+            state: CellState::Destroyed,
+            // Only a workload reports a command's end.
+            session: state.exit_code.is_none() && state.signal.is_none(),
+            spec_hash: state.spec_hash.clone().unwrap_or_default(),
+            last_activity: state
+                .timings
+                .destroyed
+                .clone()
+                .unwrap_or_else(|| created.clone()),
+            created,
+            owner: String::new(),
+            execs: state.execs,
+            isolation: state.isolation.clone().unwrap_or_default(),
+            exit_status: state.exit_code,
+            teardown: Some(TeardownReport {
+                cell_id: state.cell_id.clone(),
+                destroyed: true,
+                residue: state.residue.clone(),
+                unverified: state.unverified.clone(),
+                ..TeardownReport::default()
+            }),
+        })
+    }
+}
+
 /// Why a session operation failed. Each variant maps to one problem type of the API.
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
@@ -141,6 +178,8 @@ pub struct Sessions {
     policies: Vec<PolicyPackDocument>,
     config: SessionConfig,
     cells: RwLock<BTreeMap<String, Arc<SessionCell>>>,
+    /// Cells of earlier servers, as the event log tells them (see [`Sessions::remember`]).
+    history: RwLock<BTreeMap<String, CellInfo>>,
     parents: Parents,
 }
 
@@ -155,7 +194,20 @@ impl Sessions {
             policies,
             config,
             cells: RwLock::new(BTreeMap::new()),
+            history: RwLock::new(BTreeMap::new()),
             parents: Parents::new(CELL_PARENTS),
+        }
+    }
+
+    /// Rebuild what earlier servers' cells came to from the fold of the event log: every cell
+    /// the log shows ended is listed (destroyed), with its teardown findings, beside this
+    /// server's own cells. Call once at start, after reclaiming what a dead server left.
+    pub fn remember(&self, projection: &BTreeMap<String, cellos_core::projection::CellState>) {
+        let mut history = self.history.write().unwrap_or_else(|p| p.into_inner());
+        for state in projection.values() {
+            if let Some(info) = CellInfo::from_history(state) {
+                history.insert(info.id.clone(), info);
+            }
         }
     }
 
@@ -239,11 +291,26 @@ impl Sessions {
             .values()
             .cloned()
             .collect();
-        cells.iter().map(|c| c.info()).collect()
+        let mut infos: BTreeMap<String, CellInfo> = self
+            .history
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        infos.extend(cells.iter().map(|c| (c.id.clone(), c.info())));
+        infos.into_values().collect()
     }
 
     pub fn get(&self, id: &str) -> Result<CellInfo, SessionError> {
-        Ok(self.find(id)?.info())
+        match self.find(id) {
+            Ok(cell) => Ok(cell.info()),
+            Err(not_here) => self
+                .history
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(id)
+                .cloned()
+                .ok_or(not_here),
+        }
     }
 
     /// Destroy a cell (killing its execs) and verify nothing is left; idempotent.

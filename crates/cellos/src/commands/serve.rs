@@ -80,6 +80,7 @@ pub fn serve(home: &Path, mut args: ServeArgs) -> Result<u8, Failure> {
         policies,
         session_config,
     ));
+    remember_history(home, &sessions)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("cellos-serve")
@@ -112,5 +113,14 @@ fn reclaim_left_behind(supervisor: &cellos_supervisor::Supervisor) -> Result<(),
     for (cell, err) in &report.failed {
         eprintln!("cellos serve: could not reclaim cell {cell}: {err} (run `cellos gc`)");
     }
+    Ok(())
+}
+
+/// Rebuild, from the fold of the event log, what earlier servers' cells came to, so `GET`
+/// and `ps` show them after a restart.
+fn remember_history(home: &Path, sessions: &Sessions) -> Result<(), Failure> {
+    let events = cellos_adapters::event_log::read_log(home)
+        .map_err(|e| Failure::cellos(format!("reading the event log to rebuild state: {e}")))?;
+    sessions.remember(&cellos_core::projection::project(&events));
     Ok(())
 }
