@@ -302,6 +302,7 @@ fn one_of_each(factory: &EventFactory, t: OffsetDateTime) -> Vec<CloudEvent> {
                 exit: ExecExit::Signaled { signal: 9 },
                 timed_out: true,
                 killed: false,
+                killed_by: None,
                 duration_ms: 500,
                 stdout_bytes: 3,
                 stderr_bytes: 0,

@@ -353,9 +353,13 @@ pub struct ExecCompletedData {
     pub exit: crate::session::ExecExit,
     pub timed_out: bool,
     pub killed: bool,
+    /// Who killed it before it ended: a caller, or `system:*` for the cell's end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub killed_by: Option<String>,
     pub duration_ms: u64,
     pub stdout_bytes: u64,
     pub stderr_bytes: u64,
+    /// Who started it.
     pub caller: String,
 }
 

@@ -318,7 +318,7 @@ pub(crate) fn destroy(
     let Some(mut backend_cell) = cell.cell.lock().unwrap_or_else(|p| p.into_inner()).take() else {
         return Ok(());
     };
-    kill_execs(cell);
+    kill_execs(cell, caller);
     let (teardown, revoked) = supervisor.tear_down(backend_cell.as_mut(), &cell.delivered);
     let outcome = session_outcome(&teardown);
     let recorded = {
@@ -334,12 +334,10 @@ pub(crate) fn destroy(
 }
 
 /// Kill every running exec and wait (a bounded time) for their ends to be recorded.
-fn kill_execs(cell: &SessionCell) {
+fn kill_execs(cell: &SessionCell, by: &Caller) {
     let execs: Vec<_> = cell.live().execs.values().cloned().collect();
     for exec in execs.iter().filter(|e| !e.done()) {
-        exec.killed
-            .store(true, std::sync::atomic::Ordering::Relaxed);
-        let _ = exec.control.kill();
+        let _ = exec.kill(by);
     }
     let deadline = Instant::now() + EXEC_END_WAIT;
     for exec in &execs {

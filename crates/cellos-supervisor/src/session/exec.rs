@@ -2,7 +2,6 @@
 //! anyone reads it, a deadline that kills its whole tree, and evidence of how it ended.
 
 use std::io::Read;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,11 +21,27 @@ const DRAIN_GRACE: Duration = Duration::from_millis(250);
 pub(crate) struct RunningExec {
     pub(crate) log: Arc<ExecLog>,
     pub(crate) control: Arc<dyn ExecControl>,
-    /// Set when the cell's end (delete, TTL, shutdown) killed it.
-    pub(crate) killed: AtomicBool,
+    /// Who killed it before it ended (a caller, or the cell's end: delete, TTL, shutdown).
+    pub(crate) killed_by: Mutex<Option<String>>,
 }
 
 impl RunningExec {
+    /// Kill the exec's whole tree on behalf of `by`.
+    pub(crate) fn kill(&self, by: &Caller) -> Result<(), PortError> {
+        self.killed_by
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert_with(|| by.subject.clone());
+        self.control.kill()
+    }
+
+    fn killer(&self) -> Option<String> {
+        self.killed_by
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     pub(crate) fn done(&self) -> bool {
         self.log.outcome().is_some()
     }
@@ -78,7 +93,7 @@ pub(crate) fn start(
                 stdout_bytes: 0,
                 stderr_bytes: 0,
             };
-            let _ = record_completed(&ctx.recorder, caller, &started_data, &outcome);
+            let _ = record_completed(&ctx.recorder, caller, &started_data, &outcome, None);
             return Err(SessionError::Backend(err));
         }
     };
@@ -92,7 +107,7 @@ pub(crate) fn start(
     let running = Arc::new(RunningExec {
         log: log.clone(),
         control: Arc::from(control),
-        killed: AtomicBool::new(false),
+        killed_by: Mutex::new(None),
     });
     let drained = Arc::new(Drained::default());
     pump(stdout, Stream::Stdout, &log, &drained);
@@ -104,7 +119,8 @@ pub(crate) fn start(
     let timeout = request.timeout_ms.map(Duration::from_millis);
     std::thread::spawn(move || {
         let outcome = finish(&waiter, timeout, begun, &drained);
-        let _ = record_completed(&ctx.recorder, &caller, &started_data, &outcome);
+        let killer = waiter.killer();
+        let _ = record_completed(&ctx.recorder, &caller, &started_data, &outcome, killer);
         waiter.log.finish(outcome);
         (ctx.on_end)();
     });
@@ -136,7 +152,7 @@ fn finish(
     ExecOutcome {
         exit,
         timed_out,
-        killed: exec.killed.load(Ordering::Relaxed),
+        killed: exec.killer().is_some(),
         duration_ms: begun.elapsed().as_millis() as u64,
         stdout_bytes,
         stderr_bytes,
@@ -222,8 +238,10 @@ fn record_completed(
     caller: &Caller,
     started: &ExecStartedData,
     outcome: &ExecOutcome,
+    killed_by: Option<String>,
 ) -> Result<(), SessionError> {
     let data = ExecCompletedData {
+        killed_by,
         exec_id: started.exec_id.clone(),
         argv: started.argv.clone(),
         status: outcome.status(),

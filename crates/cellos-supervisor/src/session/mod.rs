@@ -435,11 +435,9 @@ impl Sessions {
 
     /// Kill a running exec's whole process tree.
     pub fn kill_exec(&self, caller: &Caller, id: &str, exec_id: &str) -> Result<(), SessionError> {
-        let _ = caller;
-        let exec = self.running_exec(id, exec_id)?;
-        exec.killed
-            .store(true, std::sync::atomic::Ordering::Relaxed);
-        exec.control.kill().map_err(exec::port_error)
+        self.running_exec(id, exec_id)?
+            .kill(caller)
+            .map_err(exec::port_error)
     }
 
     /// Set the terminal size of a PTY exec.
