@@ -239,7 +239,12 @@ pub(crate) struct Exec {
     quiet: bool,
 }
 
-fn prepare(config: &InitConfig, secrets: Vec<SecretFrame>) -> Result<Exec, String> {
+/// The workload's environment: the plan's entries, then the secrets when they are delivered
+/// as variables. Every exec of the cell gets the same.
+pub(crate) fn workload_env(
+    config: &InitConfig,
+    secrets: &[SecretFrame],
+) -> Vec<Zeroizing<Vec<u8>>> {
     let mut env: Vec<Zeroizing<Vec<u8>>> = config
         .env
         .iter()
@@ -254,12 +259,24 @@ fn prepare(config: &InitConfig, secrets: Vec<SecretFrame>) -> Result<Exec, Strin
             env.push(entry);
         }
     }
+    env
+}
+
+/// NUL-terminate each `KEY=value` entry for `execve`, refusing one that holds a NUL.
+pub(crate) fn terminate_env(env: &mut [Zeroizing<Vec<u8>>]) -> Result<(), String> {
     if env.iter().any(|e| e.contains(&0)) {
         return Err("an environment entry contains a NUL byte".into());
     }
-    for e in &mut env {
+    for e in env.iter_mut() {
         e.push(0);
     }
+    Ok(())
+}
+
+fn prepare(config: &InitConfig, secrets: Vec<SecretFrame>) -> Result<Exec, String> {
+    let mut env = workload_env(config, &secrets);
+    drop(secrets);
+    terminate_env(&mut env)?;
     let path_var = config
         .env
         .iter()

@@ -19,10 +19,11 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{ForkResult, Pid};
 use zeroize::Zeroizing;
 
-use crate::init::{confine_self, confined_exec, execve, resolve_program, Exec};
+use crate::init::{
+    confine_self, confined_exec, execve, resolve_program, terminate_env, workload_env, Exec,
+};
 use crate::plan::InitConfig;
 use crate::protocol::{recv_fds, ExecFrame, ExecReport, SecretFrame, EXEC_FDS};
-use cellos_core::spec::SecretDeliveryMode;
 
 /// The running execs of a cell, by id.
 pub(crate) struct Execs {
@@ -33,21 +34,8 @@ pub(crate) struct Execs {
 
 impl Execs {
     pub(crate) fn new(config: &InitConfig, secrets: &[SecretFrame]) -> Self {
-        let mut base_env: Vec<Zeroizing<Vec<u8>>> = config
-            .env
-            .iter()
-            .map(|e| Zeroizing::new(e.as_bytes().to_vec()))
-            .collect();
-        if config.secret_delivery == SecretDeliveryMode::Env {
-            for s in secrets {
-                let mut entry = Zeroizing::new(s.key.as_bytes().to_vec());
-                entry.push(b'=');
-                entry.extend_from_slice(&s.value);
-                base_env.push(entry);
-            }
-        }
         Self {
-            base_env,
+            base_env: workload_env(config, secrets),
             running: HashMap::new(),
         }
     }
@@ -120,12 +108,7 @@ impl Execs {
                 .iter()
                 .map(|e| Zeroizing::new(e.as_bytes().to_vec())),
         );
-        if env.iter().any(|e| e.contains(&0)) {
-            return Err("an environment entry contains a NUL byte".into());
-        }
-        for e in &mut env {
-            e.push(0);
-        }
+        terminate_env(&mut env)?;
         let path_var = env
             .iter()
             .find_map(|e| e.strip_prefix(b"PATH="))
