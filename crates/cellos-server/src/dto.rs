@@ -11,7 +11,7 @@ use cellos_core::ports::{
     IsolationReport, LimitEnforcement, Residue, TeardownReport, UnverifiedResidue,
 };
 use cellos_core::session::{
-    ExecExit, ExecRequest, FileEntry, FileKind, FileStat, FileWritten, PtySize,
+    ExecExit, ExecRequest, FileEntry, FileKind, FileStat, FileWritten, PtySize, MAX_EXEC_ARGS,
 };
 use cellos_supervisor::{CellInfo, CellState};
 use serde::{Deserialize, Serialize};
@@ -235,7 +235,9 @@ pub struct CellPage {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PtySizeDto {
+    #[schema(minimum = 1)]
     pub rows: u16,
+    #[schema(minimum = 1)]
     pub cols: u16,
 }
 
@@ -248,16 +250,65 @@ impl From<PtySizeDto> for PtySize {
     }
 }
 
+/// A string without NUL bytes (what an argument, a variable or a path can hold).
+const NO_NUL: &str = "^[^\\u0000]*$";
+
+fn no_nul_string(pattern: &str) -> utoipa::openapi::ObjectBuilder {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::String)
+        .pattern(Some(pattern))
+}
+
+/// `argv` as [`ExecRequest::problems`] checks it: 1 to [`MAX_EXEC_ARGS`] arguments, no NUL.
+fn argv_schema() -> utoipa::openapi::Array {
+    utoipa::openapi::ArrayBuilder::new()
+        .items(no_nul_string(NO_NUL))
+        .min_items(Some(1))
+        .max_items(Some(MAX_EXEC_ARGS))
+        .description(Some(
+            "Program and arguments; `argv[0]` is looked up in the cell's `PATH` unless it holds `/`.",
+        ))
+        .build()
+}
+
+/// `env`: names non-empty without `=` or NUL, values without NUL.
+fn env_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::Object)
+        .property_names(Some(no_nul_string("^[^=\\u0000]+$")))
+        .additional_properties(Some(no_nul_string(NO_NUL)))
+        .description(Some(
+            "Environment variables of the exec, over the cell's own",
+        ))
+        .build()
+}
+
+/// `cwd`: an absolute path inside the cell, or null for the cell's default.
+fn cwd_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::SchemaType::from_iter([
+            utoipa::openapi::Type::String,
+            utoipa::openapi::Type::Null,
+        ]))
+        .pattern(Some("^/[^\\u0000]*$"))
+        .description(Some("Working directory: an absolute path inside the cell"))
+        .build()
+}
+
 /// `POST /v1/cells/{id}/exec`: a command to run in the cell.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ExecBody {
     /// Program and arguments; `argv[0]` is looked up in the cell's `PATH` unless it holds `/`.
+    #[schema(schema_with = argv_schema)]
     pub argv: Vec<String>,
     #[serde(default)]
+    #[schema(schema_with = env_schema)]
     pub env: BTreeMap<String, String>,
+    #[schema(schema_with = cwd_schema)]
     pub cwd: Option<String>,
     /// Kill the exec after this long and report status 124.
+    #[schema(minimum = 1)]
     pub timeout_ms: Option<u64>,
     /// UTF-8 text written to the exec's stdin, which is then closed.
     pub stdin: Option<String>,
@@ -284,10 +335,14 @@ impl ExecBody {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WsExecBody {
+    #[schema(schema_with = argv_schema)]
     pub argv: Vec<String>,
     #[serde(default)]
+    #[schema(schema_with = env_schema)]
     pub env: BTreeMap<String, String>,
+    #[schema(schema_with = cwd_schema)]
     pub cwd: Option<String>,
+    #[schema(minimum = 1)]
     pub timeout_ms: Option<u64>,
     pub pty: Option<PtySizeDto>,
     /// Whether binary messages will be written to stdin (else it reads `/dev/null`).
