@@ -38,12 +38,22 @@ echo "promtool: /metrics is valid"
 # - createCell: the body schema is the document's structure, but a well-formed spec can still
 #   fail the spec's semantic validation (422 invalid-spec / unsupported-spec with the located
 #   problems), which no JSON Schema of the body expresses; 422 is an answer to valid input too.
+# - execWebSocket: a valid handshake is answered 101 and the connection becomes a WebSocket
+#   (whose first frames report the exec or its problem), which schemathesis, speaking plain
+#   HTTP, would then reuse for its next request. Only handshakes that violate the schema are
+#   sent (each must be refused with 400); the WebSocket itself is covered by
+#   crates/cellos-server/tests/websocket.rs.
 # - streamEvents: an SSE stream never ends on its own, so schemathesis reads each one until
 #   the request timeout; one second shows the stream works without making the run 10 s per case.
 cat > "$home/schemathesis.toml" <<'TOML'
 [[operations]]
 include-operation-id = "createCell"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", "401", "403", "404", "409", "422", "429", "5xx"]
+
+[[operations]]
+include-operation-id = "execWebSocket"
+generation.mode = "negative"
+phases.stateful.enabled = false
 
 [[operations]]
 include-operation-id = "streamEvents"

@@ -250,6 +250,24 @@ impl From<PtySizeDto> for PtySize {
     }
 }
 
+/// A non-negative JSON integer, written `1000` or `1000.0` (JSON, and the JSON Schema of the
+/// document, make no difference between the two), or null.
+fn json_integer<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    use serde::de::Error as _;
+    let Some(number) = Option::<serde_json::Number>::deserialize(d)? else {
+        return Ok(None);
+    };
+    let integral = number.as_u64().or_else(|| {
+        number
+            .as_f64()
+            .filter(|f| f.fract() == 0.0 && (0.0..18_446_744_073_709_551_616.0).contains(f))
+            .map(|f| f as u64)
+    });
+    integral
+        .map(Some)
+        .ok_or_else(|| D::Error::custom(format!("{number} is not a non-negative integer")))
+}
+
 /// A string without NUL bytes (what an argument, a variable or a path can hold).
 const NO_NUL: &str = "^[^\\u0000]*$";
 
@@ -308,6 +326,7 @@ pub struct ExecBody {
     #[schema(schema_with = cwd_schema)]
     pub cwd: Option<String>,
     /// Kill the exec after this long and report status 124.
+    #[serde(default, deserialize_with = "json_integer")]
     #[schema(minimum = 1)]
     pub timeout_ms: Option<u64>,
     /// UTF-8 text written to the exec's stdin, which is then closed.
@@ -342,6 +361,7 @@ pub struct WsExecBody {
     pub env: BTreeMap<String, String>,
     #[schema(schema_with = cwd_schema)]
     pub cwd: Option<String>,
+    #[serde(default, deserialize_with = "json_integer")]
     #[schema(minimum = 1)]
     pub timeout_ms: Option<u64>,
     pub pty: Option<PtySizeDto>,
@@ -563,4 +583,40 @@ pub struct Version {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Health {
     pub status: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn timeout(body: &str) -> Result<Option<u64>, serde_json::Error> {
+        serde_json::from_str::<ExecBody>(body).map(|b| b.timeout_ms)
+    }
+
+    #[test]
+    fn a_timeout_is_any_json_integer() {
+        assert_eq!(timeout(r#"{"argv":["true"]}"#).ok(), Some(None));
+        assert_eq!(
+            timeout(r#"{"argv":["true"],"timeoutMs":null}"#).ok(),
+            Some(None)
+        );
+        assert_eq!(
+            timeout(r#"{"argv":["true"],"timeoutMs":1000}"#).ok(),
+            Some(Some(1000))
+        );
+        assert_eq!(
+            timeout(r#"{"argv":["true"],"timeoutMs":1000.0}"#).ok(),
+            Some(Some(1000))
+        );
+        assert_eq!(
+            timeout(r#"{"argv":["true"],"timeoutMs":1e3}"#).ok(),
+            Some(Some(1000))
+        );
+        for bad in ["1.5", "-1", "1e20", "\"5\""] {
+            assert!(
+                timeout(&format!(r#"{{"argv":["true"],"timeoutMs":{bad}}}"#)).is_err(),
+                "{bad}"
+            );
+        }
+    }
 }

@@ -352,7 +352,8 @@ pub struct WsControl {
 /// messages and closes after the exit frame.
 ///
 /// The handshake headers are those of RFC 6455 (HTTP/1.1); a request without them is a
-/// `bad-request`, and an unknown cell is `not-found` before any upgrade.
+/// `bad-request`. Any cell id is upgraded: an unknown cell, like any exec the cell refuses,
+/// is an error frame carrying the problem.
 #[utoipa::path(get, path = "/v1/cells/{id}/exec/ws", operation_id = "execWebSocket", tag = "exec",
     params(("id" = String, Path),
         ("Connection" = String, Header, pattern = "[Uu][Pp][Gg][Rr][Aa][Dd][Ee]", description = "Must include `upgrade`"),
@@ -360,9 +361,8 @@ pub struct WsControl {
         ("Sec-WebSocket-Version" = String, Header, pattern = "^13$", description = "`13`"),
         ("Sec-WebSocket-Key" = String, Header, description = "The client's handshake nonce")),
     responses(
-        (status = 101, description = "WebSocket: first client message is a WsExecBody; server messages are ExecFrame JSON", body = ExecFrame),
-        (status = 400, description = "not a WebSocket handshake", body = ApiProblem, content_type = "application/problem+json"),
-        (status = 404, body = ApiProblem, content_type = "application/problem+json")))]
+        (status = 101, description = "Switching to the WebSocket protocol (no body): the first client message is a WsExecBody; the server's messages are ExecFrame JSON"),
+        (status = 400, description = "not a WebSocket handshake", body = ApiProblem, content_type = "application/problem+json")))]
 pub async fn websocket(
     State(state): State<Shared>,
     Authed(caller): Authed,
@@ -370,10 +370,6 @@ pub async fn websocket(
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {
     let upgrade = upgrade.map_err(|e| ApiProblem::bad_request(e.body_text()))?;
-    // An unknown cell is an HTTP answer, not an error frame after a pointless upgrade.
-    let sessions = state.sessions.clone();
-    let cell = id.clone();
-    blocking(move || sessions.get(&cell)).await?;
     let limit = state.limits.json_body;
     Ok(upgrade
         .max_message_size(limit.max(super::MIN_WS_MESSAGE))
