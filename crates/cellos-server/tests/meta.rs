@@ -130,10 +130,7 @@ fn exposition_findings(text: &str) -> Vec<String> {
             let (name, ty) = rest.split_once(' ').unwrap_or((rest, ""));
             types.insert(name, ty);
         } else if !line.starts_with('#') && !line.trim().is_empty() {
-            let name = line
-                .split(|c: char| c == '{' || c == ' ')
-                .next()
-                .unwrap_or_default();
+            let name = line.split(['{', ' ']).next().unwrap_or_default();
             let family = ["_bucket", "_sum", "_count"]
                 .iter()
                 .filter_map(|suffix| name.strip_suffix(suffix))
