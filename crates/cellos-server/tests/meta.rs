@@ -80,12 +80,38 @@ async fn openapi_is_3_1_and_lists_every_route() {
     ] {
         assert!(schemas[schema].is_object(), "schema {schema} missing");
     }
+    // Over TCP every route needs the token: each operation documents the 401 it can answer,
+    // and every error response is a problem.
+    for (path, method) in ROUTES {
+        let responses = &doc["paths"][path][method]["responses"];
+        assert!(
+            responses["401"]["content"]["application/problem+json"].is_object(),
+            "{method} {path} does not document 401 as a problem"
+        );
+        for (status, response) in responses.as_object().expect("responses") {
+            if status.starts_with('4') || status.starts_with('5') {
+                assert!(
+                    response["content"]["application/problem+json"].is_object(),
+                    "{method} {path} {status} is not application/problem+json"
+                );
+            }
+        }
+    }
+    // A created cell links to the operations on it, by the camelCase `operationId`.
+    let links = &doc["paths"]["/v1/cells"]["post"]["responses"]["201"]["links"];
+    assert_eq!(links["getCell"]["operationId"], "getCell");
+    assert_eq!(links["getCell"]["parameters"]["id"], "$response.body#/id");
+    assert!(!text_of(&doc).contains("operation_id"));
     // Every $ref points at a schema the document defines.
     let text = serde_json::to_string(&doc).expect("json");
     for piece in text.split("\"$ref\":\"#/components/schemas/").skip(1) {
         let name = piece.split('"').next().unwrap_or_default();
         assert!(schemas[name].is_object(), "dangling $ref to {name}");
     }
+}
+
+fn text_of(doc: &serde_json::Value) -> String {
+    serde_json::to_string(doc).expect("json")
 }
 
 fn promtool_check(text: &str) -> (bool, String) {
