@@ -11,7 +11,7 @@ use cellos_core::ports::{
     IsolationReport, LimitEnforcement, Residue, TeardownReport, UnverifiedResidue,
 };
 use cellos_core::session::{
-    ExecExit, ExecRequest, FileEntry, FileKind, FileStat, FileWritten, PtySize,
+    ExecExit, ExecRequest, FileEntry, FileKind, FileStat, FileWritten, PtySize, MAX_EXEC_ARGS,
 };
 use cellos_supervisor::{CellInfo, CellState};
 use serde::{Deserialize, Serialize};
@@ -235,7 +235,9 @@ pub struct CellPage {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PtySizeDto {
+    #[schema(minimum = 1)]
     pub rows: u16,
+    #[schema(minimum = 1)]
     pub cols: u16,
 }
 
@@ -248,16 +250,84 @@ impl From<PtySizeDto> for PtySize {
     }
 }
 
+/// A non-negative JSON integer, written `1000` or `1000.0` (JSON, and the JSON Schema of the
+/// document, make no difference between the two), or null.
+fn json_integer<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    use serde::de::Error as _;
+    let Some(number) = Option::<serde_json::Number>::deserialize(d)? else {
+        return Ok(None);
+    };
+    let integral = number.as_u64().or_else(|| {
+        number
+            .as_f64()
+            .filter(|f| f.fract() == 0.0 && (0.0..18_446_744_073_709_551_616.0).contains(f))
+            .map(|f| f as u64)
+    });
+    integral
+        .map(Some)
+        .ok_or_else(|| D::Error::custom(format!("{number} is not a non-negative integer")))
+}
+
+/// A string without NUL bytes (what an argument, a variable or a path can hold).
+const NO_NUL: &str = "^[^\\u0000]*$";
+
+fn no_nul_string(pattern: &str) -> utoipa::openapi::ObjectBuilder {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::String)
+        .pattern(Some(pattern))
+}
+
+/// `argv` as [`ExecRequest::problems`] checks it: 1 to [`MAX_EXEC_ARGS`] arguments, no NUL.
+fn argv_schema() -> utoipa::openapi::Array {
+    utoipa::openapi::ArrayBuilder::new()
+        .items(no_nul_string(NO_NUL))
+        .min_items(Some(1))
+        .max_items(Some(MAX_EXEC_ARGS))
+        .description(Some(
+            "Program and arguments; `argv[0]` is looked up in the cell's `PATH` unless it holds `/`.",
+        ))
+        .build()
+}
+
+/// `env`: names non-empty without `=` or NUL, values without NUL.
+fn env_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::Object)
+        .property_names(Some(no_nul_string("^[^=\\u0000]+$")))
+        .additional_properties(Some(no_nul_string(NO_NUL)))
+        .description(Some(
+            "Environment variables of the exec, over the cell's own",
+        ))
+        .build()
+}
+
+/// `cwd`: an absolute path inside the cell, or null for the cell's default.
+fn cwd_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::SchemaType::from_iter([
+            utoipa::openapi::Type::String,
+            utoipa::openapi::Type::Null,
+        ]))
+        .pattern(Some("^/[^\\u0000]*$"))
+        .description(Some("Working directory: an absolute path inside the cell"))
+        .build()
+}
+
 /// `POST /v1/cells/{id}/exec`: a command to run in the cell.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ExecBody {
     /// Program and arguments; `argv[0]` is looked up in the cell's `PATH` unless it holds `/`.
+    #[schema(schema_with = argv_schema)]
     pub argv: Vec<String>,
     #[serde(default)]
+    #[schema(schema_with = env_schema)]
     pub env: BTreeMap<String, String>,
+    #[schema(schema_with = cwd_schema)]
     pub cwd: Option<String>,
     /// Kill the exec after this long and report status 124.
+    #[serde(default, deserialize_with = "json_integer")]
+    #[schema(minimum = 1)]
     pub timeout_ms: Option<u64>,
     /// UTF-8 text written to the exec's stdin, which is then closed.
     pub stdin: Option<String>,
@@ -284,10 +354,15 @@ impl ExecBody {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WsExecBody {
+    #[schema(schema_with = argv_schema)]
     pub argv: Vec<String>,
     #[serde(default)]
+    #[schema(schema_with = env_schema)]
     pub env: BTreeMap<String, String>,
+    #[schema(schema_with = cwd_schema)]
     pub cwd: Option<String>,
+    #[serde(default, deserialize_with = "json_integer")]
+    #[schema(minimum = 1)]
     pub timeout_ms: Option<u64>,
     pub pty: Option<PtySizeDto>,
     /// Whether binary messages will be written to stdin (else it reads `/dev/null`).
@@ -508,4 +583,40 @@ pub struct Version {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Health {
     pub status: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn timeout(body: &str) -> Result<Option<u64>, serde_json::Error> {
+        serde_json::from_str::<ExecBody>(body).map(|b| b.timeout_ms)
+    }
+
+    #[test]
+    fn a_timeout_is_any_json_integer() {
+        assert_eq!(timeout(r#"{"argv":["true"]}"#).ok(), Some(None));
+        assert_eq!(
+            timeout(r#"{"argv":["true"],"timeoutMs":null}"#).ok(),
+            Some(None)
+        );
+        assert_eq!(
+            timeout(r#"{"argv":["true"],"timeoutMs":1000}"#).ok(),
+            Some(Some(1000))
+        );
+        assert_eq!(
+            timeout(r#"{"argv":["true"],"timeoutMs":1000.0}"#).ok(),
+            Some(Some(1000))
+        );
+        assert_eq!(
+            timeout(r#"{"argv":["true"],"timeoutMs":1e3}"#).ok(),
+            Some(Some(1000))
+        );
+        for bad in ["1.5", "-1", "1e20", "\"5\""] {
+            assert!(
+                timeout(&format!(r#"{{"argv":["true"],"timeoutMs":{bad}}}"#)).is_err(),
+                "{bad}"
+            );
+        }
+    }
 }

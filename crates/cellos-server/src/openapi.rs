@@ -24,9 +24,10 @@ use crate::routes::{cells, events, exec, files, meta};
         dto::ExecBody, dto::WsExecBody, dto::PtySizeDto, dto::ExecFrame, dto::ExecExitDto,
         exec::WsControl,
         dto::FileStatDto, dto::FileEntryDto, dto::FileKindDto, dto::FileList, dto::FileWrittenDto,
+        files::WriteKind,
         dto::EventPage, dto::CloudEventSchema, dto::Version, dto::Health,
     )),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &CommonResponses, &CreatedCellLinks),
     security(("bearer" = [])),
     tags(
         (name = "cells", description = "Create, list, inspect, pause, resume and destroy cells"),
@@ -52,9 +53,109 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
+/// Every operation of the document with its path.
+fn operations(
+    openapi: &mut utoipa::openapi::OpenApi,
+) -> impl Iterator<Item = (&str, &mut utoipa::openapi::path::Operation)> {
+    openapi.paths.paths.iter_mut().flat_map(|(path, item)| {
+        [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.options,
+            &mut item.head,
+            &mut item.patch,
+            &mut item.trace,
+        ]
+        .into_iter()
+        .filter_map(Option::as_mut)
+        .map(move |op| (path.as_str(), op))
+    })
+}
+
+/// A problem response (`application/problem+json`, an [`problem::ApiProblem`]).
+fn problem_response(description: &str) -> utoipa::openapi::RefOr<utoipa::openapi::Response> {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            problem::PROBLEM_JSON,
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("ApiProblem")))
+                .build(),
+        )
+        .build()
+        .into()
+}
+
+/// The answers the middleware and the shared extractors give on any route, so each
+/// operation documents every status it can return:
+/// - 401 everywhere (over TCP every route needs the bearer token);
+/// - 400 where a path segment is taken (one that is not UTF-8 once decoded);
+/// - 500 (backend) and 503 (event log) where the cells are reached, 500 for `/metrics`.
+struct CommonResponses;
+
+impl utoipa::Modify for CommonResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for (path, op) in operations(openapi) {
+            let mut add = |status: &str, description: &str| {
+                op.responses
+                    .responses
+                    .entry(status.to_owned())
+                    .or_insert_with(|| problem_response(description));
+            };
+            add(
+                "401",
+                "unauthorized: over TCP, no valid `Authorization: Bearer` token",
+            );
+            if path.contains('{') {
+                add("400", "bad-request");
+            }
+            if path.starts_with("/v1/cells") {
+                add("500", "backend: the cell backend failed");
+                add("503", "events: the event log is unavailable");
+            }
+            if path == "/metrics" {
+                add("500", "the metrics could not be encoded");
+            }
+        }
+    }
+}
+
+/// `POST /v1/cells` links to every operation on the cell it created (by its `id`), so a
+/// stateful client (schemathesis) follows a create to the cell's own routes.
+struct CreatedCellLinks;
+
+impl utoipa::Modify for CreatedCellLinks {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::link::LinkBuilder;
+        use utoipa::openapi::RefOr;
+        let on_cell: Vec<String> = operations(openapi)
+            .filter(|(path, _)| path.starts_with("/v1/cells/{id}") && !path.contains("{exec}"))
+            .filter_map(|(_, op)| op.operation_id.clone())
+            .collect();
+        let created = operations(openapi)
+            .find(|(_, op)| op.operation_id.as_deref() == Some("createCell"))
+            .and_then(|(_, op)| op.responses.responses.get_mut("201"));
+        if let Some(RefOr::T(created)) = created {
+            for operation_id in on_cell {
+                let link = LinkBuilder::new()
+                    .operation_id(&operation_id)
+                    .parameter("id", "$response.body#/id")
+                    .build();
+                created.links.insert(operation_id, RefOr::T(link));
+            }
+        }
+    }
+}
+
 /// The document as JSON.
 pub fn document() -> String {
-    ApiDoc::openapi()
-        .to_pretty_json()
-        .unwrap_or_else(|e| format!("{{\"error\":\"cannot render the OpenAPI document: {e}\"}}"))
+    match ApiDoc::openapi().to_pretty_json() {
+        // utoipa 5 names a link's `operationId` field `operation_id`; nothing else in the
+        // document is that key, and inside a string its quotes would be escaped.
+        Ok(text) => text.replace("\"operation_id\": \"", "\"operationId\": \""),
+        Err(e) => format!("{{\"error\":\"cannot render the OpenAPI document: {e}\"}}"),
+    }
 }

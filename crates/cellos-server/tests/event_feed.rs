@@ -213,6 +213,29 @@ async fn a_bad_last_event_id_is_a_bad_request() {
     server.stop().await.expect("clean stop");
 }
 
+/// Sequences are `int64` in the OpenAPI document; the server takes exactly that range.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequences_beyond_int64_or_with_a_sign_are_bad_requests() {
+    let server = start(|_, _| {}).await;
+    let too_big = "9223372036854775808";
+    for path in [
+        format!("/v1/events?after={too_big}"),
+        format!("/v1/events/stream?after={too_big}"),
+    ] {
+        server.unix(get(&path)).await.problem(400, "bad-request");
+    }
+    for header in [too_big, "+5", "-1", ""] {
+        let mut request = get("/v1/events/stream");
+        request
+            .headers_mut()
+            .insert("last-event-id", header.parse().expect("header"));
+        server.unix(request).await.problem(400, "bad-request");
+    }
+    let largest = get("/v1/events?after=9223372036854775807");
+    assert_eq!(server.unix(largest).await.status, 200);
+    server.stop().await.expect("clean stop");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_open_stream_ends_when_the_server_stops() {
     let server = start(|_, _| {}).await;

@@ -60,6 +60,7 @@ pub fn read_spec(headers: &HeaderMap, body: &[u8]) -> ApiResult<ExecutionCellDoc
         (status = 201, description = "Created; a session cell is running", body = CellInfoDto),
         (status = 400, body = ApiProblem, content_type = "application/problem+json"),
         (status = 403, description = "admission-denied", body = ApiProblem, content_type = "application/problem+json"),
+        (status = 409, description = "conflict: a cell with the spec's id exists", body = ApiProblem, content_type = "application/problem+json"),
         (status = 413, body = ApiProblem, content_type = "application/problem+json"),
         (status = 415, body = ApiProblem, content_type = "application/problem+json"),
         (status = 422, description = "invalid-spec or unsupported-spec, with every problem and its path", body = ApiProblem, content_type = "application/problem+json"),
@@ -94,6 +95,7 @@ pub struct ListQuery {
     /// Only cells in this state.
     state: Option<CellStateDto>,
     /// Page size (default 100, at most 1000).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
     /// The `nextCursor` of the previous page: cells with ids after it.
     cursor: Option<String>,
@@ -156,7 +158,9 @@ pub async fn get(
 /// Destroy a cell (killing its execs) and verify nothing is left; idempotent.
 #[utoipa::path(delete, path = "/v1/cells/{id}", operation_id = "destroyCell", tag = "cells", params(("id" = String, Path)),
     responses((status = 200, description = "Destroyed, with the teardown report", body = CellInfoDto),
+        (status = 403, description = "refused", body = ApiProblem, content_type = "application/problem+json"),
         (status = 404, body = ApiProblem, content_type = "application/problem+json"),
+        (status = 409, body = ApiProblem, content_type = "application/problem+json"),
         (status = 500, body = ApiProblem, content_type = "application/problem+json")))]
 pub async fn destroy(
     State(state): State<Shared>,
@@ -176,6 +180,7 @@ pub async fn destroy(
 /// Freeze every process of a cell.
 #[utoipa::path(post, path = "/v1/cells/{id}/pause", operation_id = "pauseCell", tag = "cells", params(("id" = String, Path)),
     responses((status = 200, body = CellInfoDto),
+        (status = 403, description = "refused", body = ApiProblem, content_type = "application/problem+json"),
         (status = 404, body = ApiProblem, content_type = "application/problem+json"),
         (status = 409, body = ApiProblem, content_type = "application/problem+json")))]
 pub async fn pause(
@@ -192,6 +197,7 @@ pub async fn pause(
 /// Thaw a paused cell.
 #[utoipa::path(post, path = "/v1/cells/{id}/resume", operation_id = "resumeCell", tag = "cells", params(("id" = String, Path)),
     responses((status = 200, body = CellInfoDto),
+        (status = 403, description = "refused", body = ApiProblem, content_type = "application/problem+json"),
         (status = 404, body = ApiProblem, content_type = "application/problem+json"),
         (status = 409, body = ApiProblem, content_type = "application/problem+json")))]
 pub async fn resume(

@@ -34,8 +34,10 @@ const STREAM_BATCH: usize = 1000;
 #[serde(deny_unknown_fields)]
 pub struct PageQuery {
     /// Return events with a larger `cellosseq` (default 0: from the start).
+    #[param(minimum = 0, maximum = 9223372036854775807_i64)]
     after: Option<u64>,
     /// Page size (default 1000, at most 10000).
+    #[param(minimum = 1, maximum = 10000)]
     limit: Option<usize>,
     /// Only events of this cell.
     cell: Option<String>,
@@ -47,8 +49,24 @@ pub struct PageQuery {
 #[serde(deny_unknown_fields)]
 pub struct StreamQuery {
     /// Start after this sequence (the `Last-Event-ID` header wins when both are given).
+    #[param(minimum = 0, maximum = 9223372036854775807_i64)]
     after: Option<u64>,
+    /// Only events of this cell.
     cell: Option<String>,
+}
+
+/// Largest sequence number the API takes: a JSON integer (`int64`) every client can carry.
+pub const MAX_SEQ: u64 = i64::MAX as u64;
+
+/// `after` (or `Last-Event-ID`, named by `what`) within 0..=[`MAX_SEQ`].
+fn sequence(what: &str, value: u64) -> ApiResult<u64> {
+    if value <= MAX_SEQ {
+        Ok(value)
+    } else {
+        Err(ApiProblem::bad_request(format!(
+            "{what}: at most {MAX_SEQ}"
+        )))
+    }
 }
 
 fn feed_problem(e: FeedError) -> ApiProblem {
@@ -76,7 +94,7 @@ pub async fn page(
         }
     };
     let feed = state.feed.clone();
-    let after = query.after.unwrap_or(0);
+    let after = sequence("after", query.after.unwrap_or(0))?;
     let page = tokio::task::spawn_blocking(move || feed.page(after, limit, query.cell.as_deref()))
         .await
         .map_err(|e| ApiProblem::new(Kind::Events, e.to_string()))?
@@ -88,24 +106,30 @@ pub async fn page(
 }
 
 /// Where a stream starts: `Last-Event-ID` (a reconnect), else `?after=`, else 0.
+/// Both are checked even when the header wins, so a bad `after` is never silently ignored.
 fn resume_point(headers: &HeaderMap, after: Option<u64>) -> ApiResult<u64> {
+    let after = sequence("after", after.unwrap_or(0))?;
     let Some(value) = headers.get("last-event-id") else {
-        return Ok(after.unwrap_or(0));
+        return Ok(after);
     };
-    value
+    let seq = value
         .to_str()
         .ok()
-        .and_then(|v| v.trim().parse().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|v| v.parse().ok())
         .ok_or_else(|| {
             ApiProblem::bad_request(
                 "Last-Event-ID: expected the cellosseq of the last event received",
             )
-        })
+        })?;
+    sequence("Last-Event-ID", seq)
 }
 
 /// Follow the log as Server-Sent Events.
 #[utoipa::path(get, path = "/v1/events/stream", operation_id = "streamEvents", tag = "events", params(StreamQuery,
-        ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this cellosseq")),
+        ("Last-Event-ID" = Option<u64>, Header, nullable = false, minimum = 0, maximum = 9223372036854775807_i64,
+            description = "Resume after this cellosseq (a reconnecting EventSource sends it)")),
     responses(
         (status = 200, description = "SSE: `id: <cellosseq>`, `event: <type>`, `data: <CloudEvent JSON>`; keep-alive comments", body = String, content_type = "text/event-stream"),
         (status = 400, body = ApiProblem, content_type = "application/problem+json")))]

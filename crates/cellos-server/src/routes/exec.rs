@@ -246,8 +246,10 @@ async fn start_exec(
     responses(
         (status = 200, description = "NDJSON frames: started, stdout/stderr, exit", body = ExecFrame, content_type = "application/x-ndjson"),
         (status = 400, body = ApiProblem, content_type = "application/problem+json"),
+        (status = 403, description = "refused", body = ApiProblem, content_type = "application/problem+json"),
         (status = 404, body = ApiProblem, content_type = "application/problem+json"),
-        (status = 409, body = ApiProblem, content_type = "application/problem+json"),
+        (status = 409, description = "the cell is paused or has ended", body = ApiProblem, content_type = "application/problem+json"),
+        (status = 413, body = ApiProblem, content_type = "application/problem+json"),
         (status = 415, body = ApiProblem, content_type = "application/problem+json")))]
 pub async fn start(
     State(state): State<Shared>,
@@ -322,6 +324,7 @@ pub async fn reread(
 #[utoipa::path(post, path = "/v1/cells/{id}/execs/{exec}/kill", operation_id = "killExec", tag = "exec",
     params(("id" = String, Path), ("exec" = String, Path)),
     responses((status = 204, description = "Killed"),
+        (status = 403, description = "refused", body = ApiProblem, content_type = "application/problem+json"),
         (status = 404, body = ApiProblem, content_type = "application/problem+json"),
         (status = 409, body = ApiProblem, content_type = "application/problem+json")))]
 pub async fn kill(
@@ -347,10 +350,19 @@ pub struct WsControl {
 /// Run a command interactively: the first text message is the exec (JSON), then binary
 /// messages are stdin, text messages are controls; the server sends the exec frames as text
 /// messages and closes after the exit frame.
-#[utoipa::path(get, path = "/v1/cells/{id}/exec/ws", operation_id = "execWebSocket", tag = "exec", params(("id" = String, Path)),
+///
+/// The handshake headers are those of RFC 6455 (HTTP/1.1); a request without them is a
+/// `bad-request`. Any cell id is upgraded: an unknown cell, like any exec the cell refuses,
+/// is an error frame carrying the problem.
+#[utoipa::path(get, path = "/v1/cells/{id}/exec/ws", operation_id = "execWebSocket", tag = "exec",
+    params(("id" = String, Path),
+        ("Connection" = String, Header, pattern = "[Uu][Pp][Gg][Rr][Aa][Dd][Ee]", description = "Must include `upgrade`"),
+        ("Upgrade" = String, Header, pattern = "^[Ww][Ee][Bb][Ss][Oo][Cc][Kk][Ee][Tt]$", description = "`websocket`"),
+        ("Sec-WebSocket-Version" = String, Header, pattern = "^13$", description = "`13`"),
+        ("Sec-WebSocket-Key" = String, Header, description = "The client's handshake nonce")),
     responses(
-        (status = 101, description = "WebSocket: first client message is a WsExecBody; server messages are ExecFrame JSON", body = ExecFrame),
-        (status = 400, body = ApiProblem, content_type = "application/problem+json")))]
+        (status = 101, description = "Switching to the WebSocket protocol (no body): the first client message is a WsExecBody; the server's messages are ExecFrame JSON"),
+        (status = 400, description = "not a WebSocket handshake", body = ApiProblem, content_type = "application/problem+json")))]
 pub async fn websocket(
     State(state): State<Shared>,
     Authed(caller): Authed,

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
-use utoipa::IntoParams;
+use utoipa::{IntoParams, ToSchema};
 
 use super::{blocking, body, ApiPath, ApiQuery, Shared};
 use crate::auth::Authed;
@@ -35,13 +35,24 @@ pub struct PathQuery {
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct WriteQuery {
+    /// Absolute path inside the cell.
     path: String,
-    /// Permission bits as an octal string, e.g. `0644` (files only).
+    /// Permission bits as an octal string, e.g. `0644` (files only; at most `07777`).
+    #[param(pattern = r"^(0o)?0*[0-7]{1,4}$")]
     mode: Option<String>,
     /// `file` (default; the body is the content) or `directory`.
-    kind: Option<String>,
+    #[param(inline)]
+    kind: Option<WriteKind>,
     /// With `kind=directory`: create missing parents too.
     parents: Option<bool>,
+}
+
+/// What `PUT .../files` creates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum WriteKind {
+    File,
+    Directory,
 }
 
 /// `DELETE .../files`.
@@ -49,6 +60,7 @@ pub struct WriteQuery {
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct RemoveQuery {
+    /// Absolute path inside the cell.
     path: String,
     /// Remove a directory with everything in it.
     recursive: Option<bool>,
@@ -57,9 +69,12 @@ pub struct RemoveQuery {
 /// `0644` or `644` as permission bits; anything else is a bad request.
 pub fn parse_mode(text: &str) -> ApiResult<u32> {
     let digits = text.strip_prefix("0o").unwrap_or(text);
-    u32::from_str_radix(digits, 8)
-        .ok()
-        .filter(|mode| *mode <= 0o7777 && !digits.is_empty())
+    // Octal digits only: `from_str_radix` alone would also take a leading `+`.
+    let octal = !digits.is_empty() && digits.bytes().all(|b| matches!(b, b'0'..=b'7'));
+    octal
+        .then(|| u32::from_str_radix(digits, 8).ok())
+        .flatten()
+        .filter(|mode| *mode <= 0o7777)
         .ok_or_else(|| {
             ApiProblem::bad_request(format!(
                 "mode: {text:?} is not octal permission bits such as 0644"
@@ -78,6 +93,7 @@ fn header_value(text: &str) -> HeaderValue {
         (status = 200, description = "The file's bytes", body = Vec<u8>, content_type = "application/octet-stream",
             headers(("X-Cellos-Sha256" = String, description = "Hex SHA-256 of the bytes"),
                     ("X-Cellos-Size" = u64, description = "Size in bytes"))),
+        (status = 400, body = ApiProblem, content_type = "application/problem+json"),
         (status = 403, description = "refused", body = ApiProblem, content_type = "application/problem+json"),
         (status = 404, body = ApiProblem, content_type = "application/problem+json"),
         (status = 413, body = ApiProblem, content_type = "application/problem+json")))]
@@ -114,6 +130,8 @@ pub async fn read(
         (status = 201, description = "The directory was created (kind=directory)", body = FileStatDto),
         (status = 400, body = ApiProblem, content_type = "application/problem+json"),
         (status = 403, description = "refused", body = ApiProblem, content_type = "application/problem+json"),
+        (status = 404, description = "no such cell, or a missing parent directory", body = ApiProblem, content_type = "application/problem+json"),
+        (status = 409, body = ApiProblem, content_type = "application/problem+json"),
         (status = 413, body = ApiProblem, content_type = "application/problem+json")))]
 pub async fn write(
     State(state): State<Shared>,
@@ -123,8 +141,8 @@ pub async fn write(
     raw: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
     let sessions = state.sessions.clone();
-    match query.kind.as_deref() {
-        None | Some("file") => {
+    match query.kind.unwrap_or(WriteKind::File) {
+        WriteKind::File => {
             let content = body(raw)?;
             let mode = query.mode.as_deref().map(parse_mode).transpose()?;
             let written =
@@ -132,7 +150,7 @@ pub async fn write(
                     .await?;
             Ok(Json(FileWrittenDto::from(written)).into_response())
         }
-        Some("directory") => {
+        WriteKind::Directory => {
             let parents = query.parents.unwrap_or(false);
             let stat = blocking(move || {
                 sessions.mkdir(&caller, &id, &query.path, parents)?;
@@ -141,9 +159,6 @@ pub async fn write(
             .await?;
             Ok((StatusCode::CREATED, Json(FileStatDto::from(stat))).into_response())
         }
-        Some(other) => Err(ApiProblem::bad_request(format!(
-            "kind: {other:?} is not file or directory"
-        ))),
     }
 }
 
@@ -151,8 +166,10 @@ pub async fn write(
 #[utoipa::path(delete, path = "/v1/cells/{id}/files", operation_id = "removeFile", tag = "files",
     params(("id" = String, Path), RemoveQuery),
     responses((status = 204, description = "Removed"),
+        (status = 400, body = ApiProblem, content_type = "application/problem+json"),
         (status = 403, description = "refused", body = ApiProblem, content_type = "application/problem+json"),
-        (status = 404, body = ApiProblem, content_type = "application/problem+json")))]
+        (status = 404, body = ApiProblem, content_type = "application/problem+json"),
+        (status = 409, body = ApiProblem, content_type = "application/problem+json")))]
 pub async fn remove(
     State(state): State<Shared>,
     Authed(caller): Authed,
@@ -169,8 +186,10 @@ pub async fn remove(
 #[utoipa::path(get, path = "/v1/cells/{id}/files/list", operation_id = "listFiles", tag = "files",
     params(("id" = String, Path), PathQuery),
     responses((status = 200, body = FileList),
+        (status = 400, body = ApiProblem, content_type = "application/problem+json"),
         (status = 403, description = "refused", body = ApiProblem, content_type = "application/problem+json"),
-        (status = 404, body = ApiProblem, content_type = "application/problem+json")))]
+        (status = 404, body = ApiProblem, content_type = "application/problem+json"),
+        (status = 409, body = ApiProblem, content_type = "application/problem+json")))]
 pub async fn list(
     State(state): State<Shared>,
     Authed(caller): Authed,
@@ -188,8 +207,10 @@ pub async fn list(
 #[utoipa::path(get, path = "/v1/cells/{id}/files/stat", operation_id = "statFile", tag = "files",
     params(("id" = String, Path), PathQuery),
     responses((status = 200, body = FileStatDto),
+        (status = 400, body = ApiProblem, content_type = "application/problem+json"),
         (status = 403, description = "refused", body = ApiProblem, content_type = "application/problem+json"),
-        (status = 404, body = ApiProblem, content_type = "application/problem+json")))]
+        (status = 404, body = ApiProblem, content_type = "application/problem+json"),
+        (status = 409, body = ApiProblem, content_type = "application/problem+json")))]
 pub async fn stat(
     State(state): State<Shared>,
     Authed(caller): Authed,
@@ -212,5 +233,8 @@ mod tests {
         assert!(parse_mode("0999").is_err());
         assert!(parse_mode("17777").is_err());
         assert!(parse_mode("").is_err());
+        assert!(parse_mode("+644").is_err());
+        assert!(parse_mode("0o").is_err());
+        assert_eq!(parse_mode("0o0007777").ok(), Some(0o7777));
     }
 }
