@@ -482,20 +482,15 @@ impl Sessions {
         )
     }
 
-    pub fn stat(&self, caller: &Caller, id: &str, path: &str) -> Result<FileStat, SessionError> {
-        let _ = caller;
+    /// Metadata of a path (not evidence: no content moves).
+    pub fn stat(&self, id: &str, path: &str) -> Result<FileStat, SessionError> {
         let cell = self.present(id)?;
         cell.touch();
         cell.surface()?.stat(path).map_err(exec::port_error)
     }
 
-    pub fn list_dir(
-        &self,
-        caller: &Caller,
-        id: &str,
-        path: &str,
-    ) -> Result<Vec<FileEntry>, SessionError> {
-        let _ = caller;
+    /// A directory's entries (not evidence: no content moves).
+    pub fn list_dir(&self, id: &str, path: &str) -> Result<Vec<FileEntry>, SessionError> {
         let cell = self.present(id)?;
         cell.touch();
         cell.surface()?.list(path).map_err(exec::port_error)
