@@ -161,27 +161,43 @@ fn reaper(config: &InitConfig, exec: &Exec, cwd: &str, io: ExecIo) -> i32 {
     } = io;
     // SAFETY: prctl on this process only: die with init.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
-    let (err_r, err_w) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
-        Ok(p) => p,
-        Err(e) => {
-            let _ = ExecReport::SpawnFailed {
-                reason: format!("pipe for exec status: {e}"),
-            }
-            .send(&mut report);
-            return 1;
+    let command = match start_command(config, exec, cwd, stdio, tty) {
+        Ok(command) => command,
+        Err(reason) => {
+            let _ = ExecReport::SpawnFailed { reason }.send(&mut report);
+            return 0;
         }
     };
+    if ExecReport::Started.send(&mut report).is_err() {
+        return 1;
+    }
+    if let Some(exit) = wait_for(command) {
+        let _ = exit.send(&mut report);
+    }
+    drop(report);
+    // Background processes the command started run on; the namespace ends with the last.
+    while !matches!(
+        waitpid(None, Some(WaitPidFlag::__WALL)),
+        Err(nix::errno::Errno::ECHILD)
+    ) {}
+    0
+}
+
+/// Fork the command and wait for its `execve`: its pid, or why it could not start.
+fn start_command(
+    config: &InitConfig,
+    exec: &Exec,
+    cwd: &str,
+    stdio: [OwnedFd; 3],
+    tty: bool,
+) -> Result<Pid, String> {
+    let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| format!("pipe for exec status: {e}"))?;
     // SAFETY: the reaper is single-threaded.
     let command = match unsafe { nix::unistd::fork() } {
-        Err(e) => {
-            let _ = ExecReport::SpawnFailed {
-                reason: format!("fork: {e}"),
-            }
-            .send(&mut report);
-            return 1;
-        }
+        Err(e) => return Err(format!("fork: {e}")),
         Ok(ForkResult::Child) => {
-            drop((err_r, report));
+            drop(err_r);
             let reason = become_command(config, exec, cwd, &stdio, tty);
             let _ = File::from(err_w).write_all(reason.as_bytes());
             // SAFETY: terminate the failed child without running destructors.
@@ -193,36 +209,28 @@ fn reaper(config: &InitConfig, exec: &Exec, cwd: &str, io: ExecIo) -> i32 {
     drop((stdio, err_w));
     let mut reason = String::new();
     let _ = File::from(err_r).read_to_string(&mut reason);
-    if !reason.is_empty() {
+    if reason.is_empty() {
+        Ok(command)
+    } else {
         let _ = waitpid(command, None);
-        let _ = ExecReport::SpawnFailed { reason }.send(&mut report);
-        return 0;
+        Err(reason)
     }
-    if ExecReport::Started.send(&mut report).is_err() {
-        return 1;
-    }
+}
+
+/// Reap children until `command` ends; how it ended (`None` if it could not be waited for).
+fn wait_for(command: Pid) -> Option<ExecReport> {
     loop {
         match waitpid(None, Some(WaitPidFlag::__WALL)) {
             Ok(WaitStatus::Exited(pid, code)) if pid == command => {
-                let _ = ExecReport::Exited { code }.send(&mut report);
-                break;
+                return Some(ExecReport::Exited { code })
             }
             Ok(WaitStatus::Signaled(pid, sig, _)) if pid == command => {
-                let _ = ExecReport::Signaled { signal: sig as i32 }.send(&mut report);
-                break;
+                return Some(ExecReport::Signaled { signal: sig as i32 })
             }
-            Ok(_) => continue,
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(_) => break,
+            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return None,
         }
     }
-    drop(report);
-    // Background processes the command started run on; the namespace ends with the last.
-    while !matches!(
-        waitpid(None, Some(WaitPidFlag::__WALL)),
-        Err(nix::errno::Errno::ECHILD)
-    ) {}
-    0
 }
 
 /// In the command's child: take the exec's descriptors as 0, 1, 2 (and the terminal as the
