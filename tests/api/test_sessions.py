@@ -266,3 +266,15 @@ def test_an_idle_session_cell_is_destroyed_after_its_idle_timeout(api):
     events = api.get("/v1/events", params={"cell": cid, "limit": 100}).json()["events"]
     destroyed = [e for e in events if e["type"].endswith("lifecycle.v1.destroyed")]
     assert destroyed and destroyed[0].get("cellosactor") == "system:lifetime", destroyed
+
+
+def test_a_paused_cell_whose_ttl_runs_out_is_destroyed_cleanly(api):
+    cid = create(api, "paused-ttl", "  lifetime:\n    ttlSeconds: 2\n")
+    exec_(api, cid, ["sh", "-c", "sleep 300 >/dev/null 2>&1 &"])
+    assert api.post(f"/v1/cells/{cid}/pause").json()["state"] == "paused"
+    deadline = time.time() + 20
+    while api.get(f"/v1/cells/{cid}").json()["state"] != "destroyed" and time.time() < deadline:
+        time.sleep(0.1)
+    info = api.get(f"/v1/cells/{cid}").json()
+    assert info["state"] == "destroyed", info
+    assert info["teardown"]["residue"] == [] and info["teardown"]["unverified"] == [], info["teardown"]
