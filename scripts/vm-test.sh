@@ -15,8 +15,8 @@ scripts/vm/initramfs.sh "$kernel" target/x86_64-unknown-linux-gnu/release "$vm/i
 
 # boot name | kernel command line | checks that must pass
 boots=(
-  "v2|cgroup_no_v1=all lsm=landlock,yama cellos.cgroup=v2|doctor rootfs-host rootfs-path rootfs-oci landlock-evidence landlock-min-abi limits-enforced oom-reported pids-reported seccomp-denies pause-resume egress-enforced residue-after-50 log-verifies"
-  "hybrid|lsm=landlock,yama cellos.cgroup=hybrid|doctor rootfs-host rootfs-path rootfs-oci landlock-evidence landlock-min-abi limits-enforced oom-reported pids-reported seccomp-denies pause-resume egress-enforced residue-after-50 log-verifies"
+  "v2|cgroup_no_v1=all lsm=landlock,yama cellos.cgroup=v2|doctor rootfs-host rootfs-path rootfs-oci landlock-evidence landlock-min-abi limits-enforced oom-reported pids-reported seccomp-denies pause-resume egress-enforced session-exec residue-after-50 log-verifies"
+  "hybrid|lsm=landlock,yama cellos.cgroup=hybrid|doctor rootfs-host rootfs-path rootfs-oci landlock-evidence landlock-min-abi limits-enforced oom-reported pids-reported seccomp-denies pause-resume egress-enforced session-exec residue-after-50 log-verifies"
   "no-landlock|cgroup_no_v1=all lsm=yama cellos.cgroup=v2|landlock-required landlock-optional log-verifies"
 )
 

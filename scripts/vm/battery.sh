@@ -177,6 +177,32 @@ else
   result egress-enforced false "exit $status: $(cat "$out")"
 fi
 
+# A session cell on `cellos serve`: execs with the cell's confinement and their exit status, a
+# timeout that kills the exec's whole tree (124), a file round trip, and a clean destroy.
+cellos serve >/tmp/serve.log 2>&1 &
+server=$!
+i=0
+while [ ! -S "$CELLOS_HOME/cellos.sock" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+id="$(cellos create /specs/session-cell.yaml 2>"$out")"
+cellos exec "$id" -- sh -c 'echo exec-ok $(id -u); exit 3' >>"$out" 2>&1
+exec_status=$?
+cellos exec --timeout-ms 300 "$id" -- sh -c 'sleep 100 & sleep 100' >>"$out" 2>&1
+timeout_status=$?
+left="$(cellos exec "$id" -- sh -c 'ps -o comm | grep -c sleep' 2>>"$out")"
+printf 'round-trip' | cellos cp - "$id:/work/f" >>"$out" 2>&1
+copied="$(cellos cp "$id:/work/f" - 2>>"$out")"
+cellos rm "$id" >>"$out" 2>&1
+rm_status=$?
+kill -TERM "$server"
+wait "$server"
+serve_status=$?
+if [ "$exec_status" = 3 ] && grep -q "exec-ok 1000" "$out" && [ "$timeout_status" = 124 ] \
+  && [ "$left" = 0 ] && [ "$copied" = round-trip ] && [ "$rm_status" = 0 ] && [ "$serve_status" = 0 ]; then
+  result session-exec true "exec exit 3 as uid 1000, timeout 124 with no sleep left, file round trip, rm 0, serve exit 0"
+else
+  result session-exec false "exec $exec_status, timeout $timeout_status, left $left, copied $copied, rm $rm_status, serve $serve_status: $(cat "$out") $(cat /tmp/serve.log)"
+fi
+
 # Residue: 50 cells, then the host holds no more mounts, cgroups, processes or records than before.
 snapshot() {
   echo "mounts=$(wc -l </proc/self/mountinfo)"
