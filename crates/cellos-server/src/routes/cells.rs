@@ -57,9 +57,10 @@ pub fn read_spec(headers: &HeaderMap, body: &[u8]) -> ApiResult<ExecutionCellDoc
     request_body(description = "An ExecutionCell spec document", content(
         (String = "application/yaml"), (String = "text/yaml"), (Object = "application/json"))),
     responses(
-        (status = 201, description = "Created; a session cell is running", body = CellInfoDto),
+        (status = 201, description = "Created; a session cell is running, a cell with run runs its workload", body = CellInfoDto),
         (status = 400, body = ApiProblem, content_type = "application/problem+json"),
-        (status = 403, description = "admission-denied", body = ApiProblem, content_type = "application/problem+json"),
+        (status = 403, description = "admission-denied, or refused by the cell backend (an id another cell's record holds)", body = ApiProblem, content_type = "application/problem+json"),
+        (status = 404, description = "not-found: something the spec names (a rootfs, an image reference, a secret) does not exist", body = ApiProblem, content_type = "application/problem+json"),
         (status = 409, description = "conflict: a cell with the spec's id exists", body = ApiProblem, content_type = "application/problem+json"),
         (status = 413, body = ApiProblem, content_type = "application/problem+json"),
         (status = 415, body = ApiProblem, content_type = "application/problem+json"),

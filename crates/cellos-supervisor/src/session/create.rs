@@ -297,6 +297,12 @@ fn from_supervisor(err: SupervisorError) -> SessionError {
             source.kind,
             format!("secret {key}: {}", source.message),
         )),
+        // What the backend refuses for this spec (an id another cell holds, a rootfs that is
+        // not there) is the caller's to fix, not a server failure.
+        SupervisorError::Backend(e) if e.kind == PortErrorKind::Refused => SessionError::Refused(e),
+        SupervisorError::Backend(e) if e.kind == PortErrorKind::NotFound => {
+            SessionError::NotFound { what: e.message }
+        }
         SupervisorError::Backend(e) => SessionError::Backend(e),
         SupervisorError::Events(e) => SessionError::Events(e),
     }

@@ -119,6 +119,10 @@ impl ExecLog {
             return;
         }
         let mut s = self.lock();
+        if s.outcome.is_some() {
+            // The exit is the last frame: what a background process writes later is dropped.
+            return;
+        }
         let offset = s.end;
         s.end += data.len() as u64;
         match stream {
@@ -259,6 +263,25 @@ mod tests {
         assert!(first.outcome.is_none());
         let rest = log.read(first.next, 4, None);
         assert_eq!(rest.outcome.map(|o| o.status()), Some(3));
+    }
+
+    #[test]
+    fn nothing_is_kept_after_the_exit() {
+        let log = ExecLog::new("e1", 1 << 20);
+        log.push(Stream::Stdout, b"before");
+        log.finish(ExecOutcome {
+            exit: ExecExit::Exited { code: 0 },
+            timed_out: false,
+            killed: false,
+            duration_ms: 1,
+            stdout_bytes: 6,
+            stderr_bytes: 0,
+        });
+        log.push(Stream::Stdout, b"after");
+        let read = log.read(0, usize::MAX, None);
+        assert_eq!(read.frames.len(), 1);
+        assert_eq!(read.next, 6);
+        assert!(read.outcome.is_some());
     }
 
     #[test]
