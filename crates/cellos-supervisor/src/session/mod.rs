@@ -215,6 +215,16 @@ impl Sessions {
         &self.config
     }
 
+    /// This server's cells now, so no lock is held while each is looked at.
+    fn snapshot(&self) -> Vec<Arc<SessionCell>> {
+        self.cells
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
     fn find(&self, id: &str) -> Result<Arc<SessionCell>, SessionError> {
         self.cells
             .read()
@@ -284,13 +294,7 @@ impl Sessions {
 
     /// Every cell this server holds, live and recently destroyed, by id.
     pub fn list(&self) -> Vec<CellInfo> {
-        let cells: Vec<Arc<SessionCell>> = self
-            .cells
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
+        let cells = self.snapshot();
         let mut infos: BTreeMap<String, CellInfo> = self
             .history
             .read()
@@ -520,11 +524,9 @@ impl Sessions {
     pub fn sweep(&self) {
         let now = Instant::now();
         let due: Vec<(Arc<SessionCell>, &'static str)> = self
-            .cells
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .filter_map(|c| c.expired(now).map(|why| (c.clone(), why)))
+            .snapshot()
+            .into_iter()
+            .filter_map(|c| c.expired(now).map(|why| (c, why)))
             .collect();
         for (cell, why) in due {
             let system = Caller {
@@ -539,13 +541,7 @@ impl Sessions {
     /// Destroy every cell and stop the cell-parent threads; or, with `keep`, leave the cells
     /// for the next server to reclaim.
     pub fn shutdown(&self, keep: bool) {
-        let cells: Vec<Arc<SessionCell>> = self
-            .cells
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
+        let cells = self.snapshot();
         if keep {
             // Dropping a backend cell would tear it down here, with no event saying so: leak
             // them instead, so their records and cgroups stay for the next server, whose
@@ -573,12 +569,7 @@ impl Sessions {
     /// Counts for `/metrics`: cells by state.
     pub fn counts(&self) -> BTreeMap<CellState, u64> {
         let mut counts = BTreeMap::new();
-        for cell in self
-            .cells
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-        {
+        for cell in self.snapshot() {
             *counts.entry(cell.live().state).or_insert(0) += 1;
         }
         counts
