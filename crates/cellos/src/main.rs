@@ -184,7 +184,8 @@ enum Command {
               value_parser = parse_pool)]
         net_pool: cellos_linux::netscope::AddressPool,
     },
-    /// Create a session cell on the server from a spec file and print its id.
+    /// Create a cell on the server from a spec file and print its id (a spec without run is a
+    /// session cell, driven with exec and cp until rm).
     Create { spec: PathBuf },
     /// Run a command in a server cell and exit with its status (124 timeout, 125 CellOS
     /// error, 127 cannot start, 128+N signal).
