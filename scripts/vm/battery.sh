@@ -203,13 +203,23 @@ else
   result session-exec false "exec $exec_status, timeout $timeout_status, left $left, copied $copied, rm $rm_status, serve $serve_status: $(cat "$out") $(cat /tmp/serve.log)"
 fi
 
+# User processes: kernel threads (empty cmdline) come and go by themselves. The glob is expanded
+# before this function starts any child, so its own helpers are never counted (a pipeline's
+# would be, or not, depending on which of its processes had started). /proc files report size
+# 0, so each cmdline is read rather than its size tested.
+user_processes() {
+  n=0
+  for p in /proc/[0-9]*; do
+    [ -n "$(tr -d '\0' <"$p/cmdline" 2>/dev/null)" ] && n=$((n + 1))
+  done
+  echo "$n"
+}
+
 # Residue: 50 cells, then the host holds no more mounts, cgroups, processes or records than before.
 snapshot() {
   echo "mounts=$(wc -l </proc/self/mountinfo)"
   echo "cgroups=$(find /sys/fs/cgroup -type d | wc -l)"
-  # User processes only: kernel threads (empty cmdline) come and go by themselves.
-  # (/proc files report size 0, so read each cmdline rather than test its size.)
-  echo "procs=$(for c in /proc/[0-9]*/cmdline; do [ -n "$(tr -d '\0' <"$c" 2>/dev/null)" ] && echo; done | wc -l)"
+  echo "procs=$(user_processes)"
   # Run records and network leases; the lease directory itself stays.
   echo "records=$(find "$CELLOS_HOME/run" -type f 2>/dev/null | wc -l)"
 }
