@@ -221,10 +221,8 @@ impl Read for TerminalReader {
 
 impl CellSession for LinuxSession {
     fn exec(&self, request: &ExecRequest) -> Result<ExecProcess, PortError> {
-        let problems = request.problems();
-        if !problems.is_empty() {
-            return Err(PortError::new(PortErrorKind::Refused, problems.join("; ")));
-        }
+        // The request was checked by the caller (`ExecRequest::problems`); what still cannot
+        // run (a NUL, a program not found) comes back from init as a failed start.
         Ok(self.start(request)?)
     }
 

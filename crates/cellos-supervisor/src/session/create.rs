@@ -34,7 +34,8 @@ pub(crate) fn create(
     validate_execution_cell(&document).map_err(SessionError::Invalid)?;
     let spec = document.spec;
     check_capabilities(&spec, supervisor.capabilities()).map_err(SessionError::Unsupported)?;
-    let run_id = uuid_like();
+    // Unique per create: the cell id may be reused after destroy.
+    let run_id = uuid::Uuid::new_v4().to_string();
     let mut recorder = supervisor.recorder(&spec.id, &run_id);
     recorder.set_actor(Some(&caller.subject));
     let output = Arc::new(ExecLog::new(WORKLOAD_EXEC, kept_bytes));
@@ -375,15 +376,4 @@ fn end_workload(supervisor: &Supervisor, cell: &SessionCell) -> Result<(), Sessi
         std::thread::sleep(Duration::from_millis(10));
     }
     Ok(())
-}
-
-/// A run id: unique per create (the cell id may be reused after destroy).
-fn uuid_like() -> String {
-    use std::sync::atomic::Ordering;
-    static N: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!("run-{nanos:x}-{}", N.fetch_add(1, Ordering::Relaxed))
 }
