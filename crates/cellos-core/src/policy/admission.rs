@@ -1,13 +1,15 @@
 //! `admit`: a spec against policy packs, with every violation and the verdict.
 //!
-//! Pure and total: it never fails, it only decides. Packs and spec are expected to have
-//! passed validation; admission does not repeat structural checks.
+//! Total: it never fails, it only decides. Packs and spec are expected to have passed
+//! validation; admission does not repeat structural checks. The only thing it reads is the
+//! host paths a filesystem rule must resolve, through a [`PathResolver`].
 
 use crate::spec::{
     hostname_pattern_covers, Enforcement, ExecutionCellSpec, PolicyPackDocument, PolicyRules,
     SecretDeliveryMode,
 };
 
+use super::filesystem::{HostPaths, PathResolver};
 use super::{AdmissionDecision, PolicyViolation, Verdict};
 
 /// Decides whether `spec` may run under `packs`.
@@ -17,12 +19,21 @@ use super::{AdmissionDecision, PolicyViolation, Verdict};
 ///   all (an empty pack is a monitoring pack: the cell runs and the decision records it);
 /// - `Admit` otherwise, including when no pack is given.
 pub fn admit(spec: &ExecutionCellSpec, packs: &[PolicyPackDocument]) -> AdmissionDecision {
+    admit_with(spec, packs, &HostPaths)
+}
+
+/// [`admit`], with host paths (mount sources, root directories) resolved by `resolver`.
+pub fn admit_with(
+    spec: &ExecutionCellSpec,
+    packs: &[PolicyPackDocument],
+    resolver: &dyn PathResolver,
+) -> AdmissionDecision {
     let mut violations = Vec::new();
     let mut enforced_violation = false;
     let mut audit_only = false;
     for pack in packs {
         let rules = &pack.spec.rules;
-        let found = check_rules(spec, &pack.spec.id, rules);
+        let found = check_rules(spec, &pack.spec.id, rules, resolver);
         let enforcing = pack.spec.enforcement == Enforcement::Enforce && !rules.is_empty();
         if rules.is_empty() {
             audit_only = true;
@@ -54,13 +65,18 @@ pub fn admit(spec: &ExecutionCellSpec, packs: &[PolicyPackDocument]) -> Admissio
 }
 
 /// Collects the violations of one pack's rules, in rule order.
-struct Checker<'a> {
+pub(super) struct Checker<'a> {
     pack_id: &'a str,
     found: Vec<PolicyViolation>,
 }
 
 impl Checker<'_> {
-    fn violation(&mut self, rule: &str, path: impl Into<String>, message: impl Into<String>) {
+    pub(super) fn violation(
+        &mut self,
+        rule: &str,
+        path: impl Into<String>,
+        message: impl Into<String>,
+    ) {
         self.found.push(PolicyViolation {
             pack_id: self.pack_id.to_owned(),
             rule: rule.to_owned(),
@@ -89,6 +105,7 @@ fn check_rules(
     spec: &ExecutionCellSpec,
     pack_id: &str,
     rules: &PolicyRules,
+    resolver: &dyn PathResolver,
 ) -> Vec<PolicyViolation> {
     let mut c = Checker {
         pack_id,
@@ -260,5 +277,6 @@ fn check_rules(
         }
     }
 
+    super::filesystem::check(spec, rules, resolver, &mut c);
     c.found
 }

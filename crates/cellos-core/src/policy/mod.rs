@@ -4,9 +4,13 @@
 //! (one parser, one schema); it is re-exported here for convenience.
 
 mod admission;
+mod filesystem;
 
-pub use crate::spec::{Enforcement, PolicyPackDocument, PolicyPackSpec, PolicyRules};
-pub use admission::admit;
+pub use crate::spec::{
+    Enforcement, MountSourceRule, PolicyPackDocument, PolicyPackSpec, PolicyRules, RootfsRules,
+};
+pub use admission::{admit, admit_with};
+pub use filesystem::{HostPaths, PathResolver};
 
 use serde::{Deserialize, Serialize};
 

@@ -33,7 +33,9 @@ pub use parse::{
     ParseError, KIND_EXECUTION_CELL, KIND_FORMATION, KIND_POLICY_PACK,
 };
 pub use paths::{absolute_path, cell_target, normalize_path, PathError, RESERVED_TARGETS};
-pub use policy_pack::{Enforcement, PolicyPackDocument, PolicyPackSpec, PolicyRules};
+pub use policy_pack::{
+    Enforcement, MountSourceRule, PolicyPackDocument, PolicyPackSpec, PolicyRules, RootfsRules,
+};
 pub use problem::Problem;
 pub use schema::json_schema;
 pub use validate::{

@@ -94,6 +94,55 @@ pub struct PolicyRules {
     /// 1 when unset): `1` forbids cells that run without Landlock.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_landlock_abi: Option<u32>,
+    /// When set, every host path a cell binds (`filesystem.mounts[].source` and a
+    /// `filesystem.workspace.source`) must resolve, symlinks and `..` included, to a path under
+    /// one of these prefixes, and may be read-write only under a prefix that allows it. An
+    /// empty list allows no host mounts at all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_mount_sources: Option<Vec<MountSourceRule>>,
+    /// When set, the kinds of root filesystem a cell may use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_rootfs: Option<RootfsRules>,
+    /// Upper bound of the workspace tmpfs (`filesystem.workspace.sizeBytes`, 64 MiB when
+    /// unset); a number or a size string (`256Mi`).
+    #[serde(
+        default,
+        deserialize_with = "super::byte_size::optional_bytes::deserialize",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(with = "Option<super::document::ByteSize>")]
+    pub max_workspace_bytes: Option<u64>,
+}
+
+/// One allowed host mount prefix.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MountSourceRule {
+    /// Absolute host path; a source is under it when its resolved path is this path or lies
+    /// below it (compared component by component, after resolving this prefix too).
+    pub prefix: String,
+    /// Whether sources under this prefix may be bound read-write (default: read-only only).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub read_write: bool,
+}
+
+/// The root filesystems a pack allows. Each kind is refused unless named here.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RootfsRules {
+    /// `rootfs: host` (read-only binds of the host's system directories).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub host: bool,
+    /// `rootfs: {path}` under one of these directories (resolved like mount sources).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub path_prefixes: Vec<String>,
+    /// `rootfs: {ociLayout, ref}` whose layout directory lies under one of these stores.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub oci_stores: Vec<String>,
+    /// `rootfs: {ociLayout, ref}` whose `ref` is one of these `sha256:` digests, wherever the
+    /// layout is (the digest fixes the content).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub oci_digests: Vec<String>,
 }
 
 fn is_false(b: &bool) -> bool {

@@ -1,10 +1,10 @@
 //! Semantic rules of a `PolicyPack`.
 
 use super::cell::check_secret_name;
-use super::common::{check_dns_label, check_text};
+use super::common::{check_absolute_path, check_dns_label, check_text};
 use crate::spec::hostname::check_hostname_pattern;
 use crate::spec::landlock::HIGHEST_LANDLOCK_ABI;
-use crate::spec::policy_pack::PolicyPackSpec;
+use crate::spec::policy_pack::{PolicyPackSpec, PolicyRules};
 use crate::spec::problem::Problems;
 
 pub(crate) fn check_policy_pack_spec(spec: &PolicyPackSpec, p: &mut Problems) {
@@ -21,6 +21,7 @@ pub(crate) fn check_policy_pack_spec(spec: &PolicyPackSpec, p: &mut Problems) {
         ("maxTimeoutMs", rules.max_timeout_ms),
         ("maxCpuMillis", rules.max_cpu_millis),
         ("maxPidsMax", rules.max_pids_max),
+        ("maxWorkspaceBytes", rules.max_workspace_bytes),
     ];
     for (name, value) in maxima {
         if value == Some(0) {
@@ -60,6 +61,39 @@ pub(crate) fn check_policy_pack_spec(spec: &PolicyPackSpec, p: &mut Problems) {
             if let Err(why) = check_secret_name(name) {
                 p.push(format!("spec.rules.allowedSecretRefs[{i}]"), why);
             }
+        }
+    }
+    check_filesystem_rules(rules, p);
+}
+
+/// Prefixes are absolute paths and digests are `sha256:` digests, so that admission compares
+/// like with like.
+fn check_filesystem_rules(rules: &PolicyRules, p: &mut Problems) {
+    for (i, rule) in rules.allowed_mount_sources.iter().flatten().enumerate() {
+        check_absolute_path(
+            &rule.prefix,
+            &format!("spec.rules.allowedMountSources[{i}].prefix"),
+            p,
+        );
+    }
+    let Some(rootfs) = &rules.allowed_rootfs else {
+        return;
+    };
+    for (list, name) in [
+        (&rootfs.path_prefixes, "pathPrefixes"),
+        (&rootfs.oci_stores, "ociStores"),
+    ] {
+        for (i, prefix) in list.iter().enumerate() {
+            check_absolute_path(prefix, &format!("spec.rules.allowedRootfs.{name}[{i}]"), p);
+        }
+    }
+    for (i, digest) in rootfs.oci_digests.iter().enumerate() {
+        let hex = digest.strip_prefix("sha256:").unwrap_or_default();
+        if hex.len() != 64 || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            p.push(
+                format!("spec.rules.allowedRootfs.ociDigests[{i}]"),
+                format!("{digest:?} is not a digest; write sha256: and 64 lowercase hex digits"),
+            );
         }
     }
 }
