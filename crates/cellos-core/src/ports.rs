@@ -105,6 +105,13 @@ pub struct ExportReceipt {
     pub destination: String,
     pub sha256: String,
     pub size_bytes: u64,
+    /// Attempts the push took (1 when the first one succeeded).
+    #[serde(default = "one_attempt")]
+    pub attempts: u32,
+}
+
+fn one_attempt() -> u32 {
+    1
 }
 
 /// Copies an artifact out of a cell to a destination.

@@ -233,6 +233,7 @@ fn one_of_each(factory: &EventFactory, t: OffsetDateTime) -> Vec<CloudEvent> {
                 destination: "/tmp/exports/cell-7/out.txt".to_owned(),
                 sha256: "e".repeat(64),
                 size_bytes: 5,
+                attempts: 1,
             },
         ),
         factory.export_failed(

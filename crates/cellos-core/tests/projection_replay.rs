@@ -78,6 +78,7 @@ fn run_of(factory: &EventFactory, cell: &str, verdict: Verdict) -> Vec<CloudEven
                 destination: "/x/out".to_owned(),
                 sha256: "a".repeat(64),
                 size_bytes: 1,
+                attempts: 1,
             },
         ),
         factory.lifecycle_destroyed(

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cellos_adapters::event_log::{JsonlEventLog, LogConfig};
-use cellos_adapters::export::LocalExportSink;
+use cellos_adapters::export::{ExportSecrets, LocalExportSink, Outbox, RemoteExportSink};
 use cellos_adapters::home::cellos_home;
 use cellos_adapters::keys::KeyStore;
 use cellos_adapters::secrets::{EnvSecretBroker, FileSecretBroker};
@@ -72,14 +72,14 @@ pub fn backend(
     Ok(Arc::new(backend))
 }
 
-/// What this build serves: local exports only, and telemetry when the agent is installed
+/// What this build serves: local, `http` and `s3` exports, and telemetry when the agent is installed
 /// next to this binary. `cellos validate` and admission refuse specs asking for more.
 pub fn capabilities() -> Capabilities {
     let agent = std::env::current_exe()
         .ok()
         .and_then(|exe| installed_beside(&exe, telemetry::AGENT_BINARY));
     Capabilities {
-        export_kinds: LocalExports::KINDS.into_iter().collect(),
+        export_kinds: Exports::KINDS.into_iter().collect(),
         telemetry_agent: agent.is_some(),
     }
 }
@@ -91,17 +91,29 @@ fn installed_beside(exe: &Path, name: &str) -> Option<PathBuf> {
         .filter(|path| path.is_file())
 }
 
-/// Exports go to CELLOS_HOME/exports unless an artifact names a `localPath` target.
-struct LocalExports {
+/// Exports go to CELLOS_HOME/exports unless an artifact names a target; `http` and `s3`
+/// targets are sent from the outbox in CELLOS_HOME/outbox, where what did not arrive is kept.
+struct Exports {
     default: Arc<LocalExportSink>,
+    outbox: Outbox,
+    secrets: ExportSecrets,
 }
 
-impl LocalExports {
+impl Exports {
     /// The target kinds [`ExportRouter::sink_for`] has a sink for.
-    const KINDS: [ExportTargetKind; 1] = [ExportTargetKind::LocalPath];
+    const KINDS: [ExportTargetKind; 3] = [
+        ExportTargetKind::LocalPath,
+        ExportTargetKind::Http,
+        ExportTargetKind::S3,
+    ];
 }
 
-impl ExportRouter for LocalExports {
+/// Where artifacts bound for `http` and `s3` targets wait until they have arrived.
+pub fn outbox(home: &Path) -> Outbox {
+    Outbox::new(home.join("outbox"))
+}
+
+impl ExportRouter for Exports {
     fn sink_for(&self, target: Option<&ExportTarget>) -> Result<Arc<dyn ExportSink>, PortError> {
         let Some(target) = target else {
             return Ok(self.default.clone());
@@ -114,12 +126,8 @@ impl ExportRouter for LocalExports {
                 PortErrorKind::Refused,
                 format!("export target {:?} has no path", target.name),
             )),
-            (kind, _) => Err(PortError::new(
-                PortErrorKind::Refused,
-                format!(
-                    "export target {:?} is of kind {kind:?}, which this build cannot push to; use a localPath target",
-                    target.name
-                ),
+            (ExportTargetKind::Http | ExportTargetKind::S3, _) => Ok(Arc::new(
+                RemoteExportSink::new(target.clone(), self.outbox.clone(), self.secrets.clone())?,
             )),
         }
     }
@@ -192,8 +200,8 @@ pub fn supervisor(
     )
 }
 
-/// The supervisor over `sink` and `backend`, with the file then env secret brokers and local
-/// exports.
+/// The supervisor over `sink` and `backend`, with the file then env secret brokers and
+/// exports (local, and remote through the outbox).
 fn compose_supervisor(
     home: &Path,
     sink: Arc<dyn EventSink>,
@@ -206,11 +214,13 @@ fn compose_supervisor(
         Arc::new(FileSecretBroker::new(secrets_dir)),
         Arc::new(EnvSecretBroker::new()),
     ];
-    let exports = LocalExports {
+    let exports = Exports {
         default: Arc::new(
             LocalExportSink::new(home.join("exports"))
                 .map_err(|e| Failure::cellos(e.to_string()))?,
         ),
+        outbox: outbox(home),
+        secrets: ExportSecrets::new(brokers.clone()),
     };
     Ok(
         Supervisor::new(backend, sink, factory, brokers, Arc::new(exports))

@@ -247,6 +247,29 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Artifacts that did not reach their `http` or `s3` destination: they wait in the
+    /// outbox until sent again.
+    Export {
+        #[command(subcommand)]
+        command: ExportCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ExportCommand {
+    /// List the exports waiting in the outbox.
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send a waiting export again (with its target's retries) and record the outcome.
+    Retry {
+        /// Export id, as `cellos export ls` and the `export.v1.failed` reason give it.
+        id: String,
+        /// Directory of secret files for the file broker (default: CELLOS_HOME/secrets).
+        #[arg(long, env = "CELLOS_SECRETS_DIR")]
+        secrets_dir: Option<PathBuf>,
+    },
 }
 
 /// `--net-pool`: an IPv4 network of at least one /30.
@@ -370,6 +393,12 @@ fn dispatch(cli: Cli) -> Result<u8, Failure> {
         Command::Resume { cell_id } => freeze(&home, &cli.client, &cell_id, false),
         Command::Gc => commands::cells::gc(&home),
         Command::Doctor { json } => commands::cells::doctor(json),
+        Command::Export {
+            command: ExportCommand::Ls { json },
+        } => commands::export::ls(&home, json),
+        Command::Export {
+            command: ExportCommand::Retry { id, secrets_dir },
+        } => commands::export::retry(&home, &id, secrets_dir),
     }
 }
 

@@ -298,6 +298,7 @@ impl ExportSink for LocalExportSink {
             destination: dest.display().to_string(),
             sha256,
             size_bytes,
+            attempts: 1,
         })
     }
 }

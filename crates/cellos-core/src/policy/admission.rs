@@ -233,6 +233,22 @@ fn check_rules(
                 );
             }
         }
+        // Export credentials are host secrets too: a spec may only name the ones it may use.
+        let targets = spec
+            .export
+            .iter()
+            .flat_map(|e| e.targets.iter().enumerate());
+        for (i, target) in targets {
+            for (field, name) in target.credentials.iter().flat_map(|c| c.refs()) {
+                if !allowed.iter().any(|a| a == name) {
+                    c.violation(
+                        "allowedSecretRefs",
+                        format!("spec.export.targets[{i}].credentials.{field}"),
+                        format!("{name} is not in allowedSecretRefs"),
+                    );
+                }
+            }
+        }
     }
 
     if rules.require_file_secret_delivery && spec.secret_delivery() == SecretDeliveryMode::Env {

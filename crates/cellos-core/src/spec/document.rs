@@ -364,6 +364,53 @@ pub struct ExportTarget {
     pub prefix: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
+    /// `s3` targets on an S3-compatible service other than AWS: its base URL
+    /// (`https://minio.internal:9000`); path-style requests are used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Names of host secrets (resolved by the host's secret brokers and never delivered into
+    /// the cell) that authenticate the push.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<ExportCredentials>,
+    /// Further attempts after a failed one (`http` and `s3`; default 3). Between attempts the
+    /// artifact waits on the host, so nothing is lost while the destination is down.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u32>,
+    /// Time limit of one attempt in seconds (`http` and `s3`; default 300).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<u64>,
+}
+
+/// Secret names holding an export target's credentials.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExportCredentials {
+    /// `s3`: the access key id (SigV4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_key_id_ref: Option<String>,
+    /// `s3`: the secret access key (SigV4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_access_key_ref: Option<String>,
+    /// `s3`: a session token, for temporary credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_token_ref: Option<String>,
+    /// `http`: the whole `Authorization` header value (`Bearer ...`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization_ref: Option<String>,
+}
+
+impl ExportCredentials {
+    /// Every secret name referenced, with its field name.
+    pub fn refs(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        [
+            ("accessKeyIdRef", &self.access_key_id_ref),
+            ("secretAccessKeyRef", &self.secret_access_key_ref),
+            ("sessionTokenRef", &self.session_token_ref),
+            ("authorizationRef", &self.authorization_ref),
+        ]
+        .into_iter()
+        .filter_map(|(field, value)| value.as_deref().map(|v| (field, v)))
+    }
 }
 
 #[derive(

@@ -354,6 +354,7 @@ impl ExportSink for FakeExports {
             destination: self.destination_hint(cell_id, name),
             sha256: "0".repeat(64),
             size_bytes,
+            attempts: 1,
         })
     }
 }

@@ -1,6 +1,7 @@
 //! One module per group of commands.
 
 pub mod cells;
+pub mod export;
 pub mod log;
 pub mod remote;
 pub mod serve;

@@ -8,8 +8,8 @@ use super::common::{
 };
 use crate::spec::cidr::Cidr;
 use crate::spec::document::{
-    AuthorityBundle, ExecutionCellSpec, ExportSpec, ExportTargetKind, FilesystemSpec, LandlockSpec,
-    Lifetime, RootfsSpec, RunLimits, RunSpec, SecretDeliveryMode,
+    AuthorityBundle, ExecutionCellSpec, ExportCredentials, ExportSpec, ExportTargetKind,
+    FilesystemSpec, LandlockSpec, Lifetime, RootfsSpec, RunLimits, RunSpec, SecretDeliveryMode,
 };
 use crate::spec::hostname::check_hostname_pattern;
 use crate::spec::landlock::HIGHEST_LANDLOCK_ABI;
@@ -407,17 +407,21 @@ fn check_export(export: &ExportSpec, at: &str, p: &mut Problems) {
         let field_fits = |field: &str| match target.kind {
             ExportTargetKind::LocalPath => field == "path",
             ExportTargetKind::Http => field == "url",
-            ExportTargetKind::S3 => matches!(field, "bucket" | "prefix" | "region"),
+            ExportTargetKind::S3 => {
+                matches!(field, "bucket" | "prefix" | "region" | "endpoint")
+            }
         };
+        let remote = target.kind != ExportTargetKind::LocalPath;
         let fields = [
-            ("path", &target.path),
-            ("url", &target.url),
-            ("bucket", &target.bucket),
-            ("prefix", &target.prefix),
-            ("region", &target.region),
+            ("path", target.path.is_some()),
+            ("url", target.url.is_some()),
+            ("bucket", target.bucket.is_some()),
+            ("prefix", target.prefix.is_some()),
+            ("region", target.region.is_some()),
+            ("endpoint", target.endpoint.is_some()),
         ];
-        for (field, value) in fields {
-            if value.is_some() && !field_fits(field) {
+        for (field, set) in fields {
+            if set && !field_fits(field) {
                 p.push(
                     format!("{t_at}.{field}"),
                     format!("does not apply to {kind} targets"),
@@ -430,6 +434,27 @@ fn check_export(export: &ExportSpec, at: &str, p: &mut Problems) {
                 format!("is required for {kind} targets"),
             );
         };
+        for (field, set) in [
+            ("credentials", target.credentials.is_some()),
+            ("retries", target.retries.is_some()),
+            ("timeoutSeconds", target.timeout_seconds.is_some()),
+        ] {
+            if set && !remote {
+                p.push(
+                    format!("{t_at}.{field}"),
+                    format!("does not apply to {kind} targets"),
+                );
+            }
+        }
+        if let Some(credentials) = &target.credentials {
+            check_export_credentials(credentials, target.kind, &format!("{t_at}.credentials"), p);
+        }
+        if target.timeout_seconds == Some(0) {
+            p.push(format!("{t_at}.timeoutSeconds"), "must be greater than 0");
+        }
+        if let Some(endpoint) = &target.endpoint {
+            check_url(endpoint, &format!("{t_at}.endpoint"), p);
+        }
         match target.kind {
             ExportTargetKind::LocalPath => match &target.path {
                 None => missing("path", p),
@@ -471,6 +496,39 @@ fn check_export(export: &ExportSpec, at: &str, p: &mut Problems) {
                 );
             }
         }
+    }
+}
+
+/// Each reference is a secret name of the right kind of target; S3 keys come in pairs.
+fn check_export_credentials(
+    credentials: &ExportCredentials,
+    kind: ExportTargetKind,
+    at: &str,
+    p: &mut Problems,
+) {
+    for (field, name) in credentials.refs() {
+        let fits = match kind {
+            ExportTargetKind::S3 => field != "authorizationRef",
+            ExportTargetKind::Http => field == "authorizationRef",
+            ExportTargetKind::LocalPath => false,
+        };
+        if !fits {
+            p.push(
+                format!("{at}.{field}"),
+                format!("does not apply to {} targets", kind.as_str()),
+            );
+        }
+        if let Err(why) = check_secret_name(name) {
+            p.push(format!("{at}.{field}"), why);
+        }
+    }
+    if kind == ExportTargetKind::S3
+        && credentials.access_key_id_ref.is_some() != credentials.secret_access_key_ref.is_some()
+    {
+        p.push(
+            at,
+            "accessKeyIdRef and secretAccessKeyRef go together; set both or neither",
+        );
     }
 }
 
