@@ -35,7 +35,9 @@ impl Server {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let received = Arc::new(Mutex::new(Vec::new()));
-        let script = Arc::new(Mutex::new(script.iter().copied().collect::<VecDeque<u16>>()));
+        let script = Arc::new(Mutex::new(
+            script.iter().copied().collect::<VecDeque<u16>>(),
+        ));
         let log = received.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming() {
@@ -157,12 +159,18 @@ fn an_artifact_arrives_whole_with_its_credential_and_leaves_the_outbox() {
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].method, "PUT");
     assert_eq!(got[0].path, "/up/cell-1/report.bin");
-    assert_eq!(got[0].authorization.as_deref(), Some("Bearer s3cret-upload"));
+    assert_eq!(
+        got[0].authorization.as_deref(),
+        Some("Bearer s3cret-upload")
+    );
     assert!(got[0].body == data, "the body arrived altered");
     assert_eq!(receipt.sha256, hex::encode(Sha256::digest(&data)));
     assert_eq!(receipt.size_bytes, data.len() as u64);
     assert_eq!(receipt.attempts, 1);
-    assert_eq!(receipt.destination, format!("{}/cell-1/report.bin", server.url()));
+    assert_eq!(
+        receipt.destination,
+        format!("{}/cell-1/report.bin", server.url())
+    );
     assert!(!receipt.destination.contains("s3cret"));
     assert!(host.outbox().list().unwrap().is_empty());
 }
@@ -236,9 +244,16 @@ fn a_server_that_never_answers_times_out_per_attempt() {
     let mut t = target(&url, 1);
     t.timeout_seconds = Some(1);
     let started = std::time::Instant::now();
-    let err = host.sink(t).push("cell-5", "x", &mut &b"x"[..]).unwrap_err();
+    let err = host
+        .sink(t)
+        .push("cell-5", "x", &mut &b"x"[..])
+        .unwrap_err();
     assert!(err.message.contains("timeoutSeconds"), "{err}");
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
     assert_eq!(host.outbox().list().unwrap().len(), 1);
     drop(hold);
 }
@@ -252,7 +267,10 @@ fn a_missing_credential_keeps_the_artifact_and_names_the_secret() {
         authorization_ref: Some("NOT_THERE".into()),
         ..ExportCredentials::default()
     });
-    let err = host.sink(t).push("cell-6", "x", &mut &b"x"[..]).unwrap_err();
+    let err = host
+        .sink(t)
+        .push("cell-6", "x", &mut &b"x"[..])
+        .unwrap_err();
     assert!(err.message.contains("NOT_THERE"), "{err}");
     assert!(server.received().is_empty());
     assert_eq!(host.outbox().list().unwrap().len(), 1);

@@ -394,3 +394,21 @@ fn session_cells_are_admitted_on_their_own_limits_and_need_a_ttl_under_a_ttl_cap
     );
     assert_eq!(found[0].path, "spec.limits.memoryMaxBytes");
 }
+
+#[test]
+fn export_credentials_are_secrets_the_pack_must_allow() {
+    let export = |name: &str| {
+        format!("  run: {{argv: [x]}}\n  export:\n    targets:\n      - {{name: h, kind: http, url: 'https://a.test', credentials: {{authorizationRef: {name}}}}}\n")
+    };
+    let found = exercise(
+        "{allowedSecretRefs: [UPLOAD]}",
+        &export("UPLOAD"),
+        &export("OTHER"),
+    );
+    let v = only(&found);
+    assert_eq!(v.rule, "allowedSecretRefs");
+    assert_eq!(
+        v.path,
+        "spec.export.targets[0].credentials.authorizationRef"
+    );
+}

@@ -195,6 +195,43 @@ fn export_targets_of_every_kind_validate() {
 }
 
 #[test]
+fn remote_export_targets_take_endpoints_credentials_retries_and_timeouts() {
+    assert_eq!(
+        cell("  id: a\n  run: {argv: [x]}\n  export:\n    targets:\n      - {name: web, kind: http, url: 'https://example.com/up', retries: 5, timeoutSeconds: 30, credentials: {authorizationRef: UP_TOKEN}}\n      - {name: b, kind: s3, bucket: my-bucket, endpoint: 'http://127.0.0.1:9000', credentials: {accessKeyIdRef: S3_ID, secretAccessKeyRef: S3_KEY, sessionTokenRef: S3_TOKEN}}\n"),
+        Ok(())
+    );
+}
+
+#[test]
+fn export_credentials_and_settings_that_do_not_fit_their_target_are_named() {
+    let found = problems(
+        "  id: a\n  run: {argv: [x]}\n  export:\n    targets:\n      - {name: l, kind: localPath, path: /out, retries: 2, credentials: {authorizationRef: T}}\n      - {name: h, kind: http, url: 'https://a.test', endpoint: 'https://b.test', timeoutSeconds: 0, credentials: {accessKeyIdRef: ID, secretAccessKeyRef: KEY}}\n      - {name: s, kind: s3, bucket: abc, credentials: {accessKeyIdRef: ID, authorizationRef: 'bad name'}}\n",
+    );
+    let expect = [
+        "spec.export.targets[0].retries: does not apply to localPath targets",
+        "spec.export.targets[0].credentials: does not apply to localPath targets",
+        "spec.export.targets[1].endpoint: does not apply to http targets",
+        "spec.export.targets[1].timeoutSeconds: must be greater than 0",
+        "spec.export.targets[1].credentials.accessKeyIdRef: does not apply to http targets",
+        "spec.export.targets[2].credentials.authorizationRef: does not apply to s3 targets",
+        "spec.export.targets[2].credentials: accessKeyIdRef and secretAccessKeyRef go together",
+    ];
+    for e in expect {
+        assert!(
+            found.iter().any(|f| f.starts_with(e)),
+            "{e} not in {found:#?}"
+        );
+    }
+    assert!(
+        found.iter().any(
+            |f| f.starts_with("spec.export.targets[2].credentials.authorizationRef:")
+                && !f.contains("does not apply")
+        ),
+        "the bad secret name is named: {found:#?}"
+    );
+}
+
+#[test]
 fn a_document_with_many_problems_reports_them_all_at_once() {
     let found = problems(
         "  id: BAD\n  run: {argv: [], timeoutMs: 0, limits: {pidsMax: 0}}\n  lifetime: {ttlSeconds: 0}\n  authority: {secretRefs: [x], egressRules: [{port: 0}]}\n",

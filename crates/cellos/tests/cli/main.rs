@@ -5,6 +5,7 @@ mod agreement;
 mod doctor;
 mod documents;
 mod evidence;
+mod export;
 mod freeze;
 mod init;
 mod installed;
