@@ -11,7 +11,7 @@ use cellos_adapters::event_log::{JsonlEventLog, LogConfig};
 use cellos_adapters::export::{ExportSecrets, LocalExportSink, Outbox, RemoteExportSink};
 use cellos_adapters::home::cellos_home;
 use cellos_adapters::keys::KeyStore;
-use cellos_adapters::secrets::{EnvSecretBroker, FileSecretBroker};
+use cellos_adapters::secrets::{CommandSecretBroker, EnvSecretBroker, FileSecretBroker};
 use cellos_core::events::EventFactory;
 use cellos_core::integrity::key_material_held;
 use cellos_core::ports::{EventSink, ExportSink, PortError, PortErrorKind, SecretBroker};
@@ -200,7 +200,25 @@ pub fn supervisor(
     )
 }
 
-/// The supervisor over `sink` and `backend`, with the file then env secret brokers and
+/// Environment variable naming a host program that fetches secrets
+/// ([`CommandSecretBroker`]'s protocol: `PROGRAM get KEY`, `PROGRAM revoke`).
+pub const SECRET_COMMAND_ENV: &str = "CELLOS_SECRET_COMMAND";
+
+/// The host's secret brokers, asked in order: the files of `secrets_dir` (default
+/// CELLOS_HOME/secrets), then the program of `CELLOS_SECRET_COMMAND` when set, then
+/// `CELLOS_SECRET_*` variables.
+pub fn secret_brokers(home: &Path, secrets_dir: Option<PathBuf>) -> Vec<Arc<dyn SecretBroker>> {
+    let secrets_dir = secrets_dir.unwrap_or_else(|| home.join("secrets"));
+    let mut brokers: Vec<Arc<dyn SecretBroker>> =
+        vec![Arc::new(FileSecretBroker::new(secrets_dir))];
+    if let Some(program) = std::env::var_os(SECRET_COMMAND_ENV).filter(|p| !p.is_empty()) {
+        brokers.push(Arc::new(CommandSecretBroker::new(PathBuf::from(program))));
+    }
+    brokers.push(Arc::new(EnvSecretBroker::new()));
+    brokers
+}
+
+/// The supervisor over `sink` and `backend`, with the [`secret_brokers`] and
 /// exports (local, and remote through the outbox).
 fn compose_supervisor(
     home: &Path,
@@ -209,11 +227,7 @@ fn compose_supervisor(
     secrets_dir: Option<PathBuf>,
     backend: Arc<LinuxBackend>,
 ) -> Result<Supervisor, Failure> {
-    let secrets_dir = secrets_dir.unwrap_or_else(|| home.join("secrets"));
-    let brokers: Vec<Arc<dyn SecretBroker>> = vec![
-        Arc::new(FileSecretBroker::new(secrets_dir)),
-        Arc::new(EnvSecretBroker::new()),
-    ];
+    let brokers = secret_brokers(home, secrets_dir);
     let exports = Exports {
         default: Arc::new(
             LocalExportSink::new(home.join("exports"))

@@ -2,12 +2,10 @@
 //! wait in the host's outbox until they are sent again.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use cellos_adapters::export::{deliver, destination, ExportSecrets};
-use cellos_adapters::secrets::{EnvSecretBroker, FileSecretBroker};
 use cellos_core::events::ExportFailedData;
-use cellos_core::ports::{EventSink, SecretBroker};
+use cellos_core::ports::EventSink;
 use time::OffsetDateTime;
 
 use crate::compose;
@@ -46,12 +44,7 @@ pub fn ls(home: &Path, json: bool) -> Result<u8, Failure> {
 pub fn retry(home: &Path, id: &str, secrets_dir: Option<PathBuf>) -> Result<u8, Failure> {
     let outbox = compose::outbox(home);
     let staged = outbox.get(id).map_err(|e| Failure::cellos(e.to_string()))?;
-    let brokers: Vec<Arc<dyn SecretBroker>> = vec![
-        Arc::new(FileSecretBroker::new(
-            secrets_dir.unwrap_or_else(|| home.join("secrets")),
-        )),
-        Arc::new(EnvSecretBroker::new()),
-    ];
+    let brokers = compose::secret_brokers(home, secrets_dir);
     let result = deliver(&outbox, &staged, &ExportSecrets::new(brokers.clone()));
     for broker in &brokers {
         let _ = broker.revoke_for_cell(&staged.cell_id);

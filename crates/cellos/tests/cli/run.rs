@@ -182,6 +182,50 @@ fn file_secrets_are_delivered_as_files_and_never_in_the_environment() {
 }
 
 #[test]
+fn a_secret_command_fetches_per_cell_values_and_revokes_after_teardown() {
+    use std::os::unix::fs::PermissionsExt;
+    let home = Home::new();
+    let helper = home.path().join("vault-helper");
+    let revoked = home.path().join("revoked");
+    std::fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\ncase \"$1\" in\n  get) [ \"$2\" = API_TOKEN ] || exit 2; echo \"leased-$CELLOS_CELL_ID\" ;;\n  revoke) echo \"$CELLOS_CELL_ID\" >> {} ;;\nesac\n",
+            revoked.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let id = unique_id("vault");
+    let spec = home.spec(
+        &id,
+        &format!(
+            "{}  authority:\n    secretRefs: [API_TOKEN]\n",
+            sh("cat /run/secrets/API_TOKEN")
+        ),
+    );
+    let out = home
+        .cellos()
+        .env("CELLOS_SECRET_COMMAND", &helper)
+        .args(["run", spec.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), format!("leased-{id}"));
+    assert_eq!(
+        std::fs::read_to_string(&revoked).unwrap(),
+        format!("{id}\n"),
+        "revoked once, for this cell"
+    );
+    let all = events(&home);
+    let materialized = events_of(&all, &id)
+        .into_iter()
+        .find(|e| short_type(e) == "secrets.v1.materialized")
+        .expect("secrets.v1.materialized");
+    assert_eq!(materialized["data"]["broker"], "command");
+}
+
+#[test]
 fn an_undeclared_or_missing_secret_is_never_delivered() {
     let home = Home::new();
     let id = unique_id("nosecret");

@@ -36,7 +36,8 @@ impl Home {
     pub fn cellos(&self) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_cellos"));
         cmd.env("CELLOS_HOME", self.path())
-            .env_remove("CELLOS_SECRETS_DIR");
+            .env_remove("CELLOS_SECRETS_DIR")
+            .env_remove("CELLOS_SECRET_COMMAND");
         cmd
     }
 
