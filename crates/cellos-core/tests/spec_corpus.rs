@@ -16,7 +16,7 @@ fn read(path: &Path) -> String {
 
 #[test]
 fn every_valid_example_parses_and_validates() {
-    for sub in ["specs", "policies", "formations"] {
+    for sub in ["specs", "policies", "formations", "authorization"] {
         for file in yaml_files(sub) {
             let doc =
                 parse_document(&read(&file)).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
@@ -34,6 +34,7 @@ fn example_specs_are_execution_cells_and_policies_are_packs() {
         ("specs", "ExecutionCell"),
         ("policies", "PolicyPack"),
         ("formations", "Formation"),
+        ("authorization", "AuthorizationPolicy"),
     ] {
         for file in yaml_files(sub) {
             let doc = parse_document(&read(&file)).expect("valid example");

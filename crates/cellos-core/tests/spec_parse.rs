@@ -55,7 +55,7 @@ fn unknown_and_missing_kinds_are_named() {
     assert_eq!(unknown, ParseError::UnknownKind("Pod".to_owned()));
     assert!(unknown
         .to_string()
-        .contains("ExecutionCell, PolicyPack and Formation"));
+        .contains("ExecutionCell, PolicyPack, Formation and AuthorizationPolicy"));
     let missing = parse_document("apiVersion: cellos.io/v1\nspec: {}\n").unwrap_err();
     assert_eq!(missing, ParseError::MissingKind);
 }

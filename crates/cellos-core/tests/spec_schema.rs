@@ -28,15 +28,16 @@ fn errors(validator: &jsonschema::Validator, instance: &Value) -> Vec<String> {
 }
 
 #[test]
-fn the_schema_is_a_draft7_one_of_the_three_kinds() {
+fn the_schema_is_a_draft7_one_of_the_four_kinds() {
     let schema = json_schema();
     assert_eq!(schema["$schema"], "http://json-schema.org/draft-07/schema#");
     let branches = schema["oneOf"].as_array().expect("oneOf");
-    assert_eq!(branches.len(), 3);
+    assert_eq!(branches.len(), 4);
     for (definition, kind) in [
         ("ExecutionCellDocument", "ExecutionCell"),
         ("PolicyPackDocument", "PolicyPack"),
         ("FormationDocument", "Formation"),
+        ("AuthorizationPolicyDocument", "AuthorizationPolicy"),
     ] {
         let doc = &schema["definitions"][definition];
         assert_eq!(doc["properties"]["kind"]["const"], kind);
@@ -48,7 +49,7 @@ fn the_schema_is_a_draft7_one_of_the_three_kinds() {
 #[test]
 fn every_valid_example_is_accepted_by_the_schema() {
     let validator = validator();
-    for sub in ["specs", "policies", "formations"] {
+    for sub in ["specs", "policies", "formations", "authorization"] {
         for file in examples(sub) {
             let instance = as_json(&file);
             let found = errors(&validator, &instance);

@@ -4,6 +4,7 @@
 //! problem at once) → admission in [`crate::policy`]. [`canonical_spec_hash`] identifies a spec
 //! independently of how it was written; [`json_schema`] describes the accepted structure.
 
+mod authorization;
 mod byte_size;
 mod cidr;
 mod document;
@@ -19,6 +20,9 @@ mod rootfs;
 mod schema;
 mod validate;
 
+pub use authorization::{
+    AuthorizationPolicyDocument, AuthorizationPolicySpec, Quotas, Scope, SubjectGrant,
+};
 pub use byte_size::{parse_byte_size, ByteSizeError};
 pub use cidr::{Cidr, CidrError};
 pub use document::*;
@@ -29,8 +33,9 @@ pub use hostname::{
 };
 pub use landlock::{landlock_abi_kernel, DEFAULT_MIN_LANDLOCK_ABI, HIGHEST_LANDLOCK_ABI};
 pub use parse::{
-    parse_document, parse_execution_cell, parse_formation, parse_policy_pack, Document, Format,
-    ParseError, KIND_EXECUTION_CELL, KIND_FORMATION, KIND_POLICY_PACK,
+    parse_authorization_policy, parse_document, parse_execution_cell, parse_formation,
+    parse_policy_pack, Document, Format, ParseError, KIND_AUTHORIZATION_POLICY,
+    KIND_EXECUTION_CELL, KIND_FORMATION, KIND_POLICY_PACK,
 };
 pub use paths::{absolute_path, cell_target, normalize_path, PathError, RESERVED_TARGETS};
 pub use policy_pack::{
@@ -39,7 +44,7 @@ pub use policy_pack::{
 pub use problem::Problem;
 pub use schema::json_schema;
 pub use validate::{
-    check_capabilities, check_secret_name, validate_cell_spec, validate_document,
-    validate_execution_cell, validate_formation, validate_policy_pack, Capabilities,
-    MAX_CPU_MILLIS, MAX_TTL_SECONDS, MIN_MEMORY_BYTES, RESERVED_ENV_PREFIX,
+    check_capabilities, check_secret_name, validate_authorization_policy, validate_cell_spec,
+    validate_document, validate_execution_cell, validate_formation, validate_policy_pack,
+    Capabilities, MAX_CPU_MILLIS, MAX_TTL_SECONDS, MIN_MEMORY_BYTES, RESERVED_ENV_PREFIX,
 };

@@ -10,6 +10,7 @@ use serde::Serialize;
 use serde_path_to_error::Segment;
 use serde_value::{DeserializerError, Unexpected, Value};
 
+use super::authorization::AuthorizationPolicyDocument;
 use super::document::ExecutionCellDocument;
 use super::formation::FormationDocument;
 use super::policy_pack::PolicyPackDocument;
@@ -17,6 +18,7 @@ use super::policy_pack::PolicyPackDocument;
 pub const KIND_EXECUTION_CELL: &str = "ExecutionCell";
 pub const KIND_POLICY_PACK: &str = "PolicyPack";
 pub const KIND_FORMATION: &str = "Formation";
+pub const KIND_AUTHORIZATION_POLICY: &str = "AuthorizationPolicy";
 
 /// Any document this build understands. Serialises as the document itself (each carries its
 /// own `kind`); read documents with [`parse_document`], which picks the variant from `kind`.
@@ -26,6 +28,7 @@ pub enum Document {
     ExecutionCell(ExecutionCellDocument),
     PolicyPack(PolicyPackDocument),
     Formation(FormationDocument),
+    AuthorizationPolicy(AuthorizationPolicyDocument),
 }
 
 impl Document {
@@ -35,6 +38,7 @@ impl Document {
             Document::ExecutionCell(_) => KIND_EXECUTION_CELL,
             Document::PolicyPack(_) => KIND_POLICY_PACK,
             Document::Formation(_) => KIND_FORMATION,
+            Document::AuthorizationPolicy(_) => KIND_AUTHORIZATION_POLICY,
         }
     }
 }
@@ -82,9 +86,9 @@ pub enum ParseError {
         column: Option<usize>,
         message: String,
     },
-    #[error("the document has no `kind`; set kind to ExecutionCell, PolicyPack or Formation")]
+    #[error("the document has no `kind`; set kind to ExecutionCell, PolicyPack, Formation or AuthorizationPolicy")]
     MissingKind,
-    #[error("unknown kind {0:?}; this build understands ExecutionCell, PolicyPack and Formation")]
+    #[error("unknown kind {0:?}; this build understands ExecutionCell, PolicyPack, Formation and AuthorizationPolicy")]
     UnknownKind(String),
     #[error("expected a {expected} document, but its kind is {found:?}")]
     WrongKind {
@@ -289,6 +293,9 @@ pub fn parse_document(text: &str) -> Result<Document, ParseError> {
         KIND_EXECUTION_CELL => parse_as(text, format, tree).map(Document::ExecutionCell),
         KIND_POLICY_PACK => parse_as(text, format, tree).map(Document::PolicyPack),
         KIND_FORMATION => parse_as(text, format, tree).map(Document::Formation),
+        KIND_AUTHORIZATION_POLICY => {
+            parse_as(text, format, tree).map(Document::AuthorizationPolicy)
+        }
         other => Err(ParseError::UnknownKind(other.to_owned())),
     }
 }
@@ -318,4 +325,9 @@ pub fn parse_policy_pack(text: &str) -> Result<PolicyPackDocument, ParseError> {
 /// Parses a `Formation` document (YAML or JSON); any other kind is an error.
 pub fn parse_formation(text: &str) -> Result<FormationDocument, ParseError> {
     parse_kind(text, KIND_FORMATION)
+}
+
+/// Parses an `AuthorizationPolicy` document (YAML or JSON); any other kind is an error.
+pub fn parse_authorization_policy(text: &str) -> Result<AuthorizationPolicyDocument, ParseError> {
+    parse_kind(text, KIND_AUTHORIZATION_POLICY)
 }

@@ -13,12 +13,15 @@ use schemars::gen::SchemaSettings;
 use schemars::schema::{InstanceType, RootSchema, Schema, SchemaObject};
 use serde_json::{json, Value};
 
+use super::authorization::AuthorizationPolicyDocument;
 use super::document::{ExecutionCellDocument, API_VERSION};
 use super::formation::FormationDocument;
-use super::parse::{KIND_EXECUTION_CELL, KIND_FORMATION, KIND_POLICY_PACK};
+use super::parse::{
+    KIND_AUTHORIZATION_POLICY, KIND_EXECUTION_CELL, KIND_FORMATION, KIND_POLICY_PACK,
+};
 use super::policy_pack::PolicyPackDocument;
 
-/// One schema accepting any document: a `oneOf` of the three kinds, each with `apiVersion`
+/// One schema accepting any document: a `oneOf` of the four kinds, each with `apiVersion`
 /// and `kind` pinned to their constant values so exactly one branch can match.
 pub fn json_schema() -> serde_json::Value {
     let mut gen = SchemaSettings::draft07().into_generator();
@@ -26,12 +29,14 @@ pub fn json_schema() -> serde_json::Value {
         gen.subschema_for::<ExecutionCellDocument>(),
         gen.subschema_for::<PolicyPackDocument>(),
         gen.subschema_for::<FormationDocument>(),
+        gen.subschema_for::<AuthorizationPolicyDocument>(),
     ];
     let mut definitions = gen.take_definitions();
     let pinned = [
         ("ExecutionCellDocument", KIND_EXECUTION_CELL),
         ("PolicyPackDocument", KIND_POLICY_PACK),
         ("FormationDocument", KIND_FORMATION),
+        ("AuthorizationPolicyDocument", KIND_AUTHORIZATION_POLICY),
     ];
     for (definition, kind) in pinned {
         if let Some(Schema::Object(doc)) = definitions.get_mut(definition) {
@@ -43,7 +48,8 @@ pub fn json_schema() -> serde_json::Value {
     let mut root = SchemaObject::default();
     root.metadata().title = Some("CellOS document".to_owned());
     root.metadata().description = Some(format!(
-        "An ExecutionCell, PolicyPack or Formation document, apiVersion {API_VERSION}"
+        "An ExecutionCell, PolicyPack, Formation or AuthorizationPolicy document, apiVersion \
+         {API_VERSION}"
     ));
     root.subschemas().one_of = Some(branches);
     let root = RootSchema {

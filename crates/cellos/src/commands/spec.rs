@@ -67,7 +67,9 @@ fn validate_for_this_build(doc: &Document) -> Vec<Problem> {
         Document::ExecutionCell(cell) => check_capabilities(&cell.spec, &compose::capabilities())
             .err()
             .unwrap_or_default(),
-        Document::PolicyPack(_) | Document::Formation(_) => Vec::new(),
+        Document::PolicyPack(_) | Document::Formation(_) | Document::AuthorizationPolicy(_) => {
+            Vec::new()
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 //! Semantic validation: every rule serde cannot express, reporting every problem at once.
 
+mod authorization;
 mod capabilities;
 mod cell;
 mod common;
@@ -11,9 +12,12 @@ pub use cell::{
     check_secret_name, MAX_CPU_MILLIS, MAX_TTL_SECONDS, MIN_MEMORY_BYTES, RESERVED_ENV_PREFIX,
 };
 
+use super::authorization::AuthorizationPolicyDocument;
 use super::document::{ExecutionCellDocument, ExecutionCellSpec};
 use super::formation::FormationDocument;
-use super::parse::{Document, KIND_EXECUTION_CELL, KIND_FORMATION, KIND_POLICY_PACK};
+use super::parse::{
+    Document, KIND_AUTHORIZATION_POLICY, KIND_EXECUTION_CELL, KIND_FORMATION, KIND_POLICY_PACK,
+};
 use super::policy_pack::PolicyPackDocument;
 use super::problem::{Problem, Problems};
 
@@ -64,11 +68,28 @@ pub fn validate_formation(doc: &FormationDocument) -> Result<(), Vec<Problem>> {
     p.into_result()
 }
 
+/// Checks an authorization policy: ids, unique subject names, tenants and pack ids.
+pub fn validate_authorization_policy(
+    doc: &AuthorizationPolicyDocument,
+) -> Result<(), Vec<Problem>> {
+    let mut p = Problems::default();
+    common::check_header(
+        &doc.api_version,
+        &doc.kind,
+        KIND_AUTHORIZATION_POLICY,
+        &mut p,
+    );
+    common::check_metadata(&doc.metadata, &mut p);
+    authorization::check_authorization_policy_spec(&doc.spec, &mut p);
+    p.into_result()
+}
+
 /// Checks any document with the validator of its kind.
 pub fn validate_document(doc: &Document) -> Result<(), Vec<Problem>> {
     match doc {
         Document::ExecutionCell(d) => validate_execution_cell(d),
         Document::PolicyPack(d) => validate_policy_pack(d),
         Document::Formation(d) => validate_formation(d),
+        Document::AuthorizationPolicy(d) => validate_authorization_policy(d),
     }
 }
