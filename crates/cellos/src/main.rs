@@ -247,12 +247,40 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// API tokens for `cellos serve` on TCP.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
     /// Artifacts that did not reach their `http` or `s3` destination: they wait in the
     /// outbox until sent again.
     Export {
         #[command(subcommand)]
         command: ExportCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a token and print it (once; only its hash is kept).
+    Create {
+        /// Who the token speaks for, as the authorization policy names subjects.
+        #[arg(long)]
+        subject: String,
+        /// Scopes this token carries (comma-separated); default: all its subject is granted.
+        #[arg(long, value_delimiter = ',', value_parser = commands::token::parse_scope)]
+        scopes: Option<Vec<cellos_core::spec::Scope>>,
+        /// Lifetime: 30d, 12h, 45m, an RFC 3339 time, or never (default 90d).
+        #[arg(long, value_parser = commands::token::parse_expiry)]
+        expires: Option<commands::token::Expiry>,
+    },
+    /// List tokens (never their secrets).
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token; the server refuses it from the next request on.
+    Revoke { id: String },
 }
 
 #[derive(Subcommand)]
@@ -393,6 +421,20 @@ fn dispatch(cli: Cli) -> Result<u8, Failure> {
         Command::Resume { cell_id } => freeze(&home, &cli.client, &cell_id, false),
         Command::Gc => commands::cells::gc(&home),
         Command::Doctor { json } => commands::cells::doctor(json),
+        Command::Token {
+            command:
+                TokenCommand::Create {
+                    subject,
+                    scopes,
+                    expires,
+                },
+        } => commands::token::create(&home, &subject, scopes, expires),
+        Command::Token {
+            command: TokenCommand::Ls { json },
+        } => commands::token::ls(&home, json),
+        Command::Token {
+            command: TokenCommand::Revoke { id },
+        } => commands::token::revoke(&home, &id),
         Command::Export {
             command: ExportCommand::Ls { json },
         } => commands::export::ls(&home, json),

@@ -44,7 +44,8 @@ pub use policy_pack::{
 pub use problem::Problem;
 pub use schema::json_schema;
 pub use validate::{
-    check_capabilities, check_secret_name, validate_authorization_policy, validate_cell_spec,
-    validate_document, validate_execution_cell, validate_formation, validate_policy_pack,
-    Capabilities, MAX_CPU_MILLIS, MAX_TTL_SECONDS, MIN_MEMORY_BYTES, RESERVED_ENV_PREFIX,
+    check_capabilities, check_secret_name, check_subject_name, validate_authorization_policy,
+    validate_cell_spec, validate_document, validate_execution_cell, validate_formation,
+    validate_policy_pack, Capabilities, MAX_CPU_MILLIS, MAX_TTL_SECONDS, MIN_MEMORY_BYTES,
+    RESERVED_ENV_PREFIX,
 };

@@ -6,4 +6,5 @@ pub mod log;
 pub mod remote;
 pub mod serve;
 pub mod spec;
+pub mod token;
 pub mod tty;

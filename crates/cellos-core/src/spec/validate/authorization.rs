@@ -19,7 +19,7 @@ pub(crate) fn check_authorization_policy_spec(spec: &AuthorizationPolicySpec, p:
     let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
     for (i, grant) in spec.subjects.iter().enumerate() {
         let at = format!("spec.subjects[{i}]");
-        if let Err(why) = check_subject(&grant.name) {
+        if let Err(why) = check_subject_name(&grant.name) {
             p.push(format!("{at}.name"), why);
         }
         if let Some(first) = seen.insert(&grant.name, i) {
@@ -69,7 +69,7 @@ pub(crate) fn check_authorization_policy_spec(spec: &AuthorizationPolicySpec, p:
 }
 
 /// `uid:N`, or a name of letters, digits, `.`, `_`, `-` and `@` (token subjects).
-fn check_subject(name: &str) -> Result<(), String> {
+pub fn check_subject_name(name: &str) -> Result<(), String> {
     if let Some(uid) = name.strip_prefix("uid:") {
         return uid
             .parse::<u32>()

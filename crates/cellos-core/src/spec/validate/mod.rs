@@ -7,6 +7,7 @@ mod common;
 mod formation;
 mod policy_pack;
 
+pub use authorization::check_subject_name;
 pub use capabilities::Capabilities;
 pub use cell::{
     check_secret_name, MAX_CPU_MILLIS, MAX_TTL_SECONDS, MIN_MEMORY_BYTES, RESERVED_ENV_PREFIX,
