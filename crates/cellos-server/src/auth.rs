@@ -1,17 +1,21 @@
 //! Who is calling. A Unix-socket peer is its uid (from `SO_PEERCRED`, which the kernel
-//! vouches for); a TCP caller must present the configured bearer token, compared in constant
-//! time, and is then `token:api`.
+//! vouches for); a TCP caller must present a bearer token: one from the token store
+//! (`cellos token create`), which makes it that token's subject, or the single configured
+//! token, compared in constant time, which makes it `token:api`.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use cellos_adapters::tokens::{Rejection, TokenRecord, TokenStore};
 use cellos_supervisor::Caller;
 use subtle::ConstantTimeEq;
+use time::OffsetDateTime;
 
 use crate::config::BearerToken;
 use crate::problem::{ApiProblem, Kind};
@@ -32,14 +36,54 @@ pub enum Peer {
 }
 
 /// How callers are authenticated.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Auth {
     token: Option<BearerToken>,
+    store: Option<StoreCache>,
+}
+
+/// The token store's records, reread when the file changes (its modification time, size or
+/// inode), so a request costs one `stat` and a revocation holds from the next request.
+#[derive(Debug)]
+struct StoreCache {
+    store: TokenStore,
+    loaded: Mutex<(Option<(SystemTime, u64, u64)>, Arc<Vec<TokenRecord>>)>,
+}
+
+impl StoreCache {
+    fn records(&self) -> Result<Arc<Vec<TokenRecord>>, ApiProblem> {
+        use std::os::unix::fs::MetadataExt;
+        let stamp = std::fs::metadata(self.store.path()).ok().map(|m| {
+            (
+                m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                m.len(),
+                m.ino(),
+            )
+        });
+        let mut loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
+        if loaded.0 != stamp || stamp.is_none() {
+            let records = self.store.list().map_err(|e| {
+                tracing::error!("token store: {e}");
+                ApiProblem::new(Kind::Backend, "the server cannot read its token store")
+            })?;
+            *loaded = (stamp, Arc::new(records));
+        }
+        Ok(loaded.1.clone())
+    }
 }
 
 impl Auth {
     pub fn new(token: Option<BearerToken>) -> Self {
-        Self { token }
+        Self { token, store: None }
+    }
+
+    /// Also accept the tokens of `store`.
+    pub fn with_store(mut self, store: Option<TokenStore>) -> Self {
+        self.store = store.map(|store| StoreCache {
+            store,
+            loaded: Mutex::new((None, Arc::new(Vec::new()))),
+        });
+        self
     }
 
     /// The caller behind `peer`, or an `unauthorized` problem.
@@ -57,20 +101,36 @@ impl Auth {
     }
 
     fn bearer(&self, headers: &HeaderMap) -> Result<Caller, ApiProblem> {
-        let Some(expected) = &self.token else {
+        if self.token.is_none() && self.store.is_none() {
             return Err(unauthorized("this server has no token configured for TCP"));
-        };
+        }
         let presented = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(bearer_value)
             .ok_or_else(|| unauthorized("send Authorization: Bearer <token>"))?;
-        if bool::from(presented.as_bytes().ct_eq(expected.as_bytes())) {
-            Ok(Caller {
-                subject: TOKEN_SUBJECT.to_owned(),
-            })
-        } else {
-            Err(unauthorized("the bearer token is not valid"))
+        if let Some(expected) = &self.token {
+            if bool::from(presented.as_bytes().ct_eq(expected.as_bytes())) {
+                return Ok(Caller {
+                    subject: TOKEN_SUBJECT.to_owned(),
+                });
+            }
+        }
+        let Some(cache) = &self.store else {
+            return Err(unauthorized("the bearer token is not valid"));
+        };
+        let records = cache.records()?;
+        match TokenStore::check(&records, presented, OffsetDateTime::now_utc()) {
+            Ok(record) => Ok(Caller {
+                subject: record.subject.clone(),
+            }),
+            Err(Rejection::Revoked) => Err(unauthorized("this token was revoked")),
+            Err(Rejection::Expired) => Err(unauthorized(
+                "this token has expired; create another with cellos token create",
+            )),
+            Err(Rejection::Malformed | Rejection::Unknown) => {
+                Err(unauthorized("the bearer token is not valid"))
+            }
         }
     }
 }

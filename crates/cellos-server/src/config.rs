@@ -90,8 +90,11 @@ pub struct ServeConfig {
     pub unix_socket: PathBuf,
     pub tcp: Vec<SocketAddr>,
     pub tls: Option<TlsFiles>,
-    /// The bearer token TCP callers must present.
+    /// A single bearer token TCP callers may present (subject `token:api`).
     pub token: Option<BearerToken>,
+    /// The token store (`cellos token create`) whose tokens TCP callers may present; reread
+    /// when it changes, so created and revoked tokens count from the next request.
+    pub token_store: Option<cellos_adapters::tokens::TokenStore>,
     pub on_shutdown: OnShutdown,
     pub spec_body_limit: usize,
     pub json_body_limit: usize,
@@ -111,6 +114,7 @@ impl ServeConfig {
             tcp: Vec::new(),
             tls: None,
             token: None,
+            token_store: None,
             on_shutdown: OnShutdown::Destroy,
             spec_body_limit: DEFAULT_SPEC_BODY_LIMIT,
             json_body_limit: DEFAULT_JSON_BODY_LIMIT,
@@ -137,14 +141,15 @@ impl ServeConfig {
         self
     }
 
-    /// Refuse a configuration that would expose the API: TCP without a token, or off
-    /// loopback without TLS.
+    /// Refuse a configuration that would expose the API: TCP with no way to authenticate, or
+    /// off loopback without TLS.
     pub fn check(&self) -> Result<(), ConfigError> {
         if self.tcp.is_empty() {
             return Ok(());
         }
         match &self.token {
-            None => return Err(ConfigError::TokenRequired),
+            None if self.token_store.is_none() => return Err(ConfigError::TokenRequired),
+            None => {}
             Some(token) if token.len() < MIN_TOKEN_LEN => return Err(ConfigError::TokenTooShort),
             Some(_) => {}
         }

@@ -78,7 +78,8 @@ pub fn app(
         stopping: watch::channel(false).0,
         openapi: openapi::document(),
     });
-    let router = routes::router(state.clone(), Arc::new(Auth::new(config.token.clone())));
+    let auth = Auth::new(config.token.clone()).with_store(config.token_store.clone());
+    let router = routes::router(state.clone(), Arc::new(auth));
     Ok((state, router))
 }
 

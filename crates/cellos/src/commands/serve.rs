@@ -51,6 +51,7 @@ fn config(
     config.tls = tls(args.tls_cert.take(), args.tls_key.take())?;
     config.token = load_token(args.token_file.as_deref(), std::env::var(TOKEN_ENV).ok())
         .map_err(|e| Failure::invalid(e.to_string()))?;
+    config.token_store = Some(cellos_adapters::tokens::TokenStore::new(home));
     config.on_shutdown = args.on_shutdown;
     config.file_body_limit = usize::try_from(sessions.max_file_bytes).unwrap_or(usize::MAX);
     config

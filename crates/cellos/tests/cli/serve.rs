@@ -921,3 +921,56 @@ fn a_command_dies_with_its_interrupted_client() {
     }
     rm(&home, &id);
 }
+
+#[test]
+fn tokens_from_the_store_authenticate_their_subject_and_stop_at_revocation_or_expiry() {
+    let home = Home::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let listen = format!("tcp:127.0.0.1:{port}");
+    // No --token-file: the store is the only way in over TCP.
+    let _server = Served::start_with(&home, None, &["--listen", &listen]);
+    let url = format!("http://127.0.0.1:{port}");
+    let token_of = |args: &[&str]| {
+        let out = run(&home, &[&["token", "create"][..], args].concat());
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let token = stdout(&out).trim().to_owned();
+        let file = home.path().join(format!("token-{}", &token[7..15]));
+        std::fs::write(&file, &token).expect("write token");
+        (token[7..15].to_owned(), file)
+    };
+    let (id_a, token_a) = token_of(&["--subject", "team-a"]);
+    let (_, expired) = token_of(&["--subject", "team-b", "--expires", "2020-01-01T00:00:00Z"]);
+    let with = |token: &Path, args: &[&str]| {
+        let file = token.to_str().expect("utf-8");
+        run(
+            &home,
+            &[&["--server", &url, "--token-file", file][..], args].concat(),
+        )
+    };
+
+    let (cell, spec) = session_spec(&home, "srv-token");
+    let out = with(&token_a, &["create", spec.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let all = crate::support::events(&home);
+    let created = crate::support::events_of(&all, &cell)
+        .into_iter()
+        .find(|e| e["cellosactor"].is_string())
+        .expect("an event of the cell with its actor");
+    assert_eq!(created["cellosactor"], "team-a", "the token's subject acts");
+
+    let out = with(&expired, &["exec", &cell, "--", "true"]);
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    assert!(stderr(&out).contains("expired"), "{}", stderr(&out));
+
+    assert_eq!(
+        ok(&home, &["token", "revoke", &id_a]).trim(),
+        format!("revoked {id_a} (team-a)")
+    );
+    let out = with(&token_a, &["exec", &cell, "--", "true"]);
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    assert!(stderr(&out).contains("revoked"), "{}", stderr(&out));
+    rm(&home, &cell);
+}
