@@ -47,7 +47,16 @@ pub struct Auth {
 #[derive(Debug)]
 struct StoreCache {
     store: TokenStore,
-    loaded: Mutex<(Option<(SystemTime, u64, u64)>, Arc<Vec<TokenRecord>>)>,
+    loaded: Mutex<Loaded>,
+}
+
+/// The file's (modification time, size, inode) when last read, and what it held.
+type Stamp = Option<(SystemTime, u64, u64)>;
+
+#[derive(Debug, Default)]
+struct Loaded {
+    stamp: Stamp,
+    records: Arc<Vec<TokenRecord>>,
 }
 
 impl StoreCache {
@@ -61,14 +70,17 @@ impl StoreCache {
             )
         });
         let mut loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
-        if loaded.0 != stamp || stamp.is_none() {
+        if loaded.stamp != stamp || stamp.is_none() {
             let records = self.store.list().map_err(|e| {
                 tracing::error!("token store: {e}");
                 ApiProblem::new(Kind::Backend, "the server cannot read its token store")
             })?;
-            *loaded = (stamp, Arc::new(records));
+            *loaded = Loaded {
+                stamp,
+                records: Arc::new(records),
+            };
         }
-        Ok(loaded.1.clone())
+        Ok(loaded.records.clone())
     }
 }
 
@@ -81,7 +93,7 @@ impl Auth {
     pub fn with_store(mut self, store: Option<TokenStore>) -> Self {
         self.store = store.map(|store| StoreCache {
             store,
-            loaded: Mutex::new((None, Arc::new(Vec::new()))),
+            loaded: Mutex::new(Loaded::default()),
         });
         self
     }
