@@ -1,0 +1,291 @@
+//! The NETLINK_NETFILTER socket: opened inside the target network namespace, then used from
+//! any thread (a socket stays in the namespace it was created in).
+//!
+//! Framing is `netlink-packet-core`'s (header, ACK/error decoding), the socket
+//! `netlink-sys`'s; nf_tables payloads are [`super::encode`]'s.
+
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+
+use netlink_packet_core::{
+    NetlinkDeserializable, NetlinkHeader, NetlinkMessage, NetlinkPayload, NetlinkSerializable,
+    NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST,
+};
+use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
+use nix::errno::Errno;
+
+use super::encode::{family_code, Object, Request};
+use super::model::Family;
+
+const SUBSYS_NFTABLES: u16 = 10;
+const BATCH_BEGIN: u16 = 16;
+const BATCH_END: u16 = 17;
+/// Large enough for the acknowledgements of a whole ruleset batch.
+const RCVBUF: usize = 1 << 20;
+
+/// Why a netlink exchange failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NetlinkError {
+    #[error("open a netfilter netlink socket in the target namespace: {0}")]
+    Open(#[source] io::Error),
+    #[error("join the target network namespace: {0}")]
+    Setns(#[source] Errno),
+    #[error("netfilter netlink {what}: {source}")]
+    Io {
+        what: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error("nf_tables rejected {object}: {errno}")]
+    Rejected { object: Object, errno: Errno },
+    #[error("nf_tables answered {answered} of {expected} messages of the batch; nothing may have been applied")]
+    Incomplete { answered: usize, expected: usize },
+    #[error("malformed netlink reply: {0}")]
+    Decode(String),
+}
+
+/// An nfnetlink message body: `nfgenmsg` and attributes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct NfMsg {
+    ty: u16,
+    family: u8,
+    res_id: u16,
+    pub(crate) attrs: Vec<u8>,
+}
+
+impl NetlinkSerializable for NfMsg {
+    fn message_type(&self) -> u16 {
+        self.ty
+    }
+
+    fn buffer_len(&self) -> usize {
+        4 + self.attrs.len()
+    }
+
+    fn serialize(&self, buffer: &mut [u8]) {
+        buffer[0] = self.family;
+        buffer[1] = 0; // NFNETLINK_V0
+        buffer[2..4].copy_from_slice(&self.res_id.to_be_bytes());
+        buffer[4..4 + self.attrs.len()].copy_from_slice(&self.attrs);
+    }
+}
+
+impl NetlinkDeserializable for NfMsg {
+    type Error = NetlinkError;
+
+    fn deserialize(header: &NetlinkHeader, payload: &[u8]) -> Result<Self, Self::Error> {
+        let (nfgen, attrs) = payload
+            .split_first_chunk::<4>()
+            .ok_or_else(|| NetlinkError::Decode("message shorter than nfgenmsg".into()))?;
+        Ok(Self {
+            ty: header.message_type,
+            family: nfgen[0],
+            res_id: u16::from_be_bytes([nfgen[2], nfgen[3]]),
+            attrs: attrs.to_vec(),
+        })
+    }
+}
+
+/// A bound NETLINK_NETFILTER socket and its sequence counter.
+#[derive(Debug)]
+pub(crate) struct NfSocket {
+    sock: Socket,
+    seq: u32,
+}
+
+impl NfSocket {
+    /// Opens the socket in `netns` (the caller's own namespace when `None`). A short-lived
+    /// thread joins the namespace and creates the socket, so no thread of the caller ever
+    /// changes namespace.
+    pub(crate) fn open(netns: Option<OwnedFd>) -> Result<Self, NetlinkError> {
+        let Some(ns) = netns else {
+            return Self::bind();
+        };
+        std::thread::spawn(move || {
+            nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(NetlinkError::Setns)?;
+            Self::bind()
+        })
+        .join()
+        .map_err(|_| NetlinkError::Open(io::Error::other("socket thread panicked")))?
+    }
+
+    fn bind() -> Result<Self, NetlinkError> {
+        let mut sock = Socket::new(NETLINK_NETFILTER).map_err(NetlinkError::Open)?;
+        sock.bind_auto().map_err(NetlinkError::Open)?;
+        // Acknowledgements carry only the request's header, not a copy of the request.
+        sock.set_cap_ack(true).map_err(NetlinkError::Open)?;
+        sock.set_rx_buf_sz(RCVBUF).map_err(NetlinkError::Open)?;
+        sock.connect(&SocketAddr::new(0, 0))
+            .map_err(NetlinkError::Open)?;
+        Ok(Self { sock, seq: 0 })
+    }
+
+    fn next_seq(&mut self) -> u32 {
+        self.seq = self.seq.wrapping_add(1);
+        self.seq
+    }
+
+    fn frame(
+        &mut self,
+        ty: u16,
+        flags: u16,
+        family: u8,
+        res_id: u16,
+        attrs: Vec<u8>,
+    ) -> (u32, Vec<u8>) {
+        let seq = self.next_seq();
+        let mut header = NetlinkHeader::default();
+        header.flags = flags;
+        header.sequence_number = seq;
+        let body = NfMsg {
+            ty,
+            family,
+            res_id,
+            attrs,
+        };
+        let mut msg = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(body));
+        msg.finalize();
+        let mut buf = vec![0; msg.buffer_len()];
+        msg.serialize(&mut buf);
+        (seq, buf)
+    }
+
+    /// Sends `requests` as one nf_tables transaction and checks every acknowledgement: the
+    /// first rejected message names its object and errno, and the kernel then applied nothing.
+    pub(crate) fn transact(&mut self, requests: &[Request]) -> Result<(), NetlinkError> {
+        let mut batch = Vec::new();
+        let (_, begin) = self.frame(BATCH_BEGIN, NLM_F_REQUEST, 0, SUBSYS_NFTABLES, Vec::new());
+        batch.extend_from_slice(&begin);
+        let mut pending = std::collections::BTreeMap::new();
+        for r in requests {
+            let ty = (SUBSYS_NFTABLES << 8) | u16::from(r.op);
+            let flags = NLM_F_REQUEST | NLM_F_ACK | r.flags;
+            let (seq, bytes) = self.frame(ty, flags, family_code(r.family), 0, r.attrs.clone());
+            pending.insert(seq, &r.object);
+            batch.extend_from_slice(&bytes);
+        }
+        let (_, end) = self.frame(BATCH_END, NLM_F_REQUEST, 0, SUBSYS_NFTABLES, Vec::new());
+        batch.extend_from_slice(&end);
+        self.sock
+            .send(&batch, 0)
+            .map_err(|source| NetlinkError::Io {
+                what: "send the batch",
+                source,
+            })?;
+        let expected = pending.len();
+        let mut first_error: Option<(u32, Errno)> = None;
+        let mut answered = 0;
+        // The kernel processes a batch inside `send`, so every answer is queued by now; read
+        // until the queue is empty rather than trusting a count.
+        while answered < expected {
+            let Some(replies) = self.recv(answered == 0)? else {
+                break;
+            };
+            for (seq, payload) in replies {
+                let NetlinkPayload::Error(e) = payload else {
+                    continue;
+                };
+                if pending.remove(&seq).is_none() {
+                    continue;
+                }
+                answered += 1;
+                if let Some(code) = e.code {
+                    let errno = Errno::from_raw(code.get().abs());
+                    if first_error.is_none_or(|(s, _)| seq < s) {
+                        first_error = Some((seq, errno));
+                    }
+                }
+            }
+        }
+        if let Some((seq, errno)) = first_error {
+            let object = self.object_of(requests, seq, expected);
+            return Err(NetlinkError::Rejected { object, errno });
+        }
+        if answered < expected {
+            return Err(NetlinkError::Incomplete { answered, expected });
+        }
+        Ok(())
+    }
+
+    /// The object of the request sent with `seq` (the last `expected` sequence numbers before
+    /// the batch end were the requests, in order).
+    fn object_of(&self, requests: &[Request], seq: u32, expected: usize) -> Object {
+        let first = self.seq.wrapping_sub(expected as u32);
+        let index = seq.wrapping_sub(first) as usize;
+        requests
+            .get(index)
+            .map(|r| r.object.clone())
+            .unwrap_or(Object::Query("the batch"))
+    }
+
+    /// Sends one non-batched request (GET); returns the replies' bodies up to the final
+    /// acknowledgement or dump end, or the errno the kernel answered with.
+    pub(crate) fn query(
+        &mut self,
+        op: u8,
+        family: Family,
+        dump: bool,
+        attrs: Vec<u8>,
+    ) -> Result<Result<Vec<NfMsg>, Errno>, NetlinkError> {
+        let ty = (SUBSYS_NFTABLES << 8) | u16::from(op);
+        let flags = NLM_F_REQUEST | NLM_F_ACK | if dump { NLM_F_DUMP } else { 0 };
+        let (seq, bytes) = self.frame(ty, flags, family_code(family), 0, attrs);
+        self.sock
+            .send(&bytes, 0)
+            .map_err(|source| NetlinkError::Io {
+                what: "send a request",
+                source,
+            })?;
+        let mut out = Vec::new();
+        loop {
+            let replies = self.recv(true)?.unwrap_or_default();
+            for (s, payload) in replies {
+                if s != seq {
+                    continue;
+                }
+                match payload {
+                    NetlinkPayload::InnerMessage(m) => out.push(m),
+                    NetlinkPayload::Done(_) => return Ok(Ok(out)),
+                    NetlinkPayload::Error(e) => {
+                        return Ok(match e.code {
+                            None => Ok(out),
+                            Some(code) => Err(Errno::from_raw(code.get().abs())),
+                        });
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// One datagram's messages; `None` when nothing is queued and `block` is false.
+    #[allow(clippy::type_complexity)]
+    fn recv(&self, block: bool) -> Result<Option<Vec<(u32, NetlinkPayload<NfMsg>)>>, NetlinkError> {
+        let mut buf = vec![0u8; 64 * 1024];
+        let flags = if block { 0 } else { libc::MSG_DONTWAIT };
+        let n = match self.sock.recv(&mut &mut buf[..], flags) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+            Err(source) => {
+                return Err(NetlinkError::Io {
+                    what: "receive",
+                    source,
+                })
+            }
+        };
+        let mut out = Vec::new();
+        let mut rest = &buf[..n];
+        while rest.len() >= 16 {
+            let len = u32::from_ne_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+            if len < 16 || len > rest.len() {
+                return Err(NetlinkError::Decode(format!("message length {len}")));
+            }
+            let msg = NetlinkMessage::<NfMsg>::deserialize(&rest[..len])
+                .map_err(|e| NetlinkError::Decode(e.to_string()))?;
+            out.push((msg.header.sequence_number, msg.payload));
+            rest = &rest[len.next_multiple_of(4).min(rest.len())..];
+        }
+        Ok(Some(out))
+    }
+}
