@@ -1,0 +1,145 @@
+//! Per-operation cost of the in-process netlink path against the `nft` process doing the
+//! same, in one run (printed; each netlink operation must beat its process).
+//!
+//! `cargo test -p cellos-dataplane --release --test nft_timings -- --nocapture`
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use cellos_dataplane::nftables::Family;
+use cellos_dataplane::pin::{AddressPinner, Pin};
+use cellos_dataplane::{EgressPlan, HostTable, NftController, NftPinner, PlanInputs};
+use common::TestNetns;
+
+const ROUNDS: usize = 30;
+
+fn plan() -> EgressPlan {
+    let text = "apiVersion: cellos.io/v1
+kind: ExecutionCell
+spec:
+  id: timing
+  run: { argv: [/bin/true] }
+  authority:
+    egressRules:
+      - { host: api.allowed.test, port: 443 }
+      - { host: db.allowed.test, port: 5432 }
+      - { host: udp.allowed.test, port: 5432, protocol: udp }
+      - { cidr: 10.1.0.0/16, port: 5432 }
+      - { cidr: 203.0.113.0/24, port: 22, protocol: udp }
+      - { cidr: '2001:db8::/32', port: 443 }
+    dnsAuthority:
+      hostnameAllowlist: ['*.allowed.test']
+";
+    let spec = cellos_core::spec::parse_execution_cell(text).unwrap().spec;
+    EgressPlan::from_spec(
+        &spec,
+        PlanInputs {
+            dns_server: "10.77.0.1".parse().unwrap(),
+            l7_gate_port: Some(15001),
+            host_addresses: vec!["198.51.100.7".parse().unwrap()],
+            log_group: 7,
+        },
+    )
+    .unwrap()
+}
+
+/// Median of `ROUNDS` runs of `op`, each after `setup`.
+fn median(mut setup: impl FnMut(), mut op: impl FnMut()) -> Duration {
+    let mut times: Vec<Duration> = (0..ROUNDS)
+        .map(|_| {
+            setup();
+            let t = Instant::now();
+            op();
+            t.elapsed()
+        })
+        .collect();
+    times.sort();
+    times[ROUNDS / 2]
+}
+
+fn report(what: &str, netlink: Duration, process: Duration) {
+    println!(
+        "{what:<28} netlink {:>8.1} µs   nft process {:>8.1} µs   ({:.0}x)",
+        netlink.as_secs_f64() * 1e6,
+        process.as_secs_f64() * 1e6,
+        process.as_secs_f64() / netlink.as_secs_f64()
+    );
+    assert!(
+        netlink < process,
+        "{what}: netlink {netlink:?} >= nft {process:?}"
+    );
+}
+
+#[test]
+fn every_netlink_operation_beats_the_nft_process() {
+    let ns = TestNetns::new("timing");
+    let nl = NftController::for_netns(ns.path());
+    let plan = plan();
+    let ruleset = plan.render();
+    let first = Instant::now();
+    nl.apply(&ruleset).unwrap();
+    println!(
+        "first load (opens the socket in the namespace): {:?}",
+        first.elapsed()
+    );
+
+    let load_nl = median(|| {}, || nl.apply(&ruleset).unwrap());
+    let load_nft = median(|| {}, || nl.apply(ruleset.text()).unwrap());
+    report("replace cell ruleset", load_nl, load_nft);
+    let clear = || drop(nl.delete_table(Family::Inet, "cellos").unwrap());
+    let fresh_nl = median(clear, || nl.apply(&ruleset).unwrap());
+    let fresh_nft = median(clear, || nl.apply(ruleset.text()).unwrap());
+    report("load cell ruleset (fresh)", fresh_nl, fresh_nft);
+
+    let host = HostTable {
+        table: "cellos-host-timing".into(),
+        veth: "cvtiming".into(),
+        host_v4: "10.213.0.1".parse().unwrap(),
+        cell_v4: "10.213.0.2".parse().unwrap(),
+        host_v6: Some("fd00:cafe::1".parse().unwrap()),
+        cell_v6: Some("fd00:cafe::2".parse().unwrap()),
+    }
+    .render();
+    let host_nl = median(|| {}, || nl.apply(&host).unwrap());
+    let host_nft = median(|| {}, || nl.apply(host.text()).unwrap());
+    report("load host table", host_nl, host_nft);
+
+    let pinner = NftPinner {
+        controller: nl.clone(),
+        plan: plan.clone(),
+    };
+    let pins = [Pin {
+        name: "db.allowed.test".into(),
+        ip: "203.0.113.10".parse().unwrap(),
+        ttl: Duration::from_secs(300),
+    }];
+    let pin_nl = median(|| {}, || pinner.pin(&pins).unwrap());
+    let script = plan.pin_script(&pins);
+    let pin_nft = median(|| {}, || nl.apply(script.as_str()).unwrap());
+    report("pin one address", pin_nl, pin_nft);
+
+    let counters_nl = median(|| {}, || drop(nl.read_counters().unwrap()));
+    let counters_nft = median(|| {}, || drop(nl.list_table_json().unwrap()));
+    report("read counters", counters_nl, counters_nft);
+
+    let name = "cellos-host-timing";
+    let reload = || nl.apply(&host).unwrap();
+    let del_nl = median(reload, || {
+        assert!(nl.delete_table(Family::Inet, name).unwrap())
+    });
+    let del_nft = median(reload, || {
+        nl.run(&["delete", "table", "inet", name], None).unwrap();
+    });
+    report("delete table", del_nl, del_nft);
+
+    let exists_nl = median(
+        || {},
+        || assert!(nl.table_exists(Family::Inet, "cellos").unwrap()),
+    );
+    let exists_nft = median(
+        || {},
+        || drop(nl.run(&["list", "tables", "inet"], None).unwrap()),
+    );
+    report("table exists", exists_nl, exists_nft);
+}
