@@ -87,7 +87,9 @@ fn every_netlink_operation_beats_the_nft_process() {
     let load_nl = median(|| {}, || nl.apply(&ruleset).unwrap());
     let load_nft = median(|| {}, || nl.apply(ruleset.text()).unwrap());
     report("replace cell ruleset", load_nl, load_nft);
-    let clear = || drop(nl.delete_table(Family::Inet, "cellos").unwrap());
+    let clear = || {
+        nl.delete_table(Family::Inet, "cellos").unwrap();
+    };
     let fresh_nl = median(clear, || nl.apply(&ruleset).unwrap());
     let fresh_nft = median(clear, || nl.apply(ruleset.text()).unwrap());
     report("load cell ruleset (fresh)", fresh_nl, fresh_nft);
