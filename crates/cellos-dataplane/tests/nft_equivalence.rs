@@ -200,6 +200,61 @@ fn pins_load_the_same_as_their_text() {
 }
 
 #[test]
+fn a_large_set_is_split_over_messages_and_loads_the_same_as_its_text() {
+    let mut authority = String::from("    egressRules:\n");
+    for i in 0..1500u32 {
+        let (a, b) = (i / 256, i % 256);
+        authority.push_str(&format!("      - {{ cidr: 8.{a}.{b}.0/24, port: 443 }}\n"));
+        authority.push_str(&format!("      - {{ cidr: 10.{a}.{b}.0/24, port: 22 }}\n"));
+    }
+    assert_same_table(
+        &plan(&authority, Some(15001), "10.77.0.1").render(),
+        "inet",
+        "cellos",
+    );
+}
+
+#[test]
+fn many_pins_in_one_answer_land_in_one_transaction() {
+    let plan = plan(HOSTNAMES, Some(15001), "10.77.0.1");
+    let pins: Vec<Pin> = (0..1000u32)
+        .map(|i| Pin {
+            name: "db.allowed.test".into(),
+            ip: IpAddr::from([203, 0, (i / 256) as u8, (i % 256) as u8]),
+            ttl: Duration::from_secs(60),
+        })
+        .collect();
+    let ns = TestNetns::new("eq-pins");
+    let nft = NftController::for_netns(ns.path());
+    nft.apply(&plan.render()).unwrap();
+    NftPinner {
+        controller: nft,
+        plan: plan.clone(),
+    }
+    .pin(&pins)
+    .unwrap();
+    let set = run(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &ns.name,
+            "nft",
+            "list",
+            "set",
+            "inet",
+            "cellos",
+            "pinned_v4",
+        ],
+    );
+    assert_eq!(
+        set.matches(". tcp . 5432 timeout 1m").count(),
+        1000,
+        "{set}"
+    );
+}
+
+#[test]
 fn changing_one_rule_changes_the_hash() {
     let a = plan(CIDRS, Some(15001), "10.77.0.1").render();
     let b = plan(

@@ -214,8 +214,15 @@ impl Builder<'_> {
         }
         for set in &self.t.sets {
             let id = self.set(set);
-            if !set.elements.is_empty() {
-                let a = elements(&self.attrs(1), &set.name, Some(id), set, &set.elements);
+            let base = self.attrs(1);
+            for a in element_messages(
+                &base,
+                &set.name,
+                Some(id),
+                set.key,
+                set.interval,
+                &set.elements,
+            ) {
                 self.push(NEWSETELEM, F_CREATE, Object::Elements(set.name.clone()), a);
             }
         }
@@ -522,54 +529,59 @@ fn udata_nest(ty: u8, parts: &[Vec<u8>]) -> Vec<u8> {
     [vec![ty, body.len() as u8], body].concat()
 }
 
-/// NEWSETELEM / DELSETELEM attributes for `elems` of `set`.
-fn elements(base: &Attrs, name: &str, id: Option<u32>, set: &Set, elems: &[Element]) -> Attrs {
-    element_list(base, name, id, set.key, set.interval, elems)
-}
+/// Elements per NEWSETELEM message: keeps each message's element list far below the 64 KiB
+/// an attribute can hold (`nft` splits large sets the same way).
+const ELEMENTS_PER_MESSAGE: usize = 256;
 
-fn element_list(
+/// NEWSETELEM / DELSETELEM attributes for `elems` of set `name`, as many messages as needed.
+fn element_messages(
     base: &Attrs,
     name: &str,
     id: Option<u32>,
     key: SetKey,
     interval: bool,
     elems: &[Element],
-) -> Attrs {
-    let mut a = base.clone();
-    a.str(2, name);
-    if let Some(id) = id {
-        a.be32(4, id);
+) -> Vec<Attrs> {
+    let items = match (key, interval) {
+        (SetKey::Addr(_), true) => rbtree_elements(elems),
+        (SetKey::AddrProtoPort(_), true) => elems.iter().map(pipapo_element).collect(),
+        (_, false) => elems.iter().map(hash_element).collect(),
+    };
+    items
+        .chunks(ELEMENTS_PER_MESSAGE)
+        .map(|chunk| {
+            let mut a = base.clone();
+            a.str(2, name);
+            if let Some(id) = id {
+                a.be32(4, id);
+            }
+            a.nest(3, |list| {
+                for (i, item) in chunk.iter().enumerate() {
+                    list.nest(i as u16 + 1, |el| el.0.extend_from_slice(&item.0));
+                }
+            });
+            a
+        })
+        .collect()
+}
+
+/// An interval element of a concatenation: first and last key of the range.
+fn pipapo_element(e: &Element) -> Attrs {
+    let (lo, hi) = e.addr.range();
+    let mut el = Attrs::default();
+    el.value(1, &concat_key(&lo, e))
+        .value(10, &concat_key(&hi, e));
+    el
+}
+
+/// A single-key element, with its timeout if it has one.
+fn hash_element(e: &Element) -> Attrs {
+    let mut el = Attrs::default();
+    if let Some(t) = e.timeout {
+        el.be64(4, t.as_millis() as u64);
     }
-    a.nest(3, |list| {
-        let items = match (key, interval) {
-            (SetKey::Addr(_), true) => rbtree_elements(elems),
-            (SetKey::AddrProtoPort(_), true) => elems
-                .iter()
-                .map(|e| {
-                    let (lo, hi) = e.addr.range();
-                    let mut el = Attrs::default();
-                    el.value(1, &concat_key(&lo, e))
-                        .value(10, &concat_key(&hi, e));
-                    el
-                })
-                .collect(),
-            (_, false) => elems
-                .iter()
-                .map(|e| {
-                    let mut el = Attrs::default();
-                    if let Some(t) = e.timeout {
-                        el.be64(4, t.as_millis() as u64);
-                    }
-                    el.value(1, &concat_key(&e.addr.network().0, e));
-                    el
-                })
-                .collect(),
-        };
-        for (i, item) in items.iter().enumerate() {
-            list.nest(i as u16 + 1, |el| el.0.extend_from_slice(&item.0));
-        }
-    });
-    a
+    el.value(1, &concat_key(&e.addr.network().0, e));
+    el
 }
 
 /// Address bytes, then (for concatenations) protocol and port, each padded to 4 bytes.
@@ -649,41 +661,34 @@ pub(crate) fn delete_table(family: Family, name: &str) -> Request {
     }
 }
 
-/// Element changes: for each element, add (creating it if absent), delete, add again.
+/// Element changes: add every element (creating those absent), delete them, add them again
+/// with their timeouts, in one transaction.
 pub(crate) fn element_update(u: &ElementUpdate) -> Vec<Request> {
     let mut base = Attrs::default();
     base.str(1, &u.table);
-    let object = Object::Elements(u.set.clone());
-    let mut out = Vec::new();
-    for e in &u.refresh {
-        let bare = Element {
+    let bare: Vec<Element> = u
+        .refresh
+        .iter()
+        .map(|e| Element {
             timeout: None,
             ..e.clone()
-        };
-        let add = element_list(&base, &u.set, None, u.key, false, std::slice::from_ref(e));
-        let del = element_list(
-            &base,
-            &u.set,
-            None,
-            u.key,
-            false,
-            std::slice::from_ref(&bare),
-        );
-        for (op, attrs) in [
-            (NEWSETELEM, add.clone()),
-            (DELSETELEM, del),
-            (NEWSETELEM, add),
-        ] {
-            out.push(Request {
+        })
+        .collect();
+    let add = element_messages(&base, &u.set, None, u.key, false, &u.refresh);
+    let del = element_messages(&base, &u.set, None, u.key, false, &bare);
+    let steps = [(NEWSETELEM, &add), (DELSETELEM, &del), (NEWSETELEM, &add)];
+    steps
+        .into_iter()
+        .flat_map(|(op, messages)| {
+            messages.iter().map(move |attrs| Request {
                 op,
                 family: u.family,
                 flags: if op == NEWSETELEM { F_CREATE } else { 0 },
-                attrs: attrs.0,
-                object: object.clone(),
-            });
-        }
-    }
-    out
+                attrs: attrs.0.clone(),
+                object: Object::Elements(u.set.clone()),
+            })
+        })
+        .collect()
 }
 
 /// Statements other than matches.

@@ -91,6 +91,8 @@ impl NetlinkDeserializable for NfMsg {
 pub(crate) struct NfSocket {
     sock: Socket,
     seq: u32,
+    /// Send buffer size already ensured.
+    sndbuf: usize,
 }
 
 impl NfSocket {
@@ -118,7 +120,11 @@ impl NfSocket {
         sock.set_rx_buf_sz(RCVBUF).map_err(NetlinkError::Open)?;
         sock.connect(&SocketAddr::new(0, 0))
             .map_err(NetlinkError::Open)?;
-        Ok(Self { sock, seq: 0 })
+        Ok(Self {
+            sock,
+            seq: 0,
+            sndbuf: 64 * 1024,
+        })
     }
 
     fn next_seq(&mut self) -> u32 {
@@ -167,6 +173,7 @@ impl NfSocket {
         }
         let (_, end) = self.frame(BATCH_END, NLM_F_REQUEST, 0, SUBSYS_NFTABLES, Vec::new());
         batch.extend_from_slice(&end);
+        self.fit_send_buffer(batch.len())?;
         self.sock
             .send(&batch, 0)
             .map_err(|source| NetlinkError::Io {
@@ -205,6 +212,23 @@ impl NfSocket {
         if answered < expected {
             return Err(NetlinkError::Incomplete { answered, expected });
         }
+        Ok(())
+    }
+
+    /// A batch is one datagram, which must fit the socket's send buffer: grow it (as `nft`
+    /// does), beyond `wmem_max` where the caller may (CAP_NET_ADMIN).
+    fn fit_send_buffer(&mut self, len: usize) -> Result<(), NetlinkError> {
+        use nix::sys::socket::{setsockopt, sockopt};
+        if len <= self.sndbuf {
+            return Ok(());
+        }
+        setsockopt(&self.sock, sockopt::SndBufForce, &len)
+            .or_else(|_| setsockopt(&self.sock, sockopt::SndBuf, &len))
+            .map_err(|errno| NetlinkError::Io {
+                what: "size the send buffer for the batch",
+                source: errno.into(),
+            })?;
+        self.sndbuf = len;
         Ok(())
     }
 

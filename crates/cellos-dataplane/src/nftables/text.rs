@@ -225,20 +225,22 @@ impl Display for CtState {
 }
 
 impl Display for ElementUpdate {
-    /// Adding an element that exists does not refresh its timeout, so each element is added
-    /// (ensuring it exists), deleted and added again: one transaction either way.
+    /// Adding an element that exists does not refresh its timeout, so the elements are added
+    /// (ensuring they exist), deleted and added again: one transaction either way.
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
         let (fam, table, set) = (self.family, &self.table, &self.set);
-        for e in &self.refresh {
-            let bare = Element {
+        let bare: Vec<Element> = self
+            .refresh
+            .iter()
+            .map(|e| Element {
                 timeout: None,
                 ..e.clone()
-            };
-            writeln!(f, "add element {fam} {table} {set} {{ {e} }}")?;
-            writeln!(f, "delete element {fam} {table} {set} {{ {bare} }}")?;
-            writeln!(f, "add element {fam} {table} {set} {{ {e} }}")?;
-        }
-        Ok(())
+            })
+            .collect();
+        let (timed, bare) = (join(&self.refresh, ", "), join(&bare, ", "));
+        writeln!(f, "add element {fam} {table} {set} {{ {timed} }}")?;
+        writeln!(f, "delete element {fam} {table} {set} {{ {bare} }}")?;
+        writeln!(f, "add element {fam} {table} {set} {{ {timed} }}")
     }
 }
 
