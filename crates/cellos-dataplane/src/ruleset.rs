@@ -1,6 +1,8 @@
-//! The cell's nftables ruleset, generated from its spec as one script for one atomic `nft -f`.
+//! The cell's nftables ruleset, generated from its spec as one table for one atomic load.
 //!
-//! Pure: text in, text out, no processes. [`crate::NftController`] loads the text.
+//! Pure: spec in, [`crate::nftables::Table`] out, no processes. [`Ruleset`] holds the table
+//! and its canonical text (the hash is over the text); [`crate::NftController`] loads the
+//! table over netlink, and `nft -f` of the text loads the same (tests prove it).
 //!
 //! Layout of table `inet cellos` (inside the cell's network namespace, where the workload holds
 //! no `CAP_NET_ADMIN` and so cannot change it):

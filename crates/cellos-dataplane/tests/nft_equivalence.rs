@@ -254,6 +254,65 @@ fn many_pins_in_one_answer_land_in_one_transaction() {
     );
 }
 
+/// Constructs the plans do not produce today but the model allows: interval sets that start
+/// above zero or reach the top of the address space, and prefixes of every alignment.
+#[test]
+fn edge_cases_of_the_model_load_the_same_as_their_text() {
+    use cellos_dataplane::nftables::*;
+    let net = |s: &str| Addr::from(cellos_core::spec::Cidr::parse(s).unwrap());
+    let element = |s: &str| Element {
+        addr: net(s),
+        proto_port: None,
+        timeout: None,
+    };
+    let set = |name: &str, v, elements: Vec<Element>| Set {
+        name: name.into(),
+        key: SetKey::Addr(v),
+        interval: true,
+        timeout: false,
+        elements,
+    };
+    let matches = |addr: &str| {
+        Rule(vec![
+            Stmt::Match(Match::Addr {
+                dir: Dir::In,
+                addr: net(addr),
+            }),
+            Stmt::Verdict(Verdict::Accept),
+        ])
+    };
+    let table = Table {
+        family: Family::Inet,
+        name: "edge".into(),
+        replace: false,
+        counters: vec![],
+        sets: vec![
+            set(
+                "v4",
+                IpVersion::V4,
+                vec![element("10.0.0.0/8"), element("128.0.0.0/1")],
+            ),
+            set(
+                "v6",
+                IpVersion::V6,
+                vec![element("2001:db8::/33"), element("fe80::/10")],
+            ),
+        ],
+        chains: vec![Chain {
+            name: "c".into(),
+            base: None,
+            rules: vec![
+                matches("100.64.0.0/10"),
+                matches("10.1.0.0/16"),
+                matches("2001:db8::/33"),
+                matches("fe80::/64"),
+                matches("0.0.0.0/0"),
+            ],
+        }],
+    };
+    assert_same_table(&Ruleset::new(table), "inet", "edge");
+}
+
 #[test]
 fn changing_one_rule_changes_the_hash() {
     let a = plan(CIDRS, Some(15001), "10.77.0.1").render();
