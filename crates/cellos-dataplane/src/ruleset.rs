@@ -395,8 +395,47 @@ impl EgressPlan {
         }
     }
 
+    /// Output: own traffic, then the destination decisions (see the module doc for order).
     fn output_chain(&self) -> Chain {
         let reject = || Stmt::Verdict(Verdict::Jump(REJECT_CHAIN.to_owned()));
+        let mut rules = self.output_local_rules();
+        for set in ["explicit_v4", "explicit_v6"] {
+            rules.push(rule([dest_in(set), counter("allow_cidr"), accept()]));
+        }
+        for version in [IpVersion::V4, IpVersion::V6] {
+            rules.push(rule([
+                Stmt::Match(Match::AddrIn {
+                    version,
+                    set: format!("denied_{}", suffix(version)),
+                }),
+                counter("deny_range"),
+                self.log("range"),
+                reject(),
+            ]));
+        }
+        for set in ["wide_v4", "wide_v6"] {
+            rules.push(rule([dest_in(set), counter("allow_cidr"), accept()]));
+        }
+        for set in ["pinned_v4", "pinned_v6"] {
+            rules.push(rule([dest_in(set), counter("allow_pinned"), accept()]));
+        }
+        rules.push(rule([
+            counter("deny_default"),
+            self.log("default"),
+            reject(),
+        ]));
+        base_chain(
+            "output",
+            ChainKind::Filter,
+            Hook::Output,
+            Priority::Filter,
+            Policy::Drop,
+            rules,
+        )
+    }
+
+    /// Loopback, neighbour discovery, established flows, invalid packets and DNS.
+    fn output_local_rules(&self) -> Vec<Rule> {
         let mut rules = loopback_rules(Dir::Out, Verdict::Accept);
         rules.extend([
             // IPv6 does not work at all without neighbour discovery on the cell's link.
@@ -436,39 +475,7 @@ impl EgressPlan {
                 accept(),
             ]),
         ]);
-        for set in ["explicit_v4", "explicit_v6"] {
-            rules.push(rule([dest_in(set), counter("allow_cidr"), accept()]));
-        }
-        for version in [IpVersion::V4, IpVersion::V6] {
-            rules.push(rule([
-                Stmt::Match(Match::AddrIn {
-                    version,
-                    set: format!("denied_{}", suffix(version)),
-                }),
-                counter("deny_range"),
-                self.log("range"),
-                reject(),
-            ]));
-        }
-        for set in ["wide_v4", "wide_v6"] {
-            rules.push(rule([dest_in(set), counter("allow_cidr"), accept()]));
-        }
-        for set in ["pinned_v4", "pinned_v6"] {
-            rules.push(rule([dest_in(set), counter("allow_pinned"), accept()]));
-        }
-        rules.push(rule([
-            counter("deny_default"),
-            self.log("default"),
-            reject(),
-        ]));
-        base_chain(
-            "output",
-            ChainKind::Filter,
-            Hook::Output,
-            Priority::Filter,
-            Policy::Drop,
-            rules,
-        )
+        rules
     }
 
     fn input_chain(&self) -> Chain {

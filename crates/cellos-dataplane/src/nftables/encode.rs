@@ -353,43 +353,13 @@ impl Builder<'_> {
     /// Encodes one match; returns the anonymous set it looks up, if any.
     fn matches(&mut self, e: &mut Exprs, m: &Match) -> Option<Anon> {
         match m {
-            Match::Loopback(dir) => {
-                e.meta(if *dir == Dir::In { META_IIF } else { META_OIF }, REG_1);
-                e.cmp(CMP_EQ, &1u32.to_ne_bytes());
-            }
-            Match::IfName { dir, name, equal } => {
-                e.meta(
-                    if *dir == Dir::In {
-                        META_IIFNAME
-                    } else {
-                        META_OIFNAME
-                    },
-                    REG_1,
-                );
-                let mut padded = name.as_bytes().to_vec();
-                padded.resize(16, 0);
-                e.cmp(if *equal { CMP_EQ } else { CMP_NEQ }, &padded);
-            }
-            Match::Addr { dir, addr } => address(e, *dir, *addr),
             Match::AddrIn { version, set } => {
-                nfproto(e, *version);
-                e.payload(
-                    BASE_NETWORK,
-                    addr_offset(*version, Dir::Out),
-                    version.addr_len() as u32,
-                    REG_1,
-                );
+                address_load(e, *version, Dir::Out);
                 e.lookup(set, self.set_id(set));
             }
             Match::DestIn { version, set } => {
-                nfproto(e, *version);
+                address_load(e, *version, Dir::Out);
                 let words = version.addr_len() as u32 / 4;
-                e.payload(
-                    BASE_NETWORK,
-                    addr_offset(*version, Dir::Out),
-                    version.addr_len() as u32,
-                    REG_1,
-                );
                 e.meta(META_L4PROTO, reg32(words));
                 if self.t.set(set).is_some_and(|s| s.interval) {
                     // Interval concatenations compare bytes: the protocol goes big-endian.
@@ -400,12 +370,8 @@ impl Builder<'_> {
             }
             Match::L4Proto(protos) => {
                 e.meta(META_L4PROTO, REG_1);
-                let keys: Vec<Vec<u8>> = protos.iter().map(|p| vec![proto_number(*p)]).collect();
+                let keys = protos.iter().map(|p| vec![proto_number(*p)]).collect();
                 return self.one_or_set(e, AnonKind::L4Proto, keys);
-            }
-            Match::ThDport(port) => {
-                e.payload(BASE_TRANSPORT, 2, 2, REG_1);
-                e.cmp(CMP_EQ, &port.to_be_bytes());
             }
             Match::TcpDport(ports) => {
                 e.meta(META_L4PROTO, REG_1);
@@ -422,14 +388,7 @@ impl Builder<'_> {
                 let keys = types.iter().map(|t| vec![icmpv6_number(*t)]).collect();
                 return self.one_or_set(e, AnonKind::Icmpv6Type, keys);
             }
-            Match::CtState(states) => {
-                let bits = states.iter().fold(0u32, |acc, s| acc | ct_bit(*s));
-                e.expr("ct", |a| {
-                    a.be32(2, 0).be32(1, REG_1);
-                });
-                e.bitwise(&bits.to_ne_bytes());
-                e.cmp(CMP_NEQ, &[0; 4]);
-            }
+            other => plain_match(e, other),
         }
         None
     }
@@ -769,6 +728,58 @@ fn addr_offset(v: IpVersion, dir: Dir) -> u32 {
         (IpVersion::V6, Dir::In) => 8,
         (IpVersion::V6, Dir::Out) => 24,
     }
+}
+
+/// Matches that need no set.
+fn plain_match(e: &mut Exprs, m: &Match) {
+    match m {
+        Match::Loopback(dir) => {
+            e.meta(if *dir == Dir::In { META_IIF } else { META_OIF }, REG_1);
+            e.cmp(CMP_EQ, &1u32.to_ne_bytes());
+        }
+        Match::IfName { dir, name, equal } => {
+            let key = if *dir == Dir::In {
+                META_IIFNAME
+            } else {
+                META_OIFNAME
+            };
+            e.meta(key, REG_1);
+            let mut padded = name.as_bytes().to_vec();
+            padded.resize(16, 0); // IFNAMSIZ
+            e.cmp(if *equal { CMP_EQ } else { CMP_NEQ }, &padded);
+        }
+        Match::Addr { dir, addr } => address(e, *dir, *addr),
+        Match::ThDport(port) => {
+            e.payload(BASE_TRANSPORT, 2, 2, REG_1);
+            e.cmp(CMP_EQ, &port.to_be_bytes());
+        }
+        Match::CtState(states) => {
+            let bits = states.iter().fold(0u32, |acc, s| acc | ct_bit(*s));
+            e.expr("ct", |a| {
+                a.be32(2, 0).be32(1, REG_1);
+            });
+            e.bitwise(&bits.to_ne_bytes());
+            e.cmp(CMP_NEQ, &[0; 4]);
+        }
+        Match::AddrIn { .. }
+        | Match::DestIn { .. }
+        | Match::L4Proto(_)
+        | Match::TcpDport(_)
+        | Match::Icmpv6Type(_) => {
+            // Encoded by `Builder::matches`, which never hands them here.
+        }
+    }
+}
+
+/// The family check and a whole-address load into register 1.
+fn address_load(e: &mut Exprs, v: IpVersion, dir: Dir) {
+    nfproto(e, v);
+    e.payload(
+        BASE_NETWORK,
+        addr_offset(v, dir),
+        v.addr_len() as u32,
+        REG_1,
+    );
 }
 
 /// In an `inet` table an address match first checks the packet's family, once per rule.

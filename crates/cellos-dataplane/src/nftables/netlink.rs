@@ -117,7 +117,13 @@ impl NfSocket {
         sock.bind_auto().map_err(NetlinkError::Open)?;
         // Acknowledgements carry only the request's header, not a copy of the request.
         sock.set_cap_ack(true).map_err(NetlinkError::Open)?;
-        sock.set_rx_buf_sz(RCVBUF).map_err(NetlinkError::Open)?;
+        {
+            use nix::sys::socket::{setsockopt, sockopt};
+            // Past `rmem_max` where the caller may (CAP_NET_ADMIN), as `nft` does.
+            setsockopt(&sock, sockopt::RcvBufForce, &RCVBUF)
+                .or_else(|_| setsockopt(&sock, sockopt::RcvBuf, &RCVBUF))
+                .map_err(|errno| NetlinkError::Open(errno.into()))?;
+        }
         sock.connect(&SocketAddr::new(0, 0))
             .map_err(NetlinkError::Open)?;
         Ok(Self {
