@@ -17,6 +17,7 @@ use nix::errno::Errno;
 use crate::flowlog::{Count, NftCounters};
 use crate::netns_exec::{run_tool, ToolError};
 use crate::nftables::netlink::{NetlinkError, NfSocket};
+use crate::nftables::uapi::{obj, table};
 use crate::nftables::{self, Attrs, ElementUpdate, Family, Object, Table};
 use crate::pin::{AddressPinner, Pin, PinError};
 use crate::ruleset::{EgressPlan, Ruleset, FAMILY, TABLE};
@@ -158,7 +159,7 @@ impl NftController {
     /// Does table `family name` exist?
     pub fn table_exists(&self, family: Family, name: &str) -> Result<bool, NftError> {
         let mut attrs = Attrs::default();
-        attrs.str(1, name);
+        attrs.str(table::NAME, name);
         match self.with_socket(|s| s.query(nftables::GETTABLE, family, false, attrs.0))? {
             Ok(_) => Ok(true),
             Err(Errno::ENOENT) => Ok(false),
@@ -190,7 +191,9 @@ impl NftController {
     /// The named counters of the cell's table (`inet cellos`), one NFT_MSG_GETOBJ dump.
     pub fn read_counters(&self) -> Result<NftCounters, NftError> {
         let mut attrs = Attrs::default();
-        attrs.str(1, TABLE).be32(3, nftables::OBJ_TYPE_COUNTER);
+        attrs
+            .str(obj::TABLE, TABLE)
+            .be32(obj::TYPE, obj::TYPE_COUNTER);
         let family = Family::Inet;
         let replies = self
             .with_socket(|s| s.query(nftables::GETOBJ, family, true, attrs.0))?
@@ -291,12 +294,12 @@ fn parse_counter(attrs: &[u8]) -> Option<(String, Count)> {
     for nla in NlasIterator::new(attrs) {
         let nla = nla.ok()?;
         match nla.kind() {
-            2 => {
+            obj::NAME => {
                 let v = nla.value();
                 let v = v.strip_suffix(&[0]).unwrap_or(v);
                 name = Some(String::from_utf8_lossy(v).into_owned());
             }
-            4 => count = Some(parse_count(nla.value())?),
+            obj::DATA => count = Some(parse_count(nla.value())?),
             _ => {}
         }
     }
@@ -309,8 +312,8 @@ fn parse_count(data: &[u8]) -> Option<Count> {
         let nla = nla.ok()?;
         let v = u64::from_be_bytes(nla.value().try_into().ok()?);
         match nla.kind() {
-            1 => c.bytes = v,
-            2 => c.packets = v,
+            obj::COUNTER_BYTES => c.bytes = v,
+            obj::COUNTER_PACKETS => c.packets = v,
             _ => {}
         }
     }

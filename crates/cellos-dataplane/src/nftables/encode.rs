@@ -7,6 +7,7 @@
 use std::fmt;
 
 use super::model::*;
+use super::uapi::{chain, elem, expr, obj, rule, set, table};
 use crate::ruleset::Proto;
 
 // Message types (NFT_MSG_*), nlmsg flags.
@@ -27,7 +28,6 @@ const NLA_F_NESTED: u16 = 0x8000;
 const LIST_ELEM: u16 = 1;
 const DATA_VALUE: u16 = 1;
 const DATA_VERDICT: u16 = 2;
-pub(crate) const OBJ_TYPE_COUNTER: u32 = 1;
 
 // Registers: 0 is the verdict, 1.. are 16-byte registers, 8.. the same space in 32-bit words.
 const REG_VERDICT: u32 = 0;
@@ -184,9 +184,10 @@ impl Builder<'_> {
         });
     }
 
-    fn attrs(&self, table_attr: u16) -> Attrs {
+    /// A message's attributes, starting with its table (attribute 1 in every message type).
+    fn attrs(&self) -> Attrs {
         let mut a = Attrs::default();
-        a.str(table_attr, &self.t.name);
+        a.str(table::NAME, &self.t.name);
         a
     }
 
@@ -195,26 +196,28 @@ impl Builder<'_> {
             family: self.t.family,
             name: self.t.name.clone(),
         };
-        let mut new = self.attrs(1);
-        new.be32(2, 0);
+        let mut new = self.attrs();
+        new.be32(table::FLAGS, 0);
         if self.t.replace {
             self.push(NEWTABLE, F_CREATE, object.clone(), new.clone());
-            self.push(DELTABLE, 0, object.clone(), self.attrs(1));
+            self.push(DELTABLE, 0, object.clone(), self.attrs());
         }
         self.push(NEWTABLE, F_CREATE, object, new);
         for chain in &self.t.chains {
             self.chain(chain);
         }
         for name in &self.t.counters {
-            let mut a = self.attrs(1);
-            a.str(2, name).be32(3, OBJ_TYPE_COUNTER).nest(4, |d| {
-                d.be64(1, 0).be64(2, 0);
-            });
+            let mut a = self.attrs();
+            a.str(obj::NAME, name)
+                .be32(obj::TYPE, obj::TYPE_COUNTER)
+                .nest(obj::DATA, |d| {
+                    d.be64(obj::COUNTER_BYTES, 0).be64(obj::COUNTER_PACKETS, 0);
+                });
             self.push(NEWOBJ, F_CREATE, Object::Counter(name.clone()), a);
         }
         for set in &self.t.sets {
             let id = self.set(set);
-            let base = self.attrs(1);
+            let base = self.attrs();
             for a in element_messages(
                 &base,
                 &set.name,
@@ -234,8 +237,8 @@ impl Builder<'_> {
     }
 
     fn chain(&mut self, chain: &Chain) {
-        let mut a = self.attrs(1);
-        a.str(3, &chain.name);
+        let mut a = self.attrs();
+        a.str(chain::NAME, &chain.name);
         if let Some(b) = chain.base {
             let (kind, policy) = (
                 match b.kind {
@@ -258,17 +261,20 @@ impl Builder<'_> {
                 Priority::SrcNat => 100,
                 Priority::Value(v) => v,
             };
-            a.str(7, kind).be32(5, policy).nest(4, |h| {
-                h.be32(1, hook).be32(2, prio as u32);
-            });
+            a.str(chain::TYPE, kind)
+                .be32(chain::POLICY, policy)
+                .nest(chain::HOOK, |h| {
+                    h.be32(chain::HOOK_HOOKNUM, hook)
+                        .be32(chain::HOOK_PRIORITY, prio as u32);
+                });
         }
         self.push(NEWCHAIN, F_CREATE, Object::Chain(chain.name.clone()), a);
     }
 
     /// NEWSET for a named set; returns its transaction id.
-    fn set(&mut self, set: &Set) -> u32 {
+    fn set(&mut self, s: &Set) -> u32 {
         let id = self.take_id();
-        let (ty, len, version) = match set.key {
+        let (ty, len, version) = match s.key {
             SetKey::Addr(v) => (addr_type(v), v.addr_len() as u32, v),
             SetKey::AddrProtoPort(v) => (
                 (addr_type(v) << 12) | (12 << 6) | 13,
@@ -276,32 +282,31 @@ impl Builder<'_> {
                 v,
             ),
         };
-        // NFT_SET_INTERVAL, NFT_SET_TIMEOUT, NFT_SET_CONCAT.
-        let concat = matches!(set.key, SetKey::AddrProtoPort(_));
+        let concat = matches!(s.key, SetKey::AddrProtoPort(_));
         let flags = [
-            (set.interval, 0x4),
-            (set.timeout, 0x10),
-            (set.interval && concat, 0x80),
+            (s.interval, set::F_INTERVAL),
+            (s.timeout, set::F_TIMEOUT),
+            (s.interval && concat, set::F_CONCAT),
         ]
         .into_iter()
         .filter_map(|(on, bit)| on.then_some(bit))
         .fold(0u32, |acc, bit| acc | bit);
-        let mut a = self.attrs(1);
-        a.str(2, &set.name)
-            .be32(3, flags)
-            .be32(4, ty)
-            .be32(5, len)
-            .be32(10, id);
-        let udata = match set.key {
+        let mut a = self.attrs();
+        a.str(set::NAME, &s.name)
+            .be32(set::FLAGS, flags)
+            .be32(set::KEY_TYPE, ty)
+            .be32(set::KEY_LEN, len)
+            .be32(set::ID, id);
+        let udata = match s.key {
             SetKey::Addr(_) => udata_u32(0, 2),
             SetKey::AddrProtoPort(_) => {
-                if set.interval {
+                if s.interval {
                     // NFTA_SET_DESC { CONCAT { field lengths } }: pipapo needs them.
-                    a.nest(9, |d| {
-                        d.nest(2, |c| {
+                    a.nest(set::DESC, |d| {
+                        d.nest(set::DESC_CONCAT, |c| {
                             for field in [version.addr_len() as u32, 1, 2] {
                                 c.nest(LIST_ELEM, |e| {
-                                    e.be32(1, field);
+                                    e.be32(set::FIELD_LEN, field);
                                 });
                             }
                         });
@@ -316,8 +321,8 @@ impl Builder<'_> {
                 .concat()
             }
         };
-        a.bytes(13, &udata);
-        self.push(NEWSET, F_CREATE, Object::Set(set.name.clone()), a);
+        a.bytes(set::USERDATA, &udata);
+        self.push(NEWSET, F_CREATE, Object::Set(s.name.clone()), a);
         id
     }
 
@@ -339,9 +344,9 @@ impl Builder<'_> {
                 other => statement(&mut exprs, other),
             }
         }
-        let mut a = self.attrs(1);
-        a.str(2, &chain.name)
-            .nest(4, |l| l.0.extend_from_slice(&exprs.attrs.0));
+        let mut a = self.attrs();
+        a.str(rule::CHAIN, &chain.name)
+            .nest(rule::EXPRESSIONS, |l| l.0.extend_from_slice(&exprs.attrs.0));
         let object = Object::Rule {
             chain: chain.name.clone(),
             index,
@@ -420,25 +425,27 @@ impl Builder<'_> {
             chain: chain.name.clone(),
             index,
         };
-        let mut a = self.attrs(1);
-        a.str(2, "__set%d")
-            .be32(3, 0x3)
-            .be32(4, ty)
-            .be32(5, len)
-            .be32(10, anon.id)
-            .nest(9, |d| {
-                d.be32(1, anon.keys.len() as u32);
+        let mut a = self.attrs();
+        a.str(set::NAME, "__set%d")
+            .be32(set::FLAGS, set::F_ANONYMOUS | set::F_CONSTANT)
+            .be32(set::KEY_TYPE, ty)
+            .be32(set::KEY_LEN, len)
+            .be32(set::ID, anon.id)
+            .nest(set::DESC, |d| {
+                d.be32(set::DESC_SIZE, anon.keys.len() as u32);
             })
-            .bytes(13, &udata);
+            .bytes(set::USERDATA, &udata);
         self.push(NEWSET, F_CREATE, object.clone(), a);
-        let mut a = self.attrs(1);
-        a.str(2, "__set%d").be32(4, anon.id).nest(3, |list| {
-            for (i, key) in anon.keys.iter().enumerate() {
-                list.nest(i as u16 + 1, |el| {
-                    el.value(1, key);
-                });
-            }
-        });
+        let mut a = self.attrs();
+        a.str(elem::LIST_SET, "__set%d")
+            .be32(elem::LIST_SET_ID, anon.id)
+            .nest(elem::LIST_ELEMENTS, |list| {
+                for (i, key) in anon.keys.iter().enumerate() {
+                    list.nest(i as u16 + 1, |el| {
+                        el.value(elem::KEY, key);
+                    });
+                }
+            });
         self.push(NEWSETELEM, F_CREATE, object, a);
     }
 }
@@ -510,11 +517,11 @@ fn element_messages(
         .chunks(ELEMENTS_PER_MESSAGE)
         .map(|chunk| {
             let mut a = base.clone();
-            a.str(2, name);
+            a.str(elem::LIST_SET, name);
             if let Some(id) = id {
-                a.be32(4, id);
+                a.be32(elem::LIST_SET_ID, id);
             }
-            a.nest(3, |list| {
+            a.nest(elem::LIST_ELEMENTS, |list| {
                 for (i, item) in chunk.iter().enumerate() {
                     list.nest(i as u16 + 1, |el| el.0.extend_from_slice(&item.0));
                 }
@@ -528,8 +535,8 @@ fn element_messages(
 fn pipapo_element(e: &Element) -> Attrs {
     let (lo, hi) = e.addr.range();
     let mut el = Attrs::default();
-    el.value(1, &concat_key(&lo, e))
-        .value(10, &concat_key(&hi, e));
+    el.value(elem::KEY, &concat_key(&lo, e))
+        .value(elem::KEY_END, &concat_key(&hi, e));
     el
 }
 
@@ -537,9 +544,9 @@ fn pipapo_element(e: &Element) -> Attrs {
 fn hash_element(e: &Element) -> Attrs {
     let mut el = Attrs::default();
     if let Some(t) = e.timeout {
-        el.be64(4, t.as_millis() as u64);
+        el.be64(elem::TIMEOUT, t.as_millis() as u64);
     }
-    el.value(1, &concat_key(&e.addr.network().0, e));
+    el.value(elem::KEY, &concat_key(&e.addr.network().0, e));
     el
 }
 
@@ -559,13 +566,13 @@ fn concat_key(addr: &[u8], e: &Element) -> Vec<u8> {
 /// has no end and is marked open in the element's user data instead. A first range that does
 /// not start at zero is preceded by an end marker at zero.
 fn rbtree_elements(elems: &[Element]) -> Vec<Attrs> {
-    const END: u32 = 1;
     let mut ranges: Vec<(Vec<u8>, Vec<u8>)> = elems.iter().map(|e| e.addr.range()).collect();
     ranges.sort();
     let mut out = Vec::new();
     let end_marker = |key: &[u8]| {
         let mut el = Attrs::default();
-        el.be32(3, END).value(1, key);
+        el.be32(elem::FLAGS, elem::F_INTERVAL_END)
+            .value(elem::KEY, key);
         el
     };
     if let Some((lo, _)) = ranges.first() {
@@ -575,7 +582,7 @@ fn rbtree_elements(elems: &[Element]) -> Vec<Attrs> {
     }
     for (lo, hi) in ranges {
         let mut start = Attrs::default();
-        start.value(1, &lo);
+        start.value(elem::KEY, &lo);
         match successor(&hi) {
             Some(next) => {
                 out.push(start);
@@ -583,7 +590,7 @@ fn rbtree_elements(elems: &[Element]) -> Vec<Attrs> {
             }
             None => {
                 // NFTNL_UDATA_SET_ELEM_FLAGS = NFTNL_SET_ELEM_F_INTERVAL_OPEN.
-                start.bytes(6, &udata_u32(1, 1));
+                start.bytes(elem::USERDATA, &udata_u32(1, 1));
                 out.push(start);
             }
         }
@@ -607,7 +614,7 @@ fn successor(addr: &[u8]) -> Option<Vec<u8>> {
 /// DELTABLE for `family name`.
 pub(crate) fn delete_table(family: Family, name: &str) -> Request {
     let mut attrs = Attrs::default();
-    attrs.str(1, name);
+    attrs.str(table::NAME, name);
     Request {
         op: DELTABLE,
         family,
@@ -624,7 +631,7 @@ pub(crate) fn delete_table(family: Family, name: &str) -> Request {
 /// with their timeouts, in one transaction.
 pub(crate) fn element_update(u: &ElementUpdate) -> Vec<Request> {
     let mut base = Attrs::default();
-    base.str(1, &u.table);
+    base.str(elem::LIST_TABLE, &u.table);
     let bare: Vec<Element> = u
         .refresh
         .iter()
@@ -655,10 +662,12 @@ fn statement(e: &mut Exprs, stmt: &Stmt) {
     match stmt {
         Stmt::Match(_) => {}
         Stmt::Counter(name) => e.expr("objref", |a| {
-            a.be32(1, OBJ_TYPE_COUNTER).str(2, name);
+            a.be32(expr::OBJREF_IMM_TYPE, obj::TYPE_COUNTER)
+                .str(expr::OBJREF_IMM_NAME, name);
         }),
         Stmt::Log { prefix, group } => e.expr("log", |a| {
-            a.str(2, prefix).be16(1, *group);
+            a.str(expr::LOG_PREFIX, prefix)
+                .be16(expr::LOG_GROUP, *group);
         }),
         Stmt::Reject(r) => {
             let (ty, code) = match r {
@@ -666,16 +675,19 @@ fn statement(e: &mut Exprs, stmt: &Stmt) {
                 Reject::IcmpxAdminProhibited => (2, 3),
             };
             e.expr("reject", |a| {
-                a.be32(1, ty).bytes(2, &[code]);
+                a.be32(expr::REJECT_TYPE, ty)
+                    .bytes(expr::REJECT_ICMP_CODE, &[code]);
             });
         }
         Stmt::Redirect(port) => {
             e.expr("immediate", |a| {
-                a.be32(1, REG_1).value(2, &port.to_be_bytes());
+                a.be32(expr::IMMEDIATE_DREG, REG_1)
+                    .value(expr::IMMEDIATE_DATA, &port.to_be_bytes());
             });
             // NF_NAT_RANGE_PROTO_SPECIFIED.
             e.expr("redir", |a| {
-                a.be32(1, REG_1).be32(3, 0x2);
+                a.be32(expr::REDIR_REG_PROTO_MIN, REG_1)
+                    .be32(expr::REDIR_FLAGS, 0x2);
             });
         }
         Stmt::Masquerade => e.expr("masq", |_| {}),
@@ -687,14 +699,15 @@ fn statement(e: &mut Exprs, stmt: &Stmt) {
                 Verdict::Jump(c) => (-3, Some(c)),
             };
             e.expr("immediate", |a| {
-                a.be32(1, REG_VERDICT).nest(2, |d| {
-                    d.nest(DATA_VERDICT, |vd| {
-                        vd.be32(1, code as u32);
-                        if let Some(c) = chain {
-                            vd.str(2, c);
-                        }
+                a.be32(expr::IMMEDIATE_DREG, REG_VERDICT)
+                    .nest(expr::IMMEDIATE_DATA, |d| {
+                        d.nest(DATA_VERDICT, |vd| {
+                            vd.be32(expr::VERDICT_CODE, code as u32);
+                            if let Some(c) = chain {
+                                vd.str(expr::VERDICT_CHAIN, c);
+                            }
+                        });
                     });
-                });
             });
         }
     }
@@ -756,7 +769,7 @@ fn plain_match(e: &mut Exprs, m: &Match) {
         Match::CtState(states) => {
             let bits = states.iter().fold(0u32, |acc, s| acc | ct_bit(*s));
             e.expr("ct", |a| {
-                a.be32(2, 0).be32(1, REG_1);
+                a.be32(expr::CT_KEY, 0).be32(expr::CT_DREG, REG_1);
             });
             e.bitwise(&bits.to_ne_bytes());
             e.cmp(CMP_NEQ, &[0; 4]);
@@ -849,51 +862,60 @@ struct Exprs {
 impl Exprs {
     fn expr(&mut self, name: &str, data: impl FnOnce(&mut Attrs)) {
         self.attrs.nest(LIST_ELEM, |el| {
-            el.str(1, name).nest(2, data);
+            el.str(rule::EXPR_NAME, name).nest(rule::EXPR_DATA, data);
         });
     }
 
     fn meta(&mut self, key: u32, dreg: u32) {
         self.expr("meta", |a| {
-            a.be32(2, key).be32(1, dreg);
+            a.be32(expr::META_KEY, key).be32(expr::META_DREG, dreg);
         });
     }
 
     fn cmp(&mut self, op: u32, data: &[u8]) {
         self.expr("cmp", |a| {
-            a.be32(1, REG_1).be32(2, op).value(3, data);
+            a.be32(expr::CMP_SREG, REG_1)
+                .be32(expr::CMP_OP, op)
+                .value(expr::CMP_DATA, data);
         });
     }
 
     fn payload(&mut self, base: u32, offset: u32, len: u32, dreg: u32) {
         self.expr("payload", |a| {
-            a.be32(1, dreg).be32(2, base).be32(3, offset).be32(4, len);
+            a.be32(expr::PAYLOAD_DREG, dreg)
+                .be32(expr::PAYLOAD_BASE, base)
+                .be32(expr::PAYLOAD_OFFSET, offset)
+                .be32(expr::PAYLOAD_LEN, len);
         });
     }
 
     fn bitwise(&mut self, mask: &[u8]) {
         let zeros = vec![0; mask.len()];
         self.expr("bitwise", |a| {
-            a.be32(1, REG_1)
-                .be32(2, REG_1)
-                .be32(3, mask.len() as u32)
-                .value(4, mask)
-                .value(5, &zeros);
+            a.be32(expr::BITWISE_SREG, REG_1)
+                .be32(expr::BITWISE_DREG, REG_1)
+                .be32(expr::BITWISE_LEN, mask.len() as u32)
+                .value(expr::BITWISE_MASK, mask)
+                .value(expr::BITWISE_XOR, &zeros);
         });
     }
 
     fn byteorder(&mut self, reg: u32) {
         // NFT_BYTEORDER_HTON of one 2-byte... as nft emits for inet_proto in a concatenation.
         self.expr("byteorder", |a| {
-            a.be32(1, reg).be32(2, reg).be32(3, 1).be32(4, 1).be32(5, 2);
+            a.be32(expr::BYTEORDER_SREG, reg)
+                .be32(expr::BYTEORDER_DREG, reg)
+                .be32(expr::BYTEORDER_OP, 1)
+                .be32(expr::BYTEORDER_LEN, 1)
+                .be32(expr::BYTEORDER_SIZE, 2);
         });
     }
 
     fn lookup(&mut self, set: &str, id: Option<u32>) {
         self.expr("lookup", |a| {
-            a.be32(2, REG_1).str(1, set);
+            a.be32(expr::LOOKUP_SREG, REG_1).str(expr::LOOKUP_SET, set);
             if let Some(id) = id {
-                a.be32(4, id);
+                a.be32(expr::LOOKUP_SET_ID, id);
             }
         });
     }

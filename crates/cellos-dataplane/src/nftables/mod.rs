@@ -24,10 +24,11 @@ mod encode;
 mod model;
 pub(crate) mod netlink;
 mod text;
+pub(crate) mod uapi;
 
 pub use encode::Object;
 pub use model::*;
 pub use netlink::NetlinkError;
 
 pub(crate) use encode::{delete_table, element_update, table as encode_table};
-pub(crate) use encode::{Attrs, Request, GETOBJ, GETTABLE, OBJ_TYPE_COUNTER};
+pub(crate) use encode::{Attrs, Request, GETOBJ, GETTABLE};
