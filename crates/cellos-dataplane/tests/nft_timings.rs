@@ -135,6 +135,22 @@ fn every_netlink_operation_beats_the_nft_process() {
     });
     report("delete table", del_nl, del_nft);
 
+    // A new controller opens its socket inside the namespace (a thread that joins it).
+    let path = ns.path();
+    let open_nl = median(
+        || {},
+        || {
+            assert!(NftController::for_netns(&path)
+                .table_exists(Family::Inet, "cellos")
+                .unwrap())
+        },
+    );
+    let open_nft = median(
+        || {},
+        || drop(nl.run(&["list", "tables", "inet"], None).unwrap()),
+    );
+    report("open socket + table exists", open_nl, open_nft);
+
     let exists_nl = median(
         || {},
         || assert!(nl.table_exists(Family::Inet, "cellos").unwrap()),

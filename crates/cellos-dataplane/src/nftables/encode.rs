@@ -920,3 +920,61 @@ impl Exprs {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn concatenation_words_are_named_as_nft_names_them() {
+        // IPv4: address in reg 1, protocol in word 9, port in word 10; IPv6: the protocol
+        // starts the second 16-byte register.
+        assert_eq!((reg32(1), reg32(2)), (9, 10));
+        assert_eq!((reg32(4), reg32(5)), (2, 13));
+    }
+
+    #[test]
+    fn the_successor_of_the_last_address_is_none() {
+        assert_eq!(successor(&[10, 255, 255, 255]), Some(vec![11, 0, 0, 0]));
+        assert_eq!(successor(&[255; 4]), None);
+    }
+
+    fn element(net: &str) -> Element {
+        Element {
+            addr: Addr::from(cellos_core::spec::Cidr::parse(net).unwrap()),
+            proto_port: None,
+            timeout: None,
+        }
+    }
+
+    #[test]
+    fn interval_elements_mark_the_gap_below_the_first_range_and_an_open_top() {
+        let items = rbtree_elements(&[element("240.0.0.0/4"), element("10.0.0.0/8")]);
+        let mut zero_end = Attrs::default();
+        zero_end
+            .be32(elem::FLAGS, elem::F_INTERVAL_END)
+            .value(elem::KEY, &[0; 4]);
+        let mut open = Attrs::default();
+        open.value(elem::KEY, &[240, 0, 0, 0])
+            .bytes(elem::USERDATA, &[1, 4, 1, 0, 0, 0]);
+        assert_eq!(items.len(), 4);
+        assert_eq!(items[0].0, zero_end.0);
+        assert_eq!(items[3].0, open.0);
+    }
+
+    #[test]
+    fn large_element_lists_are_split_across_messages() {
+        let elems: Vec<Element> = (0..600u32)
+            .map(|i| element(&format!("10.{}.{}.0/24", i / 256, i % 256)))
+            .collect();
+        let messages = element_messages(
+            &Attrs::default(),
+            "s",
+            None,
+            SetKey::Addr(IpVersion::V4),
+            false,
+            &elems,
+        );
+        assert_eq!(messages.len(), 3);
+    }
+}
