@@ -198,7 +198,7 @@ impl NftController {
         let replies = self
             .with_socket(|s| s.query(nftables::GETOBJ, family, true, attrs.0))?
             .map_err(|errno| NetlinkError::Rejected {
-                object: Object::Query("the counter dump"),
+                object: Object::Message("the counter dump"),
                 errno,
             })?;
         Ok(NftCounters(

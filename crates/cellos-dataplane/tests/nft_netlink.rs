@@ -167,3 +167,57 @@ fn a_rejected_chain_is_named() {
     assert_eq!(object, &Object::Chain("c".into()), "{err}");
     assert_eq!(errno, Errno::EOPNOTSUPP, "{err}");
 }
+
+/// Clears CAP_NET_ADMIN from the calling thread's effective set (capabilities are per
+/// thread, so the rest of the test process keeps it).
+fn drop_net_admin_in_this_thread() {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const VERSION_3: u32 = 0x2008_0522;
+    const CAP_NET_ADMIN: u32 = 12;
+    let mut header = Header {
+        version: VERSION_3,
+        pid: 0,
+    };
+    let mut data = [Data::default(); 2];
+    // SAFETY: capget/capset read and write exactly one header and two data structs of the
+    // layout the version-3 ABI defines; both point to live, writable locals.
+    unsafe {
+        assert_eq!(
+            libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()),
+            0
+        );
+        data[0].effective &= !(1 << CAP_NET_ADMIN);
+        assert_eq!(
+            libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()),
+            0
+        );
+    }
+}
+
+#[test]
+fn a_batch_refused_as_a_whole_is_an_error_not_a_wait() {
+    let ns = TestNetns::new("eperm");
+    let path = ns.path();
+    let err = std::thread::spawn(move || {
+        drop_net_admin_in_this_thread();
+        NftController::for_netns(path)
+            .apply(&plan().render())
+            .unwrap_err()
+    })
+    .join()
+    .unwrap();
+    let (object, errno) = err.rejected().expect("a rejection by the kernel");
+    assert_eq!(object, &Object::Message("the batch"), "{err}");
+    assert_eq!(errno, Errno::EPERM, "{err}");
+}

@@ -114,7 +114,8 @@ pub enum Object {
         chain: String,
         index: usize,
     },
-    Query(&'static str),
+    /// A message that creates no object: the batch itself, a dump request.
+    Message(&'static str),
 }
 
 impl fmt::Display for Object {
@@ -131,7 +132,7 @@ impl fmt::Display for Object {
             Object::RuleSet { chain, index } => {
                 write!(f, "the anonymous set of rule {index} of chain {chain}")
             }
-            Object::Query(what) => f.write_str(what),
+            Object::Message(what) => f.write_str(what),
         }
     }
 }

@@ -166,19 +166,7 @@ impl NfSocket {
     /// Sends `requests` as one nf_tables transaction and checks every acknowledgement: the
     /// first rejected message names its object and errno, and the kernel then applied nothing.
     pub(crate) fn transact(&mut self, requests: &[Request]) -> Result<(), NetlinkError> {
-        let mut batch = Vec::new();
-        let (_, begin) = self.frame(BATCH_BEGIN, NLM_F_REQUEST, 0, SUBSYS_NFTABLES, Vec::new());
-        batch.extend_from_slice(&begin);
-        let mut pending = std::collections::BTreeMap::new();
-        for r in requests {
-            let ty = (SUBSYS_NFTABLES << 8) | u16::from(r.op);
-            let flags = NLM_F_REQUEST | NLM_F_ACK | r.flags;
-            let (seq, bytes) = self.frame(ty, flags, family_code(r.family), 0, r.attrs.clone());
-            pending.insert(seq, &r.object);
-            batch.extend_from_slice(&bytes);
-        }
-        let (_, end) = self.frame(BATCH_END, NLM_F_REQUEST, 0, SUBSYS_NFTABLES, Vec::new());
-        batch.extend_from_slice(&end);
+        let (batch, first) = self.batch(requests);
         self.fit_send_buffer(batch.len())?;
         self.sock
             .send(&batch, 0)
@@ -186,39 +174,85 @@ impl NfSocket {
                 what: "send the batch",
                 source,
             })?;
-        let expected = pending.len();
-        let mut first_error: Option<(u32, Errno)> = None;
-        let mut answered = 0;
-        // The kernel processes a batch inside `send`, so every answer is queued by now; read
-        // until the queue is empty rather than trusting a count.
-        while answered < expected {
-            let Some(replies) = self.recv(answered == 0)? else {
-                break;
+        let expected = requests.len();
+        let (answered, first_error) = self.answers(first, expected)?;
+        if let Some((index, errno)) = first_error {
+            let object = match index.and_then(|i| requests.get(i)) {
+                Some(r) => r.object.clone(),
+                None => Object::Message("the batch"),
             };
-            for (seq, payload) in replies {
-                let NetlinkPayload::Error(e) = payload else {
-                    continue;
-                };
-                if pending.remove(&seq).is_none() {
-                    continue;
-                }
-                answered += 1;
-                if let Some(code) = e.code {
-                    let errno = Errno::from_raw(code.get().abs());
-                    if first_error.is_none_or(|(s, _)| seq < s) {
-                        first_error = Some((seq, errno));
-                    }
-                }
-            }
-        }
-        if let Some((seq, errno)) = first_error {
-            let object = self.object_of(requests, seq, expected);
             return Err(NetlinkError::Rejected { object, errno });
         }
         if answered < expected {
             return Err(NetlinkError::Incomplete { answered, expected });
         }
         Ok(())
+    }
+
+    /// The batch's bytes (BEGIN, each request asking for an ACK, END) and the sequence number
+    /// of the first request; the others follow it in order.
+    fn batch(&mut self, requests: &[Request]) -> (Vec<u8>, u32) {
+        let (_, mut batch) = self.frame(BATCH_BEGIN, NLM_F_REQUEST, 0, SUBSYS_NFTABLES, Vec::new());
+        let first = self.seq.wrapping_add(1);
+        for r in requests {
+            let ty = (SUBSYS_NFTABLES << 8) | u16::from(r.op);
+            let flags = NLM_F_REQUEST | NLM_F_ACK | r.flags;
+            let (_, bytes) = self.frame(ty, flags, family_code(r.family), 0, r.attrs.clone());
+            batch.extend_from_slice(&bytes);
+        }
+        let (_, end) = self.frame(BATCH_END, NLM_F_REQUEST, 0, SUBSYS_NFTABLES, Vec::new());
+        batch.extend_from_slice(&end);
+        (batch, first)
+    }
+
+    /// Reads the batch's answers: how many requests were answered, and the first error as
+    /// (request index, errno), the index `None` when the batch as a whole was refused.
+    ///
+    /// The kernel processes a batch inside `send`, so every answer is queued by now: after
+    /// the first datagram, read only what is queued rather than wait for a count.
+    #[allow(clippy::type_complexity)]
+    fn answers(
+        &self,
+        first: u32,
+        expected: usize,
+    ) -> Result<(usize, Option<(Option<usize>, Errno)>), NetlinkError> {
+        let mut seen = vec![false; expected];
+        let mut answered = 0;
+        let mut first_error: Option<(Option<usize>, Errno)> = None;
+        while answered < expected {
+            let Some(replies) = self.recv(answered == 0 && first_error.is_none())? else {
+                break;
+            };
+            for (seq, payload) in replies {
+                let NetlinkPayload::Error(e) = payload else {
+                    continue;
+                };
+                let offset = seq.wrapping_sub(first) as usize;
+                let index = (offset < expected).then_some(offset);
+                if let Some(i) = index {
+                    if std::mem::replace(&mut seen[i], true) {
+                        continue;
+                    }
+                    answered += 1;
+                } else if seq != first.wrapping_sub(1) {
+                    continue; // not this batch's
+                }
+                if let Some(code) = e.code {
+                    let errno = Errno::from_raw(code.get().abs());
+                    // BEGIN refused (index None) comes first, then the lowest index.
+                    let earlier = match (first_error, index) {
+                        (None, _) => true,
+                        (Some((Some(a), _)), Some(b)) => b < a,
+                        (Some((Some(_), _)), None) => true,
+                        (Some((None, _)), _) => false,
+                    };
+                    if earlier {
+                        first_error = Some((index, errno));
+                    }
+                }
+            }
+        }
+        Ok((answered, first_error))
     }
 
     /// A batch is one datagram, which must fit the socket's send buffer: grow it (as `nft`
@@ -236,17 +270,6 @@ impl NfSocket {
             })?;
         self.sndbuf = len;
         Ok(())
-    }
-
-    /// The object of the request sent with `seq` (the last `expected` sequence numbers before
-    /// the batch end were the requests, in order).
-    fn object_of(&self, requests: &[Request], seq: u32, expected: usize) -> Object {
-        let first = self.seq.wrapping_sub(expected as u32);
-        let index = seq.wrapping_sub(first) as usize;
-        requests
-            .get(index)
-            .map(|r| r.object.clone())
-            .unwrap_or(Object::Query("the batch"))
     }
 
     /// Sends one non-batched request (GET); returns the replies' bodies up to the final
