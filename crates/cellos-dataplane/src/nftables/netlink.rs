@@ -86,6 +86,13 @@ impl NetlinkDeserializable for NfMsg {
     }
 }
 
+/// One received message: its sequence number and payload.
+type Reply = (u32, NetlinkPayload<NfMsg>);
+
+/// A batch's first error: the index of the refused request (`None`: the batch itself) and
+/// the errno.
+type BatchError = (Option<usize>, Errno);
+
 /// A bound NETLINK_NETFILTER socket and its sequence counter.
 #[derive(Debug)]
 pub(crate) struct NfSocket {
@@ -210,15 +217,14 @@ impl NfSocket {
     ///
     /// The kernel processes a batch inside `send`, so every answer is queued by now: after
     /// the first datagram, read only what is queued rather than wait for a count.
-    #[allow(clippy::type_complexity)]
     fn answers(
         &self,
         first: u32,
         expected: usize,
-    ) -> Result<(usize, Option<(Option<usize>, Errno)>), NetlinkError> {
+    ) -> Result<(usize, Option<BatchError>), NetlinkError> {
         let mut seen = vec![false; expected];
         let mut answered = 0;
-        let mut first_error: Option<(Option<usize>, Errno)> = None;
+        let mut first_error: Option<BatchError> = None;
         while answered < expected {
             let Some(replies) = self.recv(answered == 0 && first_error.is_none())? else {
                 break;
@@ -313,8 +319,7 @@ impl NfSocket {
     }
 
     /// One datagram's messages; `None` when nothing is queued and `block` is false.
-    #[allow(clippy::type_complexity)]
-    fn recv(&self, block: bool) -> Result<Option<Vec<(u32, NetlinkPayload<NfMsg>)>>, NetlinkError> {
+    fn recv(&self, block: bool) -> Result<Option<Vec<Reply>>, NetlinkError> {
         let mut buf = vec![0u8; 64 * 1024];
         let flags = if block { 0 } else { libc::MSG_DONTWAIT };
         let n = match self.sock.recv(&mut &mut buf[..], flags) {
