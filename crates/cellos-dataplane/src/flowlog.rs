@@ -1,7 +1,8 @@
 //! Per-cell egress accounting read back from the ruleset's named counters.
 //!
-//! Mechanism: `nft -j list table inet cellos` (see [`crate::NftController::list_table_json`]),
-//! parsed with serde_json. The drop rules also log to NFLOG (group and prefix in
+//! Mechanism: one NFT_MSG_GETOBJ dump of the table's counters over netlink
+//! ([`crate::NftController::read_counters`]); [`NftCounters::from_nft_json`] reads the same
+//! from `nft -j` output, which tests compare against. The drop rules also log to NFLOG (group and prefix in
 //! [`crate::ruleset`]); the Linux backend reads that group over netlink inside the cell's
 //! namespace (`cellos_linux::netscope::nflog`) and reports each denied attempt as a flow event,
 //! rate-limited, while these counters stay the exact totals.

@@ -20,8 +20,9 @@
 //!    l7_gate_port: Some(PORT), host_addresses: <every address of the host>, log_group }`.
 //! 3. Load: `let ruleset = plan.render();` then
 //!    [`NftController::for_pid(cell_init_pid)`](NftController::for_pid) (or
-//!    [`NftController::for_netns`]) `.apply(ruleset.text())` — one atomic `nft -f` inside
-//!    the cell's namespace, done by the host, so the cell never needs `CAP_NET_ADMIN`. Emit
+//!    [`NftController::for_netns`]) `.apply(&ruleset)` — one atomic nf_tables netlink
+//!    transaction inside the cell's namespace, sent by the host over a socket opened there,
+//!    so the cell never needs `CAP_NET_ADMIN` and no `nft` process runs. Emit
 //!    `network.v1.enforced` with [`events::network_enforced`] (carries
 //!    [`Ruleset::sha256`]).
 //! 4. Pins: `let pins = Arc::new(PinTable::new());` and a
@@ -40,7 +41,7 @@
 //!    original_dst: Arc::new(ConntrackOriginalDst), observer, .. }`. The process stays in
 //!    the host namespace, so the gate's upstream connections leave from the host. Map its
 //!    events with [`events::flow_decision`] (authority `Observed`).
-//! 7. Teardown: read [`NftController::list_table_json`] into
+//! 7. Teardown: read [`NftController::read_counters`] (one netlink dump) into
 //!    [`flowlog::NftCounters`], build [`flowlog::EgressSummary`] with the DNS server's
 //!    [`dns::DnsCounters::snapshot`], then stop the servers and delete the namespace.
 //!
@@ -51,15 +52,18 @@ pub mod dns;
 pub mod events;
 pub mod flow;
 pub mod flowlog;
+pub mod host_table;
 pub mod l7gate;
 pub mod netns_exec;
 pub mod nft;
+pub mod nftables;
 pub mod pin;
 pub mod ranges;
 pub mod ruleset;
 
 pub use dns::{DnsAuthorityServer, DnsConfig, DnsObserver, QueryEvent, RateLimitedObserver};
 pub use flow::{FlowEvent, FlowObserver};
+pub use host_table::HostTable;
 pub use l7gate::{GateContext, GatePolicy, L7Gate};
 pub use nft::{NftController, NftError, NftPinner};
 pub use pin::{AddressPinner, Pin, PinError, PinFanout, PinTable, PinnedResolver};

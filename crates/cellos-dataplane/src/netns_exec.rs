@@ -1,5 +1,7 @@
-//! Runs a network tool (`nft`, `ip`) as a child process, optionally inside another network
-//! namespace.
+//! Runs a network tool (`ip`, and `nft` for listings and scripts given as text) as a child
+//! process, optionally inside another network namespace. nftables tables and pins are loaded
+//! over netlink instead ([`crate::nftables`]); the Linux backend still configures links
+//! with `ip`.
 //!
 //! The child joins the namespace itself with `setns(2)` in a `pre_exec` hook, between fork and
 //! exec: the calling process and its threads never change namespace, and nothing depends on

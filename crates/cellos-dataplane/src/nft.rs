@@ -1,21 +1,28 @@
-//! Runs `nft` inside a cell's network namespace.
+//! Loads and reads the nftables state of one network namespace, in-process.
 //!
-//! Mechanism: [`crate::netns_exec::run_tool`] (the child joins the namespace between fork and
-//! exec); the namespace file is opened before the fork so a missing namespace is a clear error
-//! instead of a child failure.
-//! `nft` is used rather than raw nf_tables netlink because the ruleset must be loaded as one
-//! text script (its hash is the evidence), and `nft -f` applies a script as one transaction.
+//! Mechanism: a NETLINK_NETFILTER socket created inside the namespace (see
+//! [`crate::nftables`]), opened on first use and kept for the controller's lifetime, so a
+//! load, a pin or a counter read is one netlink round trip and no process. The namespace is
+//! an open descriptor where the caller has one: it stays the same namespace for as long as
+//! the controller lives. The `nft` tool is only used by [`NftController::list_table`] and
+//! friends, for diagnostics and tests, and for scripts passed as text.
 
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
+use netlink_packet_core::NlasIterator;
+use nix::errno::Errno;
+
+use crate::flowlog::{Count, NftCounters};
 use crate::netns_exec::{run_tool, ToolError};
-
+use crate::nftables::netlink::{NetlinkError, NfSocket};
+use crate::nftables::uapi::{obj, table};
+use crate::nftables::{self, Attrs, ElementUpdate, Family, Object, Table};
 use crate::pin::{AddressPinner, Pin, PinError};
-use crate::ruleset::{EgressPlan, FAMILY, TABLE};
+use crate::ruleset::{EgressPlan, Ruleset, FAMILY, TABLE};
 
-/// Why an `nft` invocation failed.
+/// Why loading or reading nftables state failed.
 #[derive(Debug, thiserror::Error)]
 pub enum NftError {
     #[error("cannot open network namespace {path}: {source}; is the cell still running?")]
@@ -23,6 +30,8 @@ pub enum NftError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Netlink(#[from] NetlinkError),
     #[error("cannot run {binary}: {source}; install nftables (apt-get install nftables)")]
     Spawn {
         binary: String,
@@ -38,34 +47,76 @@ pub enum NftError {
     Json(#[from] serde_json::Error),
 }
 
-/// Applies scripts and reads state of the `inet cellos` table in one network namespace.
+impl NftError {
+    /// The object and errno the kernel rejected, when that is the failure.
+    pub fn rejected(&self) -> Option<(&Object, Errno)> {
+        match self {
+            NftError::Netlink(NetlinkError::Rejected { object, errno }) => Some((object, *errno)),
+            _ => None,
+        }
+    }
+}
+
+/// Which namespace a controller works in.
+#[derive(Debug, Clone)]
+enum Target {
+    Current,
+    Path(PathBuf),
+    /// Held open: a path like `/proc/<pid>/ns/net` cannot promise the same namespace once the
+    /// process is gone.
+    Fd(Arc<OwnedFd>),
+}
+
+/// Loads tables and reads state in one network namespace. Clones share one socket.
 #[derive(Debug, Clone)]
 pub struct NftController {
-    netns: Option<PathBuf>,
-    /// The namespace as an open descriptor: it stays the same namespace for as long as this
-    /// controller (or a pinner holding it) lives, which a path like `/proc/self/fd/N` or
-    /// `/proc/<pid>/ns/net` cannot promise once the descriptor or process is gone.
-    netns_fd: Option<Arc<OwnedFd>>,
+    target: Target,
+    socket: Arc<Mutex<Option<NfSocket>>>,
     binary: String,
 }
 
+/// Something [`NftController::apply`] can load.
+pub trait Load {
+    fn load(&self, controller: &NftController) -> Result<(), NftError>;
+}
+
+impl Load for Table {
+    fn load(&self, controller: &NftController) -> Result<(), NftError> {
+        controller.transact(&nftables::encode_table(self))
+    }
+}
+
+impl Load for Ruleset {
+    fn load(&self, controller: &NftController) -> Result<(), NftError> {
+        self.table().load(controller)
+    }
+}
+
+/// A script in `nft` syntax, loaded by the `nft` tool (`nft -f -`): for text that does not
+/// come from the model.
+impl Load for str {
+    fn load(&self, controller: &NftController) -> Result<(), NftError> {
+        controller.run(&["-f", "-"], Some(self)).map(drop)
+    }
+}
+
 impl NftController {
-    /// Controller for the namespace at `path` (`/proc/<pid>/ns/net`, `/run/netns/<name>`).
-    pub fn for_netns(path: impl Into<PathBuf>) -> Self {
+    fn new(target: Target) -> Self {
         Self {
-            netns: Some(path.into()),
-            netns_fd: None,
+            target,
+            socket: Arc::default(),
             binary: "nft".to_owned(),
         }
     }
 
+    /// Controller for the namespace at `path` (`/proc/<pid>/ns/net`, `/run/netns/<name>`).
+    pub fn for_netns(path: impl Into<PathBuf>) -> Self {
+        Self::new(Target::Path(path.into()))
+    }
+
     /// Controller for the namespace `fd` refers to (held open by the controller).
     pub fn for_netns_fd(fd: Arc<OwnedFd>) -> Self {
-        Self {
-            netns: None,
-            netns_fd: Some(fd),
-            binary: "nft".to_owned(),
-        }
+        Self::new(Target::Fd(fd))
     }
 
     /// Controller for the network namespace of process `pid` (e.g. the cell's init).
@@ -75,55 +126,149 @@ impl NftController {
 
     /// Controller for the caller's own namespace.
     pub fn current() -> Self {
-        Self {
-            netns: None,
-            netns_fd: None,
-            binary: "nft".to_owned(),
-        }
+        Self::new(Target::Current)
     }
 
-    /// Use another `nft` binary (an absolute path, for hosts with several).
+    /// Use another `nft` binary for the tool-based calls (an absolute path).
     pub fn with_binary(mut self, binary: impl Into<String>) -> Self {
         self.binary = binary.into();
         self
     }
 
     pub fn netns(&self) -> Option<&Path> {
-        self.netns.as_deref()
+        match &self.target {
+            Target::Path(p) => Some(p),
+            _ => None,
+        }
     }
 
-    /// Loads `script` with `nft -f -`: all of it, atomically, or nothing.
-    pub fn apply(&self, script: &str) -> Result<(), NftError> {
-        self.run(&["-f", "-"], Some(script)).map(|_| ())
+    /// Loads `what` atomically: all of it, or nothing (then the error names the object).
+    pub fn apply<L: Load + ?Sized>(&self, what: &L) -> Result<(), NftError> {
+        what.load(self)
     }
 
-    /// `nft list table inet cellos` as text.
+    /// Applies element updates (pins) to existing sets as one transaction.
+    pub fn update_elements(&self, updates: &[ElementUpdate]) -> Result<(), NftError> {
+        let requests: Vec<_> = updates.iter().flat_map(nftables::element_update).collect();
+        if requests.is_empty() {
+            return Ok(());
+        }
+        self.transact(&requests)
+    }
+
+    /// Does table `family name` exist?
+    pub fn table_exists(&self, family: Family, name: &str) -> Result<bool, NftError> {
+        let mut attrs = Attrs::default();
+        attrs.str(table::NAME, name);
+        match self.with_socket(|s| s.query(nftables::GETTABLE, family, false, attrs.0))? {
+            Ok(_) => Ok(true),
+            Err(Errno::ENOENT) => Ok(false),
+            Err(errno) => Err(NetlinkError::Rejected {
+                object: Object::Table {
+                    family,
+                    name: name.to_owned(),
+                },
+                errno,
+            }
+            .into()),
+        }
+    }
+
+    /// Deletes table `family name`; `Ok(false)` when it did not exist.
+    pub fn delete_table(&self, family: Family, name: &str) -> Result<bool, NftError> {
+        match self.transact(&[nftables::delete_table(family, name)]) {
+            Ok(()) => Ok(true),
+            Err(e)
+                if e.rejected()
+                    .is_some_and(|(_, errno)| errno == Errno::ENOENT) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The named counters of the cell's table (`inet cellos`), one NFT_MSG_GETOBJ dump.
+    pub fn read_counters(&self) -> Result<NftCounters, NftError> {
+        let mut attrs = Attrs::default();
+        attrs
+            .str(obj::TABLE, TABLE)
+            .be32(obj::TYPE, obj::TYPE_COUNTER);
+        let family = Family::Inet;
+        let replies = self
+            .with_socket(|s| s.query(nftables::GETOBJ, family, true, attrs.0))?
+            .map_err(|errno| NetlinkError::Rejected {
+                object: Object::Message("the counter dump"),
+                errno,
+            })?;
+        Ok(NftCounters(
+            replies
+                .iter()
+                .filter_map(|m| parse_counter(&m.attrs))
+                .collect(),
+        ))
+    }
+
+    /// `nft list table inet cellos` as text (runs `nft`; for diagnostics and tests).
     pub fn list_table(&self) -> Result<String, NftError> {
         self.run(&["list", "table", FAMILY, TABLE], None)
     }
 
-    /// `nft -j list table inet cellos`, parsed.
+    /// `nft -j list table inet cellos`, parsed (runs `nft`).
     pub fn list_table_json(&self) -> Result<serde_json::Value, NftError> {
         let text = self.run(&["-j", "list", "table", FAMILY, TABLE], None)?;
         Ok(serde_json::from_str(&text)?)
     }
 
-    /// Runs `nft args...` in the namespace, feeding `stdin`; returns stdout.
-    pub fn run(&self, args: &[&str], stdin: Option<&str>) -> Result<String, NftError> {
-        let ns: Option<OwnedFd> = match (&self.netns_fd, &self.netns) {
-            (Some(fd), _) => Some(fd.try_clone().map_err(|source| NftError::Netns {
+    fn transact(&self, requests: &[nftables::Request]) -> Result<(), NftError> {
+        self.with_socket(|s| s.transact(requests))
+    }
+
+    /// Runs `f` on the controller's socket, opening it in the namespace on first use; a
+    /// socket whose send or receive failed is dropped, so the next call opens a fresh one.
+    fn with_socket<T>(
+        &self,
+        f: impl FnOnce(&mut NfSocket) -> Result<T, NetlinkError>,
+    ) -> Result<T, NftError> {
+        let mut slot = self
+            .socket
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let socket = match slot.take() {
+            Some(s) => s,
+            None => NfSocket::open(self.namespace()?)?,
+        };
+        let socket = slot.insert(socket);
+        let result = f(socket);
+        if matches!(
+            result,
+            Err(NetlinkError::Io { .. } | NetlinkError::Decode(_))
+        ) {
+            *slot = None;
+        }
+        Ok(result?)
+    }
+
+    /// The namespace as a fresh descriptor (`None`: the caller's own).
+    fn namespace(&self) -> Result<Option<OwnedFd>, NftError> {
+        match &self.target {
+            Target::Current => Ok(None),
+            Target::Fd(fd) => fd.try_clone().map(Some).map_err(|source| NftError::Netns {
                 path: PathBuf::from("(descriptor)"),
                 source,
-            })?),
-            (None, Some(path)) => Some(std::fs::File::open(path).map(OwnedFd::from).map_err(
-                |source| NftError::Netns {
+            }),
+            Target::Path(path) => std::fs::File::open(path)
+                .map(|f| Some(OwnedFd::from(f)))
+                .map_err(|source| NftError::Netns {
                     path: path.clone(),
                     source,
-                },
-            )?),
-            (None, None) => None,
-        };
-        run_tool(&self.binary, args, stdin, ns).map_err(|err| match err {
+                }),
+        }
+    }
+
+    /// Runs `nft args...` in the namespace, feeding `stdin`; returns stdout.
+    pub fn run(&self, args: &[&str], stdin: Option<&str>) -> Result<String, NftError> {
+        run_tool(&self.binary, args, stdin, self.namespace()?).map_err(|err| match err {
             ToolError::Spawn { source, .. } | ToolError::Wait { source, .. } => NftError::Spawn {
                 binary: self.binary.clone(),
                 source,
@@ -142,7 +287,41 @@ impl NftController {
     }
 }
 
-/// Installs DNS pins into the cell's `pinned_v4/v6` sets, on the ports the plan allows.
+/// Name and count of one NEWOBJ counter message (NFTA_OBJ_NAME, NFTA_OBJ_DATA).
+fn parse_counter(attrs: &[u8]) -> Option<(String, Count)> {
+    let mut name = None;
+    let mut count = None;
+    for nla in NlasIterator::new(attrs) {
+        let nla = nla.ok()?;
+        match nla.kind() {
+            obj::NAME => {
+                let v = nla.value();
+                let v = v.strip_suffix(&[0]).unwrap_or(v);
+                name = Some(String::from_utf8_lossy(v).into_owned());
+            }
+            obj::DATA => count = Some(parse_count(nla.value())?),
+            _ => {}
+        }
+    }
+    Some((name?, count?))
+}
+
+fn parse_count(data: &[u8]) -> Option<Count> {
+    let mut c = Count::default();
+    for nla in NlasIterator::new(data) {
+        let nla = nla.ok()?;
+        let v = u64::from_be_bytes(nla.value().try_into().ok()?);
+        match nla.kind() {
+            obj::COUNTER_BYTES => c.bytes = v,
+            obj::COUNTER_PACKETS => c.packets = v,
+            _ => {}
+        }
+    }
+    Some(c)
+}
+
+/// Installs DNS pins into the cell's `pinned_v4/v6` sets, on the ports the plan allows: one
+/// NEWSETELEM transaction per call, no process.
 #[derive(Debug, Clone)]
 pub struct NftPinner {
     pub controller: NftController,
@@ -151,12 +330,8 @@ pub struct NftPinner {
 
 impl AddressPinner for NftPinner {
     fn pin(&self, pins: &[Pin]) -> Result<(), PinError> {
-        let script = self.plan.pin_script(pins);
-        if script.is_empty() {
-            return Ok(());
-        }
         self.controller
-            .apply(&script)
+            .update_elements(&self.plan.pin_updates(pins))
             .map_err(|e| PinError(e.to_string()))
     }
 }

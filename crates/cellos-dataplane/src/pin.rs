@@ -2,8 +2,8 @@
 //!
 //! The DNS authority hands every pin to an [`AddressPinner`] *before* it answers the cell, so
 //! the address is already reachable when the workload connects. Two pinners exist: the
-//! nftables one (the wiring builds it from [`crate::NftController`] and
-//! [`crate::EgressPlan::pin_script`]) and the in-memory [`PinTable`] that the L7 gate asks, as
+//! nftables one ([`crate::NftPinner`]: one netlink transaction per answer, from
+//! [`crate::EgressPlan::pin_updates`]) and the in-memory [`PinTable`] that the L7 gate asks, as
 //! a [`PinnedResolver`], whether a destination really is an address of the name in the SNI.
 
 use std::collections::HashMap;
@@ -27,7 +27,8 @@ pub struct Pin {
 #[error("pinning resolved addresses failed: {0}")]
 pub struct PinError(pub String);
 
-/// Makes resolved addresses reachable. Called from a blocking context (it may run `nft`).
+/// Makes resolved addresses reachable. Called from a blocking context (it may wait on the
+/// kernel).
 pub trait AddressPinner: Send + Sync {
     /// Installs every pin of one answer, all or nothing where the mechanism allows.
     fn pin(&self, pins: &[Pin]) -> Result<(), PinError>;

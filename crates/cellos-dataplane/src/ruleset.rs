@@ -1,6 +1,8 @@
-//! The cell's nftables ruleset, generated from its spec as one script for one atomic `nft -f`.
+//! The cell's nftables ruleset, generated from its spec as one table for one atomic load.
 //!
-//! Pure: text in, text out, no processes. [`crate::NftController`] loads the text.
+//! Pure: spec in, [`crate::nftables::Table`] out, no processes. [`Ruleset`] holds the table
+//! and its canonical text (the hash is over the text); [`crate::NftController`] loads the
+//! table over netlink, and `nft -f` of the text loads the same (tests prove it).
 //!
 //! Layout of table `inet cellos` (inside the cell's network namespace, where the workload holds
 //! no `CAP_NET_ADMIN` and so cannot change it):
@@ -26,13 +28,17 @@
 //! [`PlanInputs::log_group`] with a prefix `cellos-deny <reason> ` and counted in named
 //! counters (see [`COUNTERS`]) that [`crate::flowlog`] reads back.
 
-use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::time::Duration;
 
 use cellos_core::spec::{hostname_matches, Cidr, EgressProtocol, ExecutionCellSpec};
 use sha2::{Digest, Sha256};
 
+use crate::nftables::{
+    Addr, BaseChain, Chain, ChainKind, CtState, Dir, Element, ElementUpdate, Family, Hook,
+    Icmpv6Type, IpVersion, Match, Policy, Priority, Reject, Rule, Set, SetKey, Stmt, Table,
+    Verdict,
+};
 use crate::pin::Pin;
 use crate::ranges::DeniedRanges;
 
@@ -44,15 +50,14 @@ pub const FAMILY: &str = "inet";
 pub const MECHANISM: &str = "nftables inet table in cell netns";
 /// Prefix of every NFLOG drop message (followed by the reason and a space).
 pub const LOG_PREFIX: &str = "cellos-deny";
-/// Verdict of the output chain's deny rules: the chain [`REJECT_CHAIN`]. The packet never
+/// The output chain's deny rules jump to the chain [`REJECT_CHAIN`]. The packet never
 /// leaves the cell either way; a TCP reset (other protocols: an administratively-prohibited
 /// ICMP error) delivered to the cell's own socket makes a denied `connect` fail at once
 /// instead of retrying SYNs for two minutes, so workloads fail fast and legibly. A reset is
 /// used for TCP because an ICMP error arriving while `connect` still holds its socket is only
 /// a soft error until the next retransmission. The chain's policy (anything no rule matched)
 /// stays a silent drop.
-pub const REJECT: &str = "jump reject_flow";
-/// Name of the chain [`REJECT`] jumps to.
+/// Name of the chain the deny rules jump to.
 pub const REJECT_CHAIN: &str = "reject_flow";
 
 /// TCP ports whose hostname rules go through the L7 gate.
@@ -298,239 +303,397 @@ impl EgressPlan {
         targets
     }
 
-    /// One `nft -f` script installing (or refreshing) every pin on its rule's ports.
-    /// Empty when no pin has a directly reachable port.
-    pub fn pin_script(&self, pins: &[Pin]) -> String {
-        let mut script = String::new();
-        for p in pins {
-            for (port, proto) in self.pin_targets(&p.name) {
-                script.push_str(&pin(p.ip, port, proto, p.ttl));
-            }
-        }
-        script
+    /// Element updates that make every pin reachable on its rule's ports, one per address
+    /// family that has any; empty when no pin has a directly reachable port.
+    pub fn pin_updates(&self, pins: &[Pin]) -> Vec<ElementUpdate> {
+        [(IpVersion::V4, "pinned_v4"), (IpVersion::V6, "pinned_v6")]
+            .into_iter()
+            .filter_map(|(version, set)| {
+                let refresh: Vec<Element> = pins
+                    .iter()
+                    .filter(|p| IpVersion::of(p.ip) == version)
+                    .flat_map(|p| {
+                        self.pin_targets(&p.name)
+                            .into_iter()
+                            .map(|(port, proto)| pin_element(p.ip, port, proto, p.ttl))
+                    })
+                    .collect();
+                (!refresh.is_empty()).then(|| ElementUpdate {
+                    family: Family::Inet,
+                    table: TABLE.to_owned(),
+                    set: set.to_owned(),
+                    key: SetKey::AddrProtoPort(version),
+                    refresh,
+                })
+            })
+            .collect()
     }
 
-    /// The whole ruleset, for one atomic `nft -f`.
+    /// The `nft` text of [`EgressPlan::pin_updates`] (what `nft -f` would apply for them).
+    pub fn pin_script(&self, pins: &[Pin]) -> String {
+        self.pin_updates(pins)
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    /// The whole ruleset as one table, loaded in one transaction.
     pub fn render(&self) -> Ruleset {
-        let mut s = String::new();
-        let group = self.inputs.log_group;
-        let log = |reason: &str| format!("log prefix \"{LOG_PREFIX} {reason} \" group {group}");
-        // Create-then-delete-then-define replaces any previous table in the same transaction.
-        let _ = writeln!(s, "table {FAMILY} {TABLE}");
-        let _ = writeln!(s, "delete table {FAMILY} {TABLE}");
-        let _ = writeln!(s, "table {FAMILY} {TABLE} {{");
-        for (name, _) in COUNTERS {
-            let _ = writeln!(s, "\tcounter {name} {{ }}");
-        }
         let (denied_v4, denied_v6): (Vec<Cidr>, Vec<Cidr>) = self
             .denied
             .ranges()
             .iter()
             .partition(|c| c.network().is_ipv4());
-        write_addr_set(&mut s, "denied_v4", "ipv4_addr", &denied_v4);
-        write_addr_set(&mut s, "denied_v6", "ipv6_addr", &denied_v6);
+        let mut sets = vec![
+            addr_set("denied_v4", IpVersion::V4, &denied_v4),
+            addr_set("denied_v6", IpVersion::V6, &denied_v6),
+        ];
         for (name, rules) in [("explicit", &self.explicit), ("wide", &self.wide)] {
-            let (v4, v6): (Vec<&CidrRule>, Vec<&CidrRule>) =
-                rules.iter().partition(|r| r.cidr.network().is_ipv4());
-            write_rule_set(&mut s, &format!("{name}_v4"), "ipv4_addr", &v4);
-            write_rule_set(&mut s, &format!("{name}_v6"), "ipv6_addr", &v6);
+            for version in [IpVersion::V4, IpVersion::V6] {
+                let elements = rules
+                    .iter()
+                    .filter(|r| IpVersion::of(r.cidr.network()) == version)
+                    .map(|r| Element {
+                        addr: Addr::from(r.cidr),
+                        proto_port: Some((r.proto, r.port)),
+                        timeout: None,
+                    })
+                    .collect();
+                sets.push(dest_set(
+                    &format!("{name}_{}", suffix(version)),
+                    version,
+                    true,
+                    elements,
+                ));
+            }
         }
-        for (name, ty) in [("pinned_v4", "ipv4_addr"), ("pinned_v6", "ipv6_addr")] {
-            let _ = writeln!(
-                s,
-                "\tset {name} {{\n\t\ttype {ty} . inet_proto . inet_service\n\t\tflags timeout\n\t}}"
-            );
+        for version in [IpVersion::V4, IpVersion::V6] {
+            sets.push(dest_set(
+                &format!("pinned_{}", suffix(version)),
+                version,
+                false,
+                Vec::new(),
+            ));
         }
+        let mut chains = vec![self.output_chain(), reject_chain(), self.input_chain()];
+        chains.extend(self.nat_chain());
+        let table = Table {
+            family: Family::Inet,
+            name: TABLE.to_owned(),
+            replace: true,
+            counters: COUNTERS.iter().map(|(n, _)| (*n).to_owned()).collect(),
+            sets,
+            chains,
+        };
+        Ruleset::new(table)
+    }
 
-        let dns_match = match self.inputs.dns_server {
-            IpAddr::V4(a) => format!("ip daddr {a}"),
-            IpAddr::V6(a) => format!("ip6 daddr {a}"),
-        };
-        let _ = writeln!(s, "\tchain output {{");
-        let _ = writeln!(
-            s,
-            "\t\ttype filter hook output priority filter; policy drop;"
-        );
-        let _ = writeln!(s, "\t\toif \"lo\" accept");
-        // Connections redirected to the gate still carry the original output interface here;
-        // loopback destinations never leave the namespace, so they are safe to accept.
-        let _ = writeln!(s, "\t\tip daddr 127.0.0.0/8 accept");
-        let _ = writeln!(s, "\t\tip6 daddr ::1 accept");
-        // IPv6 does not work at all without neighbour discovery on the cell's link.
-        let _ = writeln!(
-            s,
-            "\t\ticmpv6 type {{ nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit }} accept"
-        );
-        // Multicast listener reports are the kernel's own chatter when a link comes up, not an
-        // attempt of the workload: dropped without a log entry, so they do not read as one.
-        let _ = writeln!(
-            s,
-            "\t\ticmpv6 type {{ mld-listener-report, mld2-listener-report, mld-listener-done }} drop"
-        );
-        let _ = writeln!(
-            s,
-            "\t\tct state established,related counter name \"established_out\" accept"
-        );
-        let _ = writeln!(
-            s,
-            "\t\tct state invalid counter name \"deny_invalid\" {} drop",
-            log("invalid")
-        );
-        let _ = writeln!(
-            s,
-            "\t\t{dns_match} meta l4proto {{ tcp, udp }} th dport 53 counter name \"allow_dns\" accept"
-        );
-        let set_match = |set: &str| {
-            let fam = if set.ends_with("v4") { "ip" } else { "ip6" };
-            format!("{fam} daddr . meta l4proto . th dport @{set}")
-        };
-        for set in ["explicit_v4", "explicit_v6"] {
-            let _ = writeln!(
-                s,
-                "\t\t{} counter name \"allow_cidr\" accept",
-                set_match(set)
-            );
+    fn log(&self, reason: &str) -> Stmt {
+        Stmt::Log {
+            prefix: format!("{LOG_PREFIX} {reason} "),
+            group: self.inputs.log_group,
         }
-        let _ = writeln!(
-            s,
-            "\t\tip daddr @denied_v4 counter name \"deny_range\" {} {REJECT}",
-            log("range")
-        );
-        let _ = writeln!(
-            s,
-            "\t\tip6 daddr @denied_v6 counter name \"deny_range\" {} {REJECT}",
-            log("range")
-        );
+    }
+
+    /// Output: own traffic, then the destination decisions (see the module doc for order).
+    fn output_chain(&self) -> Chain {
+        let reject = || Stmt::Verdict(Verdict::Jump(REJECT_CHAIN.to_owned()));
+        let mut rules = self.output_local_rules();
+        for set in ["explicit_v4", "explicit_v6"] {
+            rules.push(rule([dest_in(set), counter("allow_cidr"), accept()]));
+        }
+        for version in [IpVersion::V4, IpVersion::V6] {
+            rules.push(rule([
+                Stmt::Match(Match::AddrIn {
+                    version,
+                    set: format!("denied_{}", suffix(version)),
+                }),
+                counter("deny_range"),
+                self.log("range"),
+                reject(),
+            ]));
+        }
         for set in ["wide_v4", "wide_v6"] {
-            let _ = writeln!(
-                s,
-                "\t\t{} counter name \"allow_cidr\" accept",
-                set_match(set)
-            );
+            rules.push(rule([dest_in(set), counter("allow_cidr"), accept()]));
         }
         for set in ["pinned_v4", "pinned_v6"] {
-            let _ = writeln!(
-                s,
-                "\t\t{} counter name \"allow_pinned\" accept",
-                set_match(set)
-            );
+            rules.push(rule([dest_in(set), counter("allow_pinned"), accept()]));
         }
-        let _ = writeln!(
-            s,
-            "\t\tcounter name \"deny_default\" {} {REJECT}",
-            log("default")
-        );
-        let _ = writeln!(s, "\t}}");
+        rules.push(rule([
+            counter("deny_default"),
+            self.log("default"),
+            reject(),
+        ]));
+        base_chain(
+            "output",
+            ChainKind::Filter,
+            Hook::Output,
+            Priority::Filter,
+            Policy::Drop,
+            rules,
+        )
+    }
 
-        let _ = writeln!(s, "\tchain {REJECT_CHAIN} {{");
-        let _ = writeln!(s, "\t\tmeta l4proto tcp reject with tcp reset");
-        let _ = writeln!(s, "\t\treject with icmpx admin-prohibited");
-        let _ = writeln!(s, "\t}}");
+    /// Loopback, neighbour discovery, established flows, invalid packets and DNS.
+    fn output_local_rules(&self) -> Vec<Rule> {
+        let mut rules = loopback_rules(Dir::Out, Verdict::Accept);
+        rules.extend([
+            // IPv6 does not work at all without neighbour discovery on the cell's link.
+            rule([
+                icmpv6(&[
+                    Icmpv6Type::NdNeighborSolicit,
+                    Icmpv6Type::NdNeighborAdvert,
+                    Icmpv6Type::NdRouterSolicit,
+                ]),
+                accept(),
+            ]),
+            // Multicast listener reports are the kernel's own chatter when a link comes up,
+            // not an attempt of the workload: dropped without a log entry.
+            rule([
+                icmpv6(&[
+                    Icmpv6Type::MldListenerReport,
+                    Icmpv6Type::Mld2ListenerReport,
+                    Icmpv6Type::MldListenerDone,
+                ]),
+                Stmt::Verdict(Verdict::Drop),
+            ]),
+            rule([established(), counter("established_out"), accept()]),
+            rule([
+                Stmt::Match(Match::CtState(vec![CtState::Invalid])),
+                counter("deny_invalid"),
+                self.log("invalid"),
+                Stmt::Verdict(Verdict::Drop),
+            ]),
+            rule([
+                Stmt::Match(Match::Addr {
+                    dir: Dir::Out,
+                    addr: Addr::Host(self.inputs.dns_server),
+                }),
+                Stmt::Match(Match::L4Proto(vec![Proto::Tcp, Proto::Udp])),
+                Stmt::Match(Match::ThDport(53)),
+                counter("allow_dns"),
+                accept(),
+            ]),
+        ]);
+        rules
+    }
 
-        let _ = writeln!(s, "\tchain input {{");
-        let _ = writeln!(
-            s,
-            "\t\ttype filter hook input priority filter; policy drop;"
-        );
-        let _ = writeln!(s, "\t\tiif \"lo\" accept");
-        let _ = writeln!(
-            s,
-            "\t\ticmpv6 type {{ nd-neighbor-solicit, nd-neighbor-advert, nd-router-advert }} accept"
-        );
-        let _ = writeln!(
-            s,
-            "\t\tct state established,related counter name \"established_in\" accept"
-        );
-        let _ = writeln!(s, "\t\tcounter name \"deny_input\" {} drop", log("input"));
-        let _ = writeln!(s, "\t}}");
+    fn input_chain(&self) -> Chain {
+        let rules = vec![
+            rule([Stmt::Match(Match::Loopback(Dir::In)), accept()]),
+            rule([
+                icmpv6(&[
+                    Icmpv6Type::NdNeighborSolicit,
+                    Icmpv6Type::NdNeighborAdvert,
+                    Icmpv6Type::NdRouterAdvert,
+                ]),
+                accept(),
+            ]),
+            rule([established(), counter("established_in"), accept()]),
+            rule([
+                counter("deny_input"),
+                self.log("input"),
+                Stmt::Verdict(Verdict::Drop),
+            ]),
+        ];
+        base_chain(
+            "input",
+            ChainKind::Filter,
+            Hook::Input,
+            Priority::Filter,
+            Policy::Drop,
+            rules,
+        )
+    }
 
-        let gated_ports: Vec<u16> = {
-            let mut ports: Vec<u16> = self.gate_policy().into_iter().map(|(_, p)| p).collect();
-            ports.sort_unstable();
-            ports.dedup();
-            ports
-        };
-        if let (Some(gate), false) = (self.inputs.l7_gate_port, gated_ports.is_empty()) {
-            let ports = gated_ports
-                .iter()
-                .map(u16::to_string)
-                .collect::<Vec<_>>()
-                .join(", ");
-            let _ = writeln!(s, "\tchain nat_output {{");
-            let _ = writeln!(s, "\t\ttype nat hook output priority -100; policy accept;");
-            let _ = writeln!(s, "\t\tip daddr 127.0.0.0/8 return");
-            let _ = writeln!(s, "\t\tip6 daddr ::1 return");
-            for set in ["explicit_v4", "explicit_v6", "wide_v4", "wide_v6"] {
-                let _ = writeln!(s, "\t\t{} return", set_match(set));
-            }
-            let _ = writeln!(s, "\t\ttcp dport {{ {ports} }} redirect to :{gate}");
-            let _ = writeln!(s, "\t}}");
+    /// TCP to a gated port goes to the gate, unless a literal CIDR rule allows it directly.
+    fn nat_chain(&self) -> Option<Chain> {
+        let gate = self.inputs.l7_gate_port?;
+        let mut ports: Vec<u16> = self.gate_policy().into_iter().map(|(_, p)| p).collect();
+        ports.sort_unstable();
+        ports.dedup();
+        if ports.is_empty() {
+            return None;
         }
-        let _ = writeln!(s, "}}");
-        Ruleset { text: s }
+        let mut rules = vec![
+            rule([loopback_addr(IpVersion::V4), Stmt::Verdict(Verdict::Return)]),
+            rule([loopback_addr(IpVersion::V6), Stmt::Verdict(Verdict::Return)]),
+        ];
+        for set in ["explicit_v4", "explicit_v6", "wide_v4", "wide_v6"] {
+            rules.push(rule([dest_in(set), Stmt::Verdict(Verdict::Return)]));
+        }
+        rules.push(rule([
+            Stmt::Match(Match::TcpDport(ports)),
+            Stmt::Redirect(gate),
+        ]));
+        Some(base_chain(
+            "nat_output",
+            ChainKind::Nat,
+            Hook::Output,
+            Priority::Value(-100),
+            Policy::Accept,
+            rules,
+        ))
+    }
+}
+
+fn suffix(v: IpVersion) -> &'static str {
+    match v {
+        IpVersion::V4 => "v4",
+        IpVersion::V6 => "v6",
+    }
+}
+
+fn rule<const N: usize>(stmts: [Stmt; N]) -> Rule {
+    Rule(stmts.into())
+}
+
+fn accept() -> Stmt {
+    Stmt::Verdict(Verdict::Accept)
+}
+
+fn counter(name: &str) -> Stmt {
+    Stmt::Counter(name.to_owned())
+}
+
+fn established() -> Stmt {
+    Stmt::Match(Match::CtState(vec![CtState::Established, CtState::Related]))
+}
+
+fn icmpv6(types: &[Icmpv6Type]) -> Stmt {
+    Stmt::Match(Match::Icmpv6Type(types.to_vec()))
+}
+
+fn dest_in(set: &str) -> Stmt {
+    let version = if set.ends_with("v4") {
+        IpVersion::V4
+    } else {
+        IpVersion::V6
+    };
+    Stmt::Match(Match::DestIn {
+        version,
+        set: set.to_owned(),
+    })
+}
+
+/// `ip daddr 127.0.0.0/8` / `ip6 daddr ::1`.
+fn loopback_addr(version: IpVersion) -> Stmt {
+    let addr = match version {
+        IpVersion::V4 => Addr::Net(std::net::Ipv4Addr::new(127, 0, 0, 0).into(), 8),
+        IpVersion::V6 => Addr::Host(std::net::Ipv6Addr::LOCALHOST.into()),
+    };
+    Stmt::Match(Match::Addr {
+        dir: Dir::Out,
+        addr,
+    })
+}
+
+/// Own loopback, by interface and by destination (connections redirected to the gate still
+/// carry the original output interface; loopback destinations never leave the namespace).
+fn loopback_rules(dir: Dir, verdict: Verdict) -> Vec<Rule> {
+    vec![
+        rule([
+            Stmt::Match(Match::Loopback(dir)),
+            Stmt::Verdict(verdict.clone()),
+        ]),
+        rule([loopback_addr(IpVersion::V4), Stmt::Verdict(verdict.clone())]),
+        rule([loopback_addr(IpVersion::V6), Stmt::Verdict(verdict)]),
+    ]
+}
+
+fn reject_chain() -> Chain {
+    Chain {
+        name: REJECT_CHAIN.to_owned(),
+        base: None,
+        rules: vec![
+            rule([
+                Stmt::Match(Match::L4Proto(vec![Proto::Tcp])),
+                Stmt::Reject(Reject::TcpReset),
+            ]),
+            rule([Stmt::Reject(Reject::IcmpxAdminProhibited)]),
+        ],
+    }
+}
+
+fn base_chain(
+    name: &str,
+    kind: ChainKind,
+    hook: Hook,
+    priority: Priority,
+    policy: Policy,
+    rules: Vec<Rule>,
+) -> Chain {
+    Chain {
+        name: name.to_owned(),
+        base: Some(BaseChain {
+            kind,
+            hook,
+            priority,
+            policy,
+        }),
+        rules,
     }
 }
 
 /// Set of plain address ranges.
-fn write_addr_set(s: &mut String, name: &str, ty: &str, cidrs: &[Cidr]) {
-    let _ = writeln!(s, "\tset {name} {{\n\t\ttype {ty}\n\t\tflags interval");
-    if !cidrs.is_empty() {
-        let elems = cidrs
+fn addr_set(name: &str, version: IpVersion, cidrs: &[Cidr]) -> Set {
+    Set {
+        name: name.to_owned(),
+        key: SetKey::Addr(version),
+        interval: true,
+        timeout: false,
+        elements: cidrs
             .iter()
-            .map(Cidr::to_string)
-            .collect::<Vec<_>>()
-            .join(", ");
-        let _ = writeln!(s, "\t\telements = {{ {elems} }}");
+            .map(|c| Element {
+                addr: Addr::from(*c),
+                proto_port: None,
+                timeout: None,
+            })
+            .collect(),
     }
-    let _ = writeln!(s, "\t}}");
 }
 
-/// Set of `range . protocol . port` rule elements.
-fn write_rule_set(s: &mut String, name: &str, ty: &str, rules: &[&CidrRule]) {
-    let _ = writeln!(
-        s,
-        "\tset {name} {{\n\t\ttype {ty} . inet_proto . inet_service\n\t\tflags interval"
-    );
-    if !rules.is_empty() {
-        let elems = rules
-            .iter()
-            .map(|r| format!("{} . {} . {}", r.cidr, r.proto.as_str(), r.port))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let _ = writeln!(s, "\t\telements = {{ {elems} }}");
+/// Set of `address . protocol . port` elements: ranges (`interval`) or expiring pins.
+fn dest_set(name: &str, version: IpVersion, interval: bool, elements: Vec<Element>) -> Set {
+    Set {
+        name: name.to_owned(),
+        key: SetKey::AddrProtoPort(version),
+        interval,
+        timeout: !interval,
+        elements,
     }
-    let _ = writeln!(s, "\t}}");
 }
 
-/// Script text that makes `addr` reachable on `port`/`proto` for `ttl` (at least one second,
+/// The pin element for `addr` on `port`/`proto`, expiring after `ttl` (at least one second,
 /// nftables' granularity).
-///
-/// Adding an element that exists does not refresh its timeout, so the element is added
-/// (ensuring it exists), deleted and added again with the new timeout — three commands that
-/// `nft -f` applies as one transaction.
-pub fn pin(addr: IpAddr, port: u16, proto: Proto, ttl: Duration) -> String {
-    let set = if addr.is_ipv4() {
-        "pinned_v4"
-    } else {
-        "pinned_v6"
-    };
-    let secs = ttl.as_secs().max(1);
-    let elem = format!("{addr} . {} . {port}", proto.as_str());
-    format!(
-        "add element {FAMILY} {TABLE} {set} {{ {elem} timeout {secs}s }}\n\
-         delete element {FAMILY} {TABLE} {set} {{ {elem} }}\n\
-         add element {FAMILY} {TABLE} {set} {{ {elem} timeout {secs}s }}\n"
-    )
+fn pin_element(addr: IpAddr, port: u16, proto: Proto, ttl: Duration) -> Element {
+    Element {
+        addr: Addr::Host(addr),
+        proto_port: Some((proto, port)),
+        timeout: Some(Duration::from_secs(ttl.as_secs().max(1))),
+    }
 }
 
-/// A rendered ruleset.
+/// A rendered ruleset: the table and its canonical text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ruleset {
+    table: Table,
     text: String,
 }
 
 impl Ruleset {
-    /// The script for `nft -f`.
+    /// Wraps `table` with its canonical text.
+    pub fn new(table: Table) -> Self {
+        let text = table.to_string();
+        Self { table, text }
+    }
+
+    /// The table, as loaded by [`crate::NftController::apply`].
+    pub fn table(&self) -> &Table {
+        &self.table
+    }
+
+    /// The canonical `nft` text of [`Ruleset::table`] (what `nft -f` would load).
     pub fn text(&self) -> &str {
         &self.text
     }
@@ -689,25 +852,29 @@ mod tests {
 
     #[test]
     fn pin_text_refreshes_the_timeout_atomically() {
-        let text = pin(
-            "203.0.113.10".parse().unwrap(),
-            5432,
-            Proto::Tcp,
-            Duration::from_secs(300),
-        );
+        let p = plan(None);
+        let pins = [
+            Pin {
+                name: "db.allowed.test".into(),
+                ip: "203.0.113.10".parse().unwrap(),
+                ttl: Duration::from_secs(300),
+            },
+            Pin {
+                name: "quic.allowed.test".into(),
+                ip: "2001:db8::1".parse().unwrap(),
+                ttl: Duration::ZERO,
+            },
+        ];
         assert_eq!(
-            text,
+            p.pin_script(&pins),
             "add element inet cellos pinned_v4 { 203.0.113.10 . tcp . 5432 timeout 300s }\n\
              delete element inet cellos pinned_v4 { 203.0.113.10 . tcp . 5432 }\n\
-             add element inet cellos pinned_v4 { 203.0.113.10 . tcp . 5432 timeout 300s }\n"
+             add element inet cellos pinned_v4 { 203.0.113.10 . tcp . 5432 timeout 300s }\n\
+             add element inet cellos pinned_v6 { 2001:db8::1 . udp . 443 timeout 1s }\n\
+             delete element inet cellos pinned_v6 { 2001:db8::1 . udp . 443 }\n\
+             add element inet cellos pinned_v6 { 2001:db8::1 . udp . 443 timeout 1s }\n"
         );
-        let v6 = pin(
-            "2001:db8::1".parse().unwrap(),
-            53,
-            Proto::Udp,
-            Duration::ZERO,
-        );
-        assert!(v6.contains("pinned_v6 { 2001:db8::1 . udp . 53 timeout 1s }"));
+        assert!(p.pin_updates(&pins[..0]).is_empty());
     }
 
     #[test]

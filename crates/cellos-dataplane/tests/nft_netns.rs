@@ -1,11 +1,12 @@
-//! Loads generated rulesets with the real `nft` inside namespaces the tests create.
+//! Loads generated rulesets over netlink inside namespaces the tests create, and checks them
+//! with the real `nft` and real packets.
 
 mod common;
 
 use std::time::Duration;
 
-use cellos_dataplane::ruleset::{pin, Proto};
-use cellos_dataplane::{EgressPlan, NftController, PlanInputs};
+use cellos_dataplane::pin::{AddressPinner, Pin};
+use cellos_dataplane::{EgressPlan, NftController, NftPinner, PlanInputs};
 use common::{add_default_route, in_netns, run, TestNetns};
 
 fn plan() -> EgressPlan {
@@ -47,7 +48,7 @@ fn generated_ruleset_loads_atomically_in_a_fresh_netns() {
     let ns = TestNetns::new("load");
     let nft = NftController::for_netns(ns.path());
     let ruleset = plan().render();
-    nft.apply(ruleset.text()).unwrap();
+    nft.apply(&ruleset).unwrap();
 
     let listed = nft.list_table().unwrap();
     for needle in [
@@ -82,80 +83,87 @@ fn generated_ruleset_loads_atomically_in_a_fresh_netns() {
     assert!(host.is_err() || !host.unwrap().contains("redirect to :15001"));
 
     // Loading again replaces the table instead of failing or duplicating rules.
-    nft.apply(ruleset.text()).unwrap();
+    nft.apply(&ruleset).unwrap();
     let again = nft.list_table().unwrap();
     assert_eq!(again.matches("chain output").count(), 1);
+}
+
+/// Pins `ip` for `name` with `ttl` through the netlink pinner.
+fn pin_one(pinner: &NftPinner, name: &str, ip: &str, ttl: u64) {
+    pinner
+        .pin(&[Pin {
+            name: name.into(),
+            ip: ip.parse().unwrap(),
+            ttl: Duration::from_secs(ttl),
+        }])
+        .unwrap();
+}
+
+fn list_set(ns: &TestNetns, set: &str) -> String {
+    run(
+        "ip",
+        &[
+            "netns", "exec", &ns.name, "nft", "list", "set", "inet", "cellos", set,
+        ],
+    )
 }
 
 #[test]
 fn pins_are_added_refreshed_and_carry_their_timeout() {
     let ns = TestNetns::new("pin");
     let nft = NftController::for_netns(ns.path());
-    nft.apply(plan().render().text()).unwrap();
-
-    let ip = "203.0.113.10".parse().unwrap();
-    nft.apply(&pin(ip, 5432, Proto::Tcp, Duration::from_secs(300)))
-        .unwrap();
+    let plan = plan();
+    nft.apply(&plan.render()).unwrap();
+    let pinner = NftPinner {
+        controller: nft,
+        plan,
+    };
+    pin_one(&pinner, "db.allowed.test", "203.0.113.10", 300);
     // Pinning the same element again refreshes it instead of failing.
-    nft.apply(&pin(ip, 5432, Proto::Tcp, Duration::from_secs(600)))
-        .unwrap();
-    nft.apply(&pin(
-        "2001:db8::10".parse().unwrap(),
-        443,
-        Proto::Udp,
-        Duration::from_secs(60),
-    ))
-    .unwrap();
-
-    let v4 = run(
-        "ip",
-        &[
-            "netns",
-            "exec",
-            &ns.name,
-            "nft",
-            "list",
-            "set",
-            "inet",
-            "cellos",
-            "pinned_v4",
-        ],
-    );
+    pin_one(&pinner, "db.allowed.test", "203.0.113.10", 600);
+    pin_one(&pinner, "udp.allowed.test", "2001:db8::10", 60);
+    let v4 = list_set(&ns, "pinned_v4");
     assert!(v4.contains("203.0.113.10 . tcp . 5432 timeout 10m"), "{v4}");
-    let v6 = run(
-        "ip",
-        &[
-            "netns",
-            "exec",
-            &ns.name,
-            "nft",
-            "list",
-            "set",
-            "inet",
-            "cellos",
-            "pinned_v6",
-        ],
-    );
-    assert!(v6.contains("2001:db8::10 . udp . 443 timeout 1m"), "{v6}");
+    let v6 = list_set(&ns, "pinned_v6");
+    assert!(v6.contains("2001:db8::10 . udp . 5432 timeout 1m"), "{v6}");
 }
 
 #[test]
-fn a_rejected_script_is_an_error_naming_nft_and_changes_nothing() {
+fn a_rejected_update_names_its_set_and_changes_nothing() {
+    use cellos_dataplane::nftables::{Element, ElementUpdate, Family, Object, SetKey};
     let ns = TestNetns::new("reject");
     let nft = NftController::for_netns(ns.path());
-    nft.apply(plan().render().text()).unwrap();
+    nft.apply(&plan().render()).unwrap();
     let before = nft.list_table().unwrap();
+    let update = |set: &str| ElementUpdate {
+        family: Family::Inet,
+        table: "cellos".into(),
+        set: set.into(),
+        key: SetKey::AddrProtoPort(cellos_dataplane::nftables::IpVersion::V4),
+        refresh: vec![Element {
+            addr: cellos_dataplane::nftables::Addr::Host("203.0.113.1".parse().unwrap()),
+            proto_port: Some((cellos_dataplane::Proto::Tcp, 1)),
+            timeout: Some(Duration::from_secs(5)),
+        }],
+    };
     let err = nft
-        .apply("add element inet cellos pinned_v4 { 203.0.113.1 . tcp . 1 timeout 5s }\nadd element inet cellos no_such_set { 1.2.3.4 }\n")
+        .update_elements(&[update("pinned_v4"), update("no_such_set")])
         .unwrap_err();
-    assert!(err.to_string().contains("nft -f -"), "{err}");
+    let (object, errno) = err.rejected().expect("a rejection by the kernel");
+    assert_eq!(object, &Object::Elements("no_such_set".into()));
+    assert_eq!(errno, nix::errno::Errno::ENOENT);
+    assert!(
+        err.to_string().contains("elements of set no_such_set"),
+        "{err}"
+    );
+    // The first update was in the same transaction: it did not land either.
     assert_eq!(nft.list_table().unwrap(), before);
 }
 
 #[test]
 fn a_missing_namespace_is_a_clear_error() {
     let err = NftController::for_netns("/run/netns/cellos-dp-does-not-exist")
-        .list_table()
+        .apply(&plan().render())
         .unwrap_err();
     assert!(
         err.to_string().contains("cannot open network namespace"),
@@ -179,14 +187,12 @@ fn udp_send_allowed(ns: &TestNetns, dst: &str) -> bool {
 #[test]
 fn the_kernel_enforces_dns_pins_cidr_rules_and_denied_ranges() {
     use cellos_dataplane::flowlog::{EgressSummary, NftCounters};
-    use cellos_dataplane::pin::{AddressPinner, Pin};
-    use cellos_dataplane::NftPinner;
 
     let ns = TestNetns::new("enforce");
     add_default_route(&ns);
     let plan = plan();
     let nft = NftController::for_netns(ns.path());
-    nft.apply(plan.render().text()).unwrap();
+    nft.apply(&plan.render()).unwrap();
 
     // Not resolved yet: dropped by the default rule.
     assert!(!udp_send_allowed(&ns, "203.0.113.10:5432"));
@@ -217,10 +223,12 @@ fn the_kernel_enforces_dns_pins_cidr_rules_and_denied_ranges() {
     // A wide CIDR rule does not open the ranges it covers.
     assert!(udp_send_allowed(&ns, "203.0.113.200:22"));
 
-    let summary = EgressSummary::new(
-        &NftCounters::from_nft_json(&nft.list_table_json().unwrap()),
-        Default::default(),
+    let counters = nft.read_counters().unwrap();
+    assert_eq!(
+        counters,
+        NftCounters::from_nft_json(&nft.list_table_json().unwrap())
     );
+    let summary = EgressSummary::new(&counters, Default::default());
     assert_eq!(summary.flows_allowed, 4, "{summary:?}");
     assert_eq!(summary.denied_range, 4, "{summary:?}");
     assert_eq!(summary.flows_denied, 8, "{summary:?}");
@@ -256,7 +264,7 @@ async fn redirected_connections_reach_the_gate_with_their_original_destination()
     add_default_route(&ns);
     let plan = plan();
     NftController::for_netns(ns.path())
-        .apply(plan.render().text())
+        .apply(&plan.render())
         .unwrap();
     // The gate's listener lives in the cell's namespace, where `redirect to :15001` lands.
     let listener = in_netns(&ns.path(), || {

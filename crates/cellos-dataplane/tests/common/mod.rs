@@ -1,4 +1,6 @@
 //! Helpers shared by the integration tests.
+// Each test binary uses a different subset of the helpers.
+#![allow(dead_code)]
 
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
