@@ -1,0 +1,258 @@
+//! A networked cell's teardown with the veth's deletion off the critical path.
+//!
+//! Deleting a veth returns only after an RCU grace period (20-30 ms), longer than everything
+//! else of a cell's teardown together. What the caller of destroy needs is that the cell can no
+//! longer send or receive; the deletion itself can finish later, as long as nothing is ever
+//! lost and every claim made about it stays true. So destroy (in [`LinkTeardown::Thread`] and
+//! [`LinkTeardown::Detached`] mode) does, on the critical path:
+//!
+//! 1. take the host end down ([`super::link::cut_off`]): a down interface neither sends nor
+//!    receives, and the kernel drops its routes (and IPv6 addresses) at once;
+//! 2. delete the host table;
+//! 3. check what it can vouch for already (the host end is down or gone, the host table, the
+//!    DNS authority's sockets, the namespace) and report it;
+//!
+//! and hands the rest to a finisher: delete the veth, check that the host end, its routes and
+//! addresses are gone, release the lease, and only then remove the run record. The destroyed
+//! report says exactly that (the veth "cut off", its deletion finishing in the background), and
+//! does not count the record and lease as removed, since they are not yet.
+//!
+//! The run record is the handover's guarantee: it stays until the finisher has verified the
+//! deletion. [`LinkTeardown::Detached`] (one-shot `cellos run`, whose process exits with the
+//! workload's status at once) finishes in a process forked from this one, without exec; it
+//! first makes itself the record's supervisor, so `cellos gc` leaves it alone while it runs and
+//! reclaims the cell (deleting, verifying, removing) if it dies. [`LinkTeardown::Thread`]
+//! (`cellos serve`) finishes on a thread of the serving process. A finisher that finds residue
+//! leaves the record with no supervisor: the cell is then an orphan, and `cellos gc` deletes
+//! what is left and reports it.
+//!
+//! The forked finisher runs in a copy of a multi-threaded process, so it restricts itself to
+//! what is safe there: system calls, file I/O and allocation (glibc's allocator is reset
+//! across `fork`); no locks of other threads (no stdio, no logging, no environment, no child
+//! processes — the host table, which needs `nft`, is deleted before the fork).
+
+use std::path::{Path, PathBuf};
+
+use cellos_core::ports::Residue;
+
+use crate::netscope::{link, pool, residue, NetRecord};
+use crate::record;
+use crate::residue::{CheckError, Findings, HostSources};
+
+/// Where the veth's deletion of a destroyed cell finishes (the run record stays until it has).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LinkTeardown {
+    /// Inside destroy, which returns once the deletion is verified.
+    #[default]
+    Inline,
+    /// On a thread of this process (a long-lived supervisor such as `cellos serve`).
+    Thread,
+    /// In a detached process forked from this one (one-shot `cellos run`).
+    Detached,
+}
+
+/// What destroy did to a networked cell's scope.
+#[derive(Debug, Default)]
+pub struct NetTeardown {
+    pub removed: Vec<Residue>,
+    pub failed: Vec<Residue>,
+    pub findings: Findings,
+    /// The run record (and lease) are left to a finisher: they are neither removed nor
+    /// residue yet.
+    pub handed_over: bool,
+}
+
+/// Tears down `rec` of `cell_id` in `mode`.
+pub fn destroy(
+    mode: LinkTeardown,
+    state_dir: &Path,
+    cell_id: &str,
+    rec: &NetRecord,
+    sources: &HostSources,
+) -> NetTeardown {
+    if mode == LinkTeardown::Inline {
+        return inline(state_dir, cell_id, rec, sources);
+    }
+    let mut out = NetTeardown::default();
+    match link::cut_off(&rec.veth) {
+        Ok(true) => {}
+        // Already gone: nothing to finish later.
+        Ok(false) => return inline(state_dir, cell_id, rec, sources),
+        Err(e) => {
+            out.failed.push(note("veth", format!("take down {}: {e}", rec.veth)));
+            return merge(out, inline(state_dir, cell_id, rec, sources));
+        }
+    }
+    remove_host_table(rec, &mut out);
+    out.findings.check("veth", still_up(&rec.veth));
+    out.findings.extend(residue::check_host_side(rec, sources));
+    let finisher = Finisher {
+        state_dir: state_dir.to_owned(),
+        cell_id: cell_id.to_owned(),
+        rec: rec.clone(),
+        sources: sources.clone(),
+    };
+    let how = match mode {
+        LinkTeardown::Thread => finisher.spawn_thread(),
+        _ => finisher.spawn_detached(),
+    };
+    match how {
+        Ok(how) => {
+            out.removed.push(note(
+                "veth",
+                format!(
+                    "{} cut off (host end down); its deletion finishes in the background \
+                     ({how}), which verifies it before removing the run record and the \
+                     address lease (`cellos gc` finishes them if it dies)",
+                    rec.veth
+                ),
+            ));
+            out.handed_over = true;
+            out
+        }
+        Err(e) => {
+            out.failed.push(note("veth", format!("finish in the background: {e}")));
+            merge(out, inline(state_dir, cell_id, rec, sources))
+        }
+    }
+}
+
+/// Everything now: remove, then check.
+fn inline(state_dir: &Path, cell_id: &str, rec: &NetRecord, sources: &HostSources) -> NetTeardown {
+    let (removed, failed) = super::remove(state_dir, cell_id, Some(rec));
+    NetTeardown {
+        removed,
+        failed,
+        findings: super::residue(state_dir, cell_id, Some(rec), sources),
+        handed_over: false,
+    }
+}
+
+fn merge(mut a: NetTeardown, b: NetTeardown) -> NetTeardown {
+    a.removed.extend(b.removed);
+    a.failed.extend(b.failed);
+    a.findings.extend(b.findings);
+    a.handed_over = b.handed_over;
+    a
+}
+
+fn note(class: &str, detail: String) -> Residue {
+    Residue {
+        class: class.into(),
+        detail,
+    }
+}
+
+fn remove_host_table(rec: &NetRecord, out: &mut NetTeardown) {
+    match link::delete_host_table(rec) {
+        Ok(true) => out.removed.push(note(
+            "nftTable",
+            format!("{} {}", rec.host_table_family(), rec.host_table),
+        )),
+        Ok(false) => {}
+        Err(e) => out
+            .failed
+            .push(note("nftTable", format!("delete {}: {e}", rec.host_table))),
+    }
+}
+
+/// The host end, if it still exists, must be down: the cell is cut off.
+fn still_up(veth: &str) -> Result<Option<String>, CheckError> {
+    link::veth_state(veth)
+        .map(|state| (state == Some(true)).then(|| format!("host end {veth} is still up")))
+        .map_err(CheckError::Host)
+}
+
+/// The part of a teardown that waits for the kernel.
+struct Finisher {
+    state_dir: PathBuf,
+    cell_id: String,
+    rec: NetRecord,
+    sources: HostSources,
+}
+
+impl Finisher {
+    fn spawn_thread(self) -> std::io::Result<&'static str> {
+        std::thread::Builder::new()
+            .name("cellos-net-finish".into())
+            .spawn(move || self.run())
+            .map(|_| "a thread of this supervisor")
+    }
+
+    /// Forks twice (the intermediate child exits at once and is reaped here), so the finisher
+    /// is nobody's child to wait for and outlives this process.
+    fn spawn_detached(self) -> std::io::Result<&'static str> {
+        // SAFETY: the child only makes system calls, file I/O and allocations (see the module
+        // doc) and leaves with `_exit`, never returning into the caller's code.
+        match unsafe { nix::unistd::fork() }.map_err(std::io::Error::from)? {
+            nix::unistd::ForkResult::Parent { child } => {
+                let _ = nix::sys::wait::waitpid(child, None);
+                Ok("a detached process")
+            }
+            nix::unistd::ForkResult::Child => {
+                detach();
+                // SAFETY: as above; the grandchild is the finisher.
+                if let Ok(nix::unistd::ForkResult::Child) = unsafe { nix::unistd::fork() } {
+                    self.adopt_record();
+                    self.run();
+                }
+                // SAFETY: `_exit` skips atexit handlers and destructors of the parent's state.
+                unsafe { libc::_exit(0) }
+            }
+        }
+    }
+
+    /// Makes this process the record's supervisor: `cellos gc` leaves the cell alone while it
+    /// runs, and reclaims it if it dies.
+    fn adopt_record(&self) {
+        let me = std::process::id() as i32;
+        if let (Ok(Some(mut rec)), Some(start)) = (
+            record::read(&self.state_dir, &self.cell_id),
+            record::process_start_time(me),
+        ) {
+            rec.supervisor_pid = me;
+            rec.supervisor_start = start;
+            let _ = record::update(&self.state_dir, &rec);
+        }
+    }
+
+    /// Deletes the veth, verifies it, releases the lease and removes the record; on residue
+    /// the record is left to `cellos gc`, without a supervisor.
+    fn run(self) {
+        let deleted = link::delete_veth(&self.rec.veth);
+        let _ = pool::release_all(&self.state_dir, &self.cell_id);
+        let mut findings = residue::check_link(&self.rec, &self.sources);
+        findings.extend(residue::check_lease(&self.rec));
+        if deleted.is_ok() && findings.is_clean() {
+            let _ = record::remove(&self.state_dir, &self.cell_id);
+        } else if let Ok(Some(mut rec)) = record::read(&self.state_dir, &self.cell_id) {
+            rec.supervisor_pid = 0;
+            rec.supervisor_start = 0;
+            let _ = record::update(&self.state_dir, &rec);
+        }
+    }
+}
+
+/// The finisher's own session, with no terminal and none of the caller's descriptors: it must
+/// not hold the caller's output pipes open, nor count as a holder of anything the residue
+/// checks look for.
+fn detach() {
+    let _ = nix::unistd::setsid();
+    // SAFETY: closes descriptors this process owns and will never use again.
+    unsafe {
+        libc::close_range(0, u32::MAX, 0);
+    }
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        use std::os::fd::IntoRawFd;
+        let fd = null.into_raw_fd();
+        // SAFETY: dup2 onto the standard descriptors, which were closed above.
+        unsafe {
+            libc::dup2(fd, 1);
+            libc::dup2(fd, 2);
+        }
+    }
+}
