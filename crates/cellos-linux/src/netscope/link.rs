@@ -3,9 +3,10 @@
 //!
 //! Mechanism: route netlink requests from this process ([`super::rtnl`]), no `ip` process. The
 //! peer is created directly inside the cell's network namespace as `eth0` (`IFLA_NET_NS_PID`
-//! of init in the peer's info), so it never exists on the host under another name; both ends
-//! are created up. The cell's end is configured through a route socket opened inside its
-//! namespace. IPv6 addresses are added `nodad` on both ends: duplicate address detection on a
+//! of init in the peer's info), so it never exists on the host under another name. The host end
+//! is created up; the cell's end is raised, addressed and routed through a route socket opened
+//! inside its namespace (the kernel refuses to raise a link in the request that moves it to
+//! another namespace). IPv6 addresses are added `nodad` on both ends: duplicate address detection on a
 //! two-ended link can only find the other end, and would keep the addresses unusable for a
 //! second. The host table is still loaded with `nft -f`.
 
@@ -20,8 +21,7 @@ use netlink_packet_route::link::{
     InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
 use netlink_packet_route::route::{
-    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope,
-    RouteType,
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
@@ -168,14 +168,20 @@ pub fn host_table(rec: &NetRecord) -> String {
     )
 }
 
-/// Creates the veth pair (cell end `eth0` inside the namespace of `init_pid`, both ends up),
+/// Creates the veth pair (cell end `eth0` inside the namespace of `init_pid`, host end up),
 /// addresses the host end, loads the host table and enables forwarding.
 pub fn create_host_side(rec: &NetRecord, init_pid: i32) -> Result<(), LinuxError> {
     ensure_forwarding()?;
     let mut rtnl = Rtnl::open().map_err(refused("open a route netlink socket for", &rec.veth))?;
     add_veth(&mut rtnl, &rec.veth, init_pid)?;
     let index = link_index(&mut rtnl, &rec.veth)?;
-    add_address(&mut rtnl, &rec.veth, index, rec.host_addr.into(), LINK_PREFIX)?;
+    add_address(
+        &mut rtnl,
+        &rec.veth,
+        index,
+        rec.host_addr.into(),
+        LINK_PREFIX,
+    )?;
     if let Some(h6) = rec.host_addr6 {
         add_address(&mut rtnl, &rec.veth, index, h6.into(), LINK_PREFIX6)?;
     }
@@ -214,10 +220,23 @@ fn refuse_overlap(rec: &NetRecord) -> Result<(), LinuxError> {
 
 /// Addresses `eth0` inside the cell's namespace and routes everything through the host end.
 pub fn configure_cell_side(rec: &NetRecord, netns: BorrowedFd<'_>) -> Result<(), LinuxError> {
-    let mut rtnl = Rtnl::open_in(netns)
-        .map_err(refused("open a route netlink socket in the cell's namespace for", CELL_IFNAME))?;
+    let mut rtnl = Rtnl::open_in(netns).map_err(refused(
+        "open a route netlink socket in the cell's namespace for",
+        CELL_IFNAME,
+    ))?;
     let index = link_index(&mut rtnl, CELL_IFNAME)?;
-    add_address(&mut rtnl, CELL_IFNAME, index, rec.cell_addr.into(), LINK_PREFIX)?;
+    let mut up = LinkMessage::default();
+    up.header.index = index;
+    set_up(&mut up, true);
+    rtnl.request(RouteNetlinkMessage::SetLink(up), 0)
+        .map_err(refused("bring up", CELL_IFNAME))?;
+    add_address(
+        &mut rtnl,
+        CELL_IFNAME,
+        index,
+        rec.cell_addr.into(),
+        LINK_PREFIX,
+    )?;
     add_default_route(&mut rtnl, index, rec.host_addr.into())?;
     if let (Some(c6), Some(h6)) = (rec.cell_addr6, rec.host_addr6) {
         add_address(&mut rtnl, CELL_IFNAME, index, c6.into(), LINK_PREFIX6)?;
@@ -226,10 +245,11 @@ pub fn configure_cell_side(rec: &NetRecord, netns: BorrowedFd<'_>) -> Result<(),
     Ok(())
 }
 
-/// `ip link add <host> up type veth peer name eth0 netns <init_pid> up`.
+/// `ip link add <host> up type veth peer name eth0 netns <init_pid>`.
 fn add_veth(rtnl: &mut Rtnl, host: &str, init_pid: i32) -> Result<(), LinuxError> {
+    // The peer cannot be raised in the request that moves it (the kernel answers ENOTCONN):
+    // the cell side raises it.
     let mut peer = LinkMessage::default();
-    set_up(&mut peer, true);
     peer.attributes = vec![
         LinkAttribute::IfName(CELL_IFNAME.to_owned()),
         LinkAttribute::NetNsPid(init_pid.unsigned_abs()),
@@ -243,15 +263,16 @@ fn add_veth(rtnl: &mut Rtnl, host: &str, init_pid: i32) -> Result<(), LinuxError
             LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))),
         ]),
     ];
-    rtnl.request(
-        RouteNetlinkMessage::NewLink(msg),
-        NLM_F_CREATE | NLM_F_EXCL,
-    )
-    .map_err(refused("create the veth pair", host))
+    rtnl.request(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL)
+        .map_err(refused("create the veth pair", host))
 }
 
 fn set_up(msg: &mut LinkMessage, up: bool) {
-    msg.header.flags = if up { LinkFlags::Up } else { LinkFlags::empty() };
+    msg.header.flags = if up {
+        LinkFlags::Up
+    } else {
+        LinkFlags::empty()
+    };
     msg.header.change_mask = LinkFlags::Up;
 }
 
@@ -280,9 +301,7 @@ fn link_index(rtnl: &mut Rtnl, name: &str) -> Result<u32, LinuxError> {
     link_state(rtnl, name)
         .map_err(refused("look up", name))?
         .map(|(index, _)| index)
-        .ok_or_else(|| {
-            refused("look up", name)(io::Error::from_raw_os_error(libc::ENODEV))
-        })
+        .ok_or_else(|| refused("look up", name)(io::Error::from_raw_os_error(libc::ENODEV)))
 }
 
 fn add_address(
@@ -299,7 +318,10 @@ fn add_address(
     if addr.is_ipv6() {
         msg.header.flags = AddressHeaderFlags::Nodad;
     }
-    msg.attributes = vec![AddressAttribute::Local(addr), AddressAttribute::Address(addr)];
+    msg.attributes = vec![
+        AddressAttribute::Local(addr),
+        AddressAttribute::Address(addr),
+    ];
     rtnl.request(
         RouteNetlinkMessage::NewAddress(msg),
         NLM_F_CREATE | NLM_F_EXCL,
@@ -435,6 +457,9 @@ mod tests {
             panic!("{err:?}")
         };
         assert_eq!(source.raw_os_error(), Some(libc::EPERM));
-        assert!(what.contains("delete cvX") && what.contains("CAP_NET_ADMIN"), "{what}");
+        assert!(
+            what.contains("delete cvX") && what.contains("CAP_NET_ADMIN"),
+            "{what}"
+        );
     }
 }

@@ -326,7 +326,11 @@ fn host_networks() -> (Vec<Ipv4Addr>, Vec<Ipv6Addr>) {
             IpAddr::V6(a) => v6.push(a),
         }
     }
-    v4.extend(crate::netscope::residue::routes().into_iter().map(|(dst, _)| dst));
+    v4.extend(
+        crate::netscope::residue::routes()
+            .into_iter()
+            .map(|(dst, _)| dst),
+    );
     v6.extend(
         crate::netscope::residue::routes6()
             .into_iter()
@@ -393,9 +397,18 @@ mod tests {
         assert_eq!(AddressPool6::parse(DEFAULT_POOL6).unwrap(), pool6);
         assert_eq!(pool6.slots(), 65536);
         let l = pool6.link(0x1234);
-        assert_eq!(l.network, "fd63:656c:6c6f:1234::".parse::<Ipv6Addr>().unwrap());
-        assert_eq!(l.host, "fd63:656c:6c6f:1234::1".parse::<Ipv6Addr>().unwrap());
-        assert_eq!(l.cell, "fd63:656c:6c6f:1234::2".parse::<Ipv6Addr>().unwrap());
+        assert_eq!(
+            l.network,
+            "fd63:656c:6c6f:1234::".parse::<Ipv6Addr>().unwrap()
+        );
+        assert_eq!(
+            l.host,
+            "fd63:656c:6c6f:1234::1".parse::<Ipv6Addr>().unwrap()
+        );
+        assert_eq!(
+            l.cell,
+            "fd63:656c:6c6f:1234::2".parse::<Ipv6Addr>().unwrap()
+        );
         assert_eq!(pool6.link(65536), pool6.link(0));
         for bad in ["fd00::/65", "10.0.0.0/8", "fd00::1/48", "nonsense"] {
             let e = AddressPool6::parse(bad).unwrap_err().to_string();
@@ -408,7 +421,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let pool = AddressPool::parse("10.213.0.0/16").unwrap();
         let small = AddressPool6::parse("fd63:656c:6c6f:ff00::/56").unwrap();
-        let e = lease(dir.path(), &pool, &small, "cell-a").unwrap_err().to_string();
+        let e = lease(dir.path(), &pool, &small, "cell-a")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("--net-pool6"), "{e}");
     }
 }

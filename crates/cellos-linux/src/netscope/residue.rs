@@ -27,7 +27,8 @@ pub fn veth_exists(name: &str) -> bool {
 /// tables (a listing that fails says nothing about the table, unlike `nft list table` of one
 /// name).
 fn host_table_present(nft: &str, family: &str, name: &str) -> Result<bool, CheckError> {
-    let tables = run_tool(nft, &["list", "tables", family], None, None).map_err(CheckError::Tool)?;
+    let tables =
+        run_tool(nft, &["list", "tables", family], None, None).map_err(CheckError::Tool)?;
     let wanted = format!("table {family} {name}");
     Ok(tables.lines().any(|l| l.trim() == wanted))
 }
@@ -66,7 +67,12 @@ fn routes6_in(proc: &Proc<'_>) -> Result<Vec<Route6>, CheckError> {
 
 /// Every address of the host's interfaces as (address, interface index), over route netlink.
 fn addresses() -> Result<Vec<(IpAddr, u32)>, CheckError> {
-    let unverified = |e| CheckError::Host(LinuxError::io("list the host's addresses (route netlink)", e));
+    let unverified = |e| {
+        CheckError::Host(LinuxError::io(
+            "list the host's addresses (route netlink)",
+            e,
+        ))
+    };
     let mut rtnl = Rtnl::open().map_err(unverified)?;
     let replies = rtnl
         .dump(RouteNetlinkMessage::GetAddress(AddressMessage::default()))
@@ -230,7 +236,12 @@ fn routes6_of(rec: &NetRecord, routes: Vec<Route6>) -> Vec<String> {
     routes
         .into_iter()
         .filter(|r| r.prefix_len >= LINK_PREFIX6 && u128::from(r.dst) >> 64 == net6)
-        .map(|r| format!("route to {}/{} via {} still exists", r.dst, r.prefix_len, r.iface))
+        .map(|r| {
+            format!(
+                "route to {}/{} via {} still exists",
+                r.dst, r.prefix_len, r.iface
+            )
+        })
         .collect()
 }
 

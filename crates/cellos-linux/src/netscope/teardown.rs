@@ -79,7 +79,8 @@ pub fn destroy(
         // Already gone: nothing to finish later.
         Ok(false) => return inline(state_dir, cell_id, rec, sources),
         Err(e) => {
-            out.failed.push(note("veth", format!("take down {}: {e}", rec.veth)));
+            out.failed
+                .push(note("veth", format!("take down {}: {e}", rec.veth)));
             return merge(out, inline(state_dir, cell_id, rec, sources));
         }
     }
@@ -111,7 +112,8 @@ pub fn destroy(
             out
         }
         Err(e) => {
-            out.failed.push(note("veth", format!("finish in the background: {e}")));
+            out.failed
+                .push(note("veth", format!("finish in the background: {e}")));
             merge(out, inline(state_dir, cell_id, rec, sources))
         }
     }
