@@ -11,5 +11,6 @@ mod cleanup;
 mod dns_wire;
 mod enforcement;
 mod internet;
+mod ipv6;
 mod self_test;
 mod servers;
