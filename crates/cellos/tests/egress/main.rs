@@ -14,3 +14,4 @@ mod internet;
 mod ipv6;
 mod self_test;
 mod servers;
+mod tools;
