@@ -172,6 +172,14 @@ pub fn host_table(rec: &NetRecord) -> String {
 /// addresses the host end, loads the host table and enables forwarding.
 pub fn create_host_side(rec: &NetRecord, init_pid: i32) -> Result<(), LinuxError> {
     ensure_forwarding()?;
+    create_veth(rec, init_pid)?;
+    refuse_overlap(rec)?;
+    run_tool("nft", &["-f", "-"], Some(&host_table(rec)), None)?;
+    Ok(())
+}
+
+/// The veth pair, the host end up and addressed (no forwarding, no host table).
+pub fn create_veth(rec: &NetRecord, init_pid: i32) -> Result<(), LinuxError> {
     let mut rtnl = Rtnl::open().map_err(refused("open a route netlink socket for", &rec.veth))?;
     add_veth(&mut rtnl, &rec.veth, init_pid)?;
     let index = link_index(&mut rtnl, &rec.veth)?;
@@ -185,8 +193,6 @@ pub fn create_host_side(rec: &NetRecord, init_pid: i32) -> Result<(), LinuxError
     if let Some(h6) = rec.host_addr6 {
         add_address(&mut rtnl, &rec.veth, index, h6.into(), LINK_PREFIX6)?;
     }
-    refuse_overlap(rec)?;
-    run_tool("nft", &["-f", "-"], Some(&host_table(rec)), None)?;
     Ok(())
 }
 
