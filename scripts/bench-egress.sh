@@ -7,6 +7,8 @@
 #      namespace with a veth to the host and no nftables table; target ratio >= 0.9).
 # The "internet" is a network namespace built here (dnsmasq and an iperf3 server in it) and
 # removed on exit, like everything else this script creates. Needs root.
+# With CELLOS_BENCH_BEFORE=/path/to/another/cellos, row 1 also times that binary in the same
+# hyperfine run (a before/after comparison under the same load).
 # Usage: scripts/bench-egress.sh [setup-runs] [dns-queries] [iperf-seconds] [iperf-rounds]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -112,9 +114,14 @@ egress="  authority:
 # 1. Setup time per cell.
 plain_spec=$(spec bench-egress-none '["/bin/true"]' "")
 net_spec=$(spec bench-egress-net '["/bin/true"]' "$egress")
+before=()
+if [ -n "${CELLOS_BENCH_BEFORE:-}" ]; then
+  before=(-n before-without "$CELLOS_BENCH_BEFORE run --quiet $plain_spec"
+          -n before-with "$CELLOS_BENCH_BEFORE run --quiet --dns-upstream $dns_ip:53 $net_spec")
+fi
 hyperfine -N --style none --warmup 5 --runs "$runs" --export-json "$work/setup.json" \
   -n without "$cellos run --quiet $plain_spec" \
-  -n with "$cellos run --quiet --dns-upstream $dns_ip:53 $net_spec" >/dev/null 2>&1
+  -n with "$cellos run --quiet --dns-upstream $dns_ip:53 $net_spec" "${before[@]}" >/dev/null 2>&1
 
 # 2. DNS round-trips from inside one cell, alternating proxy and direct queries.
 read -r -d '' dns_py <<PY || true
@@ -163,6 +170,10 @@ print("| measure | with CellOS egress | baseline | ratio |")
 print("|---|---|---|---|")
 print(f"| `cellos run` /bin/true, median (egress declared vs none) | {w_ms:.2f} ms | {wo_ms:.2f} ms | {w_ms / wo_ms:.2f} |")
 print(f"| network-scope setup per cell (difference) | {w_ms - wo_ms:.2f} ms | | |")
+if "before-with" in setup:
+    bw, bwo = setup["before-with"]["median"] * 1000, setup["before-without"]["median"] * 1000
+    print(f"| CELLOS_BENCH_BEFORE: `cellos run` /bin/true, median (egress vs none) | {bw:.2f} ms | {bwo:.2f} ms | {bw / bwo:.2f} |")
+    print(f"| CELLOS_BENCH_BEFORE: network-scope setup per cell (difference) | {bw - bwo:.2f} ms | | |")
 print(f"| DNS round-trip from a cell, median (proxy vs direct to dnsmasq) | {dns['proxy']:.0f} us | {dns['direct']:.0f} us | {dns['proxy'] / dns['direct']:.2f} |")
 print(f"| DNS round-trip, p99 | {dns['proxy_p99']:.0f} us | {dns['direct_p99']:.0f} us | {dns['proxy_p99'] / dns['direct_p99']:.2f} |")
 print(f"| iperf3 TCP throughput, median of {rounds} alternating runs (allowed CIDR rule vs no rules) | {cell:.2f} Gbit/s | {base:.2f} Gbit/s | {cell / base:.2f} (target >= 0.9) |")

@@ -50,8 +50,13 @@ impl Drop for Netns {
 fn record(state: &std::path::Path, slot: u32) -> NetRecord {
     let pool = AddressPool::parse("10.213.240.0/22").expect("pool");
     let pool6 = AddressPool6::default();
-    NetRecord::new(state, &format!("bench-link-{slot}"), pool.link(slot), state.join("lease"))
-        .with_link6(pool6.link(0xf000 + slot))
+    NetRecord::new(
+        state,
+        &format!("bench-link-{slot}"),
+        pool.link(slot),
+        state.join("lease"),
+    )
+    .with_link6(pool6.link(0xf000 + slot))
 }
 
 fn in_process(rec: &NetRecord, ns: &Netns) -> Duration {
@@ -124,7 +129,10 @@ fn main() {
         }));
     }
     println!("{rounds} rounds; milliseconds");
-    println!("| {:<44} | {:>8} | {:>8} | {:>8} |", "", "median", "mean", "p90");
+    println!(
+        "| {:<44} | {:>8} | {:>8} | {:>8} |",
+        "", "median", "mean", "p90"
+    );
     println!("|{:-<46}|{:-<10}|{:-<10}|{:-<10}|", "", "", "", "");
     row("link, addresses, routes: route netlink", netlink);
     row("link, addresses, routes: two ip -batch", batch);

@@ -7,8 +7,9 @@
 //!    cell's run record *before* anything exists, so `reclaim`/`cellos gc` find it after a
 //!    crash;
 //! 2. after init is cloned into its new network namespace: veth pair with the cell end created
-//!    as `eth0` inside that namespace, addresses, default route, forwarding, and one host
-//!    nftables table for that cell only ([`link`]);
+//!    as `eth0` inside that namespace, IPv4 and IPv6 addresses and default routes, forwarding,
+//!    all over route netlink ([`rtnl`]), and one host nftables table for that cell only
+//!    ([`link`]);
 //! 3. the egress dataplane ([`egress`]): the cell's ruleset loaded inside its namespace, the
 //!    DNS authority on the host end, the L7 gate listening inside the namespace, kernel drop
 //!    logs read over NFLOG; their findings become events through the `RuntimeEvidence` port.

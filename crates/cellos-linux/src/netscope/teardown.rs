@@ -219,13 +219,17 @@ impl Finisher {
     }
 
     /// Deletes the veth, verifies it, releases the lease and removes the record; on residue
-    /// the record is left to `cellos gc`, without a supervisor.
+    /// the record (and lease) are left to `cellos gc`, without a supervisor.
     fn run(self) {
         let deleted = link::delete_veth(&self.rec.veth);
-        let _ = pool::release_all(&self.state_dir, &self.cell_id);
-        let mut findings = residue::check_link(&self.rec, &self.sources);
-        findings.extend(residue::check_lease(&self.rec));
-        if deleted.is_ok() && findings.is_clean() {
+        // The lease goes only once the link is verified gone: until then no other cell may
+        // take its addresses.
+        let mut clean = deleted.is_ok() && residue::check_link(&self.rec, &self.sources).is_clean();
+        if clean {
+            let _ = pool::release_all(&self.state_dir, &self.cell_id);
+            clean = residue::check_lease(&self.rec).is_clean();
+        }
+        if clean {
             let _ = record::remove(&self.state_dir, &self.cell_id);
         } else if let Ok(Some(mut rec)) = record::read(&self.state_dir, &self.cell_id) {
             rec.supervisor_pid = 0;
