@@ -6,9 +6,9 @@
 //! of init in the peer's info), so it never exists on the host under another name. The host end
 //! is created up; the cell's end is raised, addressed and routed through a route socket opened
 //! inside its namespace (the kernel refuses to raise a link in the request that moves it to
-//! another namespace). IPv6 addresses are added `nodad` on both ends: duplicate address detection on a
-//! two-ended link can only find the other end, and would keep the addresses unusable for a
-//! second. The host table is still loaded with `nft -f`.
+//! another namespace). IPv6 addresses are added `nodad` on both ends: duplicate address
+//! detection on a two-ended link can only find the other end, and would keep the addresses
+//! unusable for a second. The host table is still loaded with `nft -f`.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

@@ -62,7 +62,9 @@ pub struct NetTeardown {
     pub handed_over: bool,
 }
 
-/// Tears down `rec` of `cell_id` in `mode`.
+/// Tears down `rec` of `cell_id` in `mode`. Whatever cannot go to the background (the host end
+/// cannot be taken down, no finisher can be started) is done inline, which reports its own
+/// failures.
 pub fn destroy(
     mode: LinkTeardown,
     state_dir: &Path,
@@ -70,20 +72,11 @@ pub fn destroy(
     rec: &NetRecord,
     sources: &HostSources,
 ) -> NetTeardown {
-    if mode == LinkTeardown::Inline {
+    // Not down because already gone: nothing to finish later.
+    if mode == LinkTeardown::Inline || !matches!(link::cut_off(&rec.veth), Ok(true)) {
         return inline(state_dir, cell_id, rec, sources);
     }
     let mut out = NetTeardown::default();
-    match link::cut_off(&rec.veth) {
-        Ok(true) => {}
-        // Already gone: nothing to finish later.
-        Ok(false) => return inline(state_dir, cell_id, rec, sources),
-        Err(e) => {
-            out.failed
-                .push(note("veth", format!("take down {}: {e}", rec.veth)));
-            return merge(out, inline(state_dir, cell_id, rec, sources));
-        }
-    }
     remove_host_table(rec, &mut out);
     out.findings.check("veth", still_up(&rec.veth));
     out.findings.extend(residue::check_host_side(rec, sources));
@@ -93,30 +86,28 @@ pub fn destroy(
         rec: rec.clone(),
         sources: sources.clone(),
     };
-    let how = match mode {
+    let started = match mode {
         LinkTeardown::Thread => finisher.spawn_thread(),
         _ => finisher.spawn_detached(),
     };
-    match how {
-        Ok(how) => {
-            out.removed.push(note(
-                "veth",
-                format!(
-                    "{} cut off (host end down); its deletion finishes in the background \
-                     ({how}), which verifies it before removing the run record and the \
-                     address lease (`cellos gc` finishes them if it dies)",
-                    rec.veth
-                ),
-            ));
-            out.handed_over = true;
-            out
-        }
-        Err(e) => {
-            out.failed
-                .push(note("veth", format!("finish in the background: {e}")));
-            merge(out, inline(state_dir, cell_id, rec, sources))
-        }
-    }
+    let Ok(how) = started else {
+        let rest = inline(state_dir, cell_id, rec, sources);
+        out.removed.extend(rest.removed);
+        out.failed.extend(rest.failed);
+        out.findings.extend(rest.findings);
+        return out;
+    };
+    out.removed.push(note(
+        "veth",
+        format!(
+            "{} cut off (host end down); its deletion finishes in the background ({how}), \
+             which verifies it before removing the run record and the address lease \
+             (`cellos gc` finishes them if it dies)",
+            rec.veth
+        ),
+    ));
+    out.handed_over = true;
+    out
 }
 
 /// Everything now: remove, then check.
@@ -128,14 +119,6 @@ fn inline(state_dir: &Path, cell_id: &str, rec: &NetRecord, sources: &HostSource
         findings: super::residue(state_dir, cell_id, Some(rec), sources),
         handed_over: false,
     }
-}
-
-fn merge(mut a: NetTeardown, b: NetTeardown) -> NetTeardown {
-    a.removed.extend(b.removed);
-    a.failed.extend(b.failed);
-    a.findings.extend(b.findings);
-    a.handed_over = b.handed_over;
-    a
 }
 
 fn note(class: &str, detail: String) -> Residue {
