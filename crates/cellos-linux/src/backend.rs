@@ -690,6 +690,12 @@ impl LinuxCell {
                 detail: format!("removing the cell's cgroup failed: {e}"),
             }),
         }
+        // Cut off while the namespace is still held: releasing it makes the kernel delete the
+        // veth, and every link request would then wait for that deletion.
+        let cut = self
+            .network
+            .as_ref()
+            .and_then(|net| netscope::teardown::cut_off(self.link_teardown, net));
         // Stopping the dataplane reads its counters (`network.v1.summary`) and releases the
         // namespace; then the host side goes.
         if let Some(egress) = self.egress.take() {
@@ -697,6 +703,7 @@ impl LinuxCell {
         }
         if let Some(net) = &self.network {
             let net = netscope::teardown::destroy(
+                cut,
                 self.link_teardown,
                 &self.state_dir,
                 &self.id,

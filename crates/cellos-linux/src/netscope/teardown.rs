@@ -6,14 +6,17 @@
 //! lost and every claim made about it stays true. So destroy (in [`LinkTeardown::Thread`] and
 //! [`LinkTeardown::Detached`] mode) does, on the critical path:
 //!
-//! 1. take the host end down ([`super::link::cut_off`]): a down interface neither sends nor
-//!    receives, and the kernel drops its routes (and IPv6 addresses) at once;
-//! 2. delete the host table;
+//! 1. take the host end down ([`cut_off`]) while the cell's namespace is still held: a down
+//!    interface neither sends nor receives, and taking it down costs a fraction of a
+//!    millisecond. (Once the namespace is released the kernel deletes the pair by itself, and
+//!    any link request, even this one, waits for that deletion.)
+//! 2. stop the dataplane (which releases the namespace) and delete the host table;
 //! 3. check what it can vouch for already (the host end is down or gone, the host table, the
 //!    DNS authority's sockets, the namespace) and report it;
 //!
-//! and hands the rest to a finisher: delete the veth, check that the host end, its routes and
-//! addresses are gone, release the lease, and only then remove the run record. The destroyed
+//! and hands the rest to a finisher: delete the veth (or wait for the kernel's deletion of it),
+//! check that the host end, its routes and addresses are gone, release the lease, and only then
+//! remove the run record. The destroyed
 //! report says exactly that (the veth "cut off", its deletion finishing in the background), and
 //! does not count the record and lease as removed, since they are not yet.
 //!
@@ -32,6 +35,7 @@
 //! processes — the host table, which needs `nft`, is deleted before the fork).
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use cellos_core::ports::Residue;
 
@@ -62,23 +66,42 @@ pub struct NetTeardown {
     pub handed_over: bool,
 }
 
-/// Tears down `rec` of `cell_id` in `mode`. Whatever cannot go to the background (the host end
-/// cannot be taken down, no finisher can be started) is done inline, which reports its own
-/// failures.
+/// The host end taken down (see [`cut_off`]), and whether it was verified down.
+#[derive(Debug)]
+pub struct CutOff {
+    down: Result<Option<String>, CheckError>,
+}
+
+/// Takes the host end down, in a background `mode`, before the cell's namespace is released
+/// (after that the kernel deletes the veth itself, and every route netlink request waits for
+/// that). `None`: nothing was cut off (inline mode, or the veth is gone or cannot be taken
+/// down), so destroy does everything inline.
+pub fn cut_off(mode: LinkTeardown, rec: &NetRecord) -> Option<CutOff> {
+    if mode == LinkTeardown::Inline || !matches!(link::cut_off(&rec.veth), Ok(true)) {
+        return None;
+    }
+    Some(CutOff {
+        down: still_up(&rec.veth),
+    })
+}
+
+/// Tears down `rec` of `cell_id` in `mode`, once its dataplane is stopped. Whatever was not
+/// cut off, or cannot go to the background (no finisher can be started), is done inline, which
+/// reports its own failures.
 pub fn destroy(
+    cut: Option<CutOff>,
     mode: LinkTeardown,
     state_dir: &Path,
     cell_id: &str,
     rec: &NetRecord,
     sources: &HostSources,
 ) -> NetTeardown {
-    // Not down because already gone: nothing to finish later.
-    if mode == LinkTeardown::Inline || !matches!(link::cut_off(&rec.veth), Ok(true)) {
+    let Some(cut) = cut else {
         return inline(state_dir, cell_id, rec, sources);
-    }
+    };
     let mut out = NetTeardown::default();
     remove_host_table(rec, &mut out);
-    out.findings.check("veth", still_up(&rec.veth));
+    out.findings.check("veth", cut.down);
     out.findings.extend(residue::check_host_side(rec, sources));
     let finisher = Finisher {
         state_dir: state_dir.to_owned(),
@@ -201,13 +224,28 @@ impl Finisher {
         }
     }
 
+    /// Whether the link's check comes out clean within [`LINK_GONE_WAIT`]: a device the
+    /// kernel is unregistering can still be listed for a moment after its deletion returned.
+    fn link_gone(&self) -> bool {
+        let deadline = Instant::now() + LINK_GONE_WAIT;
+        loop {
+            let clean = residue::check_link(&self.rec, &self.sources).is_clean();
+            if clean || Instant::now() >= deadline {
+                return clean;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// Deletes the veth, verifies it, releases the lease and removes the record; on residue
     /// the record (and lease) are left to `cellos gc`, without a supervisor.
     fn run(self) {
+        // The kernel may be deleting the pair already (the cell's namespace was released):
+        // then this waits for it, or finds nothing to delete.
         let deleted = link::delete_veth(&self.rec.veth);
         // The lease goes only once the link is verified gone: until then no other cell may
         // take its addresses.
-        let mut clean = deleted.is_ok() && residue::check_link(&self.rec, &self.sources).is_clean();
+        let mut clean = deleted.is_ok() && self.link_gone();
         if clean {
             let _ = pool::release_all(&self.state_dir, &self.cell_id);
             clean = residue::check_lease(&self.rec).is_clean();
@@ -221,6 +259,10 @@ impl Finisher {
         }
     }
 }
+
+/// How long the finisher waits for a deleted link to disappear before it leaves the cell to
+/// `cellos gc`.
+const LINK_GONE_WAIT: Duration = Duration::from_secs(5);
 
 /// The finisher's own session, with no terminal and none of the caller's descriptors: it must
 /// not hold the caller's output pipes open, nor count as a holder of anything the residue
