@@ -817,6 +817,17 @@ fn a_thread_finishes_the_veth_deletion_after_destroy_answered() {
 fn a_detached_process_finishes_the_veth_deletion_after_destroy_answered() {
     let (state, id, run, rec) =
         destroy_in_background(cellos_linux::netscope::teardown::LinkTeardown::Detached);
+    // Until it is done, the finisher is the record's supervisor: `cellos gc` leaves it alone.
+    if let Some(left) = cellos_linux::record::read(state.path(), &id).unwrap() {
+        assert_ne!(left.supervisor_pid, std::process::id() as i32, "{left:?}");
+        assert!(
+            left.supervised()
+                || cellos_linux::record::read(state.path(), &id)
+                    .unwrap()
+                    .is_none(),
+            "{left:?}"
+        );
+    }
     assert_finished_in_background(state.path(), &id, &run, &rec);
 }
 

@@ -187,26 +187,53 @@ impl Finisher {
             .map(|_| "a thread of this supervisor")
     }
 
-    /// Forks twice (the intermediate child exits at once and is reaped here), so the finisher
-    /// is nobody's child to wait for and outlives this process.
+    /// Forks twice (the intermediate child is reaped here), so the finisher is nobody's child
+    /// to wait for and outlives this process. The intermediate child exits once the finisher
+    /// has adopted the record, so when this returns `cellos gc` can never take the cell for an
+    /// orphan while it is being finished.
     fn spawn_detached(self) -> std::io::Result<&'static str> {
         // SAFETY: the child only makes system calls, file I/O and allocations (see the module
         // doc) and leaves with `_exit`, never returning into the caller's code.
         match unsafe { nix::unistd::fork() }.map_err(std::io::Error::from)? {
-            nix::unistd::ForkResult::Parent { child } => {
-                let _ = nix::sys::wait::waitpid(child, None);
-                Ok("a detached process")
-            }
+            nix::unistd::ForkResult::Parent { child } => match nix::sys::wait::waitpid(child, None)
+            {
+                Ok(nix::sys::wait::WaitStatus::Exited(_, 0)) => Ok("a detached process"),
+                _ => Err(std::io::Error::other(
+                    "the finisher process could not be started",
+                )),
+            },
             nix::unistd::ForkResult::Child => {
                 detach();
-                // SAFETY: as above; the grandchild is the finisher.
-                if let Ok(nix::unistd::ForkResult::Child) = unsafe { nix::unistd::fork() } {
-                    self.adopt_record();
-                    self.run();
-                }
+                let started = self.fork_finisher();
                 // SAFETY: `_exit` skips atexit handlers and destructors of the parent's state.
-                unsafe { libc::_exit(0) }
+                unsafe { libc::_exit(if started { 0 } else { 1 }) }
             }
+        }
+    }
+
+    /// In the intermediate child: forks the finisher and waits until it has adopted the
+    /// record (it closes its end of the pipe then). Whether the finisher runs.
+    fn fork_finisher(self) -> bool {
+        let Ok((adopted_r, adopted_w)) = nix::unistd::pipe() else {
+            return false;
+        };
+        // SAFETY: as in `spawn_detached`; the grandchild is the finisher.
+        match unsafe { nix::unistd::fork() } {
+            Ok(nix::unistd::ForkResult::Child) => {
+                drop(adopted_r);
+                self.adopt_record();
+                drop(adopted_w);
+                self.run();
+                true
+            }
+            Ok(nix::unistd::ForkResult::Parent { .. }) => {
+                drop(adopted_w);
+                let mut byte = [0u8; 1];
+                let fd = std::os::fd::AsRawFd::as_raw_fd(&adopted_r);
+                while let Err(nix::errno::Errno::EINTR) = nix::unistd::read(fd, &mut byte) {}
+                true
+            }
+            Err(_) => false,
         }
     }
 
