@@ -4,9 +4,13 @@
 #   2. DNS round-trip from inside one cell: through the CellOS DNS proxy vs straight to the same
 #      dnsmasq (allowed by a CIDR rule, so both take the cell's veth and the host's forwarding);
 #   3. iperf3 TCP throughput through an allowed CIDR rule vs the same path without rules (a plain
-#      namespace with a veth to the host and no nftables table; target ratio >= 0.9).
+#      namespace with a veth to the host and no nftables table; target ratio >= 0.9);
+#   4. the same through an allowed IPv6 CIDR rule (the cell's IPv6 /64, forwarded and
+#      masqueraded by the host), against row 3's cell over IPv4.
 # The "internet" is a network namespace built here (dnsmasq and an iperf3 server in it) and
 # removed on exit, like everything else this script creates. Needs root.
+# With CELLOS_BENCH_BEFORE=/path/to/another/cellos, row 1 also times that binary in the same
+# hyperfine run (a before/after comparison under the same load).
 # Usage: scripts/bench-egress.sh [setup-runs] [dns-queries] [iperf-seconds] [iperf-rounds]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,6 +31,7 @@ plain=cellos-egb-plain-$$
 pif=egbp$$
 dns_ip=198.19.254.53
 srv_ip=198.19.254.10
+srv6_ip=2001:db8:254::10
 work=$(mktemp -d)
 pids=()
 forward_before=$(sysctl -n net.ipv4.ip_forward)
@@ -56,11 +61,18 @@ ip -n "$ns" route add default via 198.18.254.1
 ip -n "$ns" addr add "$dns_ip/32" dev lo
 ip -n "$ns" addr add "$srv_ip/32" dev lo
 ip route add 198.19.254.0/24 via 198.18.254.2
+ip addr add 2001:db8:ffff:254::1/64 dev "$hif" nodad
+ip -n "$ns" addr add 2001:db8:ffff:254::2/64 dev up0 nodad
+ip -n "$ns" addr add "$srv6_ip/128" dev lo nodad
+ip -n "$ns" route add default via 2001:db8:ffff:254::1
+ip route add 2001:db8:254::/48 via 2001:db8:ffff:254::2
 ip netns exec "$ns" dnsmasq --keep-in-foreground --conf-file=/dev/null --no-resolv --no-hosts \
   --bind-interfaces --listen-address="$dns_ip" --user=root --pid-file= --local-ttl=300 \
   --address=/bench.example/"$srv_ip" &
 pids+=($!)
 ip netns exec "$ns" iperf3 -s -B "$srv_ip" -p 5201 >/dev/null 2>&1 &
+pids+=($!)
+ip netns exec "$ns" iperf3 -s -B "$srv6_ip" -p 5202 >/dev/null 2>&1 &
 pids+=($!)
 
 # The baseline path: a namespace like a cell's (veth to the host, host forwarding), no rules.
@@ -107,14 +119,20 @@ egress="  authority:
     egressRules:
       - { host: bench.example, port: 443 }
       - { cidr: \"$dns_ip/32\", port: 53, protocol: udp }
-      - { cidr: \"$srv_ip/32\", port: 5201 }"
+      - { cidr: \"$srv_ip/32\", port: 5201 }
+      - { cidr: \"$srv6_ip/128\", port: 5202 }"
 
 # 1. Setup time per cell.
 plain_spec=$(spec bench-egress-none '["/bin/true"]' "")
 net_spec=$(spec bench-egress-net '["/bin/true"]' "$egress")
+before=()
+if [ -n "${CELLOS_BENCH_BEFORE:-}" ]; then
+  before=(-n before-without "$CELLOS_BENCH_BEFORE run --quiet $plain_spec"
+          -n before-with "$CELLOS_BENCH_BEFORE run --quiet --dns-upstream $dns_ip:53 $net_spec")
+fi
 hyperfine -N --style none --warmup 5 --runs "$runs" --export-json "$work/setup.json" \
   -n without "$cellos run --quiet $plain_spec" \
-  -n with "$cellos run --quiet --dns-upstream $dns_ip:53 $net_spec" >/dev/null 2>&1
+  -n with "$cellos run --quiet --dns-upstream $dns_ip:53 $net_spec" "${before[@]}" >/dev/null 2>&1
 
 # 2. DNS round-trips from inside one cell, alternating proxy and direct queries.
 read -r -d '' dns_py <<PY || true
@@ -143,9 +161,11 @@ dns_spec=$(spec bench-egress-dns "$(python3 -c 'import json,sys; print(json.dump
 # 3. Throughput: the cell through its allowed rule, then the plain namespace, alternating for
 #    a few rounds so that load elsewhere on the host hits both sides alike; medians compared.
 iperf_spec=$(spec bench-egress-iperf "[\"/usr/bin/iperf3\", \"-c\", \"$srv_ip\", \"-t\", \"$seconds\", \"-J\"]" "$egress")
+iperf6_spec=$(spec bench-egress-iperf6 "[\"/usr/bin/iperf3\", \"-c\", \"$srv6_ip\", \"-p\", \"5202\", \"-t\", \"$seconds\", \"-J\"]" "$egress")
 for round in $(seq "$rounds"); do
   "$cellos" run --dns-upstream "$dns_ip:53" "$iperf_spec" > "$work/iperf-cell-$round.json" 2>/dev/null
   ip netns exec "$plain" iperf3 -c "$srv_ip" -t "$seconds" -J > "$work/iperf-plain-$round.json"
+  "$cellos" run --dns-upstream "$dns_ip:53" "$iperf6_spec" > "$work/iperf-cell6-$round.json" 2>/dev/null
 done
 
 python3 - "$work" "$rounds" <<'PY'
@@ -155,7 +175,8 @@ setup = {r["command"]: r for r in json.load(open(f"{w}/setup.json"))["results"]}
 dns = json.load(open(f"{w}/dns.json"))
 def gbps(kind):
     return [json.load(open(f"{w}/iperf-{kind}-{r}.json"))["end"]["sum_received"]["bits_per_second"] / 1e9 for r in range(1, rounds + 1)]
-cell_runs, base_runs = gbps("cell"), gbps("plain")
+cell_runs, base_runs, cell6_runs = gbps("cell"), gbps("plain"), gbps("cell6")
+cell6 = statistics.median(cell6_runs)
 cell, base = statistics.median(cell_runs), statistics.median(base_runs)
 w_ms, wo_ms = setup["with"]["median"] * 1000, setup["without"]["median"] * 1000
 print("## Egress (scripts/bench-egress.sh)\n")
@@ -163,8 +184,14 @@ print("| measure | with CellOS egress | baseline | ratio |")
 print("|---|---|---|---|")
 print(f"| `cellos run` /bin/true, median (egress declared vs none) | {w_ms:.2f} ms | {wo_ms:.2f} ms | {w_ms / wo_ms:.2f} |")
 print(f"| network-scope setup per cell (difference) | {w_ms - wo_ms:.2f} ms | | |")
+if "before-with" in setup:
+    bw, bwo = setup["before-with"]["median"] * 1000, setup["before-without"]["median"] * 1000
+    print(f"| CELLOS_BENCH_BEFORE: `cellos run` /bin/true, median (egress vs none) | {bw:.2f} ms | {bwo:.2f} ms | {bw / bwo:.2f} |")
+    print(f"| CELLOS_BENCH_BEFORE: network-scope setup per cell (difference) | {bw - bwo:.2f} ms | | |")
 print(f"| DNS round-trip from a cell, median (proxy vs direct to dnsmasq) | {dns['proxy']:.0f} us | {dns['direct']:.0f} us | {dns['proxy'] / dns['direct']:.2f} |")
 print(f"| DNS round-trip, p99 | {dns['proxy_p99']:.0f} us | {dns['direct_p99']:.0f} us | {dns['proxy_p99'] / dns['direct_p99']:.2f} |")
 print(f"| iperf3 TCP throughput, median of {rounds} alternating runs (allowed CIDR rule vs no rules) | {cell:.2f} Gbit/s | {base:.2f} Gbit/s | {cell / base:.2f} (target >= 0.9) |")
-print("\niperf3 rounds (Gbit/s), cell: " + ", ".join(f"{x:.2f}" for x in cell_runs) + "; no rules: " + ", ".join(f"{x:.2f}" for x in base_runs))
+print(f"| iperf3 TCP throughput over IPv6, median of {rounds} runs (allowed IPv6 CIDR rule vs the cell over IPv4) | {cell6:.2f} Gbit/s | {cell:.2f} Gbit/s | {cell6 / cell:.2f} |")
+print("\niperf3 rounds (Gbit/s), cell: " + ", ".join(f"{x:.2f}" for x in cell_runs) + "; no rules: " + ", ".join(f"{x:.2f}" for x in base_runs)
+      + "; cell over IPv6: " + ", ".join(f"{x:.2f}" for x in cell6_runs))
 PY

@@ -5,7 +5,8 @@ set -euo pipefail
 
 packages=(
   nftables       # egress enforcement inside each cell's network namespace
-  iproute2       # veth pairs and network namespaces for networked cells and tests
+  iproute2       # network namespaces and the test internets of the egress tests
+  strace         # the egress tests prove `cellos run` executes no networking tool
   python3        # example workloads and isolation probes run inside cells
   python3-pip    # workload corpus: pip installs a local wheel inside a cell
   gcc            # workload corpus: a cell builds a C program and runs it

@@ -362,7 +362,7 @@ pub fn reclaim(
                 .to_string(),
         });
     }
-    findings.extend(common_residue(state_dir, cell_id, sources));
+    findings.extend(common_residue(state_dir, cell_id, sources, false));
     report.destroyed = !removed.is_empty();
     report.removed = removed;
     findings.into_report(&mut report);
@@ -370,8 +370,14 @@ pub fn reclaim(
 }
 
 /// Residue checks shared by destroy and reclaim: cgroup directories, the telemetry socket, the
-/// run record and mounts on the cell's host paths.
-fn common_residue(state_dir: &Path, cell_id: &str, sources: &HostSources) -> Findings {
+/// run record (unless a background finisher removes it, see [`netscope::teardown`]) and mounts
+/// on the cell's host paths.
+fn common_residue(
+    state_dir: &Path,
+    cell_id: &str,
+    sources: &HostSources,
+    record_handed_over: bool,
+) -> Findings {
     let mut findings = Findings::default();
     let socket_dir = telemetry::socket_dir(state_dir, cell_id);
     let record_path = record::record_path(state_dir, cell_id);
@@ -388,11 +394,14 @@ fn common_residue(state_dir: &Path, cell_id: &str, sources: &HostSources) -> Fin
                 .then(|| format!("cgroup directories still exist: {}", dirs.join(", ")))
         }),
     );
-    findings.check(
-        "file",
-        residue::file_exists(&record_path)
-            .map(|left| left.then(|| format!("run record {} still exists", record_path.display()))),
-    );
+    if !record_handed_over {
+        findings.check(
+            "file",
+            residue::file_exists(&record_path).map(|left| {
+                left.then(|| format!("run record {} still exists", record_path.display()))
+            }),
+        );
+    }
     findings
 }
 
@@ -432,6 +441,9 @@ pub struct LinuxCell {
     /// The network scope of a networked cell, and its running dataplane.
     network: Option<NetRecord>,
     egress: Option<Egress>,
+    /// Where the veth's deletion finishes, and whether destroy left the record to it.
+    link_teardown: netscope::teardown::LinkTeardown,
+    record_handed_over: bool,
 }
 
 /// What the create stages made of a cell (see [`crate::create`]).
@@ -480,6 +492,8 @@ impl LinuxCell {
             destroyed: false,
             network: parts.network,
             egress: parts.egress,
+            link_teardown: backend.config.network.teardown,
+            record_handed_over: false,
         }
     }
 
@@ -617,8 +631,13 @@ impl LinuxCell {
                 cell_id: self.id.clone(),
                 ..TeardownReport::default()
             };
-            common_residue(&self.state_dir, &self.id, &self.residue_sources)
-                .into_report(&mut report);
+            common_residue(
+                &self.state_dir,
+                &self.id,
+                &self.residue_sources,
+                self.record_handed_over,
+            )
+            .into_report(&mut report);
             return Ok(report);
         }
         let forced = !self.finished;
@@ -671,35 +690,47 @@ impl LinuxCell {
                 detail: format!("removing the cell's cgroup failed: {e}"),
             }),
         }
+        // Cut off while the namespace is still held: releasing it makes the kernel delete the
+        // veth, and every link request would then wait for that deletion.
+        let cut = self
+            .network
+            .as_ref()
+            .and_then(|net| netscope::teardown::cut_off(self.link_teardown, net));
         // Stopping the dataplane reads its counters (`network.v1.summary`) and releases the
         // namespace; then the host side goes.
         if let Some(egress) = self.egress.take() {
             egress.stop();
         }
-        if self.network.is_some() {
-            let (net_removed, net_failed) =
-                netscope::remove(&self.state_dir, &self.id, self.network.as_ref());
-            removed.extend(net_removed);
-            residue.extend(net_failed);
-            findings.extend(netscope::residue(
+        if let Some(net) = &self.network {
+            let net = netscope::teardown::destroy(
+                cut,
+                self.link_teardown,
                 &self.state_dir,
                 &self.id,
-                self.network.as_ref(),
+                net,
                 &self.residue_sources,
-            ));
+            );
+            removed.extend(net.removed);
+            residue.extend(net.failed);
+            findings.extend(net.findings);
+            // The finisher removes the record once it has verified the veth's deletion.
+            self.record_handed_over = net.handed_over;
         }
-        record::remove(&self.state_dir, &self.id)?;
-        removed.push(Residue {
-            class: "file".into(),
-            detail: record::record_path(&self.state_dir, &self.id)
-                .display()
-                .to_string(),
-        });
+        if !self.record_handed_over {
+            record::remove(&self.state_dir, &self.id)?;
+            removed.push(Residue {
+                class: "file".into(),
+                detail: record::record_path(&self.state_dir, &self.id)
+                    .display()
+                    .to_string(),
+            });
+        }
         self.destroyed = true;
         findings.extend(common_residue(
             &self.state_dir,
             &self.id,
             &self.residue_sources,
+            self.record_handed_over,
         ));
         let mut report = TeardownReport {
             cell_id: self.id.clone(),

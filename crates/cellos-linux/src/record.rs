@@ -46,6 +46,12 @@ impl RunRecord {
         process_start_time(self.supervisor_pid) == Some(self.supervisor_start)
     }
 
+    /// Whether the cell is being torn down: its init was started and is gone, while its
+    /// supervisor (or the finisher of its teardown) still runs.
+    pub fn tearing_down(&self) -> bool {
+        self.init_pid.is_some() && !self.init_alive() && self.supervised()
+    }
+
     /// Whether the recorded init still runs (same pid and start time). For display only:
     /// to signal it, use [`RunRecord::open_init`].
     pub fn init_alive(&self) -> bool {
@@ -75,8 +81,31 @@ pub fn record_path(state_dir: &Path, cell_id: &str) -> PathBuf {
     run_dir(state_dir).join(format!("{cell_id}.json"))
 }
 
-/// Create the record; fails with `Refused` when one already exists for this cell id.
+/// How long [`create`] waits for a previous cell of the same id whose teardown is finishing.
+const FINISHING_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Create the record; fails with `Refused` when one already exists for this cell id. A record
+/// of a cell being torn down ([`RunRecord::tearing_down`]; its veth's deletion may be
+/// finishing in the background, see `netscope::teardown`) is waited for, briefly.
 pub fn create(state_dir: &Path, record: &RunRecord) -> Result<(), LinuxError> {
+    let deadline = std::time::Instant::now() + FINISHING_WAIT;
+    loop {
+        match create_once(state_dir, record) {
+            Err(LinuxError::Refused { .. })
+                if std::time::Instant::now() < deadline
+                    && read(state_dir, &record.cell_id)
+                        .ok()
+                        .flatten()
+                        .is_some_and(|old| old.tearing_down()) =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            other => return other,
+        }
+    }
+}
+
+fn create_once(state_dir: &Path, record: &RunRecord) -> Result<(), LinuxError> {
     let path = record_path(state_dir, &record.cell_id);
     let bytes = encode(record)?;
     let mut f = match std::fs::OpenOptions::new()
@@ -236,6 +265,27 @@ mod tests {
         remove(dir.path(), "c1").unwrap();
         remove(dir.path(), "c1").unwrap();
         assert!(list_records(dir.path()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_record_being_torn_down_is_waited_for() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(run_dir(dir.path())).unwrap();
+        let mut old = sample("c4");
+        // An init that was started and is gone, under a live supervisor.
+        old.init_pid = Some(i32::MAX);
+        old.init_start = Some(1);
+        create(dir.path(), &old).unwrap();
+        assert!(old.tearing_down());
+        let path = record_path(dir.path(), "c4");
+        let finisher = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            std::fs::remove_file(path).unwrap();
+        });
+        let new = sample("c4");
+        create(dir.path(), &new).unwrap();
+        finisher.join().unwrap();
+        assert_eq!(read(dir.path(), "c4").unwrap(), Some(new));
     }
 
     #[test]

@@ -725,3 +725,143 @@ fn a_link_already_routed_through_another_interface_is_refused() {
         .to_string();
     assert!(err.contains(&other) && err.contains("--net-pool"), "{err}");
 }
+
+/// A networked `/bin/true` destroyed with the veth's deletion finishing in `mode`.
+fn destroy_in_background(
+    mode: cellos_linux::netscope::teardown::LinkTeardown,
+) -> (tempfile::TempDir, String, NetRun, NetRecord) {
+    let state = tempfile::tempdir().unwrap();
+    let mut config = LinuxBackendConfig::new(state.path(), init_exe());
+    config.network.dns_upstream = Some("192.0.2.53:53".parse().unwrap());
+    config.network.teardown = mode;
+    let backend = LinuxBackend::new(config).expect("backend (tests run as root)");
+    let id = unique_id("netbg");
+    let spec = spec(
+        &id,
+        &["/bin/true"],
+        json!({ "authority": { "egressRules": [ { "cidr": "192.0.2.1/32", "port": 80 } ] } }),
+    );
+    let observed = Observed::default();
+    let mut cell: Box<dyn Cell> = backend
+        .create(request(
+            &spec,
+            Box::new(SharedBuf::default()),
+            Box::new(SharedBuf::default()),
+            observed.clone(),
+        ))
+        .unwrap();
+    let rec = cellos_linux::record::read(state.path(), &id)
+        .unwrap()
+        .and_then(|r| r.network)
+        .expect("network in the run record");
+    cell.start().unwrap();
+    let exit = cell.wait(None).unwrap().exit;
+    let teardown = cell.destroy().unwrap();
+    let run = NetRun {
+        stdout: String::new(),
+        stderr: String::new(),
+        exit,
+        network: String::new(),
+        teardown,
+        events: observed.0.lock().unwrap().clone(),
+    };
+    (state, id, run, rec)
+}
+
+/// Waits (bounded) until `done` holds.
+fn eventually(what: &str, done: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn assert_finished_in_background(state: &std::path::Path, id: &str, run: &NetRun, rec: &NetRecord) {
+    assert_eq!(run.exit, WorkloadExit::Exited { code: 0 });
+    assert!(run.teardown.residue_free(), "{:?}", run.teardown);
+    // The report says what is left to the finisher, and claims neither record nor lease.
+    let veth = run
+        .teardown
+        .removed
+        .iter()
+        .find(|r| r.class == "veth")
+        .expect("a veth entry");
+    assert!(
+        veth.detail.contains("cut off") && veth.detail.contains("background"),
+        "{veth:?}"
+    );
+    let record = cellos_linux::record::record_path(state, id);
+    assert!(!run
+        .teardown
+        .removed
+        .iter()
+        .any(|r| r.detail.contains(&record.display().to_string())));
+    assert!(!host_has_nft_table(&rec.host_table));
+    // The finisher deletes the veth, verifies it, then removes the lease and the record.
+    eventually("the finisher removes the run record", || !record.exists());
+    assert!(!residue::veth_exists(&rec.veth));
+    assert!(!rec.lease.exists());
+    let left = residue::check(rec, &HostSources::host());
+    assert!(left.is_clean(), "{left:?}");
+}
+
+#[test]
+fn a_thread_finishes_the_veth_deletion_after_destroy_answered() {
+    let (state, id, run, rec) =
+        destroy_in_background(cellos_linux::netscope::teardown::LinkTeardown::Thread);
+    assert_finished_in_background(state.path(), &id, &run, &rec);
+}
+
+#[test]
+fn a_detached_process_finishes_the_veth_deletion_after_destroy_answered() {
+    let (state, id, run, rec) =
+        destroy_in_background(cellos_linux::netscope::teardown::LinkTeardown::Detached);
+    // Until it is done, the finisher is the record's supervisor: `cellos gc` leaves it alone.
+    if let Some(left) = cellos_linux::record::read(state.path(), &id).unwrap() {
+        assert_ne!(left.supervisor_pid, std::process::id() as i32, "{left:?}");
+        assert!(
+            left.supervised()
+                || cellos_linux::record::read(state.path(), &id)
+                    .unwrap()
+                    .is_none(),
+            "{left:?}"
+        );
+    }
+    assert_finished_in_background(state.path(), &id, &run, &rec);
+}
+
+#[test]
+fn a_cell_gets_an_ipv6_address_and_default_route_through_the_host_end() {
+    let state = tempfile::tempdir().unwrap();
+    let backend = backend(state.path(), Some("192.0.2.53:53".parse().unwrap()));
+    let id = unique_id("net6");
+    let spec = bash(
+        &id,
+        "ip -6 -o addr show dev eth0 scope global; ip -6 route show default",
+        json!({
+            "filesystem": { "rootfs": "host" },
+            "authority": { "egressRules": [ { "cidr": "192.0.2.1/32", "port": 80 } ] }
+        }),
+    );
+    let run = run_networked(&backend, &spec);
+    assert_eq!(run.exit, WorkloadExit::Exited { code: 0 }, "{}", run.stderr);
+    let leased = cellos_linux::netscope::pool::AddressPool6::default();
+    let prefix = leased.to_string();
+    let prefix = prefix.trim_end_matches(":/48");
+    let addr = run
+        .stdout
+        .lines()
+        .find(|l| l.contains("inet6"))
+        .unwrap_or_else(|| panic!("no IPv6 address: {}", run.stdout));
+    assert!(addr.contains(prefix) && addr.contains("::2/64"), "{addr}");
+    // nodad: usable at once, never tentative.
+    assert!(!addr.contains("tentative"), "{addr}");
+    let route = run
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("default"))
+        .unwrap_or_else(|| panic!("no IPv6 default route: {}", run.stdout));
+    assert!(route.contains("::1 dev eth0"), "{route}");
+    assert!(run.teardown.residue_free(), "{:?}", run.teardown);
+}

@@ -149,6 +149,11 @@ enum Command {
               default_value = cellos_linux::netscope::pool::DEFAULT_POOL,
               value_parser = parse_pool)]
         net_pool: cellos_linux::netscope::AddressPool,
+        /// IPv6 pool the /64 links of networked cells are leased from (a ULA /48 by default).
+        #[arg(long, env = "CELLOS_NET_POOL6", value_name = "CIDR",
+              default_value = cellos_linux::netscope::pool::DEFAULT_POOL6,
+              value_parser = parse_pool6)]
+        net_pool6: cellos_linux::netscope::AddressPool6,
     },
     /// Serve the HTTP API: session cells, execs, files and events, on a Unix socket at
     /// CELLOS_HOME/cellos.sock (mode 0600) and on TCP with --listen tcp:ADDR.
@@ -183,6 +188,11 @@ enum Command {
               default_value = cellos_linux::netscope::pool::DEFAULT_POOL,
               value_parser = parse_pool)]
         net_pool: cellos_linux::netscope::AddressPool,
+        /// IPv6 pool the /64 links of networked cells are leased from (a ULA /48 by default).
+        #[arg(long, env = "CELLOS_NET_POOL6", value_name = "CIDR",
+              default_value = cellos_linux::netscope::pool::DEFAULT_POOL6,
+              value_parser = parse_pool6)]
+        net_pool6: cellos_linux::netscope::AddressPool6,
     },
     /// Create a cell on the server from a spec file and print its id (a spec without run is a
     /// session cell, driven with exec and cp until rm).
@@ -305,6 +315,11 @@ fn parse_pool(text: &str) -> Result<cellos_linux::netscope::AddressPool, String>
     cellos_linux::netscope::AddressPool::parse(text).map_err(|e| e.to_string())
 }
 
+/// `--net-pool6`: an IPv6 network of at least one /64.
+fn parse_pool6(text: &str) -> Result<cellos_linux::netscope::AddressPool6, String> {
+    cellos_linux::netscope::AddressPool6::parse(text).map_err(|e| e.to_string())
+}
+
 /// `--listen`: `unix:PATH` or `tcp:HOST:PORT`.
 fn parse_listen(text: &str) -> Result<cellos_server::Listen, String> {
     text.parse()
@@ -350,9 +365,14 @@ fn dispatch(cli: Cli) -> Result<u8, Failure> {
             quiet,
             dns_upstream,
             net_pool,
+            net_pool6,
         } => {
+            // The process exits with the workload's status; a veth's deletion finishes in a
+            // detached process (see cellos_linux::netscope::teardown).
             let network = cellos_linux::netscope::NetworkConfig {
                 pool: net_pool,
+                pool6: net_pool6,
+                teardown: cellos_linux::netscope::teardown::LinkTeardown::Detached,
                 dns_upstream,
             };
             commands::cells::run(&home, &spec, &policies, secrets_dir, quiet, network)
@@ -367,6 +387,7 @@ fn dispatch(cli: Cli) -> Result<u8, Failure> {
             secrets_dir,
             dns_upstream,
             net_pool,
+            net_pool6,
         } => commands::serve::serve(
             &home,
             commands::serve::ServeArgs {
@@ -382,6 +403,8 @@ fn dispatch(cli: Cli) -> Result<u8, Failure> {
                 secrets_dir,
                 network: cellos_linux::netscope::NetworkConfig {
                     pool: net_pool,
+                    pool6: net_pool6,
+                    teardown: cellos_linux::netscope::teardown::LinkTeardown::Thread,
                     dns_upstream,
                 },
             },

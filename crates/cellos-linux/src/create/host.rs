@@ -131,8 +131,9 @@ fn lease_network(
         return Ok(None);
     }
     let state_dir = &backend.config.state_dir;
-    let (link, lease) = netscope::pool::lease(state_dir, &backend.config.network.pool, &spec.id)?;
-    let net = NetRecord::new(state_dir, &spec.id, link, lease);
+    let network = &backend.config.network;
+    let lease = netscope::pool::lease(state_dir, &network.pool, &network.pool6, &spec.id)?;
+    let net = NetRecord::new(state_dir, &spec.id, lease.link, lease.path).with_link6(lease.link6);
     config.resolv_conf = Some(net.resolv_conf());
     Ok(Some(net))
 }

@@ -10,7 +10,7 @@
 //! the host; only the gate's listening socket is bound inside the cell's namespace (by a helper
 //! thread that joins it, binds and exits).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -125,7 +125,8 @@ pub struct Egress {
     netns: Arc<OwnedFd>,
     dns: Option<DnsAuthorityServer>,
     dns_counters: Arc<DnsCounters>,
-    gate: Option<L7Gate>,
+    /// One gate per loopback the ruleset redirects to (`127.0.0.1`, and `::1` with IPv6).
+    gates: Vec<L7Gate>,
     nflog: Option<NflogReader>,
     limiter: Arc<RateLimitedObserver>,
     evidence: Arc<Evidence>,
@@ -206,30 +207,37 @@ impl Egress {
             dns_counters: dns.counters(),
             dns: Some(dns),
             netns,
-            gate: None,
+            gates: Vec::new(),
             nflog: None,
             limiter,
             evidence: ev.clone(),
         };
         if !this.gated.is_empty() {
-            let listener = bind_in_netns(
-                this.netns.as_fd(),
-                SocketAddr::from(([127, 0, 0, 1], GATE_PORT)),
-            )?;
-            let _enter = rt.enter();
-            let gate = L7Gate::from_std(
-                listener,
-                GateContext {
-                    policy: GatePolicy::new(this.gated.clone()),
-                    resolver: pins,
-                    original_dst: Arc::new(ConntrackOriginalDst),
-                    observer: ev.clone(),
-                    peek_timeout: DEFAULT_PEEK_TIMEOUT,
-                    connect_timeout: DEFAULT_CONNECT_TIMEOUT,
-                },
-            )
-            .map_err(|e| LinuxError::io("serve the cell's L7 gate", e))?;
-            this.gate = Some(gate);
+            let loopbacks: &[IpAddr] = if rec.cell_addr6.is_some() {
+                &[
+                    IpAddr::V4(Ipv4Addr::LOCALHOST),
+                    IpAddr::V6(Ipv6Addr::LOCALHOST),
+                ]
+            } else {
+                &[IpAddr::V4(Ipv4Addr::LOCALHOST)]
+            };
+            for ip in loopbacks {
+                let listener = bind_in_netns(this.netns.as_fd(), SocketAddr::new(*ip, GATE_PORT))?;
+                let _enter = rt.enter();
+                let gate = L7Gate::from_std(
+                    listener,
+                    GateContext {
+                        policy: GatePolicy::new(this.gated.clone()),
+                        resolver: pins.clone(),
+                        original_dst: Arc::new(ConntrackOriginalDst),
+                        observer: ev.clone(),
+                        peek_timeout: DEFAULT_PEEK_TIMEOUT,
+                        connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+                    },
+                )
+                .map_err(|e| LinuxError::io("serve the cell's L7 gate", e))?;
+                this.gates.push(gate);
+            }
         }
         this.nflog = Some(NflogReader::start(
             this.netns.as_fd(),
@@ -254,8 +262,15 @@ impl Egress {
         };
         format!(
             "egress: nftables ruleset sha256:{} in the cell's netns (default drop, IPv4 and \
-             IPv6); eth0 {}/30 via {} {}; DNS authority {}:53{gate}",
-            self.ruleset_sha256, rec.cell_addr, rec.veth, rec.host_addr, rec.host_addr
+             IPv6); eth0 {}/30{} via {} {}; DNS authority {}:53{gate}",
+            self.ruleset_sha256,
+            rec.cell_addr,
+            rec.cell_addr6
+                .map(|a| format!(" and {a}/{}", crate::netscope::pool::LINK_PREFIX6))
+                .unwrap_or_default(),
+            rec.veth,
+            rec.host_addr,
+            rec.host_addr
         )
     }
 
@@ -266,7 +281,7 @@ impl Egress {
             if let Some(dns) = self.dns.take() {
                 rt.block_on(dns.shutdown());
             }
-            if let Some(gate) = self.gate.take() {
+            for gate in self.gates.drain(..) {
                 rt.block_on(gate.shutdown());
             }
         }

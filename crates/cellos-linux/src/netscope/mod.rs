@@ -3,26 +3,31 @@
 //! nothing of this.
 //!
 //! create (host side, before the workload can run):
-//! 1. lease a /30 link from the pool ([`pool`]) and write the names and addresses into the
+//! 1. lease a /30 link and an IPv6 /64 from the pools ([`pool`]) and write the names and addresses into the
 //!    cell's run record *before* anything exists, so `reclaim`/`cellos gc` find it after a
 //!    crash;
 //! 2. after init is cloned into its new network namespace: veth pair with the cell end created
-//!    as `eth0` inside that namespace, addresses, default route, forwarding, and one host
-//!    nftables table for that cell only ([`link`]);
+//!    as `eth0` inside that namespace, IPv4 and IPv6 addresses and default routes, forwarding,
+//!    all over route netlink ([`rtnl`]), and one host nftables table for that cell only
+//!    ([`link`]);
 //! 3. the egress dataplane ([`egress`]): the cell's ruleset loaded inside its namespace, the
 //!    DNS authority on the host end, the L7 gate listening inside the namespace, kernel drop
 //!    logs read over NFLOG; their findings become events through the `RuntimeEvidence` port.
 //!
 //! destroy/reclaim: stop the dataplane (summary event), delete the veth (its peer goes with
-//! it, and with it the route), the host table and the lease, then check with [`residue`].
+//! it, and with it the routes and addresses), the host table and the lease, then check with
+//! [`residue`]. Deleting the veth waits for an RCU grace period; [`teardown`] lets that part
+//! finish off the critical path.
 
 pub mod egress;
 pub mod link;
 pub mod nflog;
 pub mod pool;
 pub mod residue;
+pub mod rtnl;
+pub mod teardown;
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use cellos_core::ports::Residue;
@@ -32,13 +37,17 @@ use sha2::{Digest, Sha256};
 
 use crate::residue::{Findings, HostSources};
 
-pub use pool::AddressPool;
+pub use pool::{AddressPool, AddressPool6};
 
 /// Host-side network settings of the backend.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NetworkConfig {
     /// Pool the cells' /30 links come from (`--net-pool`, `CELLOS_NET_POOL`).
     pub pool: AddressPool,
+    /// Pool the cells' IPv6 /64 links come from (`--net-pool6`, `CELLOS_NET_POOL6`).
+    pub pool6: AddressPool6,
+    /// Where a destroyed cell's veth deletion finishes (see [`teardown`]).
+    pub teardown: teardown::LinkTeardown,
     /// Resolver the DNS authorities forward allowed names to (`--dns-upstream`,
     /// `CELLOS_DNS_UPSTREAM`); `None`: the host's resolver from `/etc/resolv.conf`.
     pub dns_upstream: Option<SocketAddr>,
@@ -55,10 +64,15 @@ pub fn wants_network(spec: &ExecutionCellSpec) -> bool {
 pub struct NetRecord {
     /// Host end of the veth pair (`cv<hex>`).
     pub veth: String,
-    /// The host nftables table (`ip cellos-host-<hex>`).
+    /// The host nftables table (`inet cellos-host-<hex>`; `ip` in records without IPv6).
     pub host_table: String,
     pub host_addr: Ipv4Addr,
     pub cell_addr: Ipv4Addr,
+    /// IPv6 ends of the link; absent in records written before cells had IPv6.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_addr6: Option<Ipv6Addr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cell_addr6: Option<Ipv6Addr>,
     /// The address lease file.
     pub lease: PathBuf,
     /// Inode of the cell's network namespace, once init exists.
@@ -80,8 +94,26 @@ impl NetRecord {
             host_table: format!("cellos-host-{short}"),
             host_addr: link.host,
             cell_addr: link.cell,
+            host_addr6: None,
+            cell_addr6: None,
             lease,
             netns_inode: None,
+        }
+    }
+
+    /// The same record with the IPv6 link of the same lease.
+    pub fn with_link6(mut self, link6: pool::Link6) -> Self {
+        self.host_addr6 = Some(link6.host);
+        self.cell_addr6 = Some(link6.cell);
+        self
+    }
+
+    /// Family of the host table: `inet` (both families), `ip` for records without IPv6.
+    pub fn host_table_family(&self) -> &'static str {
+        if self.cell_addr6.is_some() {
+            "inet"
+        } else {
+            "ip"
         }
     }
 
@@ -135,11 +167,11 @@ pub fn remove(
             Ok(false) => {}
             Err(e) => note(&mut failed, "veth", format!("delete {}: {e}", rec.veth)),
         }
-        match link::delete_host_table(&rec.host_table) {
+        match link::delete_host_table(rec) {
             Ok(true) => note(
                 &mut removed,
                 "nftTable",
-                format!("{} {}", link::HOST_TABLE_FAMILY, rec.host_table),
+                format!("{} {}", rec.host_table_family(), rec.host_table),
             ),
             Ok(false) => {}
             Err(e) => note(

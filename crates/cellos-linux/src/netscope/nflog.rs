@@ -4,12 +4,12 @@
 //! namespace) and turns each logged packet into a `flow.v1.decided` deny with authority
 //! `Imposed`: destination, port, protocol and the rule's reason.
 //!
-//! Hand-written netlink: the messages involved are one config request and one packet
-//! notification with two attributes, and no crate in our dependency set speaks nfnetlink_log
-//! without an async runtime or a C library. Events are limited to
+//! Messages are `netlink-packet-netfilter`'s (its nflog config and packet messages), the socket
+//! is `netlink-sys`'s. Events are limited to
 //! [`EVENTS_PER_SECOND`] per cell so a flood of retransmissions cannot flood the log; the
 //! exact totals are the ruleset's counters, reported in `network.v1.summary`.
 
+use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
@@ -20,11 +20,13 @@ use cellos_core::authority::AuthorityKind;
 use cellos_core::events::FlowVerdict;
 use cellos_dataplane::ruleset::LOG_PREFIX;
 use cellos_dataplane::{FlowEvent, FlowObserver};
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::socket::{
-    bind, recv, send, socket, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol,
-    SockType,
+use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
+use netlink_packet_netfilter::nflog::{
+    config_request, ConfigCmd, ConfigMode, ConfigNla, PacketNla, ULogMessage,
 };
+use netlink_packet_netfilter::{NetfilterMessage, NetfilterMessageInner, NetfilterProtoFamily};
+use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr as NetlinkAddr};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use crate::error::LinuxError;
 
@@ -33,55 +35,24 @@ pub const EVENTS_PER_SECOND: u32 = 50;
 /// Bytes of each dropped packet the kernel copies to us: IPv6 header plus ports.
 const COPY_RANGE: u32 = 64;
 
-const NFNL_SUBSYS_ULOG: u16 = 4;
-const NFULNL_MSG_PACKET: u16 = 0;
-const NFULNL_MSG_CONFIG: u16 = 1;
-const NFULA_CFG_CMD: u16 = 1;
-const NFULA_CFG_MODE: u16 = 2;
-const NFULA_CFG_QTHRESH: u16 = 5;
-const NFULNL_CFG_CMD_BIND: u8 = 1;
-const NFULNL_COPY_PACKET: u8 = 2;
-const NFULA_PAYLOAD: u16 = 9;
-const NFULA_PREFIX: u16 = 10;
-const NLMSG_ERROR: u16 = 2;
-const NLM_F_REQUEST: u16 = 1;
-const NLM_F_ACK: u16 = 4;
-const NLA_TYPE_MASK: u16 = 0x3fff;
-const NLMSG_HDRLEN: usize = 16;
-const NFGENMSG_LEN: usize = 4;
-
-fn align4(n: usize) -> usize {
-    (n + 3) & !3
-}
-
-fn push_attr(buf: &mut Vec<u8>, ty: u16, payload: &[u8]) {
-    let len = 4 + payload.len();
-    buf.extend_from_slice(&(len as u16).to_ne_bytes());
-    buf.extend_from_slice(&ty.to_ne_bytes());
-    buf.extend_from_slice(payload);
-    buf.resize(align4(buf.len()), 0);
-}
-
 /// The request binding this socket to `group` and asking for packet copies.
 pub fn bind_request(group: u16, seq: u32) -> Vec<u8> {
-    let mut body = Vec::new();
-    body.extend_from_slice(&[libc::AF_UNSPEC as u8, 0]);
-    body.extend_from_slice(&group.to_be_bytes());
-    push_attr(&mut body, NFULA_CFG_CMD, &[NFULNL_CFG_CMD_BIND]);
-    let mut mode = COPY_RANGE.to_be_bytes().to_vec();
-    mode.extend_from_slice(&[NFULNL_COPY_PACKET, 0]);
-    push_attr(&mut body, NFULA_CFG_MODE, &mode);
-    // Deliver each packet at once: the kernel's default batches up to 100 packets or one
-    // second, and a batch still queued when the cell is torn down would be lost.
-    push_attr(&mut body, NFULA_CFG_QTHRESH, &1u32.to_be_bytes());
-    let mut msg = Vec::with_capacity(NLMSG_HDRLEN + body.len());
-    msg.extend_from_slice(&((NLMSG_HDRLEN + body.len()) as u32).to_ne_bytes());
-    msg.extend_from_slice(&((NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_CONFIG).to_ne_bytes());
-    msg.extend_from_slice(&(NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
-    msg.extend_from_slice(&seq.to_ne_bytes());
-    msg.extend_from_slice(&0u32.to_ne_bytes());
-    msg.extend_from_slice(&body);
-    msg
+    let mut msg = config_request(
+        NetfilterProtoFamily::Unspec,
+        group,
+        vec![
+            ConfigNla::Cmd(ConfigCmd::Bind),
+            ConfigNla::Mode(ConfigMode::new_packet(COPY_RANGE)),
+            // Deliver each packet at once: the kernel's default batches up to 100 packets or
+            // one second, and a batch still queued when the cell is torn down would be lost.
+            ConfigNla::QThresh(1),
+        ],
+    );
+    msg.header.sequence_number = seq;
+    msg.finalize();
+    let mut bytes = vec![0; msg.buffer_len()];
+    msg.serialize(&mut bytes);
+    bytes
 }
 
 /// One logged drop.
@@ -101,51 +72,34 @@ pub struct Parsed {
     pub acks: Vec<i32>,
 }
 
-/// Splits a datagram into netlink messages; malformed parts are skipped.
-pub fn parse(buf: &[u8]) -> Parsed {
+/// Splits a datagram into netlink messages; parsing stops at the first malformed one.
+pub fn parse(mut buf: &[u8]) -> Parsed {
     let mut out = Parsed::default();
-    let mut off = 0;
-    while off + NLMSG_HDRLEN <= buf.len() {
-        let word = |at: usize| u32::from_ne_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]);
-        let len = word(off) as usize;
-        if len < NLMSG_HDRLEN || off + len > buf.len() {
-            break;
+    while let Ok(msg) = NetlinkMessage::<NetfilterMessage>::deserialize(buf) {
+        let len = (msg.header.length as usize).max(16);
+        buf = buf.get((len + 3) & !3..).unwrap_or_default();
+        match msg.payload {
+            NetlinkPayload::Error(e) => out.acks.push(e.raw_code()),
+            NetlinkPayload::InnerMessage(NetfilterMessage {
+                inner: NetfilterMessageInner::ULog(ULogMessage::Packet(nlas)),
+                ..
+            }) => out.drops.extend(parse_packet(&nlas)),
+            _ => {}
         }
-        let ty = u16::from_ne_bytes([buf[off + 4], buf[off + 5]]);
-        let body = &buf[off + NLMSG_HDRLEN..off + len];
-        if ty == NLMSG_ERROR && body.len() >= 4 {
-            out.acks
-                .push(i32::from_ne_bytes([body[0], body[1], body[2], body[3]]));
-        } else if ty == (NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_PACKET {
-            if let Some(d) = parse_packet(body) {
-                out.drops.push(d);
-            }
-        }
-        off += align4(len);
     }
     out
 }
 
-fn parse_packet(body: &[u8]) -> Option<LoggedDrop> {
-    let mut attrs = body.get(NFGENMSG_LEN..)?;
+fn parse_packet(nlas: &[PacketNla]) -> Option<LoggedDrop> {
     let (mut payload, mut prefix) = (None, None);
-    while attrs.len() >= 4 {
-        let len = u16::from_ne_bytes([attrs[0], attrs[1]]) as usize;
-        let ty = u16::from_ne_bytes([attrs[2], attrs[3]]) & NLA_TYPE_MASK;
-        if len < 4 || len > attrs.len() {
-            break;
-        }
-        let value = &attrs[4..len];
-        match ty {
-            NFULA_PAYLOAD => payload = Some(value),
-            NFULA_PREFIX => prefix = Some(value),
+    for nla in nlas {
+        match nla {
+            PacketNla::Payload(p) => payload = Some(p.as_slice()),
+            PacketNla::Prefix(p) => prefix = Some(p.to_string_lossy()),
             _ => {}
         }
-        attrs = attrs.get(align4(len)..).unwrap_or_default();
     }
-    let prefix = String::from_utf8_lossy(prefix?);
-    let reason = prefix
-        .trim_end_matches('\0')
+    let reason = prefix?
         .strip_prefix(LOG_PREFIX)?
         .split_whitespace()
         .next()?
@@ -252,51 +206,34 @@ impl Drop for NflogReader {
 }
 
 /// Runs on a helper thread inside the cell's namespace.
-fn subscribe(netns: BorrowedFd<'_>, group: u16) -> Result<OwnedFd, String> {
+fn subscribe(netns: BorrowedFd<'_>, group: u16) -> Result<Socket, String> {
     nix::sched::setns(netns, nix::sched::CloneFlags::CLONE_NEWNET)
         .map_err(|e| format!("setns: {e}"))?;
-    let sock = socket(
-        AddressFamily::Netlink,
-        SockType::Raw,
-        SockFlag::SOCK_CLOEXEC,
-        SockProtocol::NetlinkNetFilter,
-    )
-    .map_err(|e| format!("netlink socket: {e}"))?;
-    bind(
-        std::os::fd::AsRawFd::as_raw_fd(&sock),
-        &NetlinkAddr::new(0, 0),
-    )
-    .map_err(|e| format!("bind: {e}"))?;
-    let req = bind_request(group, 1);
-    send(
-        std::os::fd::AsRawFd::as_raw_fd(&sock),
-        &req,
-        MsgFlags::empty(),
-    )
-    .map_err(|e| format!("send config: {e}"))?;
-    let mut buf = vec![0u8; 4096];
+    let mut sock = Socket::new(NETLINK_NETFILTER).map_err(|e| format!("netlink socket: {e}"))?;
+    sock.bind(&NetlinkAddr::new(0, 0))
+        .map_err(|e| format!("bind: {e}"))?;
+    sock.send(&bind_request(group, 1), 0)
+        .map_err(|e| format!("send config: {e}"))?;
     let mut fds = [PollFd::new(sock.as_fd(), PollFlags::POLLIN)];
     match poll(&mut fds, PollTimeout::from(2000u16)) {
         Ok(n) if n > 0 => {}
         _ => return Err("no answer from nfnetlink_log (is nfnetlink_log loaded?)".into()),
     }
-    let n = recv(
-        std::os::fd::AsRawFd::as_raw_fd(&sock),
-        &mut buf,
-        MsgFlags::empty(),
-    )
-    .map_err(|e| format!("recv ack: {e}"))?;
-    match parse(&buf[..n]).acks.first() {
+    let mut buf = vec![0u8; 4096];
+    let n = sock
+        .recv(&mut &mut buf[..], 0)
+        .map_err(|e| format!("recv ack: {e}"))?;
+    match parse(&buf[..n.min(buf.len())]).acks.first() {
         Some(0) => Ok(sock),
         Some(err) => Err(format!(
             "the kernel refused the binding: {}",
-            std::io::Error::from_raw_os_error(-err)
+            io::Error::from_raw_os_error(-err)
         )),
         None => Err("the kernel did not acknowledge the binding".into()),
     }
 }
 
-fn read_loop(sock: OwnedFd, wake: OwnedFd, observer: &dyn FlowObserver) {
+fn read_loop(sock: Socket, wake: OwnedFd, observer: &dyn FlowObserver) {
     let mut buf = vec![0u8; 64 * 1024];
     let mut limit = EventLimit::new();
     loop {
@@ -312,16 +249,12 @@ fn read_loop(sock: OwnedFd, wake: OwnedFd, observer: &dyn FlowObserver) {
         let stopping = fds[1].any().unwrap_or(true);
         // Drain what is queued first: drops logged just before teardown still count.
         loop {
-            match recv(
-                std::os::fd::AsRawFd::as_raw_fd(&sock),
-                &mut buf,
-                MsgFlags::MSG_DONTWAIT,
-            ) {
-                Ok(n) => report(&parse(&buf[..n]).drops, &mut limit, observer),
-                Err(nix::errno::Errno::EINTR) => continue,
+            match sock.recv(&mut &mut buf[..], libc::MSG_DONTWAIT) {
+                Ok(n) => report(&parse(&buf[..n.min(buf.len())]).drops, &mut limit, observer),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 // ENOBUFS: the kernel dropped notifications under load; the counters still
                 // count them. EAGAIN: nothing more queued.
-                Err(nix::errno::Errno::ENOBUFS) => continue,
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => continue,
                 Err(_) => break,
             }
         }
@@ -378,15 +311,23 @@ mod tests {
     use super::*;
 
     fn packet_msg(prefix: &str, ip: &[u8]) -> Vec<u8> {
-        let mut body = vec![libc::AF_INET as u8, 0, 0, 7];
-        push_attr(&mut body, NFULA_PREFIX, format!("{prefix}\0").as_bytes());
-        push_attr(&mut body, NFULA_PAYLOAD, ip);
-        let mut msg = Vec::new();
-        msg.extend_from_slice(&((NLMSG_HDRLEN + body.len()) as u32).to_ne_bytes());
-        msg.extend_from_slice(&(NFNL_SUBSYS_ULOG << 8).to_ne_bytes());
-        msg.extend_from_slice(&[0; 10]);
-        msg.extend_from_slice(&body);
-        msg
+        use netlink_packet_core::NetlinkHeader;
+        use netlink_packet_netfilter::NetfilterHeader;
+        let nlas = vec![
+            PacketNla::Prefix(std::ffi::CString::new(prefix).unwrap()),
+            PacketNla::Payload(ip.to_vec()),
+        ];
+        let mut msg = NetlinkMessage::new(
+            NetlinkHeader::default(),
+            NetlinkPayload::from(NetfilterMessage::new(
+                NetfilterHeader::new(NetfilterProtoFamily::IPv4, 0, 7),
+                ULogMessage::Packet(nlas),
+            )),
+        );
+        msg.finalize();
+        let mut bytes = vec![0; msg.buffer_len()];
+        msg.serialize(&mut bytes);
+        bytes
     }
 
     fn ipv4_tcp(dst: [u8; 4], port: u16) -> Vec<u8> {

@@ -1,14 +1,20 @@
-//! Checks that nothing of a networked cell is left on the host: its veth, host table, route,
-//! DNS listeners and network namespace.
+//! Checks that nothing of a networked cell is left on the host: its veth, host table, routes
+//! and addresses (IPv4 and IPv6), DNS listeners and network namespace.
 //!
-//! All read from `/sys`, `/proc` and `nft list`, so the checks see what the kernel has, not
-//! what the backend believes it created. A source that cannot be read leaves its class
-//! unverified (see [`crate::residue`]).
+//! All read from `/sys`, `/proc`, route netlink and `nft list`, so the checks see what the
+//! kernel has, not what the backend believes it created. A source that cannot be read leaves
+//! its class unverified (see [`crate::residue`]).
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 
-use crate::netscope::link::{run_tool, HOST_TABLE_FAMILY};
+use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+use netlink_packet_route::RouteNetlinkMessage;
+
+use crate::error::LinuxError;
+use crate::netscope::link::run_tool;
+use crate::netscope::pool::LINK_PREFIX6;
+use crate::netscope::rtnl::Rtnl;
 use crate::netscope::NetRecord;
 use crate::residue::{entry_exists, file_exists, CheckError, Findings, HostSources, Proc};
 
@@ -17,13 +23,74 @@ pub fn veth_exists(name: &str) -> bool {
     Path::new("/sys/class/net").join(name).exists()
 }
 
-/// Whether the host has an nftables table `ip <name>`, from the list of the family's tables
-/// (a listing that fails says nothing about the table, unlike `nft list table` of one name).
-fn host_table_present(nft: &str, name: &str) -> Result<bool, CheckError> {
-    let tables = run_tool(nft, &["list", "tables", HOST_TABLE_FAMILY], None, None)
-        .map_err(CheckError::Tool)?;
-    let wanted = format!("table {HOST_TABLE_FAMILY} {name}");
+/// Whether the host has an nftables table `<family> <name>`, from the list of the family's
+/// tables (a listing that fails says nothing about the table, unlike `nft list table` of one
+/// name).
+fn host_table_present(nft: &str, family: &str, name: &str) -> Result<bool, CheckError> {
+    let tables =
+        run_tool(nft, &["list", "tables", family], None, None).map_err(CheckError::Tool)?;
+    let wanted = format!("table {family} {name}");
     Ok(tables.lines().any(|l| l.trim() == wanted))
+}
+
+/// One IPv6 route of `/proc/net/ipv6_route` (every table).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route6 {
+    pub dst: Ipv6Addr,
+    pub prefix_len: u8,
+    pub iface: String,
+}
+
+/// IPv6 routes of the host; none when they cannot be read (IPv6 disabled included).
+pub fn routes6() -> Vec<Route6> {
+    Proc::open(Path::new("/proc"))
+        .and_then(|proc| routes6_in(&proc))
+        .unwrap_or_default()
+}
+
+fn routes6_in(proc: &Proc<'_>) -> Result<Vec<Route6>, CheckError> {
+    let text = proc.read("net/ipv6_route")?;
+    Ok(text
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let dst = u128::from_str_radix(f.first()?, 16).ok()?;
+            let prefix_len = u8::from_str_radix(f.get(1)?, 16).ok()?;
+            Some(Route6 {
+                dst: Ipv6Addr::from(dst),
+                prefix_len,
+                iface: (*f.get(9)?).to_owned(),
+            })
+        })
+        .collect())
+}
+
+/// Every address of the host's interfaces as (address, interface index), over route netlink.
+fn addresses() -> Result<Vec<(IpAddr, u32)>, CheckError> {
+    let unverified = |e| {
+        CheckError::Host(LinuxError::io(
+            "list the host's addresses (route netlink)",
+            e,
+        ))
+    };
+    let mut rtnl = Rtnl::open().map_err(unverified)?;
+    let replies = rtnl
+        .dump(RouteNetlinkMessage::GetAddress(AddressMessage::default()))
+        .map_err(unverified)?;
+    Ok(replies
+        .into_iter()
+        .filter_map(|m| match m {
+            RouteNetlinkMessage::NewAddress(a) => Some(a),
+            _ => None,
+        })
+        .flat_map(|a| {
+            let index = a.header.index;
+            a.attributes.into_iter().filter_map(move |attr| match attr {
+                AddressAttribute::Local(ip) | AddressAttribute::Address(ip) => Some((ip, index)),
+                _ => None,
+            })
+        })
+        .collect())
 }
 
 /// IPv4 routes of the main table as (destination, interface), from `/proc/net/route`; none
@@ -109,6 +176,14 @@ fn netns_in_use(proc: &Proc<'_>, inode: u64) -> Result<bool, CheckError> {
 
 /// Everything of `rec` the host still has, and what could not be checked.
 pub fn check(rec: &NetRecord, sources: &HostSources) -> Findings {
+    let mut out = check_link(rec, sources);
+    out.extend(check_host_side(rec, sources));
+    out.extend(check_lease(rec));
+    out
+}
+
+/// The link: the host end, its routes (both families) and its addresses.
+pub fn check_link(rec: &NetRecord, sources: &HostSources) -> Findings {
     let mut out = Findings::default();
     out.check(
         "veth",
@@ -116,30 +191,79 @@ pub fn check(rec: &NetRecord, sources: &HostSources) -> Findings {
             .map(|left| left.then(|| format!("host end {} still exists", rec.veth))),
     );
     out.check(
-        "nftTable",
-        host_table_present(&sources.nft, &rec.host_table).map(|left| {
-            left.then(|| {
-                format!(
-                    "host table {HOST_TABLE_FAMILY} {} still exists",
-                    rec.host_table
-                )
-            })
-        }),
-    );
-    // Opened per check: each class that cannot read procfs is unverified with its own error.
-    let proc = || Proc::open(&sources.proc);
-    let link = u32::from(rec.host_addr) & !3;
-    out.check(
         "route",
-        proc().and_then(|proc| routes_in(&proc)).map(|routes| {
-            let via: Vec<String> = routes
-                .into_iter()
-                .filter(|(dst, _)| u32::from(*dst) == link)
-                .map(|(dst, iface)| format!("route to {dst}/30 via {iface} still exists"))
-                .collect();
-            (!via.is_empty()).then(|| via.join("; "))
+        Proc::open(&sources.proc).and_then(|proc| {
+            let mut via = routes_of(rec, &routes_in(&proc)?);
+            if rec.host_addr6.is_some() {
+                via.extend(routes6_of(rec, routes6_in(&proc)?));
+            }
+            Ok((!via.is_empty()).then(|| via.join("; ")))
         }),
     );
+    let ours: Vec<IpAddr> = [rec.host_addr.into(), rec.cell_addr.into()]
+        .into_iter()
+        .chain(rec.host_addr6.map(IpAddr::from))
+        .chain(rec.cell_addr6.map(IpAddr::from))
+        .collect();
+    out.check(
+        "address",
+        addresses().map(|addrs| {
+            let left: Vec<String> = addrs
+                .into_iter()
+                .filter(|(ip, _)| ours.contains(ip))
+                .map(|(ip, index)| format!("address {ip} still on interface {index}"))
+                .collect();
+            (!left.is_empty()).then(|| left.join("; "))
+        }),
+    );
+    out
+}
+
+fn routes_of(rec: &NetRecord, routes: &[(Ipv4Addr, String)]) -> Vec<String> {
+    let link = u32::from(rec.host_addr) & !3;
+    routes
+        .iter()
+        .filter(|(dst, _)| u32::from(*dst) == link)
+        .map(|(dst, iface)| format!("route to {dst}/30 via {iface} still exists"))
+        .collect()
+}
+
+fn routes6_of(rec: &NetRecord, routes: Vec<Route6>) -> Vec<String> {
+    let Some(h6) = rec.host_addr6 else {
+        return Vec::new();
+    };
+    let net6 = u128::from(h6) >> 64;
+    routes
+        .into_iter()
+        .filter(|r| r.prefix_len >= LINK_PREFIX6 && u128::from(r.dst) >> 64 == net6)
+        .map(|r| {
+            format!(
+                "route to {}/{} via {} still exists",
+                r.dst, r.prefix_len, r.iface
+            )
+        })
+        .collect()
+}
+
+/// What is neither the link nor the lease: the host table, the DNS authority's sockets and the
+/// namespace.
+pub fn check_host_side(rec: &NetRecord, sources: &HostSources) -> Findings {
+    let mut out = Findings::default();
+    let family = rec.host_table_family();
+    out.check(
+        "nftTable",
+        host_table_present(&sources.nft, family, &rec.host_table).map(|left| {
+            left.then(|| format!("host table {family} {} still exists", rec.host_table))
+        }),
+    );
+    out.extend(check_sockets(rec, sources));
+    out
+}
+
+/// The DNS authority's sockets and the namespace.
+fn check_sockets(rec: &NetRecord, sources: &HostSources) -> Findings {
+    let mut out = Findings::default();
+    let proc = || Proc::open(&sources.proc);
     out.check(
         "listener",
         proc().and_then(|proc| {
@@ -171,6 +295,12 @@ pub fn check(rec: &NetRecord, sources: &HostSources) -> Findings {
                 }),
         );
     }
+    out
+}
+
+/// The lease file.
+pub fn check_lease(rec: &NetRecord) -> Findings {
+    let mut out = Findings::default();
     out.check(
         "file",
         file_exists(&rec.lease).map(|left| {

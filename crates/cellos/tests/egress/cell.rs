@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use serde_json::Value;
 
-use crate::internet::{Internet, ALPHA, BETA, GAMMA, REBIND};
+use crate::internet::{Internet, ALPHA, BETA, DUAL, GAMMA, LOOP6, REBIND, REBIND6, SIX};
 
 /// The probe functions every workload script starts with.
 const PROBES: &str = include_str!("probe.py");
@@ -49,10 +49,16 @@ pub fn script(net: &Internet, body: &str) -> String {
         ("OTHER", net.other().to_string()),
         ("PRIVATE", net.private().to_string()),
         ("CDN6", net.cdn_v6().to_string()),
+        ("PRIVATE6", net.private_v6().to_string()),
+        ("HOST6", net.host_end_v6().to_string()),
         ("ALPHA", ALPHA.to_string()),
         ("BETA", BETA.to_string()),
         ("GAMMA", GAMMA.to_string()),
         ("REBIND", REBIND.to_string()),
+        ("DUAL", DUAL.to_string()),
+        ("SIX", SIX.to_string()),
+        ("REBIND6", REBIND6.to_string()),
+        ("LOOP6", LOOP6.to_string()),
     ];
     let mut text = String::from(PROBES);
     for (name, value) in constants {
@@ -173,7 +179,8 @@ impl Cells {
         cmd.env("CELLOS_HOME", self.path())
             .env_remove("CELLOS_SECRETS_DIR")
             .env_remove("CELLOS_DNS_UPSTREAM")
-            .env_remove("CELLOS_NET_POOL");
+            .env_remove("CELLOS_NET_POOL")
+            .env_remove("CELLOS_NET_POOL6");
         cmd
     }
 

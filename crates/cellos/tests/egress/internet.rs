@@ -7,7 +7,10 @@
 //! | `198.19.N.10`           | `alpha.example` and `beta.example` (one shared CDN address) |
 //! | `198.19.N.20`           | `gamma.example`                                             |
 //! | `172.29.N.7`            | a server on a private range; `rebind.example` points here   |
-//! | `2001:db8:N::10`        | IPv6 address of the CDN server                              |
+//! | `2001:db8:N::10`        | IPv6 address of the CDN server; `dual.example` (with        |
+//! |                         | `198.19.N.10`) and `six.example` (IPv6 only) point here     |
+//! | `fd10:db8:N::7`         | a server on a private IPv6 range (ULA); `rebind6.example`   |
+//! |                         | points here, `loop6.example` at `::1`                       |
 //!
 //! Every address server listens on HTTP 80 and 8080, TLS 443 and UDP 443. The public-looking
 //! addresses come from the 198.18.0.0/15 benchmarking range, which CellOS does not deny
@@ -33,6 +36,14 @@ pub const BETA: &str = "beta.example";
 pub const GAMMA: &str = "gamma.example";
 /// Answered with the private server's address.
 pub const REBIND: &str = "rebind.example";
+/// Answered with the CDN's IPv4 and IPv6 addresses.
+pub const DUAL: &str = "dual.example";
+/// Answered with the CDN's IPv6 address only.
+pub const SIX: &str = "six.example";
+/// Answered (AAAA) with the private IPv6 server's address.
+pub const REBIND6: &str = "rebind6.example";
+/// Answered (AAAA) with `::1`.
+pub const LOOP6: &str = "loop6.example";
 
 /// Port of the TLS server behind the fronts, inside the namespace only.
 const TLS_BACKEND_PORT: u16 = 8443;
@@ -118,13 +129,33 @@ impl Internet {
             .expect("IPv6 literal")
             .into()
     }
+    /// The server on a private IPv6 range (ULA), where [`REBIND6`] points.
+    pub fn private_v6(&self) -> IpAddr {
+        format!("fd10:db8:{}::7", self.index)
+            .parse::<Ipv6Addr>()
+            .expect("IPv6 literal")
+            .into()
+    }
+    /// The host's end of the link to this internet (a host address, public-looking).
+    pub fn host_end_v6(&self) -> IpAddr {
+        self.v6_link(1)
+            .parse::<Ipv6Addr>()
+            .expect("IPv6 literal")
+            .into()
+    }
     fn v6_link(&self, end: u8) -> String {
         format!("2001:db8:ffff:{}::{end}", self.index)
     }
 
     /// Every address a server listens on.
-    pub fn server_addresses(&self) -> [IpAddr; 4] {
-        [self.cdn(), self.other(), self.private(), self.cdn_v6()]
+    pub fn server_addresses(&self) -> [IpAddr; 5] {
+        [
+            self.cdn(),
+            self.other(),
+            self.private(),
+            self.cdn_v6(),
+            self.private_v6(),
+        ]
     }
 
     /// The PEM certificate of the TLS server (valid for every name above).
@@ -207,17 +238,10 @@ impl Internet {
         for ip in [self.dns().ip(), self.cdn(), self.other(), self.private()] {
             run(&["-n", ns, "addr", "add", &format!("{ip}/32"), "dev", "lo"]);
         }
-        run(&[
-            "-n",
-            ns,
-            "-6",
-            "addr",
-            "add",
-            &format!("{}/128", self.cdn_v6()),
-            "dev",
-            "lo",
-            "nodad",
-        ]);
+        for ip in [self.cdn_v6(), self.private_v6()] {
+            let addr = format!("{ip}/128");
+            run(&["-n", ns, "-6", "addr", "add", &addr, "dev", "lo", "nodad"]);
+        }
         let far = self.far_end().to_string();
         run(&["route", "add", &format!("198.19.{n}.0/24"), "via", &far]);
         run(&["route", "add", &format!("172.29.{n}.0/24"), "via", &far]);
@@ -229,6 +253,8 @@ impl Internet {
             "via",
             &self.v6_link(2),
         ]);
+        let private6 = format!("fd10:db8:{n}::/48");
+        run(&["-6", "route", "add", &private6, "via", &self.v6_link(2)]);
     }
 
     fn start_dnsmasq(&mut self) {
@@ -238,6 +264,11 @@ impl Internet {
             (BETA, self.cdn().to_string()),
             (GAMMA, self.other().to_string()),
             (REBIND, self.private().to_string()),
+            (DUAL, self.cdn().to_string()),
+            (DUAL, self.cdn_v6().to_string()),
+            (SIX, self.cdn_v6().to_string()),
+            (REBIND6, self.private_v6().to_string()),
+            (LOOP6, "::1".to_string()),
         ];
         let mut args = vec![
             "netns".to_string(),
@@ -274,7 +305,9 @@ impl Internet {
 
     fn start_servers(&mut self) {
         let dir = self.dir.path();
-        let san = format!("subjectAltName=DNS:{ALPHA},DNS:{BETA},DNS:{GAMMA},DNS:{REBIND}");
+        let san = format!(
+            "subjectAltName=DNS:{ALPHA},DNS:{BETA},DNS:{GAMMA},DNS:{REBIND},DNS:{DUAL},DNS:{SIX}"
+        );
         let key = dir.join("key.pem");
         let status = Command::new("openssl")
             .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])

@@ -11,5 +11,7 @@ mod cleanup;
 mod dns_wire;
 mod enforcement;
 mod internet;
+mod ipv6;
 mod self_test;
 mod servers;
+mod tools;
