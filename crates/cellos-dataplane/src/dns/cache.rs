@@ -63,7 +63,8 @@ struct Entry {
 pub(crate) struct Cached {
     /// The stored answer with its TTLs decremented (id and question still the first asker's).
     pub message: Message,
-    /// Its pins, each with the TTL its record now has.
+    /// Its pins, each with exactly the time left until the pin it installed expires (the
+    /// records' TTLs, rounded down to whole seconds, never reach past it).
     pub pins: Vec<Pin>,
 }
 
@@ -116,7 +117,7 @@ impl AnswerCache {
             .pins
             .iter()
             .map(|p| Pin {
-                ttl: p.ttl.saturating_sub(Duration::from_secs(u64::from(age))),
+                ttl: (entry.stored + p.ttl).saturating_duration_since(now),
                 ..p.clone()
             })
             .collect();
@@ -194,7 +195,7 @@ mod tests {
             .get(&key(&m), t0 + Duration::from_millis(10_500), 30)
             .unwrap();
         assert_eq!(hit.message.answers()[0].ttl(), 49);
-        assert_eq!(hit.pins[0].ttl, Duration::from_secs(49));
+        assert_eq!(hit.pins[0].ttl, Duration::from_millis(49_500));
         assert!(cache
             .get(&key(&m), t0 + Duration::from_secs(30), 30)
             .is_some());
