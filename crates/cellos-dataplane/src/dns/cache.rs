@@ -21,8 +21,11 @@ use hickory_proto::rr::{Record, RecordType};
 
 use crate::pin::Pin;
 
-/// Entries per cell before expired ones are swept (and, if none has expired, all dropped).
-const CAPACITY: usize = 1024;
+/// Encoded bytes of answers one cell may keep; past it, expired entries are swept and, if
+/// that is not enough, all are dropped. Bounds what a cell can make the host hold.
+const BUDGET: usize = 1 << 20;
+/// Largest answer kept (bigger ones are asked again each time).
+const MAX_ENTRY: usize = 16 << 10;
 
 /// What makes two queries the same question: the answer differs with EDNS and its DO and CD
 /// flags (signatures, validation), so those are part of the key.
@@ -56,6 +59,8 @@ struct Entry {
     message: Message,
     pins: Vec<Pin>,
     stored: Instant,
+    /// Encoded length, counted against [`BUDGET`].
+    size: usize,
 }
 
 /// A cached answer as it may be sent now.
@@ -71,7 +76,14 @@ pub(crate) struct Cached {
 /// One cell's answers.
 #[derive(Debug, Default)]
 pub(crate) struct AnswerCache {
-    entries: Mutex<HashMap<CacheKey, Entry>>,
+    entries: Mutex<Entries>,
+}
+
+#[derive(Debug, Default)]
+struct Entries {
+    map: HashMap<CacheKey, Entry>,
+    /// Sum of the entries' `size`.
+    bytes: usize,
 }
 
 impl AnswerCache {
@@ -84,32 +96,46 @@ impl AnswerCache {
         {
             return;
         }
+        let Some(size) = message.to_vec().ok().map(|b| b.len()) else {
+            return;
+        };
+        if size > MAX_ENTRY {
+            return;
+        }
         let mut entries = self.lock();
-        if entries.len() >= CAPACITY {
-            entries.retain(|_, e| e.stored + lifetime(&e.message) > stored);
-            if entries.len() >= CAPACITY {
-                entries.clear();
+        if entries.bytes + size > BUDGET {
+            entries
+                .map
+                .retain(|_, e| e.stored + lifetime(&e.message) > stored);
+            entries.bytes = entries.map.values().map(|e| e.size).sum();
+            if entries.bytes + size > BUDGET {
+                entries.map.clear();
+                entries.bytes = 0;
             }
         }
-        entries.insert(
-            key,
-            Entry {
-                message: message.clone(),
-                pins: pins.to_vec(),
-                stored,
-            },
-        );
+        let entry = Entry {
+            message: message.clone(),
+            pins: pins.to_vec(),
+            stored,
+            size,
+        };
+        entries.bytes += size;
+        if let Some(old) = entries.map.insert(key, entry) {
+            entries.bytes -= old.size;
+        }
     }
 
     /// The answer for `key` if every record keeps at least `floor` seconds (and at least one)
     /// of TTL at `now`; an entry past that is dropped.
     pub(crate) fn get(&self, key: &CacheKey, now: Instant, floor: u32) -> Option<Cached> {
         let mut entries = self.lock();
-        let entry = entries.get(key)?;
+        let entry = entries.map.get(key)?;
         let age = elapsed_secs(entry.stored, now);
         let lowest = entry.message.answers().iter().map(|r| r.ttl()).min()?;
         if lowest.saturating_sub(age) < floor.max(1) {
-            entries.remove(key);
+            if let Some(old) = entries.map.remove(key) {
+                entries.bytes -= old.size;
+            }
             return None;
         }
         let mut message = entry.message.clone();
@@ -133,7 +159,7 @@ impl AnswerCache {
         Some(Cached { message, pins })
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<CacheKey, Entry>> {
+    fn lock(&self) -> MutexGuard<'_, Entries> {
         // A poisoned lock means a panic mid-update; every entry is still a valid answer with
         // its own deadline.
         self.entries.lock().unwrap_or_else(PoisonError::into_inner)
@@ -217,6 +243,23 @@ mod tests {
         m.set_response_code(ResponseCode::ServFail);
         cache.insert(key(&m), &m, &pins, Instant::now());
         assert!(cache.get(&key(&m), Instant::now(), 0).is_none());
+    }
+
+    #[test]
+    fn the_cache_holds_a_bounded_number_of_bytes() {
+        let cache = AnswerCache::default();
+        let (m, pins) = answer(300);
+        let t0 = Instant::now();
+        let size = m.to_vec().unwrap().len();
+        let fit = BUDGET / size;
+        for i in 0..=fit {
+            let key = CacheKey::of(&m, &format!("n{i}.allowed.test"), RecordType::A);
+            cache.insert(key, &m, &pins, t0);
+        }
+        let entries = cache.lock();
+        assert!(entries.bytes <= BUDGET);
+        assert_eq!(entries.bytes, entries.map.len() * size);
+        assert!(entries.map.len() < fit + 1);
     }
 
     #[test]

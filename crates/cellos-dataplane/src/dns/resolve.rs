@@ -98,13 +98,14 @@ pub(crate) fn answer_now(packet: &[u8], transport: Transport, shared: &Shared) -
             let cached = shared
                 .cache
                 .get(&CacheKey::of(&query, &name, qtype), now, floor);
-            if let Some(hit) = &cached {
-                if shared.ledger.missing(&hit.pins, now).is_empty() {
-                    let reply = cached_reply(hit.message.clone(), &query, &name, qtype, &pattern);
-                    shared.observer.query(&reply.1);
-                    return Step::Done(encode(reply.0, &query, transport));
+            let cached = match cached {
+                Some(hit) if shared.ledger.missing(&hit.pins, now).is_empty() => {
+                    let (reply, event) = cached_reply(hit.message, &query, &name, qtype, &pattern);
+                    shared.observer.query(&event);
+                    return Step::Done(encode(reply, &query, transport));
                 }
-            }
+                cached => cached,
+            };
             Step::Wait(Box::new(Pending {
                 query,
                 name,
