@@ -93,26 +93,31 @@ pub(crate) fn answer_now(packet: &[u8], transport: Transport, shared: &Shared) -
             pattern,
         } => {
             DnsCounters::bump(&counters.permitted, 1);
-            let now = Instant::now();
-            let floor = ttl_floor(&shared.config);
-            let cached = shared
-                .cache
-                .get(&CacheKey::of(&query, &name, qtype), now, floor);
-            let cached = match cached {
-                Some(hit) if shared.ledger.missing(&hit.pins, now).is_empty() => {
-                    let (reply, event) = cached_reply(hit.message, &query, &name, qtype, &pattern);
-                    shared.observer.query(&event);
-                    return Step::Done(encode(reply, &query, transport));
-                }
-                cached => cached,
-            };
-            Step::Wait(Box::new(Pending {
+            let allowed = Pending {
                 query,
                 name,
                 qtype,
                 pattern,
-                cached,
-            }))
+                cached: None,
+            };
+            from_cache(allowed, transport, shared)
+        }
+    }
+}
+
+/// A cached answer whose pins stand is sent at once; anything else waits for [`finish`].
+fn from_cache(mut p: Pending, transport: Transport, shared: &Shared) -> Step {
+    let now = Instant::now();
+    let key = CacheKey::of(&p.query, &p.name, p.qtype);
+    match shared.cache.get(&key, now, ttl_floor(&shared.config)) {
+        Some(hit) if shared.ledger.missing(&hit.pins, now).is_empty() => {
+            let (reply, event) = cached_reply(hit.message, &p.query, &p.name, p.qtype, &p.pattern);
+            shared.observer.query(&event);
+            Step::Done(encode(reply, &p.query, transport))
+        }
+        cached => {
+            p.cached = cached;
+            Step::Wait(Box::new(p))
         }
     }
 }
