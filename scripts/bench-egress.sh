@@ -134,28 +134,44 @@ hyperfine -N --style none --warmup 5 --runs "$runs" --export-json "$work/setup.j
   -n without "$cellos run --quiet $plain_spec" \
   -n with "$cellos run --quiet --dns-upstream $dns_ip:53 $net_spec" "${before[@]}" >/dev/null 2>&1
 
-# 2. DNS round-trips from inside one cell, alternating proxy and direct queries.
+# 2. DNS round-trips from inside one cell, alternating proxy and direct queries: the same name
+#    again and again (after the first, answered from the proxy's cache), and names never asked
+#    before (each one goes upstream and is pinned) on a gated rule (the in-memory pin table
+#    only) and on a port pinned in nftables (one `nft` run per answer).
 read -r -d '' dns_py <<PY || true
 import socket, struct, time, json, statistics
 def server():
     for line in open("/etc/resolv.conf"):
         p = line.split()
         if p[:1] == ["nameserver"]: return p[1]
-q = b"\x00\x00\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x05bench\x07example\x00\x00\x01\x00\x01"
-def rtt(s, addr, i):
+def query(name):
+    labels = b"".join(bytes([len(l)]) + l for l in name.encode().split(b"."))
+    return b"\x00\x00\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00" + labels + b"\x00\x00\x01\x00\x01"
+def rtt(s, addr, i, q):
     m = struct.pack(">H", i & 0xFFFF) + q[2:]
     t = time.perf_counter_ns(); s.sendto(m, addr)
     while s.recv(512)[:2] != m[:2]: pass
     return (time.perf_counter_ns() - t) / 1000
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(2)
-proxy, direct = [], []
+proxy_addr, direct_addr, same = (server(), 53), ("$dns_ip", 53), query("bench.example")
+r = {k: [] for k in ("proxy", "direct", "proxy_new_gated", "proxy_new_pinned", "direct_new")}
 for i in range($queries):
-    proxy.append(rtt(s, (server(), 53), 2 * i))
-    direct.append(rtt(s, ("$dns_ip", 53), 2 * i + 1))
-print(json.dumps({"proxy": statistics.median(proxy), "direct": statistics.median(direct),
-                  "proxy_p99": sorted(proxy)[int(len(proxy) * .99)], "direct_p99": sorted(direct)[int(len(direct) * .99)]}))
+    r["proxy"].append(rtt(s, proxy_addr, 2 * i, same))
+    r["direct"].append(rtt(s, direct_addr, 2 * i + 1, same))
+# Separately, so that the slow nft runs do not disturb the round trips above; fewer, as each
+# one runs a process.
+for i in range(max(50, $queries // 10)):
+    r["proxy_new_gated"].append(rtt(s, proxy_addr, 3 * i, query(f"n{i}.gate.bench.example")))
+    r["proxy_new_pinned"].append(rtt(s, proxy_addr, 3 * i + 1, query(f"n{i}.pin.bench.example")))
+    r["direct_new"].append(rtt(s, direct_addr, 3 * i + 2, query(f"n{i}.new.bench.example")))
+out = {k: statistics.median(v) for k, v in r.items()}
+out.update({k + "_p99": sorted(v)[int(len(v) * .99)] for k, v in r.items()})
+print(json.dumps(out))
 PY
-dns_spec=$(spec bench-egress-dns "$(python3 -c 'import json,sys; print(json.dumps(["/usr/bin/python3","-c",sys.argv[1]]))' "$dns_py")" "$egress")
+dns_egress="$egress
+      - { host: \"*.gate.bench.example\", port: 443 }
+      - { host: \"*.pin.bench.example\", port: 8443 }"
+dns_spec=$(spec bench-egress-dns "$(python3 -c 'import json,sys; print(json.dumps(["/usr/bin/python3","-c",sys.argv[1]]))' "$dns_py")" "$dns_egress")
 "$cellos" run --dns-upstream "$dns_ip:53" "$dns_spec" > "$work/dns.json" 2>/dev/null
 
 # 3. Throughput: the cell through its allowed rule, then the plain namespace, alternating for
@@ -190,6 +206,9 @@ if "before-with" in setup:
     print(f"| CELLOS_BENCH_BEFORE: network-scope setup per cell (difference) | {bw - bwo:.2f} ms | | |")
 print(f"| DNS round-trip from a cell, median (proxy vs direct to dnsmasq) | {dns['proxy']:.0f} us | {dns['direct']:.0f} us | {dns['proxy'] / dns['direct']:.2f} |")
 print(f"| DNS round-trip, p99 | {dns['proxy_p99']:.0f} us | {dns['direct_p99']:.0f} us | {dns['proxy_p99'] / dns['direct_p99']:.2f} |")
+for key, what in (("gated", "gated rule, in-memory pin"), ("pinned", "nftables-pinned port, one `nft` run")):
+    p, d = dns[f"proxy_new_{key}"], dns["direct_new"]
+    print(f"| DNS round-trip, names never asked before, median ({what}) | {p:.0f} us | {d:.0f} us | {p / d:.2f} |")
 print(f"| iperf3 TCP throughput, median of {rounds} alternating runs (allowed CIDR rule vs no rules) | {cell:.2f} Gbit/s | {base:.2f} Gbit/s | {cell / base:.2f} (target >= 0.9) |")
 print(f"| iperf3 TCP throughput over IPv6, median of {rounds} runs (allowed IPv6 CIDR rule vs the cell over IPv4) | {cell6:.2f} Gbit/s | {cell:.2f} Gbit/s | {cell6 / cell:.2f} |")
 print("\niperf3 rounds (Gbit/s), cell: " + ", ".join(f"{x:.2f}" for x in cell_runs) + "; no rules: " + ", ".join(f"{x:.2f}" for x in base_runs)

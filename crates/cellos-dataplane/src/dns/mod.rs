@@ -1,8 +1,11 @@
 //! The cell's DNS authority: the only resolver the cell can reach.
 
+mod cache;
 pub mod config;
 pub mod filter;
+mod ledger;
 pub mod observer;
+mod resolve;
 mod server;
 mod upstream;
 

@@ -4,16 +4,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hickory_proto::op::{Message, ResponseCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::config::DnsConfig;
-use super::filter::{classify, error_response, filter_response, Decision};
-use super::observer::{DnsCounters, DnsObserver, QueryEvent, Verdict};
-use super::upstream::forward;
+use super::observer::{DnsCounters, DnsObserver};
+use super::resolve::{answer_now, finish, Shared, Step, Transport};
 use super::DnsError;
 use crate::pin::AddressPinner;
 
@@ -21,28 +19,12 @@ use crate::pin::AddressPinner;
 const MAX_IN_FLIGHT: usize = 256;
 /// A TCP client idle this long is disconnected.
 const TCP_IDLE: Duration = Duration::from_secs(10);
-/// Classic DNS UDP payload limit, used when the client sent no EDNS size.
-const MIN_UDP_PAYLOAD: usize = 512;
 
 /// A running DNS authority. Dropping it stops serving.
 pub struct DnsAuthorityServer {
     local_addr: SocketAddr,
     counters: Arc<DnsCounters>,
     tasks: JoinSet<()>,
-}
-
-struct Shared {
-    config: DnsConfig,
-    pinner: Arc<dyn AddressPinner>,
-    observer: Arc<dyn DnsObserver>,
-    counters: Arc<DnsCounters>,
-    in_flight: Semaphore,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Transport {
-    Udp,
-    Tcp,
 }
 
 impl DnsAuthorityServer {
@@ -119,6 +101,8 @@ impl DnsAuthorityServer {
             observer,
             counters: counters.clone(),
             in_flight: Semaphore::new(MAX_IN_FLIGHT),
+            cache: Default::default(),
+            ledger: Default::default(),
         });
         let mut tasks = JoinSet::new();
         tasks.spawn(serve_udp(udp, shared.clone()));
@@ -148,7 +132,8 @@ impl DnsAuthorityServer {
 
 /// The socket stays owned by this loop alone (queries hand their replies back over a
 /// channel) and every query task lives in the loop's own set, so stopping the server closes
-/// the socket at once and cancels the queries in flight.
+/// the socket at once and cancels the queries in flight. What needs no waiting (refusals,
+/// cached answers) is answered in the loop itself, without a task.
 async fn serve_udp(sock: UdpSocket, shared: Arc<Shared>) {
     let mut buf = vec![0u8; 65_535];
     let mut queries = JoinSet::new();
@@ -157,13 +142,22 @@ async fn serve_udp(sock: UdpSocket, shared: Arc<Shared>) {
         tokio::select! {
             received = sock.recv_from(&mut buf) => {
                 let Ok((n, peer)) = received else { continue };
-                let packet = buf.get(..n).unwrap_or_default().to_vec();
+                let packet = buf.get(..n).unwrap_or_default();
+                let pending = match answer_now(packet, Transport::Udp, &shared) {
+                    Step::Done(Some(reply)) => {
+                        // The client may be gone; nothing to report to it then.
+                        let _ = sock.send_to(&reply, peer).await;
+                        continue;
+                    }
+                    Step::Done(None) => continue,
+                    Step::Wait(pending) => pending,
+                };
                 let (reply_tx, shared) = (reply_tx.clone(), shared.clone());
                 queries.spawn(async move {
                     let Ok(_permit) = shared.in_flight.acquire().await else {
                         return;
                     };
-                    if let Some(reply) = handle(&packet, Transport::Udp, &shared).await {
+                    if let Some(reply) = finish(pending, Transport::Udp, &shared).await {
                         let _ = reply_tx.send((reply, peer));
                     }
                 });
@@ -203,9 +197,12 @@ async fn serve_tcp_client(mut stream: TcpStream, shared: &Shared) -> std::io::Re
         tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut packet))
             .await
             .map_err(|_| std::io::ErrorKind::TimedOut)??;
-        let reply = {
-            let _permit = shared.in_flight.acquire().await;
-            handle(&packet, Transport::Tcp, shared).await
+        let reply = match answer_now(&packet, Transport::Tcp, shared) {
+            Step::Done(reply) => reply,
+            Step::Wait(pending) => {
+                let _permit = shared.in_flight.acquire().await;
+                finish(pending, Transport::Tcp, shared).await
+            }
         };
         // A malformed message gets no answer; the stream cannot be resynchronised after it.
         let Some(reply) = reply else { return Ok(()) };
@@ -217,117 +214,4 @@ async fn serve_tcp_client(mut stream: TcpStream, shared: &Shared) -> std::io::Re
         framed.extend_from_slice(&reply);
         stream.write_all(&framed).await?;
     }
-}
-
-/// One query in, at most one response out.
-async fn handle(packet: &[u8], transport: Transport, shared: &Shared) -> Option<Vec<u8>> {
-    let counters = &shared.counters;
-    let Ok(query) = Message::from_vec(packet) else {
-        DnsCounters::bump(&counters.malformed, 1);
-        return None;
-    };
-    match classify(&query, &shared.config) {
-        Decision::Ignore => {
-            DnsCounters::bump(&counters.malformed, 1);
-            None
-        }
-        Decision::Refuse {
-            name,
-            qtype,
-            reason,
-        } => {
-            DnsCounters::bump(&counters.refused, 1);
-            shared.observer.query(&QueryEvent {
-                name,
-                qtype,
-                verdict: Verdict::Refused,
-                answers: 0,
-                reason: Some(reason),
-                rebinding_dropped: Vec::new(),
-            });
-            encode(
-                error_response(&query, ResponseCode::Refused),
-                &query,
-                transport,
-            )
-        }
-        Decision::Forward {
-            name,
-            qtype,
-            pattern,
-        } => {
-            DnsCounters::bump(&counters.permitted, 1);
-            let mut event = QueryEvent {
-                name: name.clone(),
-                qtype: qtype.to_string(),
-                verdict: Verdict::Permitted,
-                answers: 0,
-                reason: Some(format!("allowed by {pattern}")),
-                rebinding_dropped: Vec::new(),
-            };
-            let config = &shared.config;
-            let upstream = forward(
-                &query,
-                &name,
-                qtype,
-                config.upstream,
-                config.upstream_timeout,
-            )
-            .await;
-            let response = match upstream {
-                Ok(up) => {
-                    let filtered = filter_response(up, &query, &name, config);
-                    DnsCounters::bump(
-                        &counters.rebinding_dropped,
-                        filtered.rebinding_dropped.len() as u64,
-                    );
-                    event.rebinding_dropped = filtered.rebinding_dropped;
-                    match pin(shared, filtered.pins).await {
-                        Ok(()) => {
-                            event.answers =
-                                u32::try_from(filtered.message.answers().len()).unwrap_or(u32::MAX);
-                            filtered.message
-                        }
-                        Err(reason) => {
-                            event.reason = Some(reason);
-                            error_response(&query, ResponseCode::ServFail)
-                        }
-                    }
-                }
-                Err(e) => {
-                    DnsCounters::bump(&counters.upstream_failures, 1);
-                    event.reason = Some(e.to_string());
-                    error_response(&query, ResponseCode::ServFail)
-                }
-            };
-            shared.observer.query(&event);
-            encode(response, &query, transport)
-        }
-    }
-}
-
-/// Installs pins before the answer leaves, off the async threads (the pinner may run `nft`).
-async fn pin(shared: &Shared, pins: Vec<crate::pin::Pin>) -> Result<(), String> {
-    if pins.is_empty() {
-        return Ok(());
-    }
-    let pinner = shared.pinner.clone();
-    match tokio::task::spawn_blocking(move || pinner.pin(&pins)).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(e) => Err(format!("pinning task failed: {e}")),
-    }
-}
-
-/// Encodes `response`; over UDP, one larger than the client accepts is sent truncated (TC set)
-/// so the client retries over TCP.
-fn encode(response: Message, query: &Message, transport: Transport) -> Option<Vec<u8>> {
-    let bytes = response.to_vec().ok()?;
-    let limit = query.extensions().as_ref().map_or(MIN_UDP_PAYLOAD, |e| {
-        usize::from(e.max_payload()).max(MIN_UDP_PAYLOAD)
-    });
-    if transport == Transport::Udp && bytes.len() > limit {
-        return response.truncate().to_vec().ok();
-    }
-    Some(bytes)
 }
