@@ -172,6 +172,45 @@ enum Command {
         /// Policy packs every cell is admitted against.
         #[arg(long = "policy")]
         policies: Vec<PathBuf>,
+        /// Profiles file of the MCP endpoint at /mcp (default: the built-in ones).
+        #[arg(long, value_name = "PATH")]
+        mcp_profiles: Option<PathBuf>,
+        /// Directory of secret files for the file broker (default: CELLOS_HOME/secrets).
+        #[arg(long, env = "CELLOS_SECRETS_DIR")]
+        secrets_dir: Option<PathBuf>,
+        /// Resolver the DNS authority of a networked cell forwards allowed names to.
+        #[arg(long, env = "CELLOS_DNS_UPSTREAM", value_name = "IP:PORT")]
+        dns_upstream: Option<std::net::SocketAddr>,
+        /// IPv4 pool the /30 links of networked cells are leased from.
+        #[arg(long, env = "CELLOS_NET_POOL", value_name = "CIDR",
+              default_value = cellos_linux::netscope::pool::DEFAULT_POOL,
+              value_parser = parse_pool)]
+        net_pool: cellos_linux::netscope::AddressPool,
+    },
+    /// Serve MCP tools (sandbox_create, sandbox_exec, run, files, sandbox_destroy,
+    /// sandbox_evidence) on stdio for a client that starts this command, or on streamable HTTP
+    /// at http(s)://ADDR/mcp with --http. Every cell is destroyed when the server ends.
+    Mcp {
+        /// Serve streamable HTTP on this address instead of stdio (a bearer token always,
+        /// from --token-file or CELLOS_TOKEN; TLS unless loopback).
+        #[arg(long, value_name = "HOST:PORT")]
+        http: Option<std::net::SocketAddr>,
+        /// Profiles file: what agents may ask for (default: the built-in `python` profile,
+        /// see examples/mcp/profiles.yaml).
+        #[arg(long, value_name = "PATH")]
+        profiles: Option<PathBuf>,
+        /// PEM certificate chain of the --http listener.
+        #[arg(long, value_name = "PEM")]
+        tls_cert: Option<PathBuf>,
+        /// PEM private key of the --http listener.
+        #[arg(long, value_name = "PEM")]
+        tls_key: Option<PathBuf>,
+        /// File holding the bearer token --http callers must send (else CELLOS_TOKEN).
+        #[arg(long, value_name = "PATH")]
+        token_file: Option<PathBuf>,
+        /// Policy packs every cell is admitted against (besides its profile's).
+        #[arg(long = "policy")]
+        policies: Vec<PathBuf>,
         /// Directory of secret files for the file broker (default: CELLOS_HOME/secrets).
         #[arg(long, env = "CELLOS_SECRETS_DIR")]
         secrets_dir: Option<PathBuf>,
@@ -313,6 +352,7 @@ fn dispatch(cli: Cli) -> Result<u8, Failure> {
             token_file,
             on_shutdown,
             policies,
+            mcp_profiles,
             secrets_dir,
             dns_upstream,
             net_pool,
@@ -327,6 +367,33 @@ fn dispatch(cli: Cli) -> Result<u8, Failure> {
                     OnShutdownArg::Destroy => cellos_server::OnShutdown::Destroy,
                     OnShutdownArg::Keep => cellos_server::OnShutdown::Keep,
                 },
+                policies,
+                mcp_profiles,
+                secrets_dir,
+                network: cellos_linux::netscope::NetworkConfig {
+                    pool: net_pool,
+                    dns_upstream,
+                },
+            },
+        ),
+        Command::Mcp {
+            http,
+            profiles,
+            tls_cert,
+            tls_key,
+            token_file,
+            policies,
+            secrets_dir,
+            dns_upstream,
+            net_pool,
+        } => commands::mcp::mcp(
+            &home,
+            commands::mcp::McpArgs {
+                http,
+                tls_cert,
+                tls_key,
+                token_file,
+                profiles,
                 policies,
                 secrets_dir,
                 network: cellos_linux::netscope::NetworkConfig {

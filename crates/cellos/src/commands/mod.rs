@@ -2,6 +2,7 @@
 
 pub mod cells;
 pub mod log;
+pub mod mcp;
 pub mod remote;
 pub mod serve;
 pub mod spec;
