@@ -1,26 +1,32 @@
 //! The tools' arguments. Their JSON Schemas, which `list_tools` shows, are generated from these
-//! types, and the same types parse each call, so the schema and the parser cannot drift.
+//! types, and the same types parse each call, so the schema and the parser cannot drift. Each
+//! tool's type lists its fields itself (no `serde(flatten)`, which loses the path of a wrong
+//! field), so a mistake is named and unknown fields are refused.
 
 use std::collections::BTreeMap;
 
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-/// How a profile may be narrowed (never widened). Flattened into the tools' arguments, so it
-/// leaves unknown fields to the outer type to refuse.
-#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+/// How a profile may be narrowed (never widened): the narrowing fields of `sandbox_create`
+/// and `run`.
+#[derive(Debug, Clone, Default)]
 pub struct NarrowArgs {
-    /// Destinations the cell may reach, as `host:port` (`pypi.org:443`); each must be covered
-    /// by the profile's egress. `[]` means no network. Absent: everything the profile allows.
-    #[serde(default)]
     pub egress: Option<Vec<String>>,
-    /// Destroy the cell this many seconds after creation; at most the profile's TTL.
-    #[serde(default)]
     pub ttl_seconds: Option<u64>,
-    /// Lower cgroup limits than the profile's.
-    #[serde(default)]
     pub limits: Option<LimitsArg>,
+}
+
+/// What to run (exactly one of `command` and `argv`): the command fields of `sandbox_exec`
+/// and `run`.
+#[derive(Debug, Clone, Default)]
+pub struct CommandArgs {
+    pub command: Option<String>,
+    pub argv: Option<Vec<String>>,
+    pub cwd: Option<String>,
+    pub env: BTreeMap<String, String>,
+    pub stdin: Option<String>,
+    pub timeout_ms: Option<u64>,
 }
 
 /// Cgroup limits, each at most the profile's.
@@ -51,7 +57,7 @@ pub enum Encoding {
 
 /// A file to place in the cell.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FileArg {
     /// Absolute path inside the cell, e.g. `/work/main.py`.
     pub path: String,
@@ -67,19 +73,38 @@ pub struct FileArg {
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateArgs {
-    /// Name of an operator-declared profile (see the server's instructions for the list).
+    /// Name of an operator-declared profile (the server's instructions list them).
     pub profile: String,
-    #[serde(flatten)]
-    pub narrow: NarrowArgs,
+    /// Destinations the cell may reach, as `host:port` (`pypi.org:443`); each must be covered
+    /// by the profile's egress. `[]` means no network. Absent: everything the profile allows.
+    #[serde(default)]
+    pub egress: Option<Vec<String>>,
+    /// Destroy the cell this many seconds after creation; at most the profile's TTL.
+    #[serde(default)]
+    pub ttl_seconds: Option<u64>,
+    /// Lower cgroup limits than the profile's.
+    #[serde(default)]
+    pub limits: Option<LimitsArg>,
     /// Files written into the cell before this call returns.
     #[serde(default)]
     pub files: Vec<FileArg>,
 }
 
-/// What to run: exactly one of `command` and `argv`.
-#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct CommandArgs {
+impl CreateArgs {
+    pub fn narrowing(&self) -> NarrowArgs {
+        NarrowArgs {
+            egress: self.egress.clone(),
+            ttl_seconds: self.ttl_seconds,
+            limits: self.limits.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExecArgs {
+    /// The cell's id, from `sandbox_create`.
+    pub id: String,
     /// A shell command line, run by `/bin/sh -c`.
     #[serde(default)]
     pub command: Option<String>,
@@ -101,27 +126,77 @@ pub struct CommandArgs {
     pub timeout_ms: Option<u64>,
 }
 
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ExecArgs {
-    /// The cell's id, from `sandbox_create`.
-    pub id: String,
-    #[serde(flatten)]
-    pub command: CommandArgs,
+impl ExecArgs {
+    pub fn command(&self) -> CommandArgs {
+        CommandArgs {
+            command: self.command.clone(),
+            argv: self.argv.clone(),
+            cwd: self.cwd.clone(),
+            env: self.env.clone(),
+            stdin: self.stdin.clone(),
+            timeout_ms: self.timeout_ms,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RunArgs {
-    /// Name of an operator-declared profile.
+    /// Name of an operator-declared profile (the server's instructions list them).
     pub profile: String,
-    #[serde(flatten)]
-    pub command: CommandArgs,
-    #[serde(flatten)]
-    pub narrow: NarrowArgs,
+    /// A shell command line, run by `/bin/sh -c`.
+    #[serde(default)]
+    pub command: Option<String>,
+    /// The program and its arguments, run without a shell.
+    #[serde(default)]
+    pub argv: Option<Vec<String>>,
+    /// Working directory inside the cell.
+    #[serde(default)]
+    pub cwd: Option<String>,
+    /// Environment variables added for this command.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Text written to the command's stdin (then closed); absent: stdin is empty.
+    #[serde(default)]
+    pub stdin: Option<String>,
+    /// Kill the command's whole process tree after this long; at most, and by default, the
+    /// profile's longest exec.
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    /// Destinations the cell may reach, as `host:port`; each must be covered by the profile's
+    /// egress. `[]` means no network. Absent: everything the profile allows.
+    #[serde(default)]
+    pub egress: Option<Vec<String>>,
+    /// Destroy the cell this many seconds after creation; at most the profile's TTL.
+    #[serde(default)]
+    pub ttl_seconds: Option<u64>,
+    /// Lower cgroup limits than the profile's.
+    #[serde(default)]
+    pub limits: Option<LimitsArg>,
     /// Files written into the cell before the command runs.
     #[serde(default)]
     pub files: Vec<FileArg>,
+}
+
+impl RunArgs {
+    pub fn narrowing(&self) -> NarrowArgs {
+        NarrowArgs {
+            egress: self.egress.clone(),
+            ttl_seconds: self.ttl_seconds,
+            limits: self.limits.clone(),
+        }
+    }
+
+    pub fn command(&self) -> CommandArgs {
+        CommandArgs {
+            command: self.command.clone(),
+            argv: self.argv.clone(),
+            cwd: self.cwd.clone(),
+            env: self.env.clone(),
+            stdin: self.stdin.clone(),
+            timeout_ms: self.timeout_ms,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -144,9 +219,28 @@ pub struct ReadFileArgs {
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WriteFileArgs {
+    /// The cell's id, from `sandbox_create`.
     pub id: String,
-    #[serde(flatten)]
-    pub file: FileArg,
+    /// Absolute path inside the cell, e.g. `/work/main.py`.
+    pub path: String,
+    /// The content, as `encoding` says.
+    pub content: String,
+    #[serde(default)]
+    pub encoding: Encoding,
+    /// Permission bits, e.g. 493 (0o755) for a script; default 0o644.
+    #[serde(default)]
+    pub mode: Option<u32>,
+}
+
+impl WriteFileArgs {
+    pub fn file(&self) -> FileArg {
+        FileArg {
+            path: self.path.clone(),
+            content: self.content.clone(),
+            encoding: self.encoding,
+            mode: self.mode,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, JsonSchema)]

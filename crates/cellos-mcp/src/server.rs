@@ -230,8 +230,16 @@ impl CellsMcp {
             async {
                 let caller = self.caller(&ctx)?;
                 let args: CreateArgs = parse(args)?;
-                blocking(move || create(&state, &caller, &args.profile, &args.narrow, &args.files))
-                    .await
+                blocking(move || {
+                    create(
+                        &state,
+                        &caller,
+                        &args.profile,
+                        &args.narrowing(),
+                        &args.files,
+                    )
+                })
+                .await
             }
             .await,
         )
@@ -253,7 +261,7 @@ impl CellsMcp {
                         &state,
                         &caller,
                         &args.id,
-                        &args.command,
+                        &args.command(),
                         Afterwards::CellStays,
                     )
                 })
@@ -311,7 +319,7 @@ impl CellsMcp {
                 let args: WriteFileArgs = parse(args)?;
                 blocking(move || {
                     state.grant(&caller, &args.id)?;
-                    write(&state, &caller, &args.id, &args.file, "content")
+                    write(&state, &caller, &args.id, &args.file(), "content")
                 })
                 .await
             }
@@ -522,22 +530,17 @@ fn exec_in(
 /// `run`: a fresh cell, the command, and the cell's destruction whatever happened.
 fn run_once(state: &McpState, caller: &Caller, args: &RunArgs) -> Result<RunResult, ToolError> {
     let profile = state.profile(&args.profile)?;
+    let command = args.command();
     // Checked before a cell is made for it.
     let timeout = narrow::exec_timeout(
         profile.max_exec_timeout_ms,
-        args.command.timeout_ms,
+        command.timeout_ms,
         &profile.name,
     )
     .map_err(|w| refuse(state, caller, &profile.name, &profile.template, vec![w]))?;
-    exec::request(&args.command, timeout)?;
-    let created = create(state, caller, &args.profile, &args.narrow, &args.files)?;
-    let result = exec_in(
-        state,
-        caller,
-        &created.id,
-        &args.command,
-        Afterwards::CellGoes,
-    );
+    exec::request(&command, timeout)?;
+    let created = create(state, caller, &args.profile, &args.narrowing(), &args.files)?;
+    let result = exec_in(state, caller, &created.id, &command, Afterwards::CellGoes);
     let destroyed = state.sessions.destroy(caller, &created.id);
     let result = result?;
     destroyed?;
