@@ -305,3 +305,119 @@ pub fn reach(rules: &[EgressRule]) -> Vec<String> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::Profiles;
+
+    fn web() -> Profile {
+        let mut profile = Profiles::builtin()
+            .expect("built-in profiles")
+            .get("python")
+            .expect("python")
+            .clone();
+        profile.name = "web".into();
+        profile.template.authority.egress_rules = vec![
+            asked_rule("*.example.org", 443),
+            EgressRule {
+                host: None,
+                cidr: Some("192.0.2.0/24".into()),
+                port: 8080,
+                protocol: EgressProtocol::Tcp,
+            },
+        ];
+        profile
+    }
+
+    fn egress(entries: &[&str]) -> NarrowArgs {
+        NarrowArgs {
+            egress: Some(entries.iter().map(|e| e.to_string()).collect()),
+            ..NarrowArgs::default()
+        }
+    }
+
+    #[test]
+    fn a_covered_host_and_address_narrow_the_egress_and_the_dns_allow_list() {
+        let narrowed = narrow(
+            &web(),
+            "c",
+            &egress(&["a.example.org:443", "192.0.2.7:8080"]),
+        )
+        .expect("well formed");
+        assert!(narrowed.widenings.is_empty(), "{:?}", narrowed.widenings);
+        assert_eq!(
+            reach(&narrowed.spec.authority.egress_rules),
+            ["a.example.org:443", "192.0.2.7/32:8080"]
+        );
+        let dns = narrowed
+            .spec
+            .authority
+            .dns_authority
+            .expect("dns authority");
+        assert_eq!(dns.hostname_allowlist, ["a.example.org"]);
+    }
+
+    #[test]
+    fn another_port_host_or_address_is_a_widening_naming_its_entry() {
+        let narrowed = narrow(
+            &web(),
+            "c",
+            &egress(&["a.example.org:80", "example.org:443", "192.0.3.1:8080"]),
+        )
+        .expect("well formed");
+        let fields: Vec<&str> = narrowed
+            .widenings
+            .iter()
+            .map(|w| w.field.as_str())
+            .collect();
+        assert_eq!(fields, ["egress[0]", "egress[1]", "egress[2]"]);
+        assert!(narrowed.widenings[0].message.contains("*.example.org:443"));
+    }
+
+    #[test]
+    fn no_egress_means_no_network_at_all() {
+        let narrowed = narrow(&web(), "c", &egress(&[])).expect("well formed");
+        assert!(narrowed.spec.authority.egress_rules.is_empty());
+        assert!(narrowed.spec.authority.dns_authority.is_none());
+    }
+
+    #[test]
+    fn limits_may_go_down_not_up() {
+        let args = NarrowArgs {
+            ttl_seconds: Some(60),
+            limits: Some(LimitsArg {
+                memory_max_bytes: Some(1 << 30),
+                pids_max: Some(10),
+                cpu_millis: None,
+            }),
+            ..NarrowArgs::default()
+        };
+        let narrowed = narrow(&web(), "c", &args).expect("well formed");
+        let fields: Vec<&str> = narrowed
+            .widenings
+            .iter()
+            .map(|w| w.field.as_str())
+            .collect();
+        assert_eq!(fields, ["limits.memoryMaxBytes"]);
+        assert_eq!(narrowed.spec.cell_limits().pids_max, Some(10));
+        assert_eq!(narrowed.spec.lifetime.and_then(|l| l.ttl_seconds), Some(60));
+    }
+
+    #[test]
+    fn a_malformed_entry_is_a_bad_argument_not_a_widening() {
+        let err = narrow(&web(), "c", &egress(&["a.example.org"])).expect_err("malformed");
+        assert_eq!(err.field, "egress[0]");
+        assert!(narrow(&web(), "c", &egress(&["a.example.org:0"])).is_err());
+    }
+
+    #[test]
+    fn an_exec_timeout_defaults_to_and_is_bounded_by_the_profile() {
+        assert_eq!(exec_timeout(1000, None, "p"), Ok(1000));
+        assert_eq!(exec_timeout(1000, Some(10), "p"), Ok(10));
+        assert_eq!(
+            exec_timeout(1000, Some(1001), "p").map_err(|w| w.field),
+            Err("timeoutMs".to_string())
+        );
+    }
+}
