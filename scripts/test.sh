@@ -8,5 +8,5 @@ scripts/setup.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace --no-fail-fast
-scripts/api-test.sh  # a real `cellos serve`: Python clients, schemathesis, promtool
+scripts/api-test.sh  # a real `cellos serve`: Python clients, schemathesis, promtool; MCP via the Python SDK
 scripts/vm-test.sh   # Debian 12's own kernel under qemu: pure cgroup v2, hybrid, no Landlock
