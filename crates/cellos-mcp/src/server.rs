@@ -537,7 +537,11 @@ fn run_once(state: &McpState, caller: &Caller, args: &RunArgs) -> Result<RunResu
         command.timeout_ms,
         &profile.name,
     )
-    .map_err(|w| refuse(state, caller, &profile.name, &profile.template, vec![w]))?;
+    .map_err(|w| {
+        let mut asked = profile.template.clone();
+        asked.id = new_id();
+        refuse(state, caller, &profile.name, &asked, vec![w])
+    })?;
     exec::request(&command, timeout)?;
     let created = create(state, caller, &args.profile, &args.narrowing(), &args.files)?;
     let result = exec_in(state, caller, &created.id, &command, Afterwards::CellGoes);
