@@ -1,13 +1,15 @@
 """Every tool of `cellos mcp`, through the official Python MCP SDK, over stdio, streamable HTTP
 and `/mcp` on `cellos serve` (the `endpoint` fixture runs each test on all three)."""
 import asyncio
-import os
 import base64
 import json
+import os
+import subprocess
 
 import httpx
 import pytest
 
+from conftest import CELLOS
 from internet import ALPHA, BODY, GAMMA
 
 pytestmark = pytest.mark.anyio
@@ -264,3 +266,15 @@ async def test_mcp_is_behind_the_same_authentication_as_the_rest_of_the_api(serv
     assert gone["structuredContent"]["residueFree"] is True
     created_by = [e for e in serve_endpoint.events("admission.v1.decided") if e["subject"].endswith(cid)]
     assert created_by[0]["cellosactor"] == f"uid:{os.getuid()}"
+
+
+def test_mcp_over_http_refuses_to_start_without_a_token_or_off_loopback_without_tls(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "CELLOS_TOKEN"}
+    no_token = subprocess.run([CELLOS, "--home", str(tmp_path), "mcp", "--http", "127.0.0.1:1"],
+                              capture_output=True, text=True, env=env, timeout=60)
+    assert no_token.returncode == 2 and "--http 127.0.0.1:1 needs a bearer token" in no_token.stderr, no_token.stderr
+    (tmp_path / "token").write_text("a-long-enough-token-0123456789\n")
+    no_tls = subprocess.run([CELLOS, "--home", str(tmp_path), "mcp", "--http", "0.0.0.0:1",
+                             "--token-file", str(tmp_path / "token")],
+                            capture_output=True, text=True, env=env, timeout=60)
+    assert no_tls.returncode == 2 and "--http 0.0.0.0:1 is not a loopback address, so it needs TLS" in no_tls.stderr, no_tls.stderr

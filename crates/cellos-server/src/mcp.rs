@@ -14,9 +14,38 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::auth::{authenticate, Auth};
-use crate::config::{BearerToken, ServeConfig, TlsFiles};
+use crate::config::{BearerToken, TlsFiles, MIN_TOKEN_LEN};
 use crate::listen::{accept_tcp, tls_acceptor, ListenError, Tcp};
-use crate::ServeError;
+
+/// Why the endpoint cannot be served.
+#[derive(Debug, thiserror::Error)]
+pub enum McpServeError {
+    #[error("--http {0} needs a bearer token: give --token-file PATH or set CELLOS_TOKEN")]
+    TokenRequired(SocketAddr),
+    #[error("the bearer token is shorter than {MIN_TOKEN_LEN} characters; use a long random one")]
+    TokenTooShort,
+    #[error(
+        "--http {0} is not a loopback address, so it needs TLS: give --tls-cert and --tls-key"
+    )]
+    TlsRequired(SocketAddr),
+    #[error(transparent)]
+    Listen(#[from] ListenError),
+}
+
+impl McpListen {
+    /// The same rules as the API's TCP listeners.
+    fn check(&self) -> Result<(), McpServeError> {
+        match &self.token {
+            None => return Err(McpServeError::TokenRequired(self.addr)),
+            Some(token) if token.len() < MIN_TOKEN_LEN => return Err(McpServeError::TokenTooShort),
+            Some(_) => {}
+        }
+        if self.tls.is_none() && !self.addr.ip().is_loopback() {
+            return Err(McpServeError::TlsRequired(self.addr));
+        }
+        Ok(())
+    }
+}
 
 /// Where and how the endpoint listens.
 pub struct McpListen {
@@ -31,11 +60,8 @@ pub async fn serve_mcp(
     listen: McpListen,
     service: McpHttpService,
     shutdown: impl Future<Output = ()>,
-) -> Result<(), ServeError> {
-    let mut check = ServeConfig::new("").listen(vec![crate::Listen::Tcp(listen.addr)]);
-    check.tls = listen.tls.clone();
-    check.token = listen.token.clone();
-    check.check()?;
+) -> Result<(), McpServeError> {
+    listen.check()?;
     let tls = listen.tls.as_ref().map(tls_acceptor).transpose()?;
     let listener = TcpListener::bind(listen.addr)
         .await
