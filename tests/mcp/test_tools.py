@@ -151,6 +151,8 @@ async def test_a_timeout_and_a_killed_cell_are_tool_errors_and_the_session_goes_
         cid = cell["id"]
         timed = await s.call_tool("sandbox_exec", {"id": cid, "command": "echo started; sleep 30", "timeoutMs": 500})
         assert "timed out" in error(timed) and timed.structuredContent["stdout"] == "started\n"
+        hit = ok(await s.call_tool("sandbox_evidence", {"id": cid}))["limitsHit"]
+        assert [e["data"]["timedOut"] for e in hit] == [True]
         assert ok(await s.call_tool("sandbox_exec", {"id": cid, "command": "echo still here"}))["stdout"] == "still here\n"
 
         sleeper = asyncio.create_task(s.call_tool("sandbox_exec", {"id": cid, "command": "sleep 60"}))

@@ -55,6 +55,7 @@ pub struct Evidence {
     pub dns_refused: Vec<Entry>,
     pub flows_allowed: Vec<Entry>,
     pub flows_denied: Vec<Entry>,
+    /// `limit.v1.hit` events, and execs killed at their `timeoutMs`.
     pub limits_hit: Vec<Entry>,
     pub violations: Vec<Entry>,
     pub isolation: Vec<Entry>,
@@ -96,6 +97,10 @@ impl Evidence {
         self.events += 1;
         let Some(kind) = event.kind() else { return };
         let flow_denied = event.data.get("decision").and_then(Value::as_str) == Some("deny");
+        // An exec killed at its timeoutMs hit a limit the supervisor enforces: listed under
+        // both, so `limitsHit` is every limit the cell ran into.
+        let timed_out = kind == EventKind::ExecCompleted
+            && event.data.get("timedOut").and_then(Value::as_bool) == Some(true);
         let entry = Entry {
             seq: event.cellosseq,
             time: event.time,
@@ -125,7 +130,9 @@ impl Evidence {
             EventKind::NetworkEnforced | EventKind::NetworkSummary => &mut self.network,
             _ => &mut self.lifecycle,
         };
+        let limit = timed_out.then(|| entry.clone());
         bucket.push(entry);
+        self.limits_hit.extend(limit);
     }
 }
 
