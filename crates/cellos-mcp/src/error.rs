@@ -31,6 +31,9 @@ pub enum ToolError {
     /// The command ran but did not finish on its own; `output` is what it wrote.
     #[error("{message}")]
     Exec { message: String, output: Value },
+    /// The client cancelled the call; the command it waited for was killed.
+    #[error("cancelled by the client: the command was killed")]
+    Cancelled,
     #[error("evidence: {0}")]
     Evidence(#[from] crate::evidence::EvidenceError),
     /// The server's own task failed (never the caller's doing).

@@ -3,6 +3,7 @@
 //! missing and how to read it.
 
 use std::io::Write;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cellos_core::session::{ExecExit, ExecRequest};
@@ -80,7 +81,36 @@ fn bad(message: &str) -> ToolError {
     ToolError::BadArgument(message.to_owned())
 }
 
-/// Run `request` in cell `id` and wait for its end (blocking).
+/// The exec a call is waiting for (cell id, exec id), while it runs.
+#[derive(Debug, Clone, Default)]
+pub struct Waiting(Arc<Mutex<Option<(String, String)>>>);
+
+impl Waiting {
+    fn slot(&self) -> std::sync::MutexGuard<'_, Option<(String, String)>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Held by a tool call while it waits: if the call is dropped before the exec ended (the
+/// client cancelled it or went away), the exec's whole process tree is killed, so nothing
+/// runs on for a caller who no longer waits for it.
+pub struct KillIfAbandoned {
+    pub sessions: Arc<Sessions>,
+    pub caller: Caller,
+    pub waiting: Waiting,
+}
+
+impl Drop for KillIfAbandoned {
+    fn drop(&mut self) {
+        if let Some((cell, exec)) = self.waiting.slot().take() {
+            let _ = self.sessions.kill_exec(&self.caller, &cell, &exec);
+        }
+    }
+}
+
+/// Run `request` in cell `id` and wait for its end (blocking); `waiting` names the exec
+/// while it runs.
+#[allow(clippy::too_many_arguments)]
 pub fn run(
     sessions: &Sessions,
     caller: &Caller,
@@ -89,9 +119,11 @@ pub fn run(
     stdin: Option<&str>,
     max_output: usize,
     afterwards: Afterwards,
+    waiting: &Waiting,
 ) -> Result<ExecResult, ToolError> {
     let timeout = Duration::from_millis(request.timeout_ms.unwrap_or(0));
     let started = sessions.exec(caller, id, request)?;
+    *waiting.slot() = Some((id.to_owned(), started.id.clone()));
     if let (Some(mut pipe), Some(text)) = (started.stdin, stdin) {
         let bytes = text.as_bytes().to_vec();
         // A command that does not read its stdin must not hold the call: write on the side.
@@ -108,6 +140,7 @@ pub fn run(
         ),
         output: serde_json::json!({ "execId": log.id() }),
     })?;
+    waiting.slot().take();
     let result = collect(&log, &outcome, max_output, afterwards);
     judge(id, &outcome, result)
 }

@@ -94,6 +94,15 @@ impl McpState {
             .ok_or_else(|| ToolError::UnknownCell(id.to_owned()))
     }
 
+    /// A guard that kills the exec a call waits for if the call is dropped first.
+    fn kill_if_abandoned(&self, caller: &Caller) -> exec::KillIfAbandoned {
+        exec::KillIfAbandoned {
+            sessions: self.sessions.clone(),
+            caller: caller.clone(),
+            waiting: exec::Waiting::default(),
+        }
+    }
+
     fn profile(&self, name: &str) -> Result<&Profile, ToolError> {
         self.profiles
             .get(name)
@@ -180,6 +189,18 @@ where
         .map_err(|e| ToolError::Internal(format!("the tool's task failed: {e}")))?
 }
 
+/// `work`, unless the client cancels the request first (`notifications/cancelled`): then the
+/// caller's guard, dropped right after, kills the exec the work waits for.
+async fn until_cancelled<T>(
+    ctx: &RequestContext<RoleServer>,
+    work: impl std::future::Future<Output = Result<T, ToolError>>,
+) -> Result<T, ToolError> {
+    tokio::select! {
+        result = work => result,
+        () = ctx.ct.cancelled() => Err(ToolError::Cancelled),
+    }
+}
+
 fn reply<T: Serialize>(result: Result<T, ToolError>) -> CallToolResult {
     match result.and_then(|v| {
         serde_json::to_value(v)
@@ -256,16 +277,21 @@ impl CellsMcp {
             async {
                 let caller = self.caller(&ctx)?;
                 let args: ExecArgs = parse(args)?;
-                blocking(move || {
+                let guard = state.kill_if_abandoned(&caller);
+                let waiting = guard.waiting.clone();
+                let work = blocking(move || {
                     exec_in(
                         &state,
                         &caller,
                         &args.id,
                         &args.command(),
                         Afterwards::CellStays,
+                        &waiting,
                     )
-                })
-                .await
+                });
+                let result = until_cancelled(&ctx, work).await;
+                drop(guard);
+                result
             }
             .await,
         )
@@ -278,7 +304,12 @@ impl CellsMcp {
             async {
                 let caller = self.caller(&ctx)?;
                 let args: RunArgs = parse(args)?;
-                blocking(move || run_once(&state, &caller, &args)).await
+                let guard = state.kill_if_abandoned(&caller);
+                let waiting = guard.waiting.clone();
+                let work = blocking(move || run_once(&state, &caller, &args, &waiting));
+                let result = until_cancelled(&ctx, work).await;
+                drop(guard);
+                result
             }
             .await,
         )
@@ -507,6 +538,7 @@ fn exec_in(
     id: &str,
     command: &CommandArgs,
     afterwards: Afterwards,
+    waiting: &exec::Waiting,
 ) -> Result<ExecResult, ToolError> {
     let grant = state.grant(caller, id)?;
     let timeout = narrow::exec_timeout(
@@ -524,11 +556,17 @@ fn exec_in(
         command.stdin.as_deref(),
         state.max_output_bytes,
         afterwards,
+        waiting,
     )
 }
 
 /// `run`: a fresh cell, the command, and the cell's destruction whatever happened.
-fn run_once(state: &McpState, caller: &Caller, args: &RunArgs) -> Result<RunResult, ToolError> {
+fn run_once(
+    state: &McpState,
+    caller: &Caller,
+    args: &RunArgs,
+    waiting: &exec::Waiting,
+) -> Result<RunResult, ToolError> {
     let profile = state.profile(&args.profile)?;
     let command = args.command();
     // Checked before a cell is made for it.
@@ -544,7 +582,14 @@ fn run_once(state: &McpState, caller: &Caller, args: &RunArgs) -> Result<RunResu
     })?;
     exec::request(&command, timeout)?;
     let created = create(state, caller, &args.profile, &args.narrowing(), &args.files)?;
-    let result = exec_in(state, caller, &created.id, &command, Afterwards::CellGoes);
+    let result = exec_in(
+        state,
+        caller,
+        &created.id,
+        &command,
+        Afterwards::CellGoes,
+        waiting,
+    );
     let destroyed = state.sessions.destroy(caller, &created.id);
     let result = result?;
     destroyed?;

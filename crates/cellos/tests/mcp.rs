@@ -161,3 +161,59 @@ async fn the_cells_of_a_server_end_when_its_client_goes() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cancelled_exec_is_killed_and_the_session_goes_on() {
+    use rmcp::model::{ClientRequest, Request};
+    use rmcp::service::PeerRequestOptions;
+
+    let home = tempfile::tempdir().expect("tempdir");
+    let client = start(home.path()).await;
+    let cell = call(&client, "sandbox_create", json!({"profile": "python"})).await;
+    let id = cell["id"].as_str().expect("id").to_owned();
+    let Value::Object(args) = json!({"id": id, "command": "sleep 60"}) else {
+        unreachable!()
+    };
+    let request = ClientRequest::CallToolRequest(Request::new(
+        CallToolRequestParams::new("sandbox_exec").with_arguments(args),
+    ));
+    let handle = client
+        .send_cancellable_request(request, PeerRequestOptions::no_options())
+        .await
+        .expect("send");
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    handle
+        .cancel(Some("the agent moved on".into()))
+        .await
+        .expect("cancel");
+
+    // The exec ends killed well before its 60 s, and the cell still takes execs.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let evidence = call(&client, "sandbox_evidence", json!({"id": id})).await;
+        let killed = evidence["execs"]
+            .as_array()
+            .expect("execs")
+            .iter()
+            .any(|e| {
+                e["data"]["event"] == "exec.v1.completed" && e["data"]["killed"] == json!(true)
+            });
+        if killed {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the cancelled exec still runs"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let after = call(
+        &client,
+        "sandbox_exec",
+        json!({"id": id, "command": "echo on"}),
+    )
+    .await;
+    assert_eq!(after["stdout"], json!("on\n"));
+    call(&client, "sandbox_destroy", json!({"id": id})).await;
+    client.cancel().await.expect("close");
+}
