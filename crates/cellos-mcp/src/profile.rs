@@ -240,6 +240,12 @@ mod tests {
     }
 
     #[test]
+    fn the_example_profiles_file_is_the_builtin_one() {
+        let example = include_str!("../../../examples/mcp/profiles.yaml");
+        assert_eq!(example, DEFAULT_PROFILES);
+    }
+
+    #[test]
     fn a_template_with_run_is_refused() {
         let text = "profiles:\n  p:\n    spec:\n      run: {argv: [/bin/true]}\n";
         let err = Profiles::parse(text, "t", Path::new(".")).expect_err("refused");

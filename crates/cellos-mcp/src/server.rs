@@ -75,12 +75,6 @@ impl McpState {
         }
     }
 
-    /// Cap stdout and stderr of each exec result at `bytes`.
-    pub fn with_max_output_bytes(mut self, bytes: usize) -> Self {
-        self.max_output_bytes = bytes.max(1);
-        self
-    }
-
     fn grants(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Grant>> {
         self.grants.lock().unwrap_or_else(|p| p.into_inner())
     }
