@@ -175,6 +175,8 @@ async def test_bad_arguments_unknown_cells_and_profiles_are_tool_errors(endpoint
         assert 'no cell "mcp-nope"' in error(await s.call_tool("sandbox_exec", {"id": "mcp-nope", "command": "true"}))
         assert 'no cell "mcp-nope"' in error(await s.call_tool("sandbox_evidence", {"id": "mcp-nope"}))
         assert "expected host:port" in error(await s.call_tool("sandbox_create", {"profile": "web", "egress": ["alpha.example"]}))
+        unwritable = error(await s.call_tool("sandbox_create", {"profile": "python", "files": [{"path": "/usr/bin/x", "content": "x"}]}))
+        assert "refused" in unwritable or "read-only" in unwritable, unwritable
         cell = ok(await s.call_tool("sandbox_create", {"profile": "python"}))
         assert "not valid base64" in error(await s.call_tool("sandbox_write_file", {"id": cell["id"], "path": "/work/x", "content": "!!", "encoding": "base64"}))
         assert "not found" in error(await s.call_tool("sandbox_read_file", {"id": cell["id"], "path": "/work/none"}))

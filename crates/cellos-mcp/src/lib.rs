@@ -7,11 +7,13 @@
 //! `cellos serve` mounts at `/mcp` behind its own authentication).
 //!
 //! Layout: [`profile`] what the operator grants, [`narrow`] what a call may ask of it, [`args`]
-//! the tools' arguments (their schemas), [`server`] the tools, [`exec`] one command to its end,
+//! the tools' arguments (their schemas), [`server`] the tools, [`cells`] the cells behind them
+//! and what each was granted, [`exec`] one command to its end,
 //! [`files`] content across a call, [`evidence`] the verified log of one cell, [`error`] tool
 //! errors, [`descriptions`] what the tools tell an agent.
 
 pub mod args;
+pub mod cells;
 pub mod descriptions;
 pub mod error;
 pub mod evidence;
@@ -22,9 +24,10 @@ pub mod profile;
 pub mod server;
 mod transport;
 
+pub use cells::McpState;
 pub use error::ToolError;
 pub use profile::{Profile, ProfileError, Profiles, DEFAULT_PROFILES};
-pub use server::{CellsMcp, McpState};
+pub use server::CellsMcp;
 pub use transport::{http_service, serve_stdio, McpHttpService, MCP_PATH};
 
 /// The names of the tools, as clients rely on them.

@@ -8,7 +8,8 @@ use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, Stream
 use rmcp::ServiceExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::server::{CellsMcp, McpState};
+use crate::cells::McpState;
+use crate::server::CellsMcp;
 
 /// Where `cellos serve` mounts the streamable HTTP endpoint.
 pub const MCP_PATH: &str = "/mcp";
