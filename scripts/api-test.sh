@@ -1,19 +1,23 @@
 #!/usr/bin/env bash
 # Drives a real `cellos serve` the way programs will: Python's httpx over the Unix socket and
 # requests over TLS on loopback (tests/api), schemathesis against its generated /openapi.json,
-# and promtool on its /metrics. Run as root after scripts/setup.sh (scripts/test.sh does both).
+# and promtool on its /metrics; and its MCP server (`cellos mcp` on stdio and streamable HTTP,
+# `/mcp` on `cellos serve`) through the official Python MCP SDK (tests/mcp). Run as root after
+# scripts/setup.sh (scripts/test.sh does both).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 venv=target/api-venv
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/pip" install -q --disable-pip-version-check \
-  'httpx>=0.27,<0.29' 'requests>=2.31' 'pytest>=8' 'schemathesis>=4.3,<5' 'websockets>=13'
+  'httpx>=0.27,<0.29' 'requests>=2.31' 'pytest>=8' 'schemathesis>=4.3,<5' 'websockets>=13' \
+  'mcp>=1.20,<2'
 
 cargo build -q --bin cellos --bin cellos-cell-init
 bin="$PWD/target/x86_64-unknown-linux-gnu/debug/cellos"
 export CELLOS_BIN="$bin"
 "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/api
+"$venv/bin/python" -m pytest -q -p no:cacheprovider tests/mcp
 
 # A server of its own for the contract checks, so their cells never meet the tests' cells.
 home="$(mktemp -d)"

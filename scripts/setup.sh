@@ -20,7 +20,7 @@ packages=(
   qemu-system-x86  # boots Debian's own kernel for scripts/vm-test.sh (software emulation)
   busybox-static   # the VM guest's userland
   kmod             # depmod, for the modules.dep of the VM guest's kernel
-  python3-venv     # scripts/api-test.sh: httpx, requests, pytest and schemathesis from PyPI
+  python3-venv     # scripts/api-test.sh: httpx, requests, pytest, schemathesis and mcp from PyPI
   prometheus       # promtool checks what `cellos serve` serves at /metrics
   curl             # scripts/api-test.sh waits for the server and fetches /metrics
 )

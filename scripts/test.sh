@@ -9,5 +9,5 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 scripts/test-tools.sh  # s3s-fs for the S3 export tests
 cargo test --workspace --no-fail-fast
-scripts/api-test.sh  # a real `cellos serve`: Python clients, schemathesis, promtool
+scripts/api-test.sh  # a real `cellos serve`: Python clients, schemathesis, promtool; MCP via the Python SDK
 scripts/vm-test.sh   # Debian 12's own kernel under qemu: pure cgroup v2, hybrid, no Landlock

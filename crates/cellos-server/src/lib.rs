@@ -4,7 +4,8 @@
 //! Layout, one idea per module: [`config`] what to serve, [`listen`] the sockets, [`auth`]
 //! who is calling, [`problem`] RFC 9457 errors, [`routes`] the API, [`dto`] its wire types,
 //! [`events`] the event feed in front of the log, [`metrics`] Prometheus, [`openapi`] the
-//! generated document, [`shutdown`] stopping cleanly.
+//! generated document, [`shutdown`] stopping cleanly, [`mcp`] the MCP endpoint (`/mcp`, and
+//! `cellos mcp --http`).
 //!
 //! Choices the contract left open:
 //! - Over TCP every route needs the bearer token, `/healthz` and `/metrics` included; a
@@ -24,6 +25,7 @@ pub mod config;
 pub mod dto;
 pub mod events;
 pub mod listen;
+pub mod mcp;
 pub mod metrics;
 pub mod openapi;
 pub mod problem;
@@ -34,6 +36,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use axum::Router;
+use cellos_mcp::McpHttpService;
 use cellos_supervisor::Sessions;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::sync::watch;
@@ -64,6 +67,16 @@ pub fn app(
     sessions: Arc<Sessions>,
     feed: Arc<EventFeed>,
 ) -> Result<(Shared, Router), ServeError> {
+    app_with_mcp(config, sessions, feed, None)
+}
+
+/// [`app`], with the MCP endpoint mounted at `/mcp` behind the same authentication.
+pub fn app_with_mcp(
+    config: &ServeConfig,
+    sessions: Arc<Sessions>,
+    feed: Arc<EventFeed>,
+    mcp: Option<McpHttpService>,
+) -> Result<(Shared, Router), ServeError> {
     let metrics = Arc::new(Metrics::new()?);
     let state = Arc::new(AppState {
         sessions,
@@ -79,7 +92,7 @@ pub fn app(
         openapi: openapi::document(),
     });
     let auth = Auth::new(config.token.clone()).with_store(config.token_store.clone());
-    let router = routes::router(state.clone(), Arc::new(auth));
+    let router = routes::router(state.clone(), Arc::new(auth), mcp);
     Ok((state, router))
 }
 
@@ -91,8 +104,20 @@ pub async fn serve(
     feed: Arc<EventFeed>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
+    serve_with_mcp(config, sessions, feed, None, shutdown).await
+}
+
+/// [`serve`], with the MCP endpoint at `/mcp` (its sessions end when its service's
+/// cancellation token is cancelled).
+pub async fn serve_with_mcp(
+    config: ServeConfig,
+    sessions: Arc<Sessions>,
+    feed: Arc<EventFeed>,
+    mcp: Option<McpHttpService>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
     config.check()?;
-    let (state, router) = app(&config, sessions.clone(), feed)?;
+    let (state, router) = app_with_mcp(&config, sessions.clone(), feed, mcp)?;
     let listeners = Listeners::bind(&config).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let graceful = Arc::new(GracefulShutdown::new());

@@ -11,6 +11,7 @@ mod exit;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use cellos_linux::netscope::teardown::LinkTeardown;
 use clap::{Parser, Subcommand};
 
 use crate::exit::Failure;
@@ -140,20 +141,8 @@ enum Command {
         /// Do not stream workload output to this terminal (it is still kept for `cellos logs`).
         #[arg(long)]
         quiet: bool,
-        /// Resolver the DNS authority of a networked cell forwards allowed names to
-        /// (default: the first nameserver of the host's /etc/resolv.conf).
-        #[arg(long, env = "CELLOS_DNS_UPSTREAM", value_name = "IP:PORT")]
-        dns_upstream: Option<std::net::SocketAddr>,
-        /// IPv4 pool the /30 links of networked cells are leased from.
-        #[arg(long, env = "CELLOS_NET_POOL", value_name = "CIDR",
-              default_value = cellos_linux::netscope::pool::DEFAULT_POOL,
-              value_parser = parse_pool)]
-        net_pool: cellos_linux::netscope::AddressPool,
-        /// IPv6 pool the /64 links of networked cells are leased from (a ULA /48 by default).
-        #[arg(long, env = "CELLOS_NET_POOL6", value_name = "CIDR",
-              default_value = cellos_linux::netscope::pool::DEFAULT_POOL6,
-              value_parser = parse_pool6)]
-        net_pool6: cellos_linux::netscope::AddressPool6,
+        #[command(flatten)]
+        network: NetworkArgs,
     },
     /// Serve the HTTP API: session cells, execs, files and events, on a Unix socket at
     /// CELLOS_HOME/cellos.sock (mode 0600) and on TCP with --listen tcp:ADDR.
@@ -177,22 +166,44 @@ enum Command {
         /// Policy packs every cell is admitted against.
         #[arg(long = "policy")]
         policies: Vec<PathBuf>,
+        /// Profiles file of the MCP endpoint at /mcp (default: the built-in ones).
+        #[arg(long, value_name = "PATH")]
+        mcp_profiles: Option<PathBuf>,
         /// Directory of secret files for the file broker (default: CELLOS_HOME/secrets).
         #[arg(long, env = "CELLOS_SECRETS_DIR")]
         secrets_dir: Option<PathBuf>,
-        /// Resolver the DNS authority of a networked cell forwards allowed names to.
-        #[arg(long, env = "CELLOS_DNS_UPSTREAM", value_name = "IP:PORT")]
-        dns_upstream: Option<std::net::SocketAddr>,
-        /// IPv4 pool the /30 links of networked cells are leased from.
-        #[arg(long, env = "CELLOS_NET_POOL", value_name = "CIDR",
-              default_value = cellos_linux::netscope::pool::DEFAULT_POOL,
-              value_parser = parse_pool)]
-        net_pool: cellos_linux::netscope::AddressPool,
-        /// IPv6 pool the /64 links of networked cells are leased from (a ULA /48 by default).
-        #[arg(long, env = "CELLOS_NET_POOL6", value_name = "CIDR",
-              default_value = cellos_linux::netscope::pool::DEFAULT_POOL6,
-              value_parser = parse_pool6)]
-        net_pool6: cellos_linux::netscope::AddressPool6,
+        #[command(flatten)]
+        network: NetworkArgs,
+    },
+    /// Serve MCP tools (sandbox_create, sandbox_exec, run, files, sandbox_destroy,
+    /// sandbox_evidence) on stdio for a client that starts this command, or on streamable HTTP
+    /// at http(s)://ADDR/mcp with --http. Every cell is destroyed when the server ends.
+    Mcp {
+        /// Serve streamable HTTP on this address instead of stdio (a bearer token always,
+        /// from --token-file or CELLOS_TOKEN; TLS unless loopback).
+        #[arg(long, value_name = "HOST:PORT")]
+        http: Option<std::net::SocketAddr>,
+        /// Profiles file: what agents may ask for (default: the built-in `python` profile,
+        /// see examples/mcp/profiles.yaml).
+        #[arg(long, value_name = "PATH")]
+        profiles: Option<PathBuf>,
+        /// PEM certificate chain of the --http listener.
+        #[arg(long, value_name = "PEM")]
+        tls_cert: Option<PathBuf>,
+        /// PEM private key of the --http listener.
+        #[arg(long, value_name = "PEM")]
+        tls_key: Option<PathBuf>,
+        /// File holding the bearer token --http callers must send (else CELLOS_TOKEN).
+        #[arg(long, value_name = "PATH")]
+        token_file: Option<PathBuf>,
+        /// Policy packs every cell is admitted against (besides its profile's).
+        #[arg(long = "policy")]
+        policies: Vec<PathBuf>,
+        /// Directory of secret files for the file broker (default: CELLOS_HOME/secrets).
+        #[arg(long, env = "CELLOS_SECRETS_DIR")]
+        secrets_dir: Option<PathBuf>,
+        #[command(flatten)]
+        network: NetworkArgs,
     },
     /// Create a cell on the server from a spec file and print its id (a spec without run is a
     /// session cell, driven with exec and cp until rm).
@@ -268,6 +279,40 @@ enum Command {
         #[command(subcommand)]
         command: ExportCommand,
     },
+}
+
+/// Where networked cells' links come from and where their DNS goes (`run`, `serve`, `mcp`).
+#[derive(clap::Args)]
+struct NetworkArgs {
+    /// Resolver the DNS authority of a networked cell forwards allowed names to
+    /// (default: the first nameserver of the host's /etc/resolv.conf).
+    #[arg(long, env = "CELLOS_DNS_UPSTREAM", value_name = "IP:PORT")]
+    dns_upstream: Option<std::net::SocketAddr>,
+    /// IPv4 pool the /30 links of networked cells are leased from.
+    #[arg(long, env = "CELLOS_NET_POOL", value_name = "CIDR",
+          default_value = cellos_linux::netscope::pool::DEFAULT_POOL,
+          value_parser = parse_pool)]
+    net_pool: cellos_linux::netscope::AddressPool,
+    /// IPv6 pool the /64 links of networked cells are leased from (a ULA /48 by default).
+    #[arg(long, env = "CELLOS_NET_POOL6", value_name = "CIDR",
+          default_value = cellos_linux::netscope::pool::DEFAULT_POOL6,
+          value_parser = parse_pool6)]
+    net_pool6: cellos_linux::netscope::AddressPool6,
+}
+
+impl NetworkArgs {
+    /// The backend's network settings; `teardown` says how a veth's deletion finishes.
+    fn config(
+        self,
+        teardown: cellos_linux::netscope::teardown::LinkTeardown,
+    ) -> cellos_linux::netscope::NetworkConfig {
+        cellos_linux::netscope::NetworkConfig {
+            pool: self.net_pool,
+            pool6: self.net_pool6,
+            teardown,
+            dns_upstream: self.dns_upstream,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -363,18 +408,11 @@ fn dispatch(cli: Cli) -> Result<u8, Failure> {
             policies,
             secrets_dir,
             quiet,
-            dns_upstream,
-            net_pool,
-            net_pool6,
+            network,
         } => {
             // The process exits with the workload's status; a veth's deletion finishes in a
             // detached process (see cellos_linux::netscope::teardown).
-            let network = cellos_linux::netscope::NetworkConfig {
-                pool: net_pool,
-                pool6: net_pool6,
-                teardown: cellos_linux::netscope::teardown::LinkTeardown::Detached,
-                dns_upstream,
-            };
+            let network = network.config(LinkTeardown::Detached);
             commands::cells::run(&home, &spec, &policies, secrets_dir, quiet, network)
         }
         Command::Serve {
@@ -384,10 +422,9 @@ fn dispatch(cli: Cli) -> Result<u8, Failure> {
             token_file,
             on_shutdown,
             policies,
+            mcp_profiles,
             secrets_dir,
-            dns_upstream,
-            net_pool,
-            net_pool6,
+            network,
         } => commands::serve::serve(
             &home,
             commands::serve::ServeArgs {
@@ -400,13 +437,31 @@ fn dispatch(cli: Cli) -> Result<u8, Failure> {
                     OnShutdownArg::Keep => cellos_server::OnShutdown::Keep,
                 },
                 policies,
+                mcp_profiles,
                 secrets_dir,
-                network: cellos_linux::netscope::NetworkConfig {
-                    pool: net_pool,
-                    pool6: net_pool6,
-                    teardown: cellos_linux::netscope::teardown::LinkTeardown::Thread,
-                    dns_upstream,
-                },
+                network: network.config(LinkTeardown::Thread),
+            },
+        ),
+        Command::Mcp {
+            http,
+            profiles,
+            tls_cert,
+            tls_key,
+            token_file,
+            policies,
+            secrets_dir,
+            network,
+        } => commands::mcp::mcp(
+            &home,
+            commands::mcp::McpArgs {
+                http,
+                tls_cert,
+                tls_key,
+                token_file,
+                profiles,
+                policies,
+                secrets_dir,
+                network: network.config(LinkTeardown::Thread),
             },
         ),
         Command::Create { spec } => commands::remote::create(&cli.client.server(&home)?, &spec),

@@ -66,10 +66,17 @@ impl AppState {
 
 pub type Shared = Arc<AppState>;
 
-/// The whole API. Every route requires an authenticated caller; denials are counted.
-pub fn router(state: Shared, auth: Arc<Auth>) -> Router {
+/// The whole API (with the MCP endpoint, when given). Every route requires an authenticated
+/// caller; denials are counted.
+pub fn router(state: Shared, auth: Arc<Auth>, mcp: Option<cellos_mcp::McpHttpService>) -> Router {
     let limits = state.limits;
-    let api = Router::new()
+    let mut api = Router::new();
+    if let Some(mcp) = mcp {
+        // The MCP endpoint reads its own bodies (with its own limit); the caller the
+        // authentication below attaches reaches its tools through the request's extensions.
+        api = api.route_service(cellos_mcp::MCP_PATH, mcp);
+    }
+    let api = api
         .route(
             "/v1/cells",
             post(cells::create)

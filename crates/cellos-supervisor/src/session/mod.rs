@@ -268,6 +268,17 @@ impl Sessions {
         caller: &Caller,
         document: ExecutionCellDocument,
     ) -> Result<CellInfo, SessionError> {
+        self.create_with_policies(caller, document, &[])
+    }
+
+    /// [`Sessions::create`], admitted against `extra` policy packs besides the server's (a
+    /// surface's own packs, such as those of an MCP profile); the admission event lists both.
+    pub fn create_with_policies(
+        &self,
+        caller: &Caller,
+        document: ExecutionCellDocument,
+        extra: &[PolicyPackDocument],
+    ) -> Result<CellInfo, SessionError> {
         if let Ok(existing) = self.find(&document.spec.id) {
             if existing.live().state != CellState::Destroyed {
                 return Err(SessionError::Conflict {
@@ -276,7 +287,8 @@ impl Sessions {
             }
         }
         let supervisor = self.supervisor.clone();
-        let policies = self.policies.clone();
+        let mut policies = self.policies.clone();
+        policies.extend_from_slice(extra);
         let caller_owned = caller.clone();
         let kept = self.config.kept_output_bytes;
         let cell = self
@@ -290,6 +302,22 @@ impl Sessions {
         cells.insert(cell.id.clone(), cell);
         forget_old_destroyed(&mut cells);
         Ok(info)
+    }
+
+    /// Record that a surface refused `caller`'s request for a cell before creating it (a
+    /// request to widen an MCP profile): the refusal is an admission denial in the log, like
+    /// one by a policy pack, attributed to the caller.
+    pub fn record_denial(
+        &self,
+        caller: &Caller,
+        spec: &cellos_core::spec::ExecutionCellSpec,
+        decision: &AdmissionDecision,
+    ) -> Result<(), SessionError> {
+        let run_id = uuid::Uuid::new_v4().to_string();
+        let mut recorder = self.supervisor.recorder(&spec.id, &run_id);
+        recorder.set_actor(Some(&caller.subject));
+        recorder.admission(&cellos_core::spec::canonical_spec_hash(spec), decision);
+        recorder.flush().map_err(SessionError::Events)
     }
 
     /// Every cell this server holds, live and recently destroyed, by id.

@@ -3,6 +3,7 @@
 pub mod cells;
 pub mod export;
 pub mod log;
+pub mod mcp;
 pub mod remote;
 pub mod serve;
 pub mod spec;

@@ -1,5 +1,6 @@
 //! `cellos serve`: one long-lived supervisor holding many session cells, driven over the
-//! HTTP API of `cellos-server` (a Unix socket at CELLOS_HOME/cellos.sock, and TCP on request).
+//! HTTP API of `cellos-server` (a Unix socket at CELLOS_HOME/cellos.sock, and TCP on request),
+//! with the MCP endpoint of `cellos-mcp` at `/mcp` over the same cells.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -26,6 +27,8 @@ pub struct ServeArgs {
     pub token_file: Option<PathBuf>,
     pub on_shutdown: OnShutdown,
     pub policies: Vec<PathBuf>,
+    /// Profiles of the MCP endpoint at `/mcp` (default: the built-in ones).
+    pub mcp_profiles: Option<PathBuf>,
     pub secrets_dir: Option<PathBuf>,
     pub network: NetworkConfig,
 }
@@ -65,6 +68,7 @@ pub fn serve(home: &Path, mut args: ServeArgs) -> Result<u8, Failure> {
     let session_config = SessionConfig::default();
     let config = config(home, &mut args, &session_config)?;
     let policies = load_policies(&args.policies)?;
+    let profiles = crate::commands::mcp::load_profiles(args.mcp_profiles.as_deref())?;
     let mut feed = None;
     let supervisor = compose::server_supervisor(home, args.secrets_dir, args.network, |log| {
         let tee = Arc::new(
@@ -87,11 +91,23 @@ pub fn serve(home: &Path, mut args: ServeArgs) -> Result<u8, Failure> {
         .thread_name("cellos-serve")
         .build()
         .map_err(|e| Failure::cellos(format!("cannot start the server runtime: {e}")))?;
+    let mcp = Arc::new(cellos_mcp::McpState::new(
+        sessions.clone(),
+        profiles,
+        home.to_owned(),
+        crate::commands::mcp::local_caller(),
+    ));
     runtime
         .block_on(async {
             // Handlers first: a SIGTERM once the socket answers must reach the shutdown.
-            let shutdown = cellos_server::shutdown::signal_received();
-            cellos_server::serve(config, sessions, feed, shutdown).await
+            let signal = cellos_server::shutdown::signal_received();
+            let stop = tokio_util::sync::CancellationToken::new();
+            let mcp = cellos_mcp::http_service(mcp, stop.clone());
+            let shutdown = async move {
+                signal.await;
+                stop.cancel();
+            };
+            cellos_server::serve_with_mcp(config, sessions, feed, Some(mcp), shutdown).await
         })
         .map_err(|e| Failure::cellos(e.to_string()))?;
     Ok(0)
