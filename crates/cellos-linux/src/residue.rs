@@ -21,8 +21,9 @@ pub struct HostSources {
     pub mountinfo: PathBuf,
     /// The host's network interfaces (`/sys/class/net`).
     pub sys_class_net: PathBuf,
-    /// The nftables tool: a path, or a name looked up in `PATH` (`nft`).
-    pub nft: String,
+    /// The network namespace whose nftables tables the host-table check lists, as a path
+    /// (`/proc/<pid>/ns/net`); `None`: the supervisor's own, where host tables live.
+    pub nftables_netns: Option<PathBuf>,
 }
 
 impl HostSources {
@@ -32,7 +33,7 @@ impl HostSources {
             proc: PathBuf::from("/proc"),
             mountinfo: PathBuf::from("/proc/self/mountinfo"),
             sys_class_net: PathBuf::from("/sys/class/net"),
-            nft: "nft".to_owned(),
+            nftables_netns: None,
         }
     }
 }
@@ -84,8 +85,8 @@ impl CheckError {
             // A tool that could not be started already names the package to install.
             CheckError::Tool(LinuxError::MissingFeature { .. }) | CheckError::Host(_) => None,
             CheckError::Tool(_) => Some(
-                "the supervisor must be able to list nftables tables (root with CAP_NET_ADMIN, \
-                 the nf_tables module loaded)",
+                "the supervisor must be able to list nftables tables over netlink (root with \
+                 CAP_NET_ADMIN, the nf_tables module loaded)",
             ),
         }
     }

@@ -1,5 +1,5 @@
 //! A residue check that cannot run fails closed: its class is reported unverified (with why),
-//! never "nothing left". Each source is made unusable for real: an `nft` that is not there, a
+//! never "nothing left". Each source is made unusable for real: an nftables namespace that cannot be opened, a
 //! procfs that is an empty directory, a sysfs that does not exist, a mount table that cannot
 //! be read. Where the residue is real (a veth, a host table, a running init), the same check
 //! with the host's sources finds it, so "absent" would have been a lie.
@@ -90,14 +90,15 @@ fn reason<'a>(findings: &'a [UnverifiedResidue], class: &str) -> &'a str {
 }
 
 #[test]
-fn with_nft_missing_a_host_table_that_exists_is_unverified_not_absent() {
+fn with_nftables_unreadable_a_host_table_that_exists_is_unverified_not_absent() {
     let net = NetResidue::new("10.213.249.0/30");
     let host = net.check(&HostSources::host());
     assert!(found(&host, "nftTable"), "{host:?}");
 
+    // A namespace that cannot be opened: the tables cannot be listed at all.
     let empty = tempfile::tempdir().unwrap();
     let sources = HostSources {
-        nft: empty.path().join("nft").display().to_string(),
+        nftables_netns: Some(empty.path().join("no-such-netns")),
         ..HostSources::host()
     };
     let findings = net.check(&sources);
@@ -105,10 +106,10 @@ fn with_nft_missing_a_host_table_that_exists_is_unverified_not_absent() {
     assert_eq!(classes(&findings.unverified), ["nftTable"]);
     let why = reason(&findings.unverified, "nftTable");
     assert!(
-        why.contains("cannot run") && why.contains("nftables"),
+        why.contains("no-such-netns") && why.contains("netlink"),
         "{why}"
     );
-    // The checks that did not need nft still ran.
+    // The checks that did not need nftables still ran.
     assert!(
         found(&findings, "veth") && found(&findings, "route"),
         "{findings:?}"

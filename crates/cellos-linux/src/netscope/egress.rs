@@ -19,7 +19,7 @@ use cellos_core::events::{EventFactory, NetworkSummaryData};
 use cellos_core::ports::RuntimeEvidence;
 use cellos_core::spec::ExecutionCellSpec;
 use cellos_dataplane::dns::{CoalescedQueries, DnsCounters};
-use cellos_dataplane::flowlog::{EgressSummary, NftCounters};
+use cellos_dataplane::flowlog::EgressSummary;
 use cellos_dataplane::l7gate::{
     ConntrackOriginalDst, DEFAULT_CONNECT_TIMEOUT, DEFAULT_PEEK_TIMEOUT,
 };
@@ -41,7 +41,8 @@ pub const LOG_GROUP: u16 = 7;
 /// DNS query events per second per cell; the rest are counted and summarised.
 pub const DNS_EVENTS_PER_SECOND: u32 = 100;
 /// How the summary's numbers are obtained (recorded in the event).
-pub const SUMMARY_MECHANISM: &str = "named nftables counters of the cell's table (nft -j list), \
+pub const SUMMARY_MECHANISM: &str =
+    "named nftables counters of the cell's table (read over netlink), \
      DNS authority counters, L7 gate decisions";
 
 /// The runtime the DNS authorities and gates of this process run on.
@@ -161,12 +162,10 @@ impl Egress {
         // still in flight at teardown can never land in another cell's namespace.
         let netns = Arc::new(netns);
         let controller = NftController::for_netns_fd(netns.clone());
-        controller
-            .apply(ruleset.text())
-            .map_err(|e| LinuxError::Setup {
-                what: "load the cell's egress ruleset".into(),
-                detail: e.to_string(),
-            })?;
+        controller.apply(&ruleset).map_err(|e| LinuxError::Setup {
+            what: "load the cell's egress ruleset".into(),
+            detail: e.to_string(),
+        })?;
         let enforced = events::network_enforced(&plan, &ruleset);
         evidence.observe(factory.network_enforced(OffsetDateTime::now_utc(), &spec.id, &enforced));
 
@@ -289,11 +288,14 @@ impl Egress {
             nflog.stop();
         }
         self.limiter.flush();
-        let counters = self
-            .controller
-            .list_table_json()
-            .map(|json| NftCounters::from_nft_json(&json))
-            .unwrap_or_default();
+        // Counters that cannot be read are zeros, and the mechanism says they were not read.
+        let (counters, mechanism) = match self.controller.read_counters() {
+            Ok(counters) => (counters, SUMMARY_MECHANISM.to_owned()),
+            Err(e) => (
+                Default::default(),
+                format!("{SUMMARY_MECHANISM}; the nftables counters could not be read ({e}), so the flow and byte counts are not measured"),
+            ),
+        };
         let s = EgressSummary::new(&counters, self.dns_counters.snapshot());
         let ev = &self.evidence;
         let data = NetworkSummaryData {
@@ -310,7 +312,7 @@ impl Egress {
             dns_rebinding_dropped: s.dns.rebinding_dropped,
             dns_upstream_failures: s.dns.upstream_failures,
             dns_events_coalesced: ev.coalesced.load(Ordering::Relaxed),
-            mechanism: SUMMARY_MECHANISM.into(),
+            mechanism,
         };
         ev.sink.observe(ev.factory.network_summary(
             OffsetDateTime::now_utc(),

@@ -32,6 +32,7 @@ use std::path::{Path, PathBuf};
 
 use cellos_core::ports::Residue;
 use cellos_core::spec::ExecutionCellSpec;
+use cellos_dataplane::nftables::Family;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -108,12 +109,13 @@ impl NetRecord {
         self
     }
 
-    /// Family of the host table: `inet` (both families), `ip` for records without IPv6.
-    pub fn host_table_family(&self) -> &'static str {
+    /// Family of the host table: `inet` (both families); `ip` for records of cells from
+    /// before IPv6, whose tables `gc` must still find.
+    pub fn host_table_family(&self) -> Family {
         if self.cell_addr6.is_some() {
-            "inet"
+            Family::Inet
         } else {
-            "ip"
+            Family::Ip
         }
     }
 

@@ -1,7 +1,7 @@
 //! Checks that nothing of a networked cell is left on the host: its veth, host table, routes
 //! and addresses (IPv4 and IPv6), DNS listeners and network namespace.
 //!
-//! All read from `/sys`, `/proc`, route netlink and `nft list`, so the checks see what the
+//! All read from `/sys`, `/proc`, route netlink and nf_tables netlink, so the checks see what the
 //! kernel has, not what the backend believes it created. A source that cannot be read leaves
 //! its class unverified (see [`crate::residue`]).
 
@@ -11,8 +11,10 @@ use std::path::Path;
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::RouteNetlinkMessage;
 
+use cellos_dataplane::nftables::Family;
+use cellos_dataplane::NftController;
+
 use crate::error::LinuxError;
-use crate::netscope::link::run_tool;
 use crate::netscope::pool::LINK_PREFIX6;
 use crate::netscope::rtnl::Rtnl;
 use crate::netscope::NetRecord;
@@ -23,14 +25,23 @@ pub fn veth_exists(name: &str) -> bool {
     Path::new("/sys/class/net").join(name).exists()
 }
 
-/// Whether the host has an nftables table `<family> <name>`, from the list of the family's
-/// tables (a listing that fails says nothing about the table, unlike `nft list table` of one
-/// name).
-fn host_table_present(nft: &str, family: &str, name: &str) -> Result<bool, CheckError> {
-    let tables =
-        run_tool(nft, &["list", "tables", family], None, None).map_err(CheckError::Tool)?;
-    let wanted = format!("table {family} {name}");
-    Ok(tables.lines().any(|l| l.trim() == wanted))
+/// Whether the host (or the namespace of `sources`) has the nftables table `<family> <name>`,
+/// asked over netlink: a question that cannot be asked says nothing about the table.
+fn host_table_present(
+    sources: &HostSources,
+    family: Family,
+    name: &str,
+) -> Result<bool, CheckError> {
+    let controller = match &sources.nftables_netns {
+        Some(path) => NftController::for_netns(path),
+        None => NftController::current(),
+    };
+    controller.table_exists(family, name).map_err(|e| {
+        CheckError::Tool(LinuxError::Setup {
+            what: format!("list the nftables tables to find {family} {name}"),
+            detail: e.to_string(),
+        })
+    })
 }
 
 /// One IPv6 route of `/proc/net/ipv6_route` (every table).
@@ -252,7 +263,7 @@ pub fn check_host_side(rec: &NetRecord, sources: &HostSources) -> Findings {
     let family = rec.host_table_family();
     out.check(
         "nftTable",
-        host_table_present(&sources.nft, family, &rec.host_table).map(|left| {
+        host_table_present(sources, family, &rec.host_table).map(|left| {
             left.then(|| format!("host table {family} {} still exists", rec.host_table))
         }),
     );
