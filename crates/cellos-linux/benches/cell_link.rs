@@ -10,6 +10,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+use cellos_dataplane::netns_exec::run_tool;
 use cellos_linux::netscope::link;
 use cellos_linux::netscope::pool::{AddressPool, AddressPool6};
 use cellos_linux::netscope::NetRecord;
@@ -82,8 +83,9 @@ fn ip_batch(rec: &NetRecord, ns: &Netns) -> Duration {
         h = rec.host_addr,
     );
     let t = Instant::now();
-    link::run_tool("ip", &["-batch", "-"], Some(&host), None).expect("ip -batch (host)");
-    link::run_tool("ip", &["-batch", "-"], Some(&cell), Some(ns.fd.as_fd())).expect("ip -batch");
+    run_tool("ip", &["-batch", "-"], Some(&host), None).expect("ip -batch (host)");
+    let netns = ns.fd.as_fd().try_clone_to_owned().expect("dup netns");
+    run_tool("ip", &["-batch", "-"], Some(&cell), Some(netns)).expect("ip -batch");
     t.elapsed()
 }
 
@@ -125,7 +127,7 @@ fn main() {
             link::delete_veth(&ra.veth).expect("delete");
         }));
         ip_del.push(timed(|| {
-            link::run_tool("ip", &["link", "del", &rb.veth], None, None).expect("ip link del");
+            run_tool("ip", &["link", "del", &rb.veth], None, None).expect("ip link del");
         }));
     }
     println!("{rounds} rounds; milliseconds");
