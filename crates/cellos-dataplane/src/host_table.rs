@@ -30,12 +30,15 @@ pub struct HostTable {
 }
 
 impl HostTable {
-    /// The table, replacing any previous one of the same name when loaded.
+    /// The table. It is created once per cell and never replaced: a leftover of the same name
+    /// (a crashed supervisor's, before `cellos gc`) makes loading fail rather than be taken
+    /// over, and no deletion enters the commit (its deferred destruction would make closing
+    /// the socket wait an RCU grace period).
     pub fn render(&self) -> Ruleset {
         Ruleset::new(Table {
             family: HOST_TABLE_FAMILY,
             name: self.table.clone(),
-            replace: true,
+            replace: false,
             counters: Vec::new(),
             sets: Vec::new(),
             chains: vec![self.forward(), self.input(), self.postrouting()],
@@ -196,7 +199,9 @@ mod tests {
     #[test]
     fn host_table_is_limited_to_the_cells_veth_and_address() {
         let t = table(false).render().text().to_owned();
-        assert!(t.starts_with("table inet cellos-host-0123456789\ndelete table inet"));
+        // Created once per cell, never replaced (a replace deletes, and a deletion commit leaves
+        // work the socket's close waits for).
+        assert!(t.starts_with("table inet cellos-host-0123456789 {"), "{t}");
         assert!(t.contains("iifname \"cv0123456789\" ip saddr 10.213.0.2 accept"));
         assert!(t.contains("ip saddr 10.213.0.2 oifname != \"cv0123456789\" masquerade"));
         assert!(t.contains("ip daddr 10.213.0.1 meta l4proto { tcp, udp } th dport 53 accept"));

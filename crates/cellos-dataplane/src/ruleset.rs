@@ -380,7 +380,10 @@ impl EgressPlan {
         let table = Table {
             family: Family::Inet,
             name: TABLE.to_owned(),
-            replace: true,
+            // Loaded once into the cell's fresh namespace: nothing to replace, and a replace
+            // (a deletion in the same commit) would leave destroy work that closing the
+            // socket then waits an RCU grace period for.
+            replace: false,
             counters: COUNTERS.iter().map(|(n, _)| (*n).to_owned()).collect(),
             sets,
             chains,

@@ -259,6 +259,13 @@ fn routes6_of(rec: &NetRecord, routes: Vec<Route6>) -> Vec<String> {
 /// What is neither the link nor the lease: the host table, the DNS authority's sockets and the
 /// namespace.
 pub fn check_host_side(rec: &NetRecord, sources: &HostSources) -> Findings {
+    let mut out = check_host_table(rec, sources);
+    out.extend(check_sockets(rec, sources));
+    out
+}
+
+/// The cell's host nftables table.
+pub fn check_host_table(rec: &NetRecord, sources: &HostSources) -> Findings {
     let mut out = Findings::default();
     let family = rec.host_table_family();
     out.check(
@@ -267,12 +274,11 @@ pub fn check_host_side(rec: &NetRecord, sources: &HostSources) -> Findings {
             left.then(|| format!("host table {family} {} still exists", rec.host_table))
         }),
     );
-    out.extend(check_sockets(rec, sources));
     out
 }
 
 /// The DNS authority's sockets and the namespace.
-fn check_sockets(rec: &NetRecord, sources: &HostSources) -> Findings {
+pub fn check_sockets(rec: &NetRecord, sources: &HostSources) -> Findings {
     let mut out = Findings::default();
     let proc = || Proc::open(&sources.proc);
     out.check(

@@ -1,7 +1,8 @@
 //! A networked cell's teardown with the veth's deletion off the critical path.
 //!
 //! Deleting a veth returns only after an RCU grace period (20-30 ms), longer than everything
-//! else of a cell's teardown together. What the caller of destroy needs is that the cell can no
+//! else of a cell's teardown together; so does closing the netlink socket that deleted the
+//! host table (the kernel's nf_tables waits there for the deferred destruction of the table). What the caller of destroy needs is that the cell can no
 //! longer send or receive; the deletion itself can finish later, as long as nothing is ever
 //! lost and every claim made about it stays true. So destroy (in [`LinkTeardown::Thread`] and
 //! [`LinkTeardown::Detached`] mode) does, on the critical path:
@@ -10,13 +11,14 @@
 //!    interface neither sends nor receives, and taking it down costs a fraction of a
 //!    millisecond. (Once the namespace is released the kernel deletes the pair by itself, and
 //!    any link request, even this one, waits for that deletion.)
-//! 2. stop the dataplane (which releases the namespace) and delete the host table;
-//! 3. check what it can vouch for already (the host end is down or gone, the host table, the
-//!    DNS authority's sockets, the namespace) and report it;
+//! 2. stop the dataplane (which releases the namespace);
+//! 3. check what it can vouch for already (the host end is down or gone, the DNS authority's
+//!    sockets, the namespace) and report it;
 //!
-//! and hands the rest to a finisher: delete the veth (or wait for the kernel's deletion of it),
-//! check that the host end, its routes and addresses are gone, release the lease, and only then
-//! remove the run record. The destroyed
+//! and hands the rest to a finisher: delete the host table (inert once the host end is down:
+//! it only forwards for that veth) and the veth (or wait for the kernel's deletion of it),
+//! check that the table, the host end, its routes and addresses are gone, release the lease,
+//! and only then remove the run record. The destroyed
 //! report says exactly that (the veth "cut off", its deletion finishing in the background), and
 //! does not count the record and lease as removed, since they are not yet.
 //!
@@ -32,7 +34,7 @@
 //! The forked finisher runs in a copy of a multi-threaded process, so it restricts itself to
 //! what is safe there: system calls, file I/O and allocation (glibc's allocator is reset
 //! across `fork`); no locks of other threads (no stdio, no logging, no environment, no child
-//! processes — the host table, which needs `nft`, is deleted before the fork).
+//! processes; the host table goes over a netlink socket of its own, like the veth).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -100,9 +102,10 @@ pub fn destroy(
         return inline(state_dir, cell_id, rec, sources);
     };
     let mut out = NetTeardown::default();
-    remove_host_table(rec, &mut out);
     out.findings.check("veth", cut.down);
-    out.findings.extend(residue::check_host_side(rec, sources));
+    // The host table only forwards for the veth, which is down: deleting it (whose commit
+    // leaves work that waits for an RCU grace period) is the finisher's, like the veth.
+    out.findings.extend(residue::check_sockets(rec, sources));
     let finisher = Finisher {
         state_dir: state_dir.to_owned(),
         cell_id: cell_id.to_owned(),
@@ -123,10 +126,10 @@ pub fn destroy(
     out.removed.push(note(
         "veth",
         format!(
-            "{} cut off (host end down); its deletion finishes in the background ({how}), \
-             which verifies it before removing the run record and the address lease \
-             (`cellos gc` finishes them if it dies)",
-            rec.veth
+            "{} cut off (host end down); its deletion and that of the host table {} finish in \
+             the background ({how}), which verifies both before removing the run record and \
+             the address lease (`cellos gc` finishes them if it dies)",
+            rec.veth, rec.host_table
         ),
     ));
     out.handed_over = true;
@@ -148,19 +151,6 @@ fn note(class: &str, detail: String) -> Residue {
     Residue {
         class: class.into(),
         detail,
-    }
-}
-
-fn remove_host_table(rec: &NetRecord, out: &mut NetTeardown) {
-    match link::delete_host_table(rec) {
-        Ok(true) => out.removed.push(note(
-            "nftTable",
-            format!("{} {}", rec.host_table_family(), rec.host_table),
-        )),
-        Ok(false) => {}
-        Err(e) => out
-            .failed
-            .push(note("nftTable", format!("delete {}: {e}", rec.host_table))),
     }
 }
 
@@ -264,15 +254,20 @@ impl Finisher {
         }
     }
 
-    /// Deletes the veth, verifies it, releases the lease and removes the record; on residue
+    /// Deletes the host table and the veth, verifies both, releases the lease and removes the
+    /// record; on residue
     /// the record (and lease) are left to `cellos gc`, without a supervisor.
     fn run(self) {
+        let table = link::delete_host_table(&self.rec);
         // The kernel may be deleting the pair already (the cell's namespace was released):
         // then this waits for it, or finds nothing to delete.
         let deleted = link::delete_veth(&self.rec.veth);
-        // The lease goes only once the link is verified gone: until then no other cell may
-        // take its addresses.
-        let mut clean = deleted.is_ok() && self.link_gone();
+        // The lease goes only once the link and the table are verified gone: until then no
+        // other cell may take its addresses.
+        let mut clean = table.is_ok()
+            && deleted.is_ok()
+            && self.link_gone()
+            && residue::check_host_table(&self.rec, &self.sources).is_clean();
         if clean {
             let _ = pool::release_all(&self.state_dir, &self.cell_id);
             clean = residue::check_lease(&self.rec).is_clean();
