@@ -66,6 +66,7 @@ pub use flow::{FlowEvent, FlowObserver};
 pub use host_table::HostTable;
 pub use l7gate::{GateContext, GatePolicy, L7Gate};
 pub use nft::{NftController, NftError, NftPinner};
+pub use nftables::{BaseRuleset, CellPart};
 pub use pin::{AddressPinner, Pin, PinError, PinFanout, PinTable, PinnedResolver};
 pub use ranges::DeniedRanges;
 pub use ruleset::{EgressPlan, PlanError, PlanInputs, Proto, Ruleset};
