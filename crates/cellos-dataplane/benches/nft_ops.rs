@@ -126,6 +126,12 @@ fn main() {
         fresh_nl,
         fresh_nft,
     );
+    let open = fresh_namespace_open(rounds, &ruleset);
+    row(
+        "full cell ruleset, fresh namespace, socket open",
+        open,
+        fresh_nft,
+    );
     let (base_nl, base_nft, cell_nl, cell_nft) = pooled(rounds, &nl, &ruleset);
     row("pool: apply base", base_nl, base_nft);
     row(
@@ -223,6 +229,24 @@ fn fresh_namespace(rounds: usize, ruleset: &Ruleset) -> (Timing, Timing) {
         },
     );
     (nl, nft)
+}
+
+/// The full ruleset into a fresh namespace whose socket is already open: the kernel's own
+/// first-load cost in a namespace, without the socket's.
+fn fresh_namespace_open(rounds: usize, ruleset: &Ruleset) -> Timing {
+    time(
+        rounds,
+        || {
+            let ns = TestNetns::new("bench-fresh");
+            let nl = NftController::for_netns(ns.path());
+            assert!(!nl.table_exists(Family::Inet, "cellos").unwrap());
+            (ns, nl)
+        },
+        |(ns, nl)| {
+            nl.apply(ruleset).unwrap();
+            ns
+        },
+    )
 }
 
 /// A pooled base, then the cell's part into a ready base (elements, claim, counter reset);

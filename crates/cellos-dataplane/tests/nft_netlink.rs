@@ -221,3 +221,18 @@ fn a_batch_refused_as_a_whole_is_an_error_not_a_wait() {
     assert_eq!(object, &Object::Message("the batch"), "{err}");
     assert_eq!(errno, Errno::EPERM, "{err}");
 }
+
+#[test]
+fn applying_a_loaded_ruleset_again_replaces_it_and_a_new_controller_sees_it() {
+    let ns = TestNetns::new("replace");
+    let nft = NftController::for_netns(ns.path());
+    let ruleset = plan().render();
+    nft.apply(&ruleset).unwrap();
+    let once = nft.list_table().unwrap();
+    nft.apply(&ruleset).unwrap();
+    nft.apply(ruleset.text()).unwrap();
+    assert_eq!(nft.list_table().unwrap(), once);
+    assert!(NftController::for_netns(ns.path())
+        .table_exists(Family::Inet, "cellos")
+        .unwrap());
+}
