@@ -25,6 +25,14 @@
 //!    so the cell never needs `CAP_NET_ADMIN` and no `nft` process runs. Emit
 //!    `network.v1.enforced` with [`events::network_enforced`] (carries
 //!    [`Ruleset::sha256`]).
+//!
+//!    Pooled: a supervisor that keeps network bases ready loads
+//!    [`Ruleset::base`] with [`NftController::apply_base`] ahead of time and keeps it under
+//!    [`BaseRuleset::key`]; at cell creation it renders the spec's plan with that base's
+//!    [`PlanInputs`], takes a base whose key equals `ruleset.base().key()`, and loads
+//!    [`Ruleset::per_cell`] with [`NftController::apply_cell`] (one transaction plus a
+//!    counter reset). The namespace then holds exactly `ruleset`, so the evidence is still
+//!    [`Ruleset::sha256`]; a base takes one cell part ([`NftError::BaseClaimed`] after).
 //! 4. Pins: `let pins = Arc::new(PinTable::new());` and a
 //!    [`PinFanout`]`(vec![Arc::new(NftPinner { controller, plan }), pins.clone()])` — the
 //!    nft pinner makes resolved addresses reachable on their rules' ports, the table is what
@@ -66,6 +74,7 @@ pub use flow::{FlowEvent, FlowObserver};
 pub use host_table::HostTable;
 pub use l7gate::{GateContext, GatePolicy, L7Gate};
 pub use nft::{NftController, NftError, NftPinner};
+pub use nftables::{BaseRuleset, CellPart};
 pub use pin::{AddressPinner, Pin, PinError, PinFanout, PinTable, PinnedResolver};
 pub use ranges::DeniedRanges;
 pub use ruleset::{EgressPlan, PlanError, PlanInputs, Proto, Ruleset};

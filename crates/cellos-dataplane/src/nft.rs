@@ -18,7 +18,7 @@ use crate::flowlog::{Count, NftCounters};
 use crate::netns_exec::{run_tool, ToolError};
 use crate::nftables::netlink::{NetlinkError, NfSocket};
 use crate::nftables::uapi::{obj, table};
-use crate::nftables::{self, Attrs, ElementUpdate, Family, Object, Table};
+use crate::nftables::{self, Attrs, BaseRuleset, CellPart, ElementUpdate, Family, Object, Table};
 use crate::pin::{AddressPinner, Pin, PinError};
 use crate::ruleset::{EgressPlan, Ruleset, FAMILY, TABLE};
 
@@ -45,6 +45,10 @@ pub enum NftError {
     },
     #[error("nft -j output is not JSON: {0}")]
     Json(#[from] serde_json::Error),
+    #[error("table {family} {table} already holds a cell's elements; a pooled base takes one cell part: load a fresh base")]
+    BaseClaimed { family: Family, table: String },
+    #[error("table {family} {table} is not loaded; apply its base first")]
+    NoBase { family: Family, table: String },
 }
 
 impl NftError {
@@ -156,6 +160,48 @@ impl NftController {
         self.transact(&requests)
     }
 
+    /// Loads a pooled base: the table without elements, and [`nftables::UNCLAIMED`] last so
+    /// the other objects get the handles a full load gives them. One transaction.
+    pub fn apply_base(&self, base: &BaseRuleset) -> Result<(), NftError> {
+        let t = base.table();
+        let mut requests = nftables::encode_table(t);
+        requests.push(nftables::new_counter(
+            t.family,
+            &t.name,
+            nftables::UNCLAIMED,
+        ));
+        self.transact(&requests)
+    }
+
+    /// Loads a cell's elements into a ready base in one transaction that also deletes
+    /// [`nftables::UNCLAIMED`], so a base already used (or absent) refuses it whole; then
+    /// zeroes the table's counters (one NFT_MSG_GETOBJ_RESET dump), so the cell's flow
+    /// summary counts only its own packets.
+    pub fn apply_cell(&self, part: &CellPart) -> Result<(), NftError> {
+        let (family, table) = (part.family(), part.table());
+        let mut requests = vec![nftables::delete_counter(family, table, nftables::UNCLAIMED)];
+        for set in part.sets() {
+            requests.extend(nftables::set_elements(family, table, set));
+        }
+        match self.transact(&requests) {
+            Err(e)
+                if e.rejected().is_some_and(|(o, errno)| {
+                    errno == Errno::ENOENT && *o == Object::Counter(nftables::UNCLAIMED.to_owned())
+                }) =>
+            {
+                let table = table.to_owned();
+                return Err(if self.table_exists(family, &table)? {
+                    NftError::BaseClaimed { family, table }
+                } else {
+                    NftError::NoBase { family, table }
+                });
+            }
+            result => result?,
+        }
+        self.counter_dump(nftables::GETOBJ_RESET, family, table)
+            .map(drop)
+    }
+
     /// Does table `family name` exist?
     pub fn table_exists(&self, family: Family, name: &str) -> Result<bool, NftError> {
         let mut attrs = Attrs::default();
@@ -190,13 +236,17 @@ impl NftController {
 
     /// The named counters of the cell's table (`inet cellos`), one NFT_MSG_GETOBJ dump.
     pub fn read_counters(&self) -> Result<NftCounters, NftError> {
+        self.counter_dump(nftables::GETOBJ, Family::Inet, TABLE)
+    }
+
+    /// The named counters of `family table`, read (GETOBJ) or read and zeroed (GETOBJ_RESET).
+    fn counter_dump(&self, op: u8, family: Family, table: &str) -> Result<NftCounters, NftError> {
         let mut attrs = Attrs::default();
         attrs
-            .str(obj::TABLE, TABLE)
+            .str(obj::TABLE, table)
             .be32(obj::TYPE, obj::TYPE_COUNTER);
-        let family = Family::Inet;
         let replies = self
-            .with_socket(|s| s.query(nftables::GETOBJ, family, true, attrs.0))?
+            .with_socket(|s| s.query(op, family, true, attrs.0))?
             .map_err(|errno| NetlinkError::Rejected {
                 object: Object::Message("the counter dump"),
                 errno,

@@ -35,9 +35,9 @@ use cellos_core::spec::{hostname_matches, Cidr, EgressProtocol, ExecutionCellSpe
 use sha2::{Digest, Sha256};
 
 use crate::nftables::{
-    Addr, BaseChain, Chain, ChainKind, CtState, Dir, Element, ElementUpdate, Family, Hook,
-    Icmpv6Type, IpVersion, Match, Policy, Priority, Reject, Rule, Set, SetKey, Stmt, Table,
-    Verdict,
+    Addr, BaseChain, BaseRuleset, CellPart, Chain, ChainKind, CtState, Dir, Element, ElementUpdate,
+    Family, Hook, Icmpv6Type, IpVersion, Match, Policy, Priority, Reject, Rule, Set, SetKey, Stmt,
+    Table, Verdict,
 };
 use crate::pin::Pin;
 use crate::ranges::DeniedRanges;
@@ -701,9 +701,20 @@ impl Ruleset {
         &self.text
     }
 
-    /// Hex SHA-256 of [`Ruleset::text`], for `network.v1.enforced`.
+    /// Hex SHA-256 of [`Ruleset::text`], for `network.v1.enforced`. A table loaded as
+    /// [`Ruleset::base`] then [`Ruleset::per_cell`] is this table, so this stays the hash.
     pub fn sha256(&self) -> String {
         ruleset_sha256(&self.text)
+    }
+
+    /// The structure without set elements, to load ahead of time into a pooled namespace.
+    pub fn base(&self) -> BaseRuleset {
+        BaseRuleset::of(&self.table)
+    }
+
+    /// The set elements, to load into a ready [`Ruleset::base`] of the same key.
+    pub fn per_cell(&self) -> CellPart {
+        CellPart::of(&self.table)
     }
 }
 

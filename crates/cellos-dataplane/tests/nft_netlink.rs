@@ -221,3 +221,23 @@ fn a_batch_refused_as_a_whole_is_an_error_not_a_wait() {
     assert_eq!(object, &Object::Message("the batch"), "{err}");
     assert_eq!(errno, Errno::EPERM, "{err}");
 }
+
+#[test]
+fn a_ruleset_is_loaded_once_and_a_second_load_is_refused_leaving_the_first() {
+    let ns = TestNetns::new("replace");
+    let nft = NftController::for_netns(ns.path());
+    let ruleset = plan().render();
+    nft.apply(&ruleset).unwrap();
+    let once = nft.list_table().unwrap();
+    let err = nft.apply(&ruleset).unwrap_err();
+    let (object, errno) = err.rejected().expect("a rejection by the kernel");
+    assert!(
+        matches!(object, Object::Table { name, .. } if name == "cellos"),
+        "{err}"
+    );
+    assert_eq!(errno, Errno::EEXIST, "{err}");
+    assert_eq!(nft.list_table().unwrap(), once, "nothing was appended");
+    assert!(NftController::for_netns(ns.path())
+        .table_exists(Family::Inet, "cellos")
+        .unwrap());
+}

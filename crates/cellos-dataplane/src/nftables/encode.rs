@@ -21,7 +21,11 @@ const NEWSETELEM: u8 = 12;
 const DELSETELEM: u8 = 14;
 const NEWOBJ: u8 = 18;
 pub(crate) const GETOBJ: u8 = 19;
+const DELOBJ: u8 = 20;
+pub(crate) const GETOBJ_RESET: u8 = 21;
 const F_CREATE: u16 = 0x400;
+/// `NLM_F_EXCL`: creating what already exists is an error (`EEXIST`), not an update.
+const F_EXCL: u16 = 0x200;
 const F_APPEND: u16 = 0x800;
 
 const NLA_F_NESTED: u16 = 0x8000;
@@ -202,8 +206,12 @@ impl Builder<'_> {
         if self.t.replace {
             self.push(NEWTABLE, F_CREATE, object.clone(), new.clone());
             self.push(DELTABLE, 0, object.clone(), self.attrs());
+            self.push(NEWTABLE, F_CREATE, object, new);
+        } else {
+            // A table that is not replaced must not exist yet: loading onto a leftover would
+            // append its rules to the leftover's.
+            self.push(NEWTABLE, F_CREATE | F_EXCL, object, new);
         }
-        self.push(NEWTABLE, F_CREATE, object, new);
         for chain in &self.t.chains {
             self.chain(chain);
         }
@@ -626,6 +634,58 @@ pub(crate) fn delete_table(family: Family, name: &str) -> Request {
             name: name.to_owned(),
         },
     }
+}
+
+/// NEWOBJ for counter `name` of table `family table`, at zero.
+pub(crate) fn new_counter(family: Family, table: &str, name: &str) -> Request {
+    Request {
+        op: NEWOBJ,
+        family,
+        flags: F_CREATE,
+        attrs: counter_attrs(table, name, true),
+        object: Object::Counter(name.to_owned()),
+    }
+}
+
+/// DELOBJ for counter `name` of table `family table`.
+pub(crate) fn delete_counter(family: Family, table: &str, name: &str) -> Request {
+    Request {
+        op: DELOBJ,
+        family,
+        flags: 0,
+        attrs: counter_attrs(table, name, false),
+        object: Object::Counter(name.to_owned()),
+    }
+}
+
+fn counter_attrs(table: &str, name: &str, zero: bool) -> Vec<u8> {
+    let mut a = Attrs::default();
+    a.str(obj::TABLE, table)
+        .str(obj::NAME, name)
+        .be32(obj::TYPE, obj::TYPE_COUNTER);
+    if zero {
+        a.nest(obj::DATA, |d| {
+            d.be64(obj::COUNTER_BYTES, 0).be64(obj::COUNTER_PACKETS, 0);
+        });
+    }
+    a.0
+}
+
+/// NEWSETELEM messages adding the elements of `set` to the existing set of that name in
+/// `family table` (the set itself is not created).
+pub(crate) fn set_elements(family: Family, table: &str, set: &Set) -> Vec<Request> {
+    let mut base = Attrs::default();
+    base.str(elem::LIST_TABLE, table);
+    element_messages(&base, &set.name, None, set.key, set.interval, &set.elements)
+        .into_iter()
+        .map(|attrs| Request {
+            op: NEWSETELEM,
+            family,
+            flags: F_CREATE,
+            attrs: attrs.0,
+            object: Object::Elements(set.name.clone()),
+        })
+        .collect()
 }
 
 /// Element changes: add every element (creating those absent), delete them, add them again

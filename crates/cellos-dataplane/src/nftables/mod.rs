@@ -23,12 +23,15 @@
 mod encode;
 mod model;
 pub(crate) mod netlink;
+mod pool;
 mod text;
 pub(crate) mod uapi;
 
 pub use encode::Object;
 pub use model::*;
 pub use netlink::NetlinkError;
+pub use pool::{BaseRuleset, CellPart, UNCLAIMED};
 
+pub(crate) use encode::{delete_counter, new_counter, set_elements};
 pub(crate) use encode::{delete_table, element_update, table as encode_table};
-pub(crate) use encode::{Attrs, Request, GETOBJ, GETTABLE};
+pub(crate) use encode::{Attrs, Request, GETOBJ, GETOBJ_RESET, GETTABLE};
