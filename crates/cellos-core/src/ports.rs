@@ -381,6 +381,12 @@ pub trait CellSession: Send + Sync {
     fn list(&self, path: &str) -> Result<Vec<FileEntry>, PortError>;
     fn mkdir(&self, path: &str, parents: bool) -> Result<(), PortError>;
     fn remove(&self, path: &str, recursive: bool) -> Result<(), PortError>;
+    /// The limits the cell has hit so far, each with the counter that proves it (a session
+    /// cell has no single workload whose end reports them). Backends that cannot tell return
+    /// none.
+    fn limit_hits(&self) -> Vec<LimitHit> {
+        Vec::new()
+    }
 }
 
 /// A started exec: its streams and its control.

@@ -471,6 +471,7 @@ impl LinuxCell {
                 init_pid,
                 control.clone(),
                 backend.workload_host_id(),
+                parts.cgroup.limit_probe(),
             )),
             id: spec.id.clone(),
             state_dir: backend.config.state_dir.clone(),

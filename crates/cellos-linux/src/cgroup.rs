@@ -119,6 +119,39 @@ pub struct CellCgroup {
     removed: bool,
 }
 
+/// The counters that prove an enforced limit was hit, by path.
+#[derive(Debug, Clone, Default)]
+pub struct LimitProbe {
+    counters: Vec<LimitCounter>,
+}
+
+#[derive(Debug, Clone)]
+struct LimitCounter {
+    limit: &'static str,
+    path: PathBuf,
+    /// e.g. `cgroup v2 pids.events`.
+    what: String,
+    key: &'static str,
+}
+
+impl LimitProbe {
+    /// Every limit whose counter is above zero now (a counter that cannot be read, its cgroup
+    /// gone, counts nothing).
+    pub fn read(&self) -> Vec<LimitHit> {
+        self.counters
+            .iter()
+            .filter_map(|c| {
+                let count = read_keyed(&c.path, c.key).filter(|n| *n > 0)?;
+                Some(LimitHit {
+                    limit: c.limit.into(),
+                    mechanism: format!("{} {}={count}", c.what, c.key),
+                    count,
+                })
+            })
+            .collect()
+    }
+}
+
 impl CellCgroup {
     /// Create the cell's cgroups and write `limits`. On failure nothing created here remains.
     pub fn create(cell_id: &str, limits: &CgroupLimits) -> Result<CellCgroup, LinuxError> {
@@ -361,13 +394,19 @@ impl CellCgroup {
             .map(|l| l.path.as_path())
     }
 
-    /// Counters proving a limit was hit: OOM kills, refused forks, CPU throttling. Read them
-    /// before [`Self::remove`]; after it, the values read at removal are returned.
+    /// Limits the cell hit so far, from the counters of its cgroups (the counts read just
+    /// before removal, once removed).
     pub fn limit_hits(&self) -> Vec<LimitHit> {
-        if let Some(hits) = &self.final_hits {
-            return hits.clone();
+        match &self.final_hits {
+            Some(hits) => hits.clone(),
+            None => self.limit_probe().read(),
         }
-        let mut hits = Vec::new();
+    }
+
+    /// Where the counters of the enforced limits are, for reading them while the cell lives
+    /// (by its session, after each exec) without holding the cgroup.
+    pub fn limit_probe(&self) -> LimitProbe {
+        let mut counters = Vec::new();
         for leaf in &self.leaves {
             for &controller in &leaf.controllers {
                 if !self
@@ -383,16 +422,15 @@ impl CellCgroup {
                     (Controller::Pids, _) => ("pids.events", "max"),
                     (Controller::Cpu, _) => ("cpu.stat", "nr_throttled"),
                 };
-                if let Some(count) = read_keyed(&leaf.path.join(file), key).filter(|n| *n > 0) {
-                    hits.push(LimitHit {
-                        limit: spec_name(controller).into(),
-                        mechanism: format!("cgroup {} {file} {key}={count}", leaf.version),
-                        count,
-                    });
-                }
+                counters.push(LimitCounter {
+                    limit: spec_name(controller),
+                    path: leaf.path.join(file),
+                    what: format!("cgroup {} {file}", leaf.version),
+                    key,
+                });
             }
         }
-        hits
+        LimitProbe { counters }
     }
 
     /// Host pids still in the cell's cgroups (every hierarchy, nested groups included).

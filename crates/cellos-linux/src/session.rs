@@ -14,12 +14,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use cellos_core::ports::{CellSession, ExecControl, ExecProcess, PortError, PortErrorKind};
+use cellos_core::ports::{
+    CellSession, ExecControl, ExecProcess, LimitHit, PortError, PortErrorKind,
+};
 use cellos_core::session::{
     env_entries, ExecExit, ExecRequest, FileEntry, FileStat, FileWritten, PtySize,
 };
 
 use crate::cell_fs::CellFs;
+use crate::cgroup::LimitProbe;
 use crate::error::LinuxError;
 use crate::protocol::{send_fds, ExecFrame, ExecReport, CMD_EXEC_KILL};
 
@@ -40,15 +43,24 @@ pub struct LinuxSession {
     /// Host uid and gid the workload runs as (the exec's pipes and terminal are given to it).
     workload_host: u32,
     next_exec: AtomicU64,
+    /// The cgroup counters of the cell's enforced limits.
+    limits: LimitProbe,
 }
 
 impl LinuxSession {
-    pub(crate) fn new(cell_id: &str, init_pid: i32, control: Control, workload_host: u32) -> Self {
+    pub(crate) fn new(
+        cell_id: &str,
+        init_pid: i32,
+        control: Control,
+        workload_host: u32,
+        limits: LimitProbe,
+    ) -> Self {
         Self {
             cell_id: cell_id.to_owned(),
             init_pid,
             control,
             workload_host,
+            limits,
             next_exec: AtomicU64::new(1),
         }
     }
@@ -220,6 +232,10 @@ impl Read for TerminalReader {
 }
 
 impl CellSession for LinuxSession {
+    fn limit_hits(&self) -> Vec<LimitHit> {
+        self.limits.read()
+    }
+
     fn exec(&self, request: &ExecRequest) -> Result<ExecProcess, PortError> {
         // The request was checked by the caller (`ExecRequest::problems`); what still cannot
         // run (a NUL, a program not found) comes back from init as a failed start.

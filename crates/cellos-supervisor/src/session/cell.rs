@@ -34,6 +34,8 @@ pub(crate) struct SessionCell {
     pub(crate) cell: Mutex<Option<Box<dyn Cell>>>,
     pub(crate) state: Mutex<Live>,
     pub(crate) exec_seq: AtomicU64,
+    /// Limit counters already recorded as `limit.v1.hit`, by limit.
+    pub(crate) limits_recorded: Arc<Mutex<BTreeMap<String, u64>>>,
 }
 
 /// What changes while the cell lives.

@@ -243,6 +243,7 @@ fn entry(
             workload: None,
         }),
         exec_seq: AtomicU64::new(0),
+        limits_recorded: Arc::default(),
     }
 }
 

@@ -1,12 +1,13 @@
 //! Running one exec: evidence before it starts, output pumped into its kept log whether or not
 //! anyone reads it, a deadline that kills its whole tree, and evidence of how it ended.
 
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use cellos_core::events::{EventKind, ExecCompletedData, ExecStartedData};
-use cellos_core::ports::{CellSession, ExecControl, ExecProcess, PortError};
+use cellos_core::ports::{CellSession, ExecControl, ExecProcess, LimitHit, PortError};
 use cellos_core::session::{ExecExit, ExecRequest};
 
 use super::exec_log::{ExecLog, ExecOutcome, Stream};
@@ -59,6 +60,8 @@ pub(crate) type Stdin = Box<dyn std::io::Write + Send>;
 pub(crate) struct ExecContext {
     pub(crate) surface: Arc<dyn CellSession>,
     pub(crate) recorder: Arc<Mutex<Recorder>>,
+    /// The cell's limit counters already recorded (see [`record_limit_hits`]).
+    pub(crate) limits_recorded: Arc<Mutex<BTreeMap<String, u64>>>,
     pub(crate) kept_bytes: u64,
     /// Called when the exec ends (the cell's idle clock restarts).
     pub(crate) on_end: Box<dyn Fn() + Send + Sync>,
@@ -121,6 +124,7 @@ pub(crate) fn start(
         let outcome = finish(&waiter, timeout, begun, &drained);
         let killer = waiter.killer();
         let _ = record_completed(&ctx.recorder, &caller, &started_data, &outcome, killer);
+        record_limit_hits(&ctx, &caller);
         waiter.log.finish(outcome);
         (ctx.on_end)();
     });
@@ -254,6 +258,29 @@ fn record_completed(
         caller: started.caller.clone(),
     };
     record(recorder, caller, EventKind::ExecCompleted, &data)
+}
+
+/// Records `limit.v1.hit` for every limit the cell hit since the last record: a session cell
+/// has no workload whose end reports them, so its counters are read after each exec. `count`
+/// is the number of new hits; the mechanism names the counter and its total.
+fn record_limit_hits(ctx: &ExecContext, caller: &Caller) {
+    let hits = ctx.surface.limit_hits();
+    let mut recorded = ctx
+        .limits_recorded
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    for hit in hits {
+        let before = recorded.get(&hit.limit).copied().unwrap_or(0);
+        if hit.count <= before {
+            continue;
+        }
+        recorded.insert(hit.limit.clone(), hit.count);
+        let new = LimitHit {
+            count: hit.count - before,
+            ..hit
+        };
+        let _ = record(&ctx.recorder, caller, EventKind::LimitHit, &new);
+    }
 }
 
 /// Record an event attributed to `caller` (file operations, pause, ...).

@@ -418,6 +418,7 @@ impl Sessions {
         let ctx = exec::ExecContext {
             surface: cell.surface()?.clone(),
             recorder: cell.recorder.clone(),
+            limits_recorded: cell.limits_recorded.clone(),
             kept_bytes: self.config.kept_output_bytes,
             on_end,
         };

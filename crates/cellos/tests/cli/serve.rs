@@ -974,3 +974,45 @@ fn tokens_from_the_store_authenticate_their_subject_and_stop_at_revocation_or_ex
     assert!(stderr(&out).contains("revoked"), "{}", stderr(&out));
     rm(&home, &cell);
 }
+
+#[test]
+fn a_session_cell_that_hits_its_pids_limit_records_it_after_the_exec() {
+    let home = Home::new();
+    let _server = Served::start(&home);
+    let id = unique_id("srv-pids");
+    let spec = home.spec(&id, "  limits:\n    pidsMax: 16\n");
+    assert_eq!(
+        ok(&home, &["create", spec.to_str().expect("utf-8")]),
+        format!("{id}\n")
+    );
+    // More children than the limit allows: forks fail inside the cell (EAGAIN).
+    let out = run(
+        &home,
+        &[
+            "exec",
+            "--timeout-ms",
+            "5000",
+            &id,
+            "--",
+            "sh",
+            "-c",
+            "for i in $(seq 40); do sleep 1 & done 2>/dev/null; wait",
+        ],
+    );
+    assert!(out.status.code().is_some(), "{}", stderr(&out));
+    let all = crate::support::events(&home);
+    let hit = crate::support::events_of(&all, &id)
+        .into_iter()
+        .find(|e| crate::support::short_type(e) == "limit.v1.hit")
+        .expect("limit.v1.hit for the session cell");
+    assert_eq!(hit["data"]["limit"], "pidsMax", "{hit}");
+    assert!(hit["data"]["count"].as_u64().unwrap_or(0) > 0, "{hit}");
+    assert!(
+        hit["data"]["mechanism"]
+            .as_str()
+            .unwrap_or("")
+            .contains("pids.events max="),
+        "{hit}"
+    );
+    rm(&home, &id);
+}
