@@ -217,7 +217,7 @@ if "before-with" in setup:
     print(f"| CELLOS_BENCH_BEFORE: network-scope setup per cell (difference) | {bw - bwo:.2f} ms | | |")
 print(f"| DNS round-trip from a cell, median (proxy vs direct to dnsmasq) | {dns['proxy']:.0f} us | {dns['direct']:.0f} us | {dns['proxy'] / dns['direct']:.2f} |")
 print(f"| DNS round-trip, p99 | {dns['proxy_p99']:.0f} us | {dns['direct_p99']:.0f} us | {dns['proxy_p99'] / dns['direct_p99']:.2f} |")
-for key, what in (("gated", "gated rule, in-memory pin"), ("pinned", "nftables-pinned port, one `nft` run")):
+for key, what in (("gated", "gated rule, in-memory pin"), ("pinned", "nftables-pinned port, pinned over netlink")):
     p, d = dns[f"proxy_new_{key}"], dns["direct_new"]
     print(f"| DNS round-trip, names never asked before, median ({what}) | {p:.0f} us | {d:.0f} us | {p / d:.2f} |")
 print(f"| iperf3 TCP throughput, median of {rounds} alternating runs (allowed CIDR rule vs no rules) | {cell:.2f} Gbit/s | {base:.2f} Gbit/s | {cell / base:.2f} (target >= 0.9) |")
