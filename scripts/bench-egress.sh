@@ -144,7 +144,7 @@ hyperfine -N --style none --warmup 2 --runs "$(( (runs + 1) / 2 ))" --prepare "s
 # 2. DNS round-trips from inside one cell, alternating proxy and direct queries: the same name
 #    again and again (after the first, answered from the proxy's cache), and names never asked
 #    before (each one goes upstream and is pinned) on a gated rule (the in-memory pin table
-#    only) and on a port pinned in nftables (one `nft` run per answer).
+#    only) and on a port pinned in nftables (one netlink batch per answer).
 read -r -d '' dns_py <<PY || true
 import socket, struct, time, json, statistics
 def server():
