@@ -276,11 +276,13 @@ pub(crate) fn exec_in(
     exec::run(
         &state.sessions,
         caller,
-        id,
-        request,
-        command.stdin.as_deref(),
-        state.max_output_bytes,
-        afterwards,
+        exec::Run {
+            id,
+            request,
+            stdin: command.stdin.as_deref(),
+            max_output: state.max_output_bytes,
+            afterwards,
+        },
         waiting,
     )
 }

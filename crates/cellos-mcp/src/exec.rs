@@ -108,19 +108,32 @@ impl Drop for KillIfAbandoned {
     }
 }
 
-/// Run `request` in cell `id` and wait for its end (blocking); `waiting` names the exec
-/// while it runs.
-#[allow(clippy::too_many_arguments)]
+/// One command to run in a cell and how to report it.
+pub struct Run<'a> {
+    pub id: &'a str,
+    pub request: ExecRequest,
+    /// Written to the command's stdin, on the side.
+    pub stdin: Option<&'a str>,
+    /// Output kept in the result per stream.
+    pub max_output: usize,
+    pub afterwards: Afterwards,
+}
+
+/// Run `run.request` in cell `run.id` and wait for its end (blocking); `waiting` names the
+/// exec while it runs.
 pub fn run(
     sessions: &Sessions,
     caller: &Caller,
-    id: &str,
-    request: ExecRequest,
-    stdin: Option<&str>,
-    max_output: usize,
-    afterwards: Afterwards,
+    run: Run<'_>,
     waiting: &Waiting,
 ) -> Result<ExecResult, ToolError> {
+    let Run {
+        id,
+        request,
+        stdin,
+        max_output,
+        afterwards,
+    } = run;
     let timeout = Duration::from_millis(request.timeout_ms.unwrap_or(0));
     let started = sessions.exec(caller, id, request)?;
     *waiting.slot() = Some((id.to_owned(), started.id.clone()));
