@@ -49,6 +49,30 @@ impl CellsMcp {
     }
 }
 
+impl CellsMcp {
+    /// A call that runs to its end: the caller, the arguments (a mistake is a tool error
+    /// naming the field), then `work` off the async workers.
+    async fn call<A, T>(
+        &self,
+        args: JsonObject,
+        ctx: &RequestContext<RoleServer>,
+        work: impl FnOnce(&McpState, Caller, A) -> Result<T, ToolError> + Send + 'static,
+    ) -> CallToolResult
+    where
+        A: DeserializeOwned + Send + 'static,
+        T: Serialize + Send + 'static,
+    {
+        let state = self.state.clone();
+        let prepared = self
+            .caller(ctx)
+            .and_then(|caller| Ok((caller, parse::<A>(args)?)));
+        reply(match prepared {
+            Ok((caller, args)) => blocking(move || work(&state, caller, args)).await,
+            Err(e) => Err(e),
+        })
+    }
+}
+
 /// Parse a tool's arguments, naming the field of the first mistake.
 fn parse<T: DeserializeOwned>(args: JsonObject) -> Result<T, ToolError> {
     serde_path_to_error::deserialize(serde_json::Value::Object(args)).map_err(|e| {
@@ -107,24 +131,16 @@ impl CellsMcp {
         args: JsonObject,
         ctx: RequestContext<RoleServer>,
     ) -> CallToolResult {
-        let state = self.state.clone();
-        reply(
-            async {
-                let caller = self.caller(&ctx)?;
-                let args: CreateArgs = parse(args)?;
-                blocking(move || {
-                    create(
-                        &state,
-                        &caller,
-                        &args.profile,
-                        &args.narrowing(),
-                        &args.files,
-                    )
-                })
-                .await
-            }
-            .await,
-        )
+        self.call(args, &ctx, |state, caller, args: CreateArgs| {
+            create(
+                state,
+                &caller,
+                &args.profile,
+                &args.narrowing(),
+                &args.files,
+            )
+        })
+        .await
     }
 
     #[tool(name = "sandbox_exec", description = d::EXEC, input_schema = schema::<ExecArgs>())]
@@ -182,20 +198,12 @@ impl CellsMcp {
         args: JsonObject,
         ctx: RequestContext<RoleServer>,
     ) -> CallToolResult {
-        let state = self.state.clone();
-        reply(
-            async {
-                let caller = self.caller(&ctx)?;
-                let args: ReadFileArgs = parse(args)?;
-                blocking(move || {
-                    state.grant(&caller, &args.id)?;
-                    let (stat, bytes) = state.sessions.read_file(&caller, &args.id, &args.path)?;
-                    files::part(&stat, &bytes, args.encoding, args.offset, args.length)
-                })
-                .await
-            }
-            .await,
-        )
+        self.call(args, &ctx, |state, caller, args: ReadFileArgs| {
+            state.grant(&caller, &args.id)?;
+            let (stat, bytes) = state.sessions.read_file(&caller, &args.id, &args.path)?;
+            files::part(&stat, &bytes, args.encoding, args.offset, args.length)
+        })
+        .await
     }
 
     #[tool(name = "sandbox_write_file", description = d::WRITE, input_schema = schema::<WriteFileArgs>())]
@@ -204,19 +212,11 @@ impl CellsMcp {
         args: JsonObject,
         ctx: RequestContext<RoleServer>,
     ) -> CallToolResult {
-        let state = self.state.clone();
-        reply(
-            async {
-                let caller = self.caller(&ctx)?;
-                let args: WriteFileArgs = parse(args)?;
-                blocking(move || {
-                    state.grant(&caller, &args.id)?;
-                    write(&state, &caller, &args.id, &args.file(), "content")
-                })
-                .await
-            }
-            .await,
-        )
+        self.call(args, &ctx, |state, caller, args: WriteFileArgs| {
+            state.grant(&caller, &args.id)?;
+            write(state, &caller, &args.id, &args.file(), "content")
+        })
+        .await
     }
 
     #[tool(name = "sandbox_list_files", description = d::LIST, input_schema = schema::<ListFilesArgs>())]
@@ -225,21 +225,13 @@ impl CellsMcp {
         args: JsonObject,
         ctx: RequestContext<RoleServer>,
     ) -> CallToolResult {
-        let state = self.state.clone();
-        reply(
-            async {
-                let caller = self.caller(&ctx)?;
-                let args: ListFilesArgs = parse(args)?;
-                blocking(move || {
-                    state.grant(&caller, &args.id)?;
-                    let path = args.path.unwrap_or_else(|| "/".into());
-                    let entries = state.sessions.list_dir(&args.id, &path)?;
-                    Ok(serde_json::json!({ "path": path, "entries": entries }))
-                })
-                .await
-            }
-            .await,
-        )
+        self.call(args, &ctx, |state, caller, args: ListFilesArgs| {
+            state.grant(&caller, &args.id)?;
+            let path = args.path.unwrap_or_else(|| "/".into());
+            let entries = state.sessions.list_dir(&args.id, &path)?;
+            Ok(serde_json::json!({ "path": path, "entries": entries }))
+        })
+        .await
     }
 
     #[tool(name = "sandbox_destroy", description = d::DESTROY, input_schema = schema::<IdArgs>())]
@@ -248,19 +240,11 @@ impl CellsMcp {
         args: JsonObject,
         ctx: RequestContext<RoleServer>,
     ) -> CallToolResult {
-        let state = self.state.clone();
-        reply(
-            async {
-                let caller = self.caller(&ctx)?;
-                let args: IdArgs = parse(args)?;
-                blocking(move || {
-                    state.grant(&caller, &args.id)?;
-                    Ok(destroyed(state.sessions.destroy(&caller, &args.id)?))
-                })
-                .await
-            }
-            .await,
-        )
+        self.call(args, &ctx, |state, caller, args: IdArgs| {
+            state.grant(&caller, &args.id)?;
+            Ok(destroyed(state.sessions.destroy(&caller, &args.id)?))
+        })
+        .await
     }
 
     #[tool(name = "sandbox_evidence", description = d::EVIDENCE, input_schema = schema::<IdArgs>())]
@@ -269,19 +253,11 @@ impl CellsMcp {
         args: JsonObject,
         ctx: RequestContext<RoleServer>,
     ) -> CallToolResult {
-        let state = self.state.clone();
-        reply(
-            async {
-                let caller = self.caller(&ctx)?;
-                let args: IdArgs = parse(args)?;
-                blocking(move || {
-                    state.grant(&caller, &args.id)?;
-                    Ok(evidence::collect(&state.home, &args.id)?)
-                })
-                .await
-            }
-            .await,
-        )
+        self.call(args, &ctx, |state, caller, args: IdArgs| {
+            state.grant(&caller, &args.id)?;
+            Ok(evidence::collect(&state.home, &args.id)?)
+        })
+        .await
     }
 }
 
