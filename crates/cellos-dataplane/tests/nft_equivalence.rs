@@ -8,27 +8,11 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use cellos_dataplane::pin::{AddressPinner, Pin};
-use cellos_dataplane::{EgressPlan, HostTable, NftController, NftPinner, PlanInputs, Ruleset};
+use cellos_dataplane::{EgressPlan, HostTable, NftController, NftPinner, Ruleset};
 use common::{run, TestNetns};
 
 fn plan(authority: &str, gate: Option<u16>, dns_server: &str) -> EgressPlan {
-    let text = format!(
-        "apiVersion: cellos.io/v1\nkind: ExecutionCell\nspec:\n  id: eq\n  run: {{ argv: [/bin/true] }}\n  authority:\n{authority}"
-    );
-    let spec = cellos_core::spec::parse_execution_cell(&text).unwrap().spec;
-    EgressPlan::from_spec(
-        &spec,
-        PlanInputs {
-            dns_server: dns_server.parse().unwrap(),
-            l7_gate_port: gate,
-            host_addresses: vec![
-                "198.51.100.7".parse().unwrap(),
-                "2001:db8:ffff::1".parse().unwrap(),
-            ],
-            log_group: 7,
-        },
-    )
-    .unwrap()
+    common::plan("eq", authority, gate, dns_server)
 }
 
 const HOSTNAMES: &str = "    egressRules:

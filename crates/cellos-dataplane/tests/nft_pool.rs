@@ -5,27 +5,11 @@
 mod common;
 
 use cellos_dataplane::nftables::Family;
-use cellos_dataplane::{EgressPlan, NftController, NftError, PlanInputs, Ruleset};
+use cellos_dataplane::{EgressPlan, NftController, NftError, Ruleset};
 use common::{add_default_route, in_netns, run, TestNetns};
 
 fn plan(authority: &str, gate: Option<u16>, dns_server: &str) -> EgressPlan {
-    let text = format!(
-        "apiVersion: cellos.io/v1\nkind: ExecutionCell\nspec:\n  id: pool\n  run: {{ argv: [/bin/true] }}\n  authority:\n{authority}"
-    );
-    let spec = cellos_core::spec::parse_execution_cell(&text).unwrap().spec;
-    EgressPlan::from_spec(
-        &spec,
-        PlanInputs {
-            dns_server: dns_server.parse().unwrap(),
-            l7_gate_port: gate,
-            host_addresses: vec![
-                "198.51.100.7".parse().unwrap(),
-                "2001:db8:ffff::1".parse().unwrap(),
-            ],
-            log_group: 7,
-        },
-    )
-    .unwrap()
+    common::plan("pool", authority, gate, dns_server)
 }
 
 const HOSTNAMES: &str = "    egressRules:

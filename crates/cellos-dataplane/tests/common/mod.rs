@@ -94,3 +94,30 @@ pub fn add_default_route(ns: &TestNetns) {
         &["-n", &ns.name, "route", "add", "default", "dev", "v0"],
     );
 }
+
+/// The egress plan of a cell whose `spec.authority` is `authority` (YAML, indented four
+/// spaces), with a fixed host: two host addresses and NFLOG group 7.
+pub fn plan(
+    id: &str,
+    authority: &str,
+    gate: Option<u16>,
+    dns_server: &str,
+) -> cellos_dataplane::EgressPlan {
+    let text = format!(
+        "apiVersion: cellos.io/v1\nkind: ExecutionCell\nspec:\n  id: {id}\n  run: {{ argv: [/bin/true] }}\n  authority:\n{authority}"
+    );
+    let spec = cellos_core::spec::parse_execution_cell(&text).unwrap().spec;
+    cellos_dataplane::EgressPlan::from_spec(
+        &spec,
+        cellos_dataplane::PlanInputs {
+            dns_server: dns_server.parse().unwrap(),
+            l7_gate_port: gate,
+            host_addresses: vec![
+                "198.51.100.7".parse().unwrap(),
+                "2001:db8:ffff::1".parse().unwrap(),
+            ],
+            log_group: 7,
+        },
+    )
+    .unwrap()
+}
